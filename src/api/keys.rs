@@ -1,0 +1,174 @@
+//! `GET /v2/key-value-stores/{storeId}/keys`: one page of keys in UTF-8 byte order, read by an
+//! ordered range scan from `exclusiveStartKey`/`prefix`.
+
+use axum::extract::{Path, State};
+use axum::http::Uri;
+use axum::Json;
+
+use super::dto::{Data, KeyDto, KeyListDto};
+use super::params::Params;
+use super::resolve::{resolve, Need, Signed};
+use super::AppState;
+use crate::auth::{self, Caller};
+use crate::error::{ApiError, ApiResult};
+use crate::model::{now_millis, RecordKey, StoreInfo};
+use crate::storage::{AccessKind, KeyListQuery, KeyPage};
+
+/// Which keys a listing covers, once `prefix` and `collection` are combined.
+pub enum KeyFilter {
+    /// Keys starting with this prefix.
+    Prefix(String),
+    /// Only this key (a collection with a fixed `key`).
+    Exact(String),
+    /// No key can match.
+    Nothing,
+}
+
+/// Combines the `prefix` parameter with the store schema's `collection`, if one is asked for.
+pub fn key_filter(
+    store: &StoreInfo,
+    prefix: &str,
+    collection: Option<&str>,
+) -> ApiResult<KeyFilter> {
+    let Some(collection) = collection else {
+        return Ok(KeyFilter::Prefix(prefix.to_owned()));
+    };
+    let schema: Option<serde_json::Value> = store
+        .schema
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok());
+    let Some(def) = schema
+        .as_ref()
+        .and_then(|s| s.get("collections"))
+        .and_then(|c| c.get(collection))
+    else {
+        return Err(ApiError::InvalidCollection(format!(
+            "Collection \"{}\" is not defined in the store's schema.",
+            super::params::shorten(collection)
+        )));
+    };
+    if let Some(key) = def.get("key").and_then(|k| k.as_str()) {
+        return Ok(if key.starts_with(prefix) {
+            KeyFilter::Exact(key.to_owned())
+        } else {
+            KeyFilter::Nothing
+        });
+    }
+    let key_prefix = def.get("keyPrefix").and_then(|k| k.as_str()).unwrap_or("");
+    Ok(if prefix.starts_with(key_prefix) {
+        KeyFilter::Prefix(prefix.to_owned())
+    } else if key_prefix.starts_with(prefix) {
+        KeyFilter::Prefix(key_prefix.to_owned())
+    } else {
+        KeyFilter::Nothing
+    })
+}
+
+/// One page of keys matching `filter` after `exclusive_start_key`.
+pub async fn list_page(
+    state: &AppState,
+    store: &StoreInfo,
+    filter: &KeyFilter,
+    exclusive_start_key: Option<&str>,
+    limit: usize,
+) -> ApiResult<KeyPage> {
+    let empty = KeyPage {
+        items: Vec::new(),
+        is_truncated: false,
+    };
+    let page = match filter {
+        KeyFilter::Nothing => Some(empty),
+        KeyFilter::Exact(key) => {
+            let after_start = exclusive_start_key.is_none_or(|s| key.as_str() > s);
+            match RecordKey::parse(key) {
+                Ok(key) if after_start => {
+                    let meta = state.store.record_meta(&store.id, &key).await?;
+                    Some(KeyPage {
+                        items: meta.into_iter().collect(),
+                        is_truncated: false,
+                    })
+                }
+                _ => Some(empty),
+            }
+        }
+        KeyFilter::Prefix(prefix) => {
+            let query = KeyListQuery {
+                exclusive_start_key: exclusive_start_key.map(str::to_owned),
+                prefix: prefix.clone(),
+                limit,
+            };
+            state.store.keys_list(&store.id, &query).await?
+        }
+    };
+    page.ok_or(ApiError::StoreNotFound)
+}
+
+pub async fn keys_list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(store_ref): Path<String>,
+    uri: Uri,
+) -> ApiResult<Json<Data<KeyListDto>>> {
+    let params = Params::from_query(uri.query());
+    let signed = match params.get("signature")? {
+        Some(signature) => Signed::Storage { signature },
+        None => Signed::None,
+    };
+    let resolved = resolve(&state, &caller, &store_ref, Need::Read, signed).await?;
+    let limit = params.limit()?;
+    let exclusive_start_key = params.get("exclusiveStartKey")?;
+    let filter = key_filter(
+        &resolved.store,
+        params.get("prefix")?.unwrap_or(""),
+        params.get("collection")?,
+    )?;
+    let page = list_page(
+        &state,
+        &resolved.store,
+        &filter,
+        exclusive_start_key,
+        usize::try_from(limit).unwrap_or(1000),
+    )
+    .await?;
+    state
+        .access
+        .record(&resolved.store.id, AccessKind::List, now_millis());
+
+    let store = &resolved.store;
+    let base = format!(
+        "{}/v2/key-value-stores/{}/records",
+        state.config.public_url, store.id
+    );
+    let items: Vec<KeyDto> = page
+        .items
+        .into_iter()
+        .map(|meta| {
+            let key = meta.key.into_string();
+            let mut url = format!("{base}/{key}");
+            if resolved.may_write() {
+                url.push_str("?signature=");
+                url.push_str(&auth::record_signature(&store.url_signing_secret_key, &key));
+            }
+            KeyDto {
+                key,
+                size: meta.size,
+                record_public_url: url,
+            }
+        })
+        .collect();
+    let next = if page.is_truncated {
+        items.last().map(|i| i.key.clone())
+    } else {
+        None
+    };
+    Ok(Json(Data {
+        data: KeyListDto {
+            count: items.len() as u64,
+            limit,
+            exclusive_start_key: exclusive_start_key.map(str::to_owned),
+            is_truncated: page.is_truncated,
+            next_exclusive_start_key: next,
+            items,
+        },
+    }))
+}

@@ -1,0 +1,124 @@
+//! The HTTP layer: routes of `/v2/key-value-stores`, one module per URL resource. Handlers parse and
+//! check input at the edge, ask [`crate::storage::Store`], and shape Apify's responses.
+
+mod body;
+mod dto;
+mod keys;
+mod params;
+mod records;
+mod resolve;
+mod stores;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, Method, Uri};
+use axum::routing::get;
+use axum::Router;
+
+use crate::auth::Caller;
+use crate::config::ServerConfig;
+use crate::error::ApiError;
+use crate::model::Token;
+use crate::storage::{AccessCounters, Store};
+
+pub use params::MAX_LIMIT;
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub access: Arc<AccessCounters>,
+    pub config: Arc<ServerConfig>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/v2/key-value-stores",
+            get(stores::stores_list).post(stores::stores_create),
+        )
+        .route(
+            "/v2/key-value-stores/{store}",
+            get(stores::store_get)
+                .put(stores::store_update)
+                .delete(stores::store_delete),
+        )
+        .route("/v2/key-value-stores/{store}/keys", get(keys::keys_list))
+        .route(
+            "/v2/key-value-stores/{store}/records",
+            get(records::records_zip),
+        )
+        .route(
+            "/v2/key-value-stores/{store}/records/{key}",
+            get(records::record_get)
+                .head(records::record_head)
+                .put(records::record_put)
+                .post(records::record_put)
+                .delete(records::record_delete),
+        )
+        .fallback(page_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn page_not_found() -> ApiError {
+    ApiError::PageNotFound
+}
+
+async fn method_not_allowed(uri: Uri) -> ApiError {
+    let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
+    let allowed = match segments.as_slice() {
+        ["v2", "key-value-stores"] => "GET, POST",
+        ["v2", "key-value-stores", _] => "GET, PUT, DELETE",
+        ["v2", "key-value-stores", _, "records", _] => "GET, HEAD, PUT, POST, DELETE",
+        _ => "GET",
+    };
+    ApiError::MethodNotAllowed(allowed)
+}
+
+/// Apify's `?method=` override, applied before routing (only when enabled).
+pub fn override_method(mut request: Request) -> Request {
+    if request.method() == Method::GET {
+        let wanted = params::Params::from_query(request.uri().query())
+            .get("method")
+            .ok()
+            .flatten()
+            .and_then(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok());
+        if let Some(method) = wanted {
+            *request.method_mut() = method;
+        }
+    }
+    request
+}
+
+/// The token from `Authorization: Bearer …` or `?token=`.
+fn token_of(parts: &Parts) -> Result<Option<Token>, ApiError> {
+    if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+        let value = value.to_str().map_err(|_| ApiError::InvalidToken)?;
+        let (scheme, token) = value.trim().split_once(' ').ok_or(ApiError::InvalidToken)?;
+        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+            return Err(ApiError::InvalidToken);
+        }
+        return Ok(Some(Token::from_secret(token.trim().to_owned())));
+    }
+    let params = params::Params::from_query(parts.uri.query());
+    Ok(params
+        .get("token")?
+        .map(|t| Token::from_secret(t.to_owned())))
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(token) = token_of(parts)? else {
+            return Ok(Caller(None));
+        };
+        match state.store.user_by_token(&token.hash()).await? {
+            Some(user) => Ok(Caller(Some(user))),
+            None => Err(ApiError::InvalidToken),
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Turning `{storeId}` (an id, `~name` or `username~name`) plus the caller into a store the caller
+//! may use, with the error answers of `shared/DECISIONS.md`:
+//! no token where one is needed → 401; may not read → 404 `record-or-token-not-found` (existence is
+//! never revealed); may read but not write → 403; missing store, caller may look → 404
+//! `record-not-found`.
+
+use crate::auth::{self, Access, Caller, ReachedBy, SignatureError};
+use crate::error::{ApiError, ApiResult};
+use crate::model::{now_millis, StoreId, StoreInfo, StoreName, Username};
+
+use super::AppState;
+
+/// What the request wants to do with the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    Read,
+    Write,
+}
+
+/// A signature given with the request and what it may open.
+#[derive(Debug, Clone, Copy)]
+pub enum Signed<'a> {
+    None,
+    /// A record signature for this key (GET/HEAD record).
+    Record {
+        key: &'a str,
+        signature: &'a str,
+    },
+    /// A storage signature (key listing, records ZIP).
+    Storage {
+        signature: &'a str,
+    },
+}
+
+pub struct Resolved {
+    pub store: StoreInfo,
+    pub access: Access,
+}
+
+impl Resolved {
+    pub fn may_write(&self) -> bool {
+        self.access == Access::Write
+    }
+}
+
+enum StoreRef {
+    Id(StoreId),
+    OwnName(StoreName),
+    UserName(Username, StoreName),
+    /// Cannot name any store.
+    Invalid,
+}
+
+fn parse_ref(raw: &str) -> StoreRef {
+    match raw.split_once('~') {
+        None => StoreId::parse(raw).map_or(StoreRef::Invalid, StoreRef::Id),
+        Some(("", name)) => StoreName::parse(name).map_or(StoreRef::Invalid, StoreRef::OwnName),
+        Some((user, name)) => match (Username::parse(user), StoreName::parse(name)) {
+            (Ok(u), Ok(n)) => StoreRef::UserName(u, n),
+            _ => StoreRef::Invalid,
+        },
+    }
+}
+
+pub async fn resolve(
+    state: &AppState,
+    caller: &Caller,
+    raw_ref: &str,
+    need: Need,
+    signed: Signed<'_>,
+) -> ApiResult<Resolved> {
+    if need == Need::Write && caller.user().is_none() {
+        return Err(ApiError::TokenNotProvided);
+    }
+    let (store, reached_by) = match parse_ref(raw_ref) {
+        StoreRef::Invalid => {
+            return Err(match caller.user() {
+                Some(_) => ApiError::StoreNotFound,
+                None => ApiError::RecordOrTokenNotFound,
+            })
+        }
+        StoreRef::Id(id) => match state.store.store_get(&id).await? {
+            Some(store) => (store, ReachedBy::Id),
+            None if caller.user().is_some() => return Err(ApiError::StoreNotFound),
+            None => return Err(ApiError::RecordOrTokenNotFound),
+        },
+        StoreRef::OwnName(name) => {
+            let user = caller.user().ok_or(ApiError::TokenNotProvided)?;
+            match state.store.store_get_by_name(&user.id, &name).await? {
+                Some(store) => (store, ReachedBy::Name),
+                None => return Err(ApiError::StoreNotFound),
+            }
+        }
+        StoreRef::UserName(username, name) => {
+            let is_self = caller.user().is_some_and(|u| u.username == username);
+            let owner = state.store.user_by_name(&username).await?;
+            let store = match owner {
+                Some(owner) => state.store.store_get_by_name(&owner.id, &name).await?,
+                None => None,
+            };
+            match store {
+                Some(store) => (store, ReachedBy::Name),
+                None if is_self => return Err(ApiError::StoreNotFound),
+                None => return Err(ApiError::RecordOrTokenNotFound),
+            }
+        }
+    };
+    let mut access = auth::access(
+        caller,
+        &store,
+        reached_by,
+        state.config.default_general_access,
+    );
+    if access == Access::None {
+        access = check_signature(&store, signed)?;
+    }
+    match (access, need) {
+        (Access::None, _) => Err(ApiError::RecordOrTokenNotFound),
+        (Access::Read, Need::Write) => Err(ApiError::InsufficientPermissions),
+        (Access::Read | Access::Write, _) => Ok(Resolved { store, access }),
+    }
+}
+
+/// A valid signature gives read access to what it covers; an invalid one is a 403.
+fn check_signature(store: &StoreInfo, signed: Signed<'_>) -> ApiResult<Access> {
+    let secret = &store.url_signing_secret_key;
+    let verdict = match signed {
+        Signed::None => return Ok(Access::None),
+        Signed::Record { key, signature } => auth::verify_record_signature(secret, key, signature),
+        Signed::Storage { signature } => {
+            auth::verify_storage_signature(secret, store.id.as_str(), signature, now_millis())
+        }
+    };
+    match verdict {
+        Ok(()) => Ok(Access::Read),
+        Err(
+            e @ (SignatureError::Malformed | SignatureError::Mismatch | SignatureError::Expired),
+        ) => Err(ApiError::InvalidSignature(e.to_string())),
+    }
+}

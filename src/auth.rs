@@ -1,0 +1,239 @@
+//! Who the caller is and what they may do: tokens, ownership, `generalAccess`, and the HMAC
+//! signatures of Apify's public URLs (§4 of the reference), bit for bit.
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::model::{GeneralAccess, StoreInfo, User};
+
+/// How long the signature in a store's `keysPublicUrl`/`recordsPublicUrl` is valid (Apify: 14 days).
+pub const PUBLIC_URL_SIGNATURE_TTL_MS: u64 = 14 * 24 * 3600 * 1000;
+
+/// The authenticated user, if any. A request with an invalid token never gets this far.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Option<User>);
+
+impl Caller {
+    pub fn user(&self) -> Option<&User> {
+        self.0.as_ref()
+    }
+}
+
+/// What a caller may do with one store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Access {
+    None,
+    Read,
+    Write,
+}
+
+/// How the store was named in the request; `ANYONE_WITH_ID_CAN_READ` opens only the first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReachedBy {
+    Id,
+    Name,
+}
+
+/// The access a caller has to a store, before any signature is considered.
+pub fn access(
+    caller: &Caller,
+    store: &StoreInfo,
+    reached_by: ReachedBy,
+    user_default: GeneralAccess,
+) -> Access {
+    if caller.user().is_some_and(|u| u.id == store.user_id) {
+        return Access::Write;
+    }
+    let general = match store.general_access {
+        GeneralAccess::FollowUserSetting => user_default,
+        other => other,
+    };
+    match (general, reached_by) {
+        (GeneralAccess::AnyoneWithNameCanRead, _)
+        | (GeneralAccess::AnyoneWithIdCanRead, ReachedBy::Id) => Access::Read,
+        (GeneralAccess::AnyoneWithIdCanRead, ReachedBy::Name)
+        | (GeneralAccess::Restricted, _)
+        | (GeneralAccess::FollowUserSetting, _) => Access::None,
+    }
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+const BASE62: &[u8; 62] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+
+/// Apify's `createHmacSignature`: HMAC-SHA256, the first 30 hex digits as an integer, in base62.
+pub fn create_hmac_signature(secret: &str, message: &str) -> String {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let Ok(mut mac) = HmacSha256::new_from_slice(secret.as_bytes()) else {
+        return String::new();
+    };
+    mac.update(message.as_bytes());
+    let digest = mac.finalize().into_bytes();
+    // 30 hex digits = the first 15 bytes = 120 bits.
+    let mut n = digest[..15]
+        .iter()
+        .fold(0u128, |acc, b| (acc << 8) | u128::from(*b));
+    if n == 0 {
+        return "0".to_owned();
+    }
+    let mut out = Vec::new();
+    while n > 0 {
+        out.push(BASE62[(n % 62) as usize]);
+        n /= 62;
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// The signature of one record's public URL. It never expires.
+pub fn record_signature(secret: &str, key: &str) -> String {
+    create_hmac_signature(secret, key)
+}
+
+/// The storage-content signature that opens a store's key listing and records ZIP.
+/// `expires_at_ms == 0` means it never expires.
+pub fn storage_signature(secret: &str, store_id: &str, expires_at_ms: u64) -> String {
+    let hmac = create_hmac_signature(secret, &format!("0.{expires_at_ms}.{store_id}"));
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("0.{expires_at_ms}.{hmac}"))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("The signature is malformed.")]
+    Malformed,
+    #[error("The signature is not valid for this resource.")]
+    Mismatch,
+    #[error("The signature has expired.")]
+    Expired,
+}
+
+fn same(a: &str, b: &str) -> bool {
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
+pub fn verify_record_signature(
+    secret: &str,
+    key: &str,
+    signature: &str,
+) -> Result<(), SignatureError> {
+    if same(&record_signature(secret, key), signature) {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
+}
+
+/// Checks a storage signature; both padded (Python) and unpadded (JS) base64url are accepted.
+pub fn verify_storage_signature(
+    secret: &str,
+    store_id: &str,
+    signature: &str,
+    now_ms: u64,
+) -> Result<(), SignatureError> {
+    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(signature.trim_end_matches('='))
+        .map_err(|_| SignatureError::Malformed)?;
+    let decoded = String::from_utf8(decoded).map_err(|_| SignatureError::Malformed)?;
+    let mut parts = decoded.splitn(3, '.');
+    let (Some(version), Some(expires_at), Some(hmac)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(SignatureError::Malformed);
+    };
+    if version != "0" {
+        return Err(SignatureError::Malformed);
+    }
+    let expires: u64 = expires_at.parse().map_err(|_| SignatureError::Malformed)?;
+    let expected = create_hmac_signature(secret, &format!("0.{expires_at}.{store_id}"));
+    if !same(&expected, hmac) {
+        return Err(SignatureError::Mismatch);
+    }
+    if expires != 0 && expires < now_ms {
+        return Err(SignatureError::Expired);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The worked examples of §4 of the reference.
+    #[test]
+    fn hmac_signature_matches_apify_shared_js() {
+        assert_eq!(
+            create_hmac_signature("hmac-secret-key", "hmac-message-to-be-authenticated"),
+            "pcVagAsudj8dFqdlg7mG"
+        );
+        assert_eq!(
+            create_hmac_signature(
+                "hmac-same-secret-key",
+                "hmac-same-message-to-be-authenticated"
+            ),
+            "FYMcmTIm3idXqleF1Sw5"
+        );
+        assert_eq!(
+            create_hmac_signature("hmac-secret-key", "INPUT"),
+            "126LysVkMQ2fTk8WTp14h"
+        );
+    }
+
+    #[test]
+    fn storage_signature_matches_apify_shared_js() {
+        assert_eq!(
+            storage_signature("hmac-secret-key", "resource-id", 0),
+            "MC4wLjNUd2ZFRTY1OXVmU05zbVM0N2xS"
+        );
+        assert_eq!(
+            storage_signature("hmac-secret-key", "WkzbQMuFYuamGv3YF", 1_700_000_000_000),
+            "MC4xNzAwMDAwMDAwMDAwLjRFWHNjbEQyaGVCSkIwdHlIQmM0"
+        );
+    }
+
+    #[test]
+    fn storage_signatures_verify_with_and_without_padding() {
+        let sig = storage_signature("s3cret", "WkzbQMuFYuamGv3YF", 0);
+        assert_eq!(
+            verify_storage_signature("s3cret", "WkzbQMuFYuamGv3YF", &sig, 1),
+            Ok(())
+        );
+        let padded = format!("{sig}{}", "=".repeat((4 - sig.len() % 4) % 4));
+        assert_eq!(
+            verify_storage_signature("s3cret", "WkzbQMuFYuamGv3YF", &padded, 1),
+            Ok(())
+        );
+        assert_eq!(
+            verify_storage_signature("s3cret", "otherStoreIdXXXXX", &sig, 1),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_storage_signature("wrong", "WkzbQMuFYuamGv3YF", &sig, 1),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_storage_signature("s3cret", "WkzbQMuFYuamGv3YF", "not base64 !!", 1),
+            Err(SignatureError::Malformed)
+        );
+    }
+
+    #[test]
+    fn expired_storage_signatures_are_refused() {
+        let sig = storage_signature("s3cret", "WkzbQMuFYuamGv3YF", 1_000);
+        assert_eq!(
+            verify_storage_signature("s3cret", "WkzbQMuFYuamGv3YF", &sig, 999),
+            Ok(())
+        );
+        assert_eq!(
+            verify_storage_signature("s3cret", "WkzbQMuFYuamGv3YF", &sig, 1_001),
+            Err(SignatureError::Expired)
+        );
+    }
+
+    #[test]
+    fn record_signatures_verify() {
+        let sig = record_signature("s3cret", "INPUT");
+        assert!(verify_record_signature("s3cret", "INPUT", &sig).is_ok());
+        assert!(verify_record_signature("s3cret", "OUTPUT", &sig).is_err());
+    }
+}

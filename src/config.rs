@@ -1,0 +1,136 @@
+//! The command line: one clap tree; every flag also reads a `KVSTORE_*` environment variable.
+//! Environment variables are read here and nowhere else.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::model::GeneralAccess;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kvstore",
+    version,
+    about = "A self-hosted key-value store server speaking the Apify API v2"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server.
+    Serve(ServeArgs),
+    /// Manage users and their tokens (on a data directory no server is using).
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DataArgs {
+    /// Directory of the embedded engine; created if missing.
+    #[arg(long, env = "KVSTORE_DATA_DIR", default_value = "./kvstore-data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (the real one is printed).
+    #[arg(long, env = "KVSTORE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub data: DataArgs,
+
+    /// Base URL clients reach this server at, used in public URLs (`keysPublicUrl`,
+    /// `recordPublicUrl`, `Location`). Default: http://<the bound listen address>.
+    #[arg(long, env = "KVSTORE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Largest record body accepted, in bytes, measured after decompression.
+    #[arg(long, env = "KVSTORE_MAX_RECORD_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub max_record_bytes: u64,
+
+    /// What `generalAccess: FOLLOW_USER_SETTING` means on this server.
+    #[arg(long, env = "KVSTORE_DEFAULT_GENERAL_ACCESS", value_enum, default_value_t = AccessSetting::Restricted)]
+    pub default_general_access: AccessSetting,
+
+    /// Honour `?method=PUT` (etc.) on GET requests, as Apify does. Off by default: with `?token=`
+    /// a clicked link could then change data.
+    #[arg(long, env = "KVSTORE_ALLOW_METHOD_OVERRIDE")]
+    pub allow_method_override: bool,
+
+    /// Token for the `admin` user created on first start (default: a random one, printed once).
+    #[arg(long, env = "KVSTORE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Log format.
+    #[arg(long, env = "KVSTORE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AccessSetting {
+    Restricted,
+    AnyoneWithIdCanRead,
+    AnyoneWithNameCanRead,
+}
+
+impl From<AccessSetting> for GeneralAccess {
+    fn from(a: AccessSetting) -> Self {
+        match a {
+            AccessSetting::Restricted => GeneralAccess::Restricted,
+            AccessSetting::AnyoneWithIdCanRead => GeneralAccess::AnyoneWithIdCanRead,
+            AccessSetting::AnyoneWithNameCanRead => GeneralAccess::AnyoneWithNameCanRead,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create a user and print its new token as the last line of standard output.
+    Create {
+        name: String,
+        /// Make the user an administrator.
+        #[arg(long)]
+        admin: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// List users.
+    List {
+        #[command(flatten)]
+        data: DataArgs,
+    },
+}
+
+/// Settings of a running server, after the CLI has been parsed and the listener bound.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Without trailing slash, e.g. `http://127.0.0.1:8080`.
+    pub public_url: String,
+    pub max_record_bytes: u64,
+    pub default_general_access: GeneralAccess,
+    pub allow_method_override: bool,
+}
+
+impl ServerConfig {
+    /// Defaults for a server bound at `addr` (tests use this).
+    pub fn for_addr(addr: SocketAddr) -> Self {
+        Self {
+            public_url: format!("http://{addr}"),
+            max_record_bytes: 1024 * 1024 * 1024,
+            default_general_access: GeneralAccess::Restricted,
+            allow_method_override: false,
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! The HTTP layer's error enum and its single mapping to Apify's envelope
+//! `{"error":{"type","message"}}`. Statuses and types come from exhaustive matches: adding a
+//! variant forces a decision about both.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("Authentication token was not provided.")]
+    TokenNotProvided,
+    #[error("Authentication token is not valid.")]
+    InvalidToken,
+    #[error("You do not have permission to perform this action.")]
+    InsufficientPermissions,
+    #[error("{0}")]
+    InvalidSignature(String),
+    #[error("Store was not found or you do not have access to it.")]
+    RecordOrTokenNotFound,
+    #[error("Store was not found.")]
+    StoreNotFound,
+    #[error("Record was not found.")]
+    RecordNotFound,
+    #[error("The requested page was not found.")]
+    PageNotFound,
+    #[error("This API endpoint can only be accessed using the following HTTP methods: {0}")]
+    MethodNotAllowed(&'static str),
+    #[error("{0}")]
+    InvalidParameter(String),
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("{0}")]
+    InvalidRecordKey(String),
+    #[error("{0}")]
+    InvalidCollection(String),
+    #[error("{0}")]
+    StoreSchemaInvalid(String),
+    #[error("You already have a store named \"{0}\".")]
+    StoreNameNotUnique(String),
+    #[error("The request body is too large (limit: {limit} bytes).")]
+    RequestTooLarge { limit: u64 },
+    #[error("Content-Encoding \"{0}\" is not supported.")]
+    UnsupportedContentEncoding(String),
+    #[error("{0}")]
+    InvalidRequestBody(String),
+    #[error("The service is temporarily unavailable, try again later.")]
+    Unavailable,
+    /// Details are logged, never sent.
+    #[error("Internal server error.")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::TokenNotProvided | ApiError::InvalidToken => StatusCode::UNAUTHORIZED,
+            ApiError::InsufficientPermissions | ApiError::InvalidSignature(_) => {
+                StatusCode::FORBIDDEN
+            }
+            ApiError::RecordOrTokenNotFound
+            | ApiError::StoreNotFound
+            | ApiError::RecordNotFound
+            | ApiError::PageNotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::InvalidParameter(_)
+            | ApiError::InvalidInput(_)
+            | ApiError::InvalidRecordKey(_)
+            | ApiError::InvalidCollection(_)
+            | ApiError::StoreSchemaInvalid(_)
+            | ApiError::InvalidRequestBody(_) => StatusCode::BAD_REQUEST,
+            ApiError::StoreNameNotUnique(_) => StatusCode::CONFLICT,
+            ApiError::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedContentEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Apify's `error.type`.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            ApiError::TokenNotProvided => "token-not-provided",
+            ApiError::InvalidToken => "invalid-token",
+            ApiError::InsufficientPermissions => "insufficient-permissions",
+            ApiError::InvalidSignature(_) => "invalid-signature",
+            ApiError::RecordOrTokenNotFound => "record-or-token-not-found",
+            // Clients turn a 404 into "absent" only for these two types.
+            ApiError::StoreNotFound | ApiError::RecordNotFound => "record-not-found",
+            ApiError::PageNotFound => "page-not-found",
+            ApiError::MethodNotAllowed(_) => "method-not-allowed",
+            ApiError::InvalidParameter(_) => "invalid-parameter",
+            ApiError::InvalidInput(_) => "invalid-input",
+            ApiError::InvalidRecordKey(_) => "invalid-record-key",
+            ApiError::InvalidCollection(_) => "invalid-collection",
+            ApiError::StoreSchemaInvalid(_) => "store-schema-invalid",
+            ApiError::StoreNameNotUnique(_) => "store-name-not-unique",
+            ApiError::RequestTooLarge { .. } => "request-too-large",
+            ApiError::UnsupportedContentEncoding(_) => "unsupported-content-encoding",
+            ApiError::InvalidRequestBody(_) => "invalid-request",
+            ApiError::Unavailable => "service-unavailable",
+            ApiError::Internal(_) => "internal-server-error",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(error = %detail, "internal error");
+        }
+        let body = serde_json::json!({
+            "error": { "type": self.error_type(), "message": self.to_string() }
+        });
+        let mut response = (self.status(), axum::Json(body)).into_response();
+        if matches!(self, ApiError::RequestTooLarge { .. }) {
+            // The rest of the body is not read; the connection cannot be reused.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::NameTaken => ApiError::StoreNameNotUnique("that name".into()),
+            StorageError::UserExists => ApiError::InvalidInput("The user already exists.".into()),
+            StorageError::Closed => ApiError::Unavailable,
+            StorageError::Locked
+            | StorageError::UnsupportedFormat { .. }
+            | StorageError::Io(_)
+            | StorageError::Engine(_)
+            | StorageError::Corrupt(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

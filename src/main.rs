@@ -1,0 +1,156 @@
+//! The `kvstore` binary: parse the command line, set up logging, and hand over to the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use kvstore::config::{Cli, Command, LogFormat, ServeArgs, ServerConfig, UsersCommand};
+use kvstore::model::{format_millis, Token, Username};
+use kvstore::storage::{self, Backend, StorageError};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Users(cmd) => users(cmd).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("KVSTORE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    init_tracing(args.log_format);
+    let store = storage::open(&Backend::Embedded(args.data.data_dir.clone())).await?;
+    let admin_token = args.admin_token.clone().map(Token::from_secret);
+    let token_was_given = admin_token.is_some();
+    if let Some(token) = storage::ensure_first_user(&*store, admin_token).await? {
+        if token_was_given {
+            println!("Created the user \"admin\" with the token from KVSTORE_ADMIN_TOKEN.");
+        } else {
+            println!("Created the user \"admin\". Its token (shown only this once):");
+            println!("{}", token.expose());
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let addr = listener.local_addr()?;
+    let config = ServerConfig {
+        public_url: args
+            .public_url
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| format!("http://{addr}")),
+        max_record_bytes: args.max_record_bytes,
+        default_general_access: args.default_general_access.into(),
+        allow_method_override: args.allow_method_override,
+    };
+    println!(
+        "kvstore {} listening on http://{addr}",
+        env!("CARGO_PKG_VERSION")
+    );
+    tracing::info!(%addr, data_dir = %args.data.data_dir.display(), "server started");
+    kvstore::serve(listener, store, config, shutdown_signal()).await?;
+    tracing::info!("server stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+async fn users(cmd: UsersCommand) -> Result<(), Box<dyn std::error::Error>> {
+    match cmd {
+        UsersCommand::Create { name, admin, data } => {
+            let username = Username::parse(&name)?;
+            let store = open_offline(&data.data_dir).await?;
+            let token = Token::generate();
+            let created = store.user_create(username, admin, token.hash()).await;
+            store.close().await?;
+            let user = created.map_err(|e| match e {
+                StorageError::UserExists => format!("a user named \"{name}\" already exists"),
+                other => other.to_string(),
+            })?;
+            println!(
+                "Created user \"{}\" (id {}). Token:",
+                user.username, user.id
+            );
+            println!("{}", token.expose());
+        }
+        UsersCommand::List { data } => {
+            let store = open_offline(&data.data_dir).await?;
+            let users = store.users_list().await;
+            store.close().await?;
+            println!("{:<17}  {:<24}  {:<5}  CREATED", "ID", "USERNAME", "ADMIN");
+            for u in users? {
+                println!(
+                    "{:<17}  {:<24}  {:<5}  {}",
+                    u.id,
+                    u.username,
+                    u.is_admin,
+                    format_millis(u.created_at)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn open_offline(
+    dir: &std::path::Path,
+) -> Result<std::sync::Arc<dyn storage::Store>, Box<dyn std::error::Error>> {
+    storage::open(&Backend::Embedded(dir.to_owned()))
+        .await
+        .map_err(|e| match e {
+            StorageError::Locked => format!(
+                "the data directory {} is in use by a running server; stop it first",
+                dir.display()
+            )
+            .into(),
+            other => other.into(),
+        })
+}

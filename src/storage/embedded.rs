@@ -1,0 +1,970 @@
+//! The embedded backend: redb (an ordered, copy-on-write B-tree with ACID transactions) in
+//! `<data-dir>/kvstore.redb`, plus `<data-dir>/blobs/` for bodies too large to keep inline.
+//!
+//! Writes go through one writer thread that batches whatever is queued into one transaction and
+//! one fsync (group commit); a write is acknowledged only after its batch committed durably.
+//! Reads run on the blocking pool in their own read transactions and never wait for the writer.
+//!
+//! Invariants:
+//! - a store's `record_count`/`storage_bytes` change in the same transaction as the records;
+//! - a blob file is written and synced before the commit that points at it, and removed only after
+//!   the commit that stops pointing at it;
+//! - a deleted store disappears from `STORES` at once; its records are purged in the background
+//!   (tracked in `PURGE`, so a restart resumes the purge).
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rand::RngCore;
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use super::{
+    apply_delta, AccessDelta, BodyInput, BodyOutput, KeyListQuery, KeyPage, Record, Result,
+    StorageError, Store, StoreListQuery, StorePage, StoreUpdate, WriteOutcome,
+};
+use crate::model::{
+    now_millis, RecordKey, RecordMeta, StoreId, StoreInfo, StoreName, TokenHash, User, UserId,
+    Username,
+};
+
+/// Bumped whenever the on-disk layout changes incompatibly.
+pub const FORMAT_VERSION: u32 = 1;
+/// Bodies larger than this live in blob files rather than inside the B-tree.
+const INLINE_MAX: u64 = 64 * 1024;
+/// How many queued writes one transaction takes at most.
+const MAX_BATCH: usize = 512;
+/// Records removed per background purge transaction.
+const PURGE_STEP: usize = 1000;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+const USERNAMES: TableDefinition<&str, &str> = TableDefinition::new("usernames");
+const TOKENS: TableDefinition<&[u8; 32], &str> = TableDefinition::new("tokens");
+const STORES: TableDefinition<&str, &[u8]> = TableDefinition::new("stores");
+/// (owner id, name) → store id
+const STORE_NAMES: TableDefinition<(&str, &str), &str> = TableDefinition::new("store_names");
+/// (owner id, createdAt, store id) → is named; the order of the store listing.
+const STORES_BY_OWNER: TableDefinition<(&str, u64, &str), bool> =
+    TableDefinition::new("stores_by_owner");
+/// (store id, key) → [`RecordHeader`] followed by the inline body, if any.
+const RECORDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("records");
+/// Deleted stores whose records are still being removed.
+const PURGE: TableDefinition<&str, ()> = TableDefinition::new("purge");
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RecordHeader {
+    content_type: String,
+    size: u64,
+    /// The blob file holding the body; `None` when the body follows the header inline.
+    blob: Option<[u8; 16]>,
+}
+
+fn engine<E: Into<redb::Error>>(e: E) -> StorageError {
+    match e.into() {
+        redb::Error::DatabaseAlreadyOpen => StorageError::Locked,
+        redb::Error::Io(io) => StorageError::Io(io),
+        other => StorageError::Engine(other.to_string()),
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    postcard::to_stdvec(value).map_err(|e| StorageError::Corrupt(e.to_string()))
+}
+
+fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| StorageError::Corrupt(e.to_string()))
+}
+
+fn decode_record(bytes: &[u8]) -> Result<(RecordHeader, &[u8])> {
+    postcard::take_from_bytes(bytes).map_err(|e| StorageError::Corrupt(e.to_string()))
+}
+
+/// Fsyncs a directory so that a rename or a new entry in it survives power loss.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+struct Paths {
+    blobs: PathBuf,
+    spool: PathBuf,
+}
+
+impl Paths {
+    fn blob(&self, id: &[u8; 16]) -> PathBuf {
+        self.blobs.join(hex::encode(id))
+    }
+}
+
+/// Work for the writer thread: applied inside a shared transaction, answered after the commit.
+trait Job: Send {
+    /// Runs the operation. An `Err` means the transaction is unusable and the whole batch fails;
+    /// logical outcomes (name taken, store missing) are kept for [`Job::finish`] instead.
+    fn apply(&mut self, txn: &WriteTransaction, post: &mut PostCommit) -> Result<()>;
+    fn finish(self: Box<Self>, committed: std::result::Result<(), String>);
+}
+
+/// Files to remove once the batch's fate is known.
+#[derive(Default)]
+struct PostCommit {
+    unlink_if_committed: Vec<PathBuf>,
+    unlink_if_failed: Vec<PathBuf>,
+    purge_scheduled: bool,
+}
+
+type JobFn<R> = Box<dyn FnOnce(&WriteTransaction, &mut PostCommit) -> Result<R> + Send>;
+
+struct TypedJob<R> {
+    run: Option<JobFn<R>>,
+    outcome: Option<Result<R>>,
+    reply: oneshot::Sender<Result<R>>,
+}
+
+fn is_logical(e: &StorageError) -> bool {
+    matches!(e, StorageError::NameTaken | StorageError::UserExists)
+}
+
+impl<R: Send + 'static> Job for TypedJob<R> {
+    fn apply(&mut self, txn: &WriteTransaction, post: &mut PostCommit) -> Result<()> {
+        let Some(run) = self.run.take() else {
+            return Ok(());
+        };
+        match run(txn, post) {
+            Err(e) if !is_logical(&e) => Err(e),
+            outcome => {
+                self.outcome = Some(outcome);
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(self: Box<Self>, committed: std::result::Result<(), String>) {
+        let result = match committed {
+            Ok(()) => self
+                .outcome
+                .unwrap_or_else(|| Err(StorageError::Engine("write was not applied".into()))),
+            Err(msg) => Err(StorageError::Engine(msg)),
+        };
+        let _ = self.reply.send(result); // the caller may have gone away; the write stands
+    }
+}
+
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    paths: Arc<Paths>,
+    writer: RwLock<Option<mpsc::Sender<Box<dyn Job>>>>,
+    writer_thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the data directory. Blocking.
+    pub fn open(dir: &Path) -> Result<Self> {
+        fs::create_dir_all(dir)?;
+        let paths = Paths {
+            blobs: dir.join("blobs"),
+            spool: dir.join("tmp"),
+        };
+        fs::create_dir_all(&paths.blobs)?;
+        // Anything left in the spool dir belongs to requests that never completed.
+        let _ = fs::remove_dir_all(&paths.spool);
+        fs::create_dir_all(&paths.spool)?;
+        let db = Database::builder()
+            .create(dir.join("kvstore.redb"))
+            .map_err(engine)?;
+        let purge_pending = init_tables(&db)?;
+        let db = Arc::new(db);
+        let paths = Arc::new(paths);
+        let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
+        let thread = {
+            let db = db.clone();
+            let paths = paths.clone();
+            std::thread::Builder::new()
+                .name("kvstore-writer".into())
+                .spawn(move || writer_loop(&db, &paths, rx, purge_pending))?
+        };
+        Ok(Self {
+            db,
+            paths,
+            writer: RwLock::new(Some(tx)),
+            writer_thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    async fn write<R: Send + 'static>(
+        &self,
+        run: impl FnOnce(&WriteTransaction, &mut PostCommit) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let (reply, rx) = oneshot::channel();
+        let job: Box<dyn Job> = Box::new(TypedJob {
+            run: Some(Box::new(run)),
+            outcome: None,
+            reply,
+        });
+        {
+            let guard = self.writer.read().map_err(|_| StorageError::Closed)?;
+            let sender = guard.as_ref().ok_or(StorageError::Closed)?;
+            sender.send(job).map_err(|_| StorageError::Closed)?;
+        }
+        rx.await.map_err(|_| StorageError::Closed)?
+    }
+
+    async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(engine)?;
+            f(&txn)
+        })
+        .await
+        .map_err(|e| StorageError::Engine(e.to_string()))?
+    }
+}
+
+/// Creates missing tables and checks the format version. Returns whether a purge is pending.
+fn init_tables(db: &Database) -> Result<bool> {
+    let txn = db.begin_write().map_err(engine)?;
+    let purge_pending;
+    {
+        let mut meta = txn.open_table(META).map_err(engine)?;
+        let found = meta
+            .get("format_version")
+            .map_err(engine)?
+            .map(|v| v.value().to_vec());
+        match found {
+            None => {
+                meta.insert("format_version", FORMAT_VERSION.to_le_bytes().as_slice())
+                    .map_err(engine)?;
+            }
+            Some(bytes) => {
+                let found = <[u8; 4]>::try_from(bytes.as_slice())
+                    .map(u32::from_le_bytes)
+                    .map_err(|_| StorageError::Corrupt("format_version".into()))?;
+                if found != FORMAT_VERSION {
+                    return Err(StorageError::UnsupportedFormat {
+                        found,
+                        supported: FORMAT_VERSION,
+                    });
+                }
+            }
+        }
+        txn.open_table(USERS).map_err(engine)?;
+        txn.open_table(USERNAMES).map_err(engine)?;
+        txn.open_table(TOKENS).map_err(engine)?;
+        txn.open_table(STORES).map_err(engine)?;
+        txn.open_table(STORE_NAMES).map_err(engine)?;
+        txn.open_table(STORES_BY_OWNER).map_err(engine)?;
+        txn.open_table(RECORDS).map_err(engine)?;
+        purge_pending = !txn
+            .open_table(PURGE)
+            .map_err(engine)?
+            .is_empty()
+            .map_err(engine)?;
+    }
+    txn.commit().map_err(engine)?;
+    Ok(purge_pending)
+}
+
+fn writer_loop(
+    db: &Database,
+    paths: &Paths,
+    rx: mpsc::Receiver<Box<dyn Job>>,
+    mut purge_pending: bool,
+) {
+    let mut queue: VecDeque<Box<dyn Job>> = VecDeque::new();
+    loop {
+        if queue.is_empty() {
+            if purge_pending {
+                match rx.try_recv() {
+                    Ok(job) => queue.push_back(job),
+                    Err(mpsc::TryRecvError::Empty) => {
+                        purge_pending = purge_step(db, paths).unwrap_or_else(|e| {
+                            tracing::error!(error = %e, "background purge of deleted stores failed");
+                            false
+                        });
+                        continue;
+                    }
+                    Err(mpsc::TryRecvError::Disconnected) => return,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(job) => queue.push_back(job),
+                    Err(_) => return,
+                }
+            }
+        }
+        while queue.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => queue.push_back(job),
+                Err(_) => break,
+            }
+        }
+        let batch: Vec<Box<dyn Job>> = queue.drain(..).collect();
+        purge_pending |= run_batch(db, batch);
+    }
+}
+
+/// Applies a batch in one transaction and answers every job. Returns whether a purge was scheduled.
+fn run_batch(db: &Database, mut batch: Vec<Box<dyn Job>>) -> bool {
+    let mut post = PostCommit::default();
+    let committed = (|| -> Result<()> {
+        let mut txn = db.begin_write().map_err(engine)?;
+        txn.set_durability(Durability::Immediate).map_err(engine)?;
+        for job in batch.iter_mut() {
+            job.apply(&txn, &mut post)?;
+        }
+        txn.commit().map_err(engine)
+    })();
+    let committed = committed.map_err(|e| {
+        tracing::error!(error = %e, "write transaction failed");
+        e.to_string()
+    });
+    let unlink = if committed.is_ok() {
+        &post.unlink_if_committed
+    } else {
+        &post.unlink_if_failed
+    };
+    for path in unlink {
+        if let Err(e) = fs::remove_file(path) {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove blob file");
+        }
+    }
+    for job in batch {
+        job.finish(committed.clone());
+    }
+    committed.is_ok() && post.purge_scheduled
+}
+
+/// Removes some records of one deleted store. Returns whether more purging remains.
+fn purge_step(db: &Database, paths: &Paths) -> Result<bool> {
+    let txn = db.begin_write().map_err(engine)?;
+    let mut unlink = Vec::new();
+    {
+        let mut purge = txn.open_table(PURGE).map_err(engine)?;
+        let Some(store_id) = purge
+            .first()
+            .map_err(engine)?
+            .map(|(k, _)| k.value().to_owned())
+        else {
+            return Ok(false);
+        };
+        let mut records = txn.open_table(RECORDS).map_err(engine)?;
+        let mut keys = Vec::new();
+        for entry in records
+            .range((store_id.as_str(), "")..)
+            .map_err(engine)?
+            .take(PURGE_STEP)
+        {
+            let (k, v) = entry.map_err(engine)?;
+            let (sid, key) = k.value();
+            if sid != store_id {
+                break;
+            }
+            let (header, _) = decode_record(v.value())?;
+            if let Some(blob) = header.blob {
+                unlink.push(paths.blob(&blob));
+            }
+            keys.push(key.to_owned());
+        }
+        for key in &keys {
+            records
+                .remove((store_id.as_str(), key.as_str()))
+                .map_err(engine)?;
+        }
+        if keys.len() < PURGE_STEP {
+            purge.remove(store_id.as_str()).map_err(engine)?;
+        }
+    }
+    // Purging is not acknowledged to anyone: no need to wait for the disk.
+    let mut txn = txn;
+    txn.set_durability(Durability::None).map_err(engine)?;
+    txn.commit().map_err(engine)?;
+    for path in unlink {
+        let _ = fs::remove_file(path);
+    }
+    let remaining = db
+        .begin_read()
+        .map_err(engine)?
+        .open_table(PURGE)
+        .map_err(engine)?
+        .is_empty()
+        .map_err(engine)?;
+    Ok(!remaining)
+}
+
+fn load_store(txn: &WriteTransaction, id: &str) -> Result<Option<StoreInfo>> {
+    let table = txn.open_table(STORES).map_err(engine)?;
+    let row = table.get(id).map_err(engine)?;
+    row.map(|v| decode(v.value())).transpose()
+}
+
+fn save_store(txn: &WriteTransaction, store: &StoreInfo) -> Result<()> {
+    let mut table = txn.open_table(STORES).map_err(engine)?;
+    table
+        .insert(store.id.as_str(), encode(store)?.as_slice())
+        .map_err(engine)?;
+    Ok(())
+}
+
+fn read_store(txn: &redb::ReadTransaction, id: &str) -> Result<Option<StoreInfo>> {
+    let table = txn.open_table(STORES).map_err(engine)?;
+    let row = table.get(id).map_err(engine)?;
+    row.map(|v| decode(v.value())).transpose()
+}
+
+fn read_user(txn: &redb::ReadTransaction, id: &str) -> Result<Option<User>> {
+    let table = txn.open_table(USERS).map_err(engine)?;
+    let row = table.get(id).map_err(engine)?;
+    row.map(|v| decode(v.value())).transpose()
+}
+
+fn insert_user(txn: &WriteTransaction, user: &User, token: &TokenHash) -> Result<()> {
+    let mut names = txn.open_table(USERNAMES).map_err(engine)?;
+    if names.get(user.username.as_str()).map_err(engine)?.is_some() {
+        return Err(StorageError::UserExists);
+    }
+    names
+        .insert(user.username.as_str(), user.id.as_str())
+        .map_err(engine)?;
+    txn.open_table(USERS)
+        .map_err(engine)?
+        .insert(user.id.as_str(), encode(user)?.as_slice())
+        .map_err(engine)?;
+    txn.open_table(TOKENS)
+        .map_err(engine)?
+        .insert(&token.0, user.id.as_str())
+        .map_err(engine)?;
+    Ok(())
+}
+
+fn remove_blob_later(paths: &Paths, header: &RecordHeader, post: &mut PostCommit) {
+    if let Some(blob) = header.blob {
+        post.unlink_if_committed.push(paths.blob(&blob));
+    }
+}
+
+/// Where a body will live once stored: inline bytes, or a synced blob file.
+enum PreparedBody {
+    Inline(Bytes),
+    Blob([u8; 16]),
+}
+
+impl EmbeddedStore {
+    /// Moves or writes a large body into `blobs/` and syncs it, before the commit that points at it.
+    fn prepare_body(paths: &Paths, body: BodyInput) -> Result<PreparedBody> {
+        if body.len() <= INLINE_MAX {
+            return Ok(PreparedBody::Inline(body.into_bytes_blocking()?));
+        }
+        let mut id = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut id);
+        let target = paths.blob(&id);
+        match body {
+            BodyInput::Bytes(bytes) => {
+                let mut file = fs::File::create(&target)?;
+                file.write_all(&bytes)?;
+                file.sync_all()?;
+            }
+            BodyInput::File { path, .. } => {
+                fs::File::open(&path)?.sync_all()?;
+                path.persist(&target)
+                    .map_err(|e| StorageError::Io(e.error))?;
+            }
+        }
+        sync_dir(&paths.blobs)?;
+        Ok(PreparedBody::Blob(id))
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn user_create(
+        &self,
+        username: Username,
+        is_admin: bool,
+        token: TokenHash,
+    ) -> Result<User> {
+        let user = User {
+            id: UserId::generate(),
+            username,
+            created_at: now_millis(),
+            is_admin,
+        };
+        self.write(move |txn, _| {
+            insert_user(txn, &user, &token)?;
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn user_create_first(
+        &self,
+        username: Username,
+        token: TokenHash,
+    ) -> Result<Option<User>> {
+        let user = User {
+            id: UserId::generate(),
+            username,
+            created_at: now_millis(),
+            is_admin: true,
+        };
+        self.write(move |txn, _| {
+            if !txn
+                .open_table(USERS)
+                .map_err(engine)?
+                .is_empty()
+                .map_err(engine)?
+            {
+                return Ok(None);
+            }
+            insert_user(txn, &user, &token)?;
+            Ok(Some(user))
+        })
+        .await
+    }
+
+    async fn user_by_token(&self, token: &TokenHash) -> Result<Option<User>> {
+        let token = token.0;
+        self.read(move |txn| {
+            let tokens = txn.open_table(TOKENS).map_err(engine)?;
+            let Some(id) = tokens.get(&token).map_err(engine)? else {
+                return Ok(None);
+            };
+            read_user(txn, id.value())
+        })
+        .await
+    }
+
+    async fn user_by_name(&self, username: &Username) -> Result<Option<User>> {
+        let username = username.clone();
+        self.read(move |txn| {
+            let names = txn.open_table(USERNAMES).map_err(engine)?;
+            let Some(id) = names.get(username.as_str()).map_err(engine)? else {
+                return Ok(None);
+            };
+            read_user(txn, id.value())
+        })
+        .await
+    }
+
+    async fn user_by_id(&self, id: &UserId) -> Result<Option<User>> {
+        let id = id.clone();
+        self.read(move |txn| read_user(txn, id.as_str())).await
+    }
+
+    async fn users_list(&self) -> Result<Vec<User>> {
+        self.read(|txn| {
+            let users = txn.open_table(USERS).map_err(engine)?;
+            let mut out = Vec::new();
+            for entry in users.iter().map_err(engine)? {
+                let (_, v) = entry.map_err(engine)?;
+                out.push(decode::<User>(v.value())?);
+            }
+            out.sort_by(|a, b| (a.created_at, &a.username).cmp(&(b.created_at, &b.username)));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn store_get_or_create(&self, store: StoreInfo) -> Result<(StoreInfo, bool)> {
+        self.write(move |txn, _| {
+            let mut names = txn.open_table(STORE_NAMES).map_err(engine)?;
+            if let Some(name) = &store.name {
+                let key = (store.user_id.as_str(), name.as_str());
+                let existing = names
+                    .get(key)
+                    .map_err(engine)?
+                    .map(|v| v.value().to_owned());
+                if let Some(id) = existing {
+                    let found = load_store(txn, &id)?.ok_or_else(|| {
+                        StorageError::Corrupt(format!("name index points at missing store {id}"))
+                    })?;
+                    return Ok((found, false));
+                }
+                names.insert(key, store.id.as_str()).map_err(engine)?;
+            }
+            txn.open_table(STORES_BY_OWNER)
+                .map_err(engine)?
+                .insert(
+                    (store.user_id.as_str(), store.created_at, store.id.as_str()),
+                    store.name.is_some(),
+                )
+                .map_err(engine)?;
+            save_store(txn, &store)?;
+            Ok((store, true))
+        })
+        .await
+    }
+
+    async fn store_get(&self, id: &StoreId) -> Result<Option<StoreInfo>> {
+        let id = id.clone();
+        self.read(move |txn| read_store(txn, id.as_str())).await
+    }
+
+    async fn store_get_by_name(
+        &self,
+        owner: &UserId,
+        name: &StoreName,
+    ) -> Result<Option<StoreInfo>> {
+        let (owner, name) = (owner.clone(), name.clone());
+        self.read(move |txn| {
+            let names = txn.open_table(STORE_NAMES).map_err(engine)?;
+            let Some(id) = names.get((owner.as_str(), name.as_str())).map_err(engine)? else {
+                return Ok(None);
+            };
+            read_store(txn, id.value())
+        })
+        .await
+    }
+
+    async fn stores_list(&self, owner: &UserId, query: &StoreListQuery) -> Result<StorePage> {
+        let (owner, query) = (owner.clone(), query.clone());
+        self.read(move |txn| {
+            let index = txn.open_table(STORES_BY_OWNER).map_err(engine)?;
+            let range = index
+                .range((owner.as_str(), 0u64, "")..=(owner.as_str(), u64::MAX, "~"))
+                .map_err(engine)?;
+            let entries: Box<dyn Iterator<Item = _>> = if query.desc {
+                Box::new(range.rev())
+            } else {
+                Box::new(range)
+            };
+            let mut ids = Vec::new();
+            let mut total = 0u64;
+            for entry in entries {
+                let (k, named) = entry.map_err(engine)?;
+                if !query.unnamed && !named.value() {
+                    continue;
+                }
+                if total >= query.offset && (ids.len() as u64) < query.limit {
+                    ids.push(k.value().2.to_owned());
+                }
+                total += 1;
+            }
+            let mut items = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(store) = read_store(txn, &id)? {
+                    items.push(store);
+                }
+            }
+            Ok(StorePage { total, items })
+        })
+        .await
+    }
+
+    async fn store_update(&self, id: &StoreId, update: StoreUpdate) -> Result<Option<StoreInfo>> {
+        let id = id.clone();
+        self.write(move |txn, _| {
+            let Some(mut store) = load_store(txn, id.as_str())? else {
+                return Ok(None);
+            };
+            if let Some(new_name) = update.name {
+                if new_name != store.name {
+                    let mut names = txn.open_table(STORE_NAMES).map_err(engine)?;
+                    if let Some(name) = &new_name {
+                        if names
+                            .get((store.user_id.as_str(), name.as_str()))
+                            .map_err(engine)?
+                            .is_some()
+                        {
+                            return Err(StorageError::NameTaken);
+                        }
+                    }
+                    if let Some(old) = &store.name {
+                        names
+                            .remove((store.user_id.as_str(), old.as_str()))
+                            .map_err(engine)?;
+                    }
+                    if let Some(name) = &new_name {
+                        names
+                            .insert((store.user_id.as_str(), name.as_str()), store.id.as_str())
+                            .map_err(engine)?;
+                    }
+                    txn.open_table(STORES_BY_OWNER)
+                        .map_err(engine)?
+                        .insert(
+                            (store.user_id.as_str(), store.created_at, store.id.as_str()),
+                            new_name.is_some(),
+                        )
+                        .map_err(engine)?;
+                    store.name = new_name;
+                }
+            }
+            if let Some(access) = update.general_access {
+                store.general_access = access;
+            }
+            let now = now_millis();
+            store.modified_at = now;
+            store.accessed_at = now;
+            save_store(txn, &store)?;
+            Ok(Some(store))
+        })
+        .await
+    }
+
+    async fn store_delete(&self, id: &StoreId) -> Result<bool> {
+        let id = id.clone();
+        self.write(move |txn, post| {
+            let Some(store) = load_store(txn, id.as_str())? else {
+                return Ok(false);
+            };
+            txn.open_table(STORES)
+                .map_err(engine)?
+                .remove(id.as_str())
+                .map_err(engine)?;
+            if let Some(name) = &store.name {
+                txn.open_table(STORE_NAMES)
+                    .map_err(engine)?
+                    .remove((store.user_id.as_str(), name.as_str()))
+                    .map_err(engine)?;
+            }
+            txn.open_table(STORES_BY_OWNER)
+                .map_err(engine)?
+                .remove((store.user_id.as_str(), store.created_at, store.id.as_str()))
+                .map_err(engine)?;
+            if store.stats.record_count > 0 {
+                txn.open_table(PURGE)
+                    .map_err(engine)?
+                    .insert(id.as_str(), ())
+                    .map_err(engine)?;
+                post.purge_scheduled = true;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn keys_list(&self, store: &StoreId, query: &KeyListQuery) -> Result<Option<KeyPage>> {
+        let (store, query) = (store.clone(), query.clone());
+        self.read(move |txn| {
+            if read_store(txn, store.as_str())?.is_none() {
+                return Ok(None);
+            }
+            let records = txn.open_table(RECORDS).map_err(engine)?;
+            let sid = store.as_str();
+            let start = super::scan_start(&query);
+            let range = match &start {
+                std::ops::Bound::Included(k) => records.range((sid, k.as_str())..),
+                std::ops::Bound::Excluded(k) => records.range((
+                    std::ops::Bound::Excluded((sid, k.as_str())),
+                    std::ops::Bound::Unbounded,
+                )),
+                std::ops::Bound::Unbounded => records.range((sid, "")..),
+            }
+            .map_err(engine)?;
+            let mut items = Vec::with_capacity(query.limit.min(1024));
+            let mut is_truncated = false;
+            for entry in range {
+                let (k, v) = entry.map_err(engine)?;
+                let (s, key) = k.value();
+                if s != sid || !key.starts_with(query.prefix.as_str()) {
+                    break;
+                }
+                if items.len() == query.limit {
+                    is_truncated = true;
+                    break;
+                }
+                let (header, _) = decode_record(v.value())?;
+                items.push(RecordMeta {
+                    key: RecordKey::parse(key).map_err(|e| StorageError::Corrupt(e.0))?,
+                    size: header.size,
+                    content_type: header.content_type,
+                });
+            }
+            Ok(Some(KeyPage {
+                items,
+                is_truncated,
+            }))
+        })
+        .await
+    }
+
+    async fn record_get(&self, store: &StoreId, key: &RecordKey) -> Result<Option<Record>> {
+        let (store, key) = (store.clone(), key.clone());
+        let paths = self.paths.clone();
+        self.read(move |txn| {
+            if read_store(txn, store.as_str())?.is_none() {
+                return Ok(None);
+            }
+            let records = txn.open_table(RECORDS).map_err(engine)?;
+            let Some(v) = records
+                .get((store.as_str(), key.as_str()))
+                .map_err(engine)?
+            else {
+                return Ok(None);
+            };
+            let (header, inline) = decode_record(v.value())?;
+            // The blob is opened inside the read transaction: a concurrent overwrite removes the
+            // file only after its commit, and an open file stays readable after removal.
+            let body = match header.blob {
+                Some(blob) => BodyOutput::File(fs::File::open(paths.blob(&blob))?),
+                None => BodyOutput::Bytes(Bytes::copy_from_slice(inline)),
+            };
+            Ok(Some(Record {
+                meta: RecordMeta {
+                    key,
+                    size: header.size,
+                    content_type: header.content_type,
+                },
+                body,
+            }))
+        })
+        .await
+    }
+
+    async fn record_meta(&self, store: &StoreId, key: &RecordKey) -> Result<Option<RecordMeta>> {
+        let (store, key) = (store.clone(), key.clone());
+        self.read(move |txn| {
+            if read_store(txn, store.as_str())?.is_none() {
+                return Ok(None);
+            }
+            let records = txn.open_table(RECORDS).map_err(engine)?;
+            let Some(v) = records
+                .get((store.as_str(), key.as_str()))
+                .map_err(engine)?
+            else {
+                return Ok(None);
+            };
+            let (header, _) = decode_record(v.value())?;
+            Ok(Some(RecordMeta {
+                key,
+                size: header.size,
+                content_type: header.content_type,
+            }))
+        })
+        .await
+    }
+
+    async fn record_put(
+        &self,
+        store: &StoreId,
+        key: &RecordKey,
+        content_type: &str,
+        body: BodyInput,
+    ) -> Result<WriteOutcome> {
+        let size = body.len();
+        let paths = self.paths.clone();
+        let prepared = tokio::task::spawn_blocking(move || Self::prepare_body(&paths, body))
+            .await
+            .map_err(|e| StorageError::Engine(e.to_string()))??;
+        let (store, key) = (store.clone(), key.clone());
+        let content_type = content_type.to_owned();
+        let paths = self.paths.clone();
+        self.write(move |txn, post| {
+            let new_blob = match &prepared {
+                PreparedBody::Blob(id) => Some(*id),
+                PreparedBody::Inline(_) => None,
+            };
+            if let Some(id) = &new_blob {
+                post.unlink_if_failed.push(paths.blob(id));
+            }
+            let Some(mut info) = load_store(txn, store.as_str())? else {
+                if let Some(id) = &new_blob {
+                    post.unlink_if_committed.push(paths.blob(id));
+                }
+                return Ok(WriteOutcome::StoreMissing);
+            };
+            let header = RecordHeader {
+                content_type,
+                size,
+                blob: new_blob,
+            };
+            let mut value = encode(&header)?;
+            if let PreparedBody::Inline(bytes) = &prepared {
+                value.extend_from_slice(bytes);
+            }
+            let mut records = txn.open_table(RECORDS).map_err(engine)?;
+            let old = records
+                .insert((store.as_str(), key.as_str()), value.as_slice())
+                .map_err(engine)?
+                .map(|old| decode_record(old.value()).map(|(header, _)| header))
+                .transpose()?;
+            match old {
+                Some(old) => {
+                    info.stats.storage_bytes = info.stats.storage_bytes.saturating_sub(old.size);
+                    remove_blob_later(&paths, &old, post);
+                }
+                None => info.stats.record_count += 1,
+            }
+            info.stats.storage_bytes += size;
+            info.stats.write_count += 1;
+            let now = now_millis();
+            info.modified_at = now;
+            info.accessed_at = now;
+            drop(records);
+            save_store(txn, &info)?;
+            Ok(WriteOutcome::Written)
+        })
+        .await
+    }
+
+    async fn record_delete(&self, store: &StoreId, key: &RecordKey) -> Result<WriteOutcome> {
+        let (store, key) = (store.clone(), key.clone());
+        let paths = self.paths.clone();
+        self.write(move |txn, post| {
+            let Some(mut info) = load_store(txn, store.as_str())? else {
+                return Ok(WriteOutcome::StoreMissing);
+            };
+            let mut records = txn.open_table(RECORDS).map_err(engine)?;
+            let old = records
+                .remove((store.as_str(), key.as_str()))
+                .map_err(engine)?
+                .map(|old| decode_record(old.value()).map(|(header, _)| header))
+                .transpose()?;
+            if let Some(old) = old {
+                info.stats.storage_bytes = info.stats.storage_bytes.saturating_sub(old.size);
+                info.stats.record_count = info.stats.record_count.saturating_sub(1);
+                remove_blob_later(&paths, &old, post);
+            }
+            info.stats.delete_count += 1;
+            let now = now_millis();
+            info.modified_at = now;
+            info.accessed_at = now;
+            drop(records);
+            save_store(txn, &info)?;
+            Ok(WriteOutcome::Written)
+        })
+        .await
+    }
+
+    async fn apply_access(&self, batch: Vec<(StoreId, AccessDelta)>) -> Result<()> {
+        self.write(move |txn, _| {
+            for (id, delta) in &batch {
+                if let Some(mut store) = load_store(txn, id.as_str())? {
+                    apply_delta(&mut store, delta);
+                    save_store(txn, &store)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    fn spool_dir(&self) -> PathBuf {
+        self.paths.spool.clone()
+    }
+
+    async fn close(&self) -> Result<()> {
+        if let Ok(mut writer) = self.writer.write() {
+            writer.take();
+        }
+        let thread = self.writer_thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(thread) = thread {
+            tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .map_err(|e| StorageError::Engine(e.to_string()))?
+                .map_err(|_| StorageError::Engine("writer thread panicked".into()))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,344 @@
+//! An in-memory backend for tests and experiments: the reference model the other backends are
+//! checked against. Nothing survives a restart.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::RwLock;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{
+    apply_delta, AccessDelta, BodyInput, BodyOutput, KeyListQuery, KeyPage, Record, Result,
+    StorageError, Store, StoreListQuery, StorePage, StoreUpdate, WriteOutcome,
+};
+use crate::model::{
+    now_millis, RecordKey, RecordMeta, StoreId, StoreInfo, StoreName, TokenHash, User, UserId,
+    Username,
+};
+
+#[derive(Default)]
+struct State {
+    users: HashMap<UserId, User>,
+    usernames: HashMap<Username, UserId>,
+    tokens: HashMap<TokenHash, UserId>,
+    stores: HashMap<StoreId, StoreInfo>,
+    names: HashMap<(UserId, StoreName), StoreId>,
+    /// store → key → (content type, body)
+    records: HashMap<StoreId, BTreeMap<String, (String, Bytes)>>,
+}
+
+pub struct MemoryStore {
+    state: RwLock<State>,
+    spool: tempfile::TempDir,
+}
+
+impl MemoryStore {
+    pub fn new() -> Result<Self> {
+        Ok(Self {
+            state: RwLock::new(State::default()),
+            spool: tempfile::tempdir()?,
+        })
+    }
+
+    fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, State>> {
+        self.state
+            .read()
+            .map_err(|_| StorageError::Engine("memory store lock poisoned".into()))
+    }
+
+    fn write(&self) -> Result<std::sync::RwLockWriteGuard<'_, State>> {
+        self.state
+            .write()
+            .map_err(|_| StorageError::Engine("memory store lock poisoned".into()))
+    }
+}
+
+fn insert_user(state: &mut State, user: &User, token: TokenHash) -> Result<()> {
+    if state.usernames.contains_key(&user.username) {
+        return Err(StorageError::UserExists);
+    }
+    state
+        .usernames
+        .insert(user.username.clone(), user.id.clone());
+    state.users.insert(user.id.clone(), user.clone());
+    state.tokens.insert(token, user.id.clone());
+    Ok(())
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn user_create(
+        &self,
+        username: Username,
+        is_admin: bool,
+        token: TokenHash,
+    ) -> Result<User> {
+        let user = User {
+            id: UserId::generate(),
+            username,
+            created_at: now_millis(),
+            is_admin,
+        };
+        insert_user(&mut *self.write()?, &user, token)?;
+        Ok(user)
+    }
+
+    async fn user_create_first(
+        &self,
+        username: Username,
+        token: TokenHash,
+    ) -> Result<Option<User>> {
+        let mut state = self.write()?;
+        if !state.users.is_empty() {
+            return Ok(None);
+        }
+        let user = User {
+            id: UserId::generate(),
+            username,
+            created_at: now_millis(),
+            is_admin: true,
+        };
+        insert_user(&mut state, &user, token)?;
+        Ok(Some(user))
+    }
+
+    async fn user_by_token(&self, token: &TokenHash) -> Result<Option<User>> {
+        let state = self.read()?;
+        Ok(state
+            .tokens
+            .get(token)
+            .and_then(|id| state.users.get(id))
+            .cloned())
+    }
+
+    async fn user_by_name(&self, username: &Username) -> Result<Option<User>> {
+        let state = self.read()?;
+        Ok(state
+            .usernames
+            .get(username)
+            .and_then(|id| state.users.get(id))
+            .cloned())
+    }
+
+    async fn user_by_id(&self, id: &UserId) -> Result<Option<User>> {
+        Ok(self.read()?.users.get(id).cloned())
+    }
+
+    async fn users_list(&self) -> Result<Vec<User>> {
+        let mut users: Vec<User> = self.read()?.users.values().cloned().collect();
+        users.sort_by(|a, b| (a.created_at, &a.username).cmp(&(b.created_at, &b.username)));
+        Ok(users)
+    }
+
+    async fn store_get_or_create(&self, store: StoreInfo) -> Result<(StoreInfo, bool)> {
+        let mut state = self.write()?;
+        if let Some(name) = &store.name {
+            let key = (store.user_id.clone(), name.clone());
+            if let Some(existing) = state.names.get(&key).and_then(|id| state.stores.get(id)) {
+                return Ok((existing.clone(), false));
+            }
+            state.names.insert(key, store.id.clone());
+        }
+        state.records.insert(store.id.clone(), BTreeMap::new());
+        state.stores.insert(store.id.clone(), store.clone());
+        Ok((store, true))
+    }
+
+    async fn store_get(&self, id: &StoreId) -> Result<Option<StoreInfo>> {
+        Ok(self.read()?.stores.get(id).cloned())
+    }
+
+    async fn store_get_by_name(
+        &self,
+        owner: &UserId,
+        name: &StoreName,
+    ) -> Result<Option<StoreInfo>> {
+        let state = self.read()?;
+        Ok(state
+            .names
+            .get(&(owner.clone(), name.clone()))
+            .and_then(|id| state.stores.get(id))
+            .cloned())
+    }
+
+    async fn stores_list(&self, owner: &UserId, query: &StoreListQuery) -> Result<StorePage> {
+        let state = self.read()?;
+        let mut stores: Vec<&StoreInfo> = state
+            .stores
+            .values()
+            .filter(|s| &s.user_id == owner && (query.unnamed || s.name.is_some()))
+            .collect();
+        stores.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        if query.desc {
+            stores.reverse();
+        }
+        let total = stores.len() as u64;
+        let items = stores
+            .into_iter()
+            .skip(usize::try_from(query.offset).unwrap_or(usize::MAX))
+            .take(usize::try_from(query.limit).unwrap_or(usize::MAX))
+            .cloned()
+            .collect();
+        Ok(StorePage { total, items })
+    }
+
+    async fn store_update(&self, id: &StoreId, update: StoreUpdate) -> Result<Option<StoreInfo>> {
+        let mut state = self.write()?;
+        let Some(mut store) = state.stores.get(id).cloned() else {
+            return Ok(None);
+        };
+        if let Some(new_name) = update.name {
+            if new_name != store.name {
+                if let Some(name) = &new_name {
+                    if state
+                        .names
+                        .contains_key(&(store.user_id.clone(), name.clone()))
+                    {
+                        return Err(StorageError::NameTaken);
+                    }
+                    state
+                        .names
+                        .insert((store.user_id.clone(), name.clone()), id.clone());
+                }
+                if let Some(old) = &store.name {
+                    state.names.remove(&(store.user_id.clone(), old.clone()));
+                }
+                store.name = new_name;
+            }
+        }
+        if let Some(access) = update.general_access {
+            store.general_access = access;
+        }
+        let now = now_millis();
+        store.modified_at = now;
+        store.accessed_at = now;
+        state.stores.insert(id.clone(), store.clone());
+        Ok(Some(store))
+    }
+
+    async fn store_delete(&self, id: &StoreId) -> Result<bool> {
+        let mut state = self.write()?;
+        let Some(store) = state.stores.remove(id) else {
+            return Ok(false);
+        };
+        if let Some(name) = store.name {
+            state.names.remove(&(store.user_id, name));
+        }
+        state.records.remove(id);
+        Ok(true)
+    }
+
+    async fn keys_list(&self, store: &StoreId, query: &KeyListQuery) -> Result<Option<KeyPage>> {
+        let state = self.read()?;
+        let Some(records) = state.records.get(store) else {
+            return Ok(None);
+        };
+        let start = super::scan_start(query);
+        let mut matching = records
+            .range::<String, _>((start, std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(query.prefix.as_str()));
+        let mut items = Vec::new();
+        for (key, (content_type, body)) in matching.by_ref().take(query.limit) {
+            items.push(RecordMeta {
+                key: RecordKey::parse(key).map_err(|e| StorageError::Corrupt(e.0))?,
+                size: body.len() as u64,
+                content_type: content_type.clone(),
+            });
+        }
+        let is_truncated = matching.next().is_some();
+        Ok(Some(KeyPage {
+            items,
+            is_truncated,
+        }))
+    }
+
+    async fn record_get(&self, store: &StoreId, key: &RecordKey) -> Result<Option<Record>> {
+        let state = self.read()?;
+        Ok(state
+            .records
+            .get(store)
+            .and_then(|r| r.get(key.as_str()))
+            .map(|(content_type, body)| Record {
+                meta: RecordMeta {
+                    key: key.clone(),
+                    size: body.len() as u64,
+                    content_type: content_type.clone(),
+                },
+                body: BodyOutput::Bytes(body.clone()),
+            }))
+    }
+
+    async fn record_meta(&self, store: &StoreId, key: &RecordKey) -> Result<Option<RecordMeta>> {
+        Ok(self.record_get(store, key).await?.map(|r| r.meta))
+    }
+
+    async fn record_put(
+        &self,
+        store: &StoreId,
+        key: &RecordKey,
+        content_type: &str,
+        body: BodyInput,
+    ) -> Result<WriteOutcome> {
+        let body = tokio::task::spawn_blocking(move || body.into_bytes_blocking())
+            .await
+            .map_err(|e| StorageError::Engine(e.to_string()))??;
+        let mut state = self.write()?;
+        let state = &mut *state;
+        let (Some(info), Some(records)) =
+            (state.stores.get_mut(store), state.records.get_mut(store))
+        else {
+            return Ok(WriteOutcome::StoreMissing);
+        };
+        let size = body.len() as u64;
+        match records.insert(key.as_str().to_owned(), (content_type.to_owned(), body)) {
+            Some((_, old)) => {
+                info.stats.storage_bytes = info.stats.storage_bytes.saturating_sub(old.len() as u64)
+            }
+            None => info.stats.record_count += 1,
+        }
+        info.stats.storage_bytes += size;
+        info.stats.write_count += 1;
+        let now = now_millis();
+        info.modified_at = now;
+        info.accessed_at = now;
+        Ok(WriteOutcome::Written)
+    }
+
+    async fn record_delete(&self, store: &StoreId, key: &RecordKey) -> Result<WriteOutcome> {
+        let mut state = self.write()?;
+        let state = &mut *state;
+        let (Some(info), Some(records)) =
+            (state.stores.get_mut(store), state.records.get_mut(store))
+        else {
+            return Ok(WriteOutcome::StoreMissing);
+        };
+        if let Some((_, old)) = records.remove(key.as_str()) {
+            info.stats.storage_bytes = info.stats.storage_bytes.saturating_sub(old.len() as u64);
+            info.stats.record_count = info.stats.record_count.saturating_sub(1);
+        }
+        info.stats.delete_count += 1;
+        let now = now_millis();
+        info.modified_at = now;
+        info.accessed_at = now;
+        Ok(WriteOutcome::Written)
+    }
+
+    async fn apply_access(&self, batch: Vec<(StoreId, AccessDelta)>) -> Result<()> {
+        let mut state = self.write()?;
+        for (id, delta) in &batch {
+            if let Some(store) = state.stores.get_mut(id) {
+                apply_delta(store, delta);
+            }
+        }
+        Ok(())
+    }
+
+    fn spool_dir(&self) -> PathBuf {
+        self.spool.path().to_path_buf()
+    }
+
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+}

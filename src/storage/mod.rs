@@ -1,0 +1,198 @@
+//! The storage boundary: one domain-level [`Store`] trait (users, stores, keys, records) and the
+//! backends behind it. Only [`open`] knows which backend is in use.
+//!
+//! Absence is `Option`/`bool`; the HTTP layer decides what it means for the client.
+
+mod access;
+pub mod body;
+pub mod embedded;
+pub mod memory;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::model::{
+    GeneralAccess, RecordKey, RecordMeta, StoreId, StoreInfo, StoreName, Token, TokenHash, User,
+    UserId, Username,
+};
+
+pub use access::{apply_delta, AccessCounters, AccessDelta, AccessKind};
+pub use body::{BodyInput, BodyOutput, Record};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("the name is already taken")]
+    NameTaken,
+    #[error("the user already exists")]
+    UserExists,
+    #[error("the data directory is in use by another process (is a server running on it?)")]
+    Locked,
+    #[error("the data directory has format version {found}, this build understands {supported}")]
+    UnsupportedFormat { found: u32, supported: u32 },
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("storage engine error: {0}")]
+    Engine(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the storage backend is shutting down")]
+    Closed,
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// Listing stores of one user: `offset`/`limit` paging over stores sorted by creation time.
+#[derive(Debug, Clone)]
+pub struct StoreListQuery {
+    pub offset: u64,
+    pub limit: u64,
+    pub desc: bool,
+    /// Include unnamed stores (named ones are always included).
+    pub unnamed: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorePage {
+    pub total: u64,
+    pub items: Vec<StoreInfo>,
+}
+
+/// Listing keys of one store: an ordered range scan.
+#[derive(Debug, Clone)]
+pub struct KeyListQuery {
+    /// Only keys strictly greater than this one.
+    pub exclusive_start_key: Option<String>,
+    /// Only keys starting with this string (empty: all keys).
+    pub prefix: String,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeyPage {
+    pub items: Vec<RecordMeta>,
+    /// More keys match after the last one returned.
+    pub is_truncated: bool,
+}
+
+/// A change to a store's settings; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct StoreUpdate {
+    /// `Some(None)` makes the store unnamed.
+    pub name: Option<Option<StoreName>>,
+    pub general_access: Option<GeneralAccess>,
+}
+
+/// What a record write did to the store, for the caller's response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Written,
+    StoreMissing,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // --- users and tokens ---
+
+    /// Creates a user with one token. Fails with [`StorageError::UserExists`] if the name is taken.
+    async fn user_create(
+        &self,
+        username: Username,
+        is_admin: bool,
+        token: TokenHash,
+    ) -> Result<User>;
+    /// Creates the user only if there is no user at all yet; `None` when users already exist.
+    /// Several nodes starting together on one empty database create it once.
+    async fn user_create_first(&self, username: Username, token: TokenHash)
+        -> Result<Option<User>>;
+    async fn user_by_token(&self, token: &TokenHash) -> Result<Option<User>>;
+    async fn user_by_name(&self, username: &Username) -> Result<Option<User>>;
+    async fn user_by_id(&self, id: &UserId) -> Result<Option<User>>;
+    async fn users_list(&self) -> Result<Vec<User>>;
+
+    // --- stores ---
+
+    /// Saves `store` unless the owner already has a store of that name, in which case that one is
+    /// returned with `false`. Unnamed stores are always created.
+    async fn store_get_or_create(&self, store: StoreInfo) -> Result<(StoreInfo, bool)>;
+    async fn store_get(&self, id: &StoreId) -> Result<Option<StoreInfo>>;
+    async fn store_get_by_name(
+        &self,
+        owner: &UserId,
+        name: &StoreName,
+    ) -> Result<Option<StoreInfo>>;
+    async fn stores_list(&self, owner: &UserId, query: &StoreListQuery) -> Result<StorePage>;
+    /// `Ok(None)` when the store does not exist; [`StorageError::NameTaken`] on a rename clash.
+    async fn store_update(&self, id: &StoreId, update: StoreUpdate) -> Result<Option<StoreInfo>>;
+    /// Makes the store and its records invisible at once. `false` when it did not exist.
+    async fn store_delete(&self, id: &StoreId) -> Result<bool>;
+
+    // --- records ---
+
+    /// `None` when the store does not exist.
+    async fn keys_list(&self, store: &StoreId, query: &KeyListQuery) -> Result<Option<KeyPage>>;
+    async fn record_get(&self, store: &StoreId, key: &RecordKey) -> Result<Option<Record>>;
+    async fn record_meta(&self, store: &StoreId, key: &RecordKey) -> Result<Option<RecordMeta>>;
+    async fn record_put(
+        &self,
+        store: &StoreId,
+        key: &RecordKey,
+        content_type: &str,
+        body: BodyInput,
+    ) -> Result<WriteOutcome>;
+    /// Deleting a record that does not exist is not an error.
+    async fn record_delete(&self, store: &StoreId, key: &RecordKey) -> Result<WriteOutcome>;
+
+    // --- housekeeping ---
+
+    /// Applies batched read/list counters and `accessedAt` (see [`AccessCounters`]).
+    async fn apply_access(&self, batch: Vec<(StoreId, access::AccessDelta)>) -> Result<()>;
+    /// Where request bodies are spooled before [`Store::record_put`]; on the same filesystem as the
+    /// data so that a spooled body can be moved into place without a copy.
+    fn spool_dir(&self) -> PathBuf;
+    /// Waits until every acknowledged write is on disk and background work has stopped.
+    async fn close(&self) -> Result<()>;
+}
+
+/// Which backend to open.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// The embedded engine in this data directory.
+    Embedded(PathBuf),
+    /// Everything in memory, lost at exit (tests).
+    Memory,
+}
+
+pub async fn open(backend: &Backend) -> Result<Arc<dyn Store>> {
+    match backend {
+        Backend::Embedded(dir) => {
+            let dir = dir.clone();
+            let store = tokio::task::spawn_blocking(move || embedded::EmbeddedStore::open(&dir))
+                .await
+                .map_err(|e| StorageError::Engine(e.to_string()))??;
+            Ok(Arc::new(store))
+        }
+        Backend::Memory => Ok(Arc::new(memory::MemoryStore::new()?)),
+    }
+}
+
+/// Creates the user `admin` on a backend that has no user yet. Returns the token when it did.
+pub async fn ensure_first_user(store: &dyn Store, token: Option<Token>) -> Result<Option<Token>> {
+    let token = token.unwrap_or_else(Token::generate);
+    let admin = Username::parse("admin").map_err(|e| StorageError::Corrupt(e.0))?;
+    Ok(store
+        .user_create_first(admin, token.hash())
+        .await?
+        .map(|_| token))
+}
+
+/// Where a key scan starts: after `exclusiveStartKey`, or at `prefix` when that comes later.
+pub(crate) fn scan_start(query: &KeyListQuery) -> std::ops::Bound<String> {
+    use std::ops::Bound;
+    match &query.exclusive_start_key {
+        Some(start) if start.as_str() >= query.prefix.as_str() => Bound::Excluded(start.clone()),
+        _ if !query.prefix.is_empty() => Bound::Included(query.prefix.clone()),
+        _ => Bound::Unbounded,
+    }
+}
