@@ -1,6 +1,8 @@
 //! The storage conformance suite: the same checks against every backend behind the `Store` trait,
 //! plus a randomized comparison of each backend with the in-memory model.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -50,7 +52,11 @@ fn name(s: &str) -> StoreName {
 
 async fn new_user(store: &dyn Store, username: &str) -> UserId {
     store
-        .user_create(Username::parse(username).unwrap(), false, Token::generate().hash())
+        .user_create(
+            Username::parse(username).unwrap(),
+            false,
+            Token::generate().hash(),
+        )
         .await
         .unwrap()
         .id
@@ -68,7 +74,12 @@ async fn body_bytes(store: &dyn Store, sid: &kvstore::model::StoreId, k: &str) -
     })
 }
 
-async fn all_keys(store: &dyn Store, sid: &kvstore::model::StoreId, prefix: &str, page: usize) -> Vec<String> {
+async fn all_keys(
+    store: &dyn Store,
+    sid: &kvstore::model::StoreId,
+    prefix: &str,
+    page: usize,
+) -> Vec<String> {
     let mut out = Vec::new();
     let mut start = None;
     loop {
@@ -96,16 +107,35 @@ async fn users_and_tokens() {
             .await
             .unwrap();
         let again = store
-            .user_create(Username::parse("alice").unwrap(), false, Token::generate().hash())
+            .user_create(
+                Username::parse("alice").unwrap(),
+                false,
+                Token::generate().hash(),
+            )
             .await;
         assert!(matches!(again, Err(StorageError::UserExists)), "{backend}");
-        assert_eq!(store.user_by_token(&token.hash()).await.unwrap(), Some(alice.clone()));
-        assert_eq!(store.user_by_token(&Token::generate().hash()).await.unwrap(), None);
         assert_eq!(
-            store.user_by_name(&Username::parse("alice").unwrap()).await.unwrap(),
+            store.user_by_token(&token.hash()).await.unwrap(),
             Some(alice.clone())
         );
-        assert_eq!(store.user_by_id(&alice.id).await.unwrap(), Some(alice.clone()));
+        assert_eq!(
+            store
+                .user_by_token(&Token::generate().hash())
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .user_by_name(&Username::parse("alice").unwrap())
+                .await
+                .unwrap(),
+            Some(alice.clone())
+        );
+        assert_eq!(
+            store.user_by_id(&alice.id).await.unwrap(),
+            Some(alice.clone())
+        );
         // A first user exists already, so no admin is created.
         let first = store
             .user_create_first(Username::parse("admin").unwrap(), Token::generate().hash())
@@ -122,9 +152,14 @@ async fn first_user_is_created_once() {
     for (backend, s) in backends().await {
         let store = &*s.store;
         let token = Token::generate();
-        let created = storage::ensure_first_user(store, Some(token.clone())).await.unwrap();
+        let created = storage::ensure_first_user(store, Some(token.clone()))
+            .await
+            .unwrap();
         assert!(created.is_some(), "{backend}");
-        assert!(storage::ensure_first_user(store, None).await.unwrap().is_none());
+        assert!(storage::ensure_first_user(store, None)
+            .await
+            .unwrap()
+            .is_none());
         let admin = store.user_by_token(&token.hash()).await.unwrap().unwrap();
         assert!(admin.is_admin);
         assert_eq!(admin.username.as_str(), "admin");
@@ -175,21 +210,39 @@ async fn stores_get_or_create_list_update_delete() {
             desc,
             unnamed,
         };
-        let named_only = store.stores_list(&alice, &q(0, 1000, false, false)).await.unwrap();
+        let named_only = store
+            .stores_list(&alice, &q(0, 1000, false, false))
+            .await
+            .unwrap();
         assert_eq!(named_only.total, 1, "{backend}");
         assert_eq!(named_only.items[0].id, a.id);
-        let all = store.stores_list(&alice, &q(0, 1000, false, true)).await.unwrap();
+        let all = store
+            .stores_list(&alice, &q(0, 1000, false, true))
+            .await
+            .unwrap();
         assert_eq!(all.total, 4);
         let ids: Vec<_> = all.items.iter().map(|s| s.id.clone()).collect();
         assert_eq!(ids[0], a.id, "{backend}: oldest first");
         assert_eq!(&ids[1..], &unnamed[..]);
-        let desc = store.stores_list(&alice, &q(0, 1000, true, true)).await.unwrap();
+        let desc = store
+            .stores_list(&alice, &q(0, 1000, true, true))
+            .await
+            .unwrap();
         let mut reversed = ids.clone();
         reversed.reverse();
-        assert_eq!(desc.items.iter().map(|s| s.id.clone()).collect::<Vec<_>>(), reversed);
-        let page = store.stores_list(&alice, &q(1, 2, false, true)).await.unwrap();
+        assert_eq!(
+            desc.items.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
+            reversed
+        );
+        let page = store
+            .stores_list(&alice, &q(1, 2, false, true))
+            .await
+            .unwrap();
         assert_eq!(page.total, 4);
-        assert_eq!(page.items.iter().map(|s| s.id.clone()).collect::<Vec<_>>(), ids[1..3]);
+        assert_eq!(
+            page.items.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
+            ids[1..3]
+        );
 
         // Rename, clash, unname.
         let renamed = store
@@ -214,7 +267,11 @@ async fn stores_get_or_create_list_update_delete() {
             )
             .await;
         assert!(matches!(clash, Err(StorageError::NameTaken)), "{backend}");
-        let found = store.store_get_by_name(&alice, &name("two")).await.unwrap().unwrap();
+        let found = store
+            .store_get_by_name(&alice, &name("two"))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(found.id, unnamed[0]);
         store
             .store_update(
@@ -226,16 +283,32 @@ async fn stores_get_or_create_list_update_delete() {
             )
             .await
             .unwrap();
-        assert!(store.store_get_by_name(&alice, &name("two")).await.unwrap().is_none());
+        assert!(store
+            .store_get_by_name(&alice, &name("two"))
+            .await
+            .unwrap()
+            .is_none());
         let got = store.store_get(&unnamed[0]).await.unwrap().unwrap();
         assert_eq!(got.name, None);
-        assert_eq!(got.general_access, kvstore::model::GeneralAccess::AnyoneWithIdCanRead);
+        assert_eq!(
+            got.general_access,
+            kvstore::model::GeneralAccess::AnyoneWithIdCanRead
+        );
         let missing = kvstore::model::StoreId::generate();
-        assert!(store.store_update(&missing, StoreUpdate::default()).await.unwrap().is_none());
+        assert!(store
+            .store_update(&missing, StoreUpdate::default())
+            .await
+            .unwrap()
+            .is_none());
 
         // Delete: gone at once, with its records; the name can be taken again.
         store
-            .record_put(&a.id, &key("k"), "text/plain", BodyInput::Bytes(Bytes::from_static(b"v")))
+            .record_put(
+                &a.id,
+                &key("k"),
+                "text/plain",
+                BodyInput::Bytes(Bytes::from_static(b"v")),
+            )
             .await
             .unwrap();
         assert!(store.store_delete(&a.id).await.unwrap());
@@ -249,7 +322,15 @@ async fn stores_get_or_create_list_update_delete() {
         };
         assert!(store.keys_list(&a.id, &q1).await.unwrap().is_none());
         assert_eq!(
-            store.record_put(&a.id, &key("k"), "text/plain", BodyInput::Bytes(Bytes::new())).await.unwrap(),
+            store
+                .record_put(
+                    &a.id,
+                    &key("k"),
+                    "text/plain",
+                    BodyInput::Bytes(Bytes::new())
+                )
+                .await
+                .unwrap(),
             WriteOutcome::StoreMissing
         );
         let (reborn, created) = store
@@ -276,7 +357,12 @@ async fn records_and_exact_stats() {
             let sid = sid.clone();
             async move {
                 store
-                    .record_put(&sid, &key(k), "application/json", BodyInput::Bytes(Bytes::from(v)))
+                    .record_put(
+                        &sid,
+                        &key(k),
+                        "application/json",
+                        BodyInput::Bytes(Bytes::from(v)),
+                    )
                     .await
                     .unwrap()
             }
@@ -284,7 +370,7 @@ async fn records_and_exact_stats() {
         assert_eq!(put("a", b"12345".to_vec()).await, WriteOutcome::Written);
         put("b", vec![7; 10]).await;
         put("a", b"123".to_vec()).await; // overwrite: 3 bytes instead of 5
-        // A body larger than any inline threshold, given as a spooled file.
+                                         // A body larger than any inline threshold, given as a spooled file.
         let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let mut tmp = tempfile::NamedTempFile::new_in(store.spool_dir()).unwrap();
         std::io::Write::write_all(&mut tmp, &big).unwrap();
@@ -300,7 +386,11 @@ async fn records_and_exact_stats() {
             )
             .await
             .unwrap();
-        assert_eq!(body_bytes(store, &sid, "big").await.unwrap(), big, "{backend}");
+        assert_eq!(
+            body_bytes(store, &sid, "big").await.unwrap(),
+            big,
+            "{backend}"
+        );
         assert_eq!(body_bytes(store, &sid, "a").await.unwrap(), b"123");
         let meta = store.record_meta(&sid, &key("a")).await.unwrap().unwrap();
         assert_eq!(meta.size, 3);
@@ -314,8 +404,14 @@ async fn records_and_exact_stats() {
         // Overwrite the big one with a small one, then delete records (also a missing one).
         put("big", vec![1]).await;
         assert_eq!(body_bytes(store, &sid, "big").await.unwrap(), vec![1]);
-        assert_eq!(store.record_delete(&sid, &key("b")).await.unwrap(), WriteOutcome::Written);
-        assert_eq!(store.record_delete(&sid, &key("nope")).await.unwrap(), WriteOutcome::Written);
+        assert_eq!(
+            store.record_delete(&sid, &key("b")).await.unwrap(),
+            WriteOutcome::Written
+        );
+        assert_eq!(
+            store.record_delete(&sid, &key("nope")).await.unwrap(),
+            WriteOutcome::Written
+        );
         assert!(store.record_get(&sid, &key("b")).await.unwrap().is_none());
         let stats = store.store_get(&sid).await.unwrap().unwrap().stats;
         assert_eq!(stats.record_count, 2, "{backend}");
@@ -355,21 +451,43 @@ async fn keys_are_listed_in_byte_order_with_prefix_and_start() {
         for i in 0..300 {
             keys.push(format!("item-{i:04}"));
         }
-        keys.extend(["A", "a", "Z", "_", "(x)", "!", "'q'", "item", "item-", "itemz", "0"].map(String::from));
+        keys.extend(
+            [
+                "A", "a", "Z", "_", "(x)", "!", "'q'", "item", "item-", "itemz", "0",
+            ]
+            .map(String::from),
+        );
         for k in &keys {
             store
-                .record_put(&sid, &key(k), "text/plain", BodyInput::Bytes(Bytes::from(k.clone())))
+                .record_put(
+                    &sid,
+                    &key(k),
+                    "text/plain",
+                    BodyInput::Bytes(Bytes::from(k.clone())),
+                )
                 .await
                 .unwrap();
         }
         let mut sorted = keys.clone();
         sorted.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         for page in [1, 7, 100, 1000] {
-            assert_eq!(all_keys(store, &sid, "", page).await, sorted, "{backend} page {page}");
+            assert_eq!(
+                all_keys(store, &sid, "", page).await,
+                sorted,
+                "{backend} page {page}"
+            );
         }
-        let with_prefix: Vec<String> = sorted.iter().filter(|k| k.starts_with("item-")).cloned().collect();
+        let with_prefix: Vec<String> = sorted
+            .iter()
+            .filter(|k| k.starts_with("item-"))
+            .cloned()
+            .collect();
         assert_eq!(with_prefix.len(), 301);
-        assert_eq!(all_keys(store, &sid, "item-", 50).await, with_prefix, "{backend}");
+        assert_eq!(
+            all_keys(store, &sid, "item-", 50).await,
+            with_prefix,
+            "{backend}"
+        );
         assert!(all_keys(store, &sid, "nothing", 10).await.is_empty());
 
         // A start key before, inside and after the prefix range.
@@ -378,15 +496,31 @@ async fn keys_are_listed_in_byte_order_with_prefix_and_start() {
             prefix: prefix.to_owned(),
             limit: 3,
         };
-        let page = store.keys_list(&sid, &list("A", "item-")).await.unwrap().unwrap();
+        let page = store
+            .keys_list(&sid, &list("A", "item-"))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(page.items[0].key.as_str(), "item-");
-        let page = store.keys_list(&sid, &list("item-0100", "item-")).await.unwrap().unwrap();
+        let page = store
+            .keys_list(&sid, &list("item-0100", "item-"))
+            .await
+            .unwrap()
+            .unwrap();
         let got: Vec<_> = page.items.iter().map(|m| m.key.to_string()).collect();
         assert_eq!(got, ["item-0101", "item-0102", "item-0103"]);
         assert!(page.is_truncated);
-        let page = store.keys_list(&sid, &list("item-0299", "item-")).await.unwrap().unwrap();
+        let page = store
+            .keys_list(&sid, &list("item-0299", "item-"))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(page.items.is_empty() && !page.is_truncated, "{backend}");
-        let page = store.keys_list(&sid, &list("zzz", "")).await.unwrap().unwrap();
+        let page = store
+            .keys_list(&sid, &list("zzz", ""))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(page.items.is_empty() && !page.is_truncated);
         // An exactly full last page is not truncated.
         let exact = KeyListQuery {
@@ -408,7 +542,9 @@ async fn embedded_data_survives_reopening() {
     let token = Token::generate();
     let sid;
     {
-        let store = storage::open(&Backend::Embedded(path.clone())).await.unwrap();
+        let store = storage::open(&Backend::Embedded(path.clone()))
+            .await
+            .unwrap();
         let alice = store
             .user_create(Username::parse("alice").unwrap(), false, token.hash())
             .await
@@ -419,22 +555,39 @@ async fn embedded_data_survives_reopening() {
             .unwrap();
         sid = info.id;
         store
-            .record_put(&sid, &key("small"), "text/plain", BodyInput::Bytes(Bytes::from_static(b"hi")))
+            .record_put(
+                &sid,
+                &key("small"),
+                "text/plain",
+                BodyInput::Bytes(Bytes::from_static(b"hi")),
+            )
             .await
             .unwrap();
         store
-            .record_put(&sid, &key("large"), "text/plain", BodyInput::Bytes(Bytes::from(vec![b'x'; 200_000])))
+            .record_put(
+                &sid,
+                &key("large"),
+                "text/plain",
+                BodyInput::Bytes(Bytes::from(vec![b'x'; 200_000])),
+            )
             .await
             .unwrap();
         // A second open of a directory in use is refused.
         let second = storage::open(&Backend::Embedded(path.clone())).await;
-        assert!(matches!(second, Err(StorageError::Locked)), "{:?}", second.err());
+        assert!(
+            matches!(second, Err(StorageError::Locked)),
+            "{:?}",
+            second.err()
+        );
         store.close().await.unwrap();
     }
     let store = storage::open(&Backend::Embedded(path)).await.unwrap();
     assert!(store.user_by_token(&token.hash()).await.unwrap().is_some());
     assert_eq!(body_bytes(&*store, &sid, "small").await.unwrap(), b"hi");
-    assert_eq!(body_bytes(&*store, &sid, "large").await.unwrap().len(), 200_000);
+    assert_eq!(
+        body_bytes(&*store, &sid, "large").await.unwrap().len(),
+        200_000
+    );
     let stats = store.store_get(&sid).await.unwrap().unwrap().stats;
     assert_eq!((stats.record_count, stats.storage_bytes), (2, 200_002));
     store.close().await.unwrap();
@@ -457,7 +610,10 @@ async fn concurrent_writers_keep_stats_exact() {
                 for i in 0..25 {
                     let k = key(&format!("k{}", (w * 7 + i) % 40));
                     let body = Bytes::from(vec![b'v'; (w + i) % 13]);
-                    store.record_put(&sid, &k, "text/plain", BodyInput::Bytes(body)).await.unwrap();
+                    store
+                        .record_put(&sid, &k, "text/plain", BodyInput::Bytes(body))
+                        .await
+                        .unwrap();
                     if i % 5 == 0 {
                         store.record_delete(&sid, &k).await.unwrap();
                     }
@@ -470,7 +626,12 @@ async fn concurrent_writers_keep_stats_exact() {
         let keys = all_keys(&*store, &info.id, "", 1000).await;
         let mut bytes = 0;
         for k in &keys {
-            bytes += store.record_meta(&info.id, &key(k)).await.unwrap().unwrap().size;
+            bytes += store
+                .record_meta(&info.id, &key(k))
+                .await
+                .unwrap()
+                .unwrap()
+                .size;
         }
         let stats = store.store_get(&info.id).await.unwrap().unwrap().stats;
         assert_eq!(stats.record_count, keys.len() as u64, "{backend}");
@@ -487,7 +648,9 @@ async fn concurrent_writers_keep_stats_exact() {
 async fn random_operations_match_the_memory_model() {
     let dir = tempfile::tempdir().unwrap();
     let model = storage::open(&Backend::Memory).await.unwrap();
-    let subject = storage::open(&Backend::Embedded(dir.path().join("data"))).await.unwrap();
+    let subject = storage::open(&Backend::Embedded(dir.path().join("data")))
+        .await
+        .unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x6b7673);
     let mut pairs = Vec::new();
     for s in [&model, &subject] {
@@ -502,11 +665,17 @@ async fn random_operations_match_the_memory_model() {
     for step in 0..600 {
         let k = key(keys[rng.gen_range(0..keys.len())]);
         let op = rng.gen_range(0..10);
-        let len = if k.as_str() == "big" { 70_000 + step } else { rng.gen_range(0..40) };
+        let len = if k.as_str() == "big" {
+            70_000 + step
+        } else {
+            rng.gen_range(0..40)
+        };
         let body = Bytes::from(vec![(step % 256) as u8; len]);
         for (s, sid) in [(&model, &pairs[0]), (&subject, &pairs[1])] {
             if op < 7 {
-                s.record_put(sid, &k, "x/y", BodyInput::Bytes(body.clone())).await.unwrap();
+                s.record_put(sid, &k, "x/y", BodyInput::Bytes(body.clone()))
+                    .await
+                    .unwrap();
             } else {
                 s.record_delete(sid, &k).await.unwrap();
             }

@@ -1,5 +1,7 @@
 //! HTTP tests of `/v2/key-value-stores` and `/v2/key-value-stores/{storeId}`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{assert_error, data, TestServer};
@@ -17,7 +19,11 @@ async fn get_or_create_returns_201_then_200_with_every_field() {
     let srv = TestServer::start().await;
     let alice = srv.user("alice").await;
     let resp = srv
-        .req(Method::POST, "/v2/key-value-stores?name=my-store", Some(&alice))
+        .req(
+            Method::POST,
+            "/v2/key-value-stores?name=my-store",
+            Some(&alice),
+        )
         .send()
         .await
         .unwrap();
@@ -38,18 +44,32 @@ async fn get_or_create_returns_201_then_200_with_every_field() {
     assert_eq!(store["generalAccess"], "FOLLOW_USER_SETTING");
     assert!(store["urlSigningSecretKey"].as_str().unwrap().len() >= 16);
     let keys_url = store["keysPublicUrl"].as_str().unwrap();
-    assert!(keys_url.starts_with(&format!("{}/v2/key-value-stores/{id}/keys?signature=", srv.url)));
+    assert!(keys_url.starts_with(&format!(
+        "{}/v2/key-value-stores/{id}/keys?signature=",
+        srv.url
+    )));
     let records_url = store["recordsPublicUrl"].as_str().unwrap();
     assert!(records_url.starts_with(&format!("{}/v2/key-value-stores/{id}/records", srv.url)));
     let stats = &store["stats"];
-    for field in ["readCount", "writeCount", "deleteCount", "listCount", "storageBytes", "s3StorageBytes"] {
+    for field in [
+        "readCount",
+        "writeCount",
+        "deleteCount",
+        "listCount",
+        "storageBytes",
+        "s3StorageBytes",
+    ] {
         assert_eq!(stats[field], 0, "{field}");
     }
     assert!(store["schema"].is_null());
 
     // The same name again: the same store, 200, nothing created.
     let resp = srv
-        .req(Method::POST, "/v2/key-value-stores?name=my-store", Some(&alice))
+        .req(
+            Method::POST,
+            "/v2/key-value-stores?name=my-store",
+            Some(&alice),
+        )
         .json(&json!({}))
         .send()
         .await
@@ -76,7 +96,11 @@ async fn create_accepts_empty_json_and_compressed_bodies_with_schema() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     std::io::Write::write_all(&mut gz, &body).unwrap();
     let resp = srv
-        .req(Method::POST, "/v2/key-value-stores?name=with-schema", Some(&alice))
+        .req(
+            Method::POST,
+            "/v2/key-value-stores?name=with-schema",
+            Some(&alice),
+        )
         .header("content-type", "application/json")
         .header("content-encoding", "gzip")
         .body(gz.finish().unwrap())
@@ -101,7 +125,10 @@ async fn create_accepts_empty_json_and_compressed_bodies_with_schema() {
         ("[1,2]", "invalid-input"),
         ("{not json", "invalid-input"),
         (r#"{"schema": 5}"#, "store-schema-invalid"),
-        (r#"{"schema": {"collections": {"x": {}}}}"#, "store-schema-invalid"),
+        (
+            r#"{"schema": {"collections": {"x": {}}}}"#,
+            "store-schema-invalid",
+        ),
     ] {
         let resp = srv
             .req(Method::POST, "/v2/key-value-stores?name=bad", Some(&alice))
@@ -129,7 +156,11 @@ async fn invalid_store_names_are_refused() {
     let too_long = "a".repeat(64);
     for name in ["-a", "a-", "a_b", "a.b", "a%7Eb", too_long.as_str()] {
         let resp = srv
-            .req(Method::POST, &format!("/v2/key-value-stores?name={name}"), Some(&alice))
+            .req(
+                Method::POST,
+                &format!("/v2/key-value-stores?name={name}"),
+                Some(&alice),
+            )
             .send()
             .await
             .unwrap();
@@ -137,7 +168,11 @@ async fn invalid_store_names_are_refused() {
     }
     let ok = "a".repeat(63);
     let resp = srv
-        .req(Method::POST, &format!("/v2/key-value-stores?name={ok}"), Some(&alice))
+        .req(
+            Method::POST,
+            &format!("/v2/key-value-stores?name={ok}"),
+            Some(&alice),
+        )
         .send()
         .await
         .unwrap();
@@ -168,7 +203,12 @@ async fn list_pages_sorts_and_filters() {
         }
     };
     let ids = |page: &Value| -> Vec<String> {
-        page["items"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_owned()).collect()
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect()
     };
 
     let all = list("").await;
@@ -203,11 +243,26 @@ async fn list_pages_sorts_and_filters() {
     assert_eq!(list("?ownership=ownedByMe").await["total"], 5);
     assert_eq!(list("?ownership=sharedWithMe").await["total"], 0);
 
-    for bad in ["?limit=-1", "?limit=abc", "?offset=-5", "?desc=maybe", "?ownership=everyone", "?limit=1&limit=2"] {
-        let resp = srv.get(&format!("/v2/key-value-stores{bad}"), &alice).send().await.unwrap();
+    for bad in [
+        "?limit=-1",
+        "?limit=abc",
+        "?offset=-5",
+        "?desc=maybe",
+        "?ownership=everyone",
+        "?limit=1&limit=2",
+    ] {
+        let resp = srv
+            .get(&format!("/v2/key-value-stores{bad}"), &alice)
+            .send()
+            .await
+            .unwrap();
         assert_error(resp, 400, "invalid-parameter").await;
     }
-    let resp = srv.req(Method::GET, "/v2/key-value-stores", None).send().await.unwrap();
+    let resp = srv
+        .req(Method::GET, "/v2/key-value-stores", None)
+        .send()
+        .await
+        .unwrap();
     assert_error(resp, 401, "token-not-provided").await;
 }
 
@@ -218,12 +273,20 @@ async fn get_by_id_own_name_and_username_name() {
     let store = srv.create_store(&alice, Some("named")).await;
     let id = store["id"].as_str().unwrap();
     for r in [id.to_owned(), "~named".to_owned(), "alice~named".to_owned()] {
-        let resp = srv.get(&format!("/v2/key-value-stores/{r}"), &alice).send().await.unwrap();
+        let resp = srv
+            .get(&format!("/v2/key-value-stores/{r}"), &alice)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200, "{r}");
         assert_eq!(data(resp).await["id"], id);
     }
     for missing in ["AAAAAAAAAAAAAAAAA", "~nope", "alice~nope", "not-an-id"] {
-        let resp = srv.get(&format!("/v2/key-value-stores/{missing}"), &alice).send().await.unwrap();
+        let resp = srv
+            .get(&format!("/v2/key-value-stores/{missing}"), &alice)
+            .send()
+            .await
+            .unwrap();
         assert_error(resp, 404, "record-not-found").await;
     }
 }
@@ -236,7 +299,13 @@ async fn update_renames_unnames_and_sets_general_access() {
     let id = store["id"].as_str().unwrap().to_owned();
     srv.create_store(&alice, Some("taken")).await;
     let put = |body: Value| {
-        srv.req(Method::PUT, &format!("/v2/key-value-stores/{id}"), Some(&alice)).json(&body).send()
+        srv.req(
+            Method::PUT,
+            &format!("/v2/key-value-stores/{id}"),
+            Some(&alice),
+        )
+        .json(&body)
+        .send()
     };
 
     let resp = put(json!({"name": "new-name"})).await.unwrap();
@@ -244,29 +313,67 @@ async fn update_renames_unnames_and_sets_general_access() {
     let updated = data(resp).await;
     assert_eq!(updated["name"], "new-name");
     assert!(updated["modifiedAt"].as_str().unwrap() >= store["modifiedAt"].as_str().unwrap());
-    let resp = srv.get("/v2/key-value-stores/~old", &alice).send().await.unwrap();
+    let resp = srv
+        .get("/v2/key-value-stores/~old", &alice)
+        .send()
+        .await
+        .unwrap();
     assert_error(resp, 404, "record-not-found").await;
-    let resp = srv.get("/v2/key-value-stores/~new-name", &alice).send().await.unwrap();
+    let resp = srv
+        .get("/v2/key-value-stores/~new-name", &alice)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(data(resp).await["id"], id.as_str());
 
-    let msg = assert_error(put(json!({"name": "taken"})).await.unwrap(), 409, "store-name-not-unique").await;
+    let msg = assert_error(
+        put(json!({"name": "taken"})).await.unwrap(),
+        409,
+        "store-name-not-unique",
+    )
+    .await;
     assert!(msg.contains("taken"), "{msg}");
-    assert_error(put(json!({"name": "bad_name"})).await.unwrap(), 400, "invalid-input").await;
+    assert_error(
+        put(json!({"name": "bad_name"})).await.unwrap(),
+        400,
+        "invalid-input",
+    )
+    .await;
     assert_error(put(json!({"name": 5})).await.unwrap(), 400, "invalid-input").await;
-    assert_error(put(json!({"generalAccess": "EVERYONE"})).await.unwrap(), 400, "invalid-input").await;
+    assert_error(
+        put(json!({"generalAccess": "EVERYONE"})).await.unwrap(),
+        400,
+        "invalid-input",
+    )
+    .await;
 
-    let resp = put(json!({"generalAccess": "ANYONE_WITH_ID_CAN_READ", "title": "ignored"})).await.unwrap();
+    let resp = put(json!({"generalAccess": "ANYONE_WITH_ID_CAN_READ", "title": "ignored"}))
+        .await
+        .unwrap();
     let updated = data(resp).await;
     assert_eq!(updated["generalAccess"], "ANYONE_WITH_ID_CAN_READ");
     assert_eq!(updated["name"], "new-name", "a missing name stays as it is");
 
     let resp = put(json!({"name": null})).await.unwrap();
     assert!(data(resp).await["name"].is_null());
-    let listed = data(srv.get("/v2/key-value-stores", &alice).send().await.unwrap()).await;
-    assert_eq!(listed["total"], 1, "the unnamed store left the default listing");
+    let listed = data(
+        srv.get("/v2/key-value-stores", &alice)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        listed["total"], 1,
+        "the unnamed store left the default listing"
+    );
 
     let resp = srv
-        .req(Method::PUT, "/v2/key-value-stores/AAAAAAAAAAAAAAAAA", Some(&alice))
+        .req(
+            Method::PUT,
+            "/v2/key-value-stores/AAAAAAAAAAAAAAAAA",
+            Some(&alice),
+        )
         .json(&json!({"name": "x"}))
         .send()
         .await
@@ -281,17 +388,45 @@ async fn delete_makes_the_store_and_its_records_disappear() {
     let store = srv.create_store(&alice, Some("doomed")).await;
     let id = store["id"].as_str().unwrap();
     srv.put_record(&alice, id, "k", "text/plain", "v").await;
-    let resp = srv.req(Method::DELETE, &format!("/v2/key-value-stores/{id}"), Some(&alice)).send().await.unwrap();
+    let resp = srv
+        .req(
+            Method::DELETE,
+            &format!("/v2/key-value-stores/{id}"),
+            Some(&alice),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 204);
     assert!(resp.text().await.unwrap().is_empty());
-    for path in [format!("/v2/key-value-stores/{id}"), format!("/v2/key-value-stores/{id}/records/k"), format!("/v2/key-value-stores/{id}/keys")] {
+    for path in [
+        format!("/v2/key-value-stores/{id}"),
+        format!("/v2/key-value-stores/{id}/records/k"),
+        format!("/v2/key-value-stores/{id}/keys"),
+    ] {
         let resp = srv.get(&path, &alice).send().await.unwrap();
         assert_error(resp, 404, "record-not-found").await;
     }
-    let resp = srv.req(Method::DELETE, &format!("/v2/key-value-stores/{id}"), Some(&alice)).send().await.unwrap();
+    let resp = srv
+        .req(
+            Method::DELETE,
+            &format!("/v2/key-value-stores/{id}"),
+            Some(&alice),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_error(resp, 404, "record-not-found").await;
     // The name is free again.
-    let resp = srv.req(Method::POST, "/v2/key-value-stores?name=doomed", Some(&alice)).send().await.unwrap();
+    let resp = srv
+        .req(
+            Method::POST,
+            "/v2/key-value-stores?name=doomed",
+            Some(&alice),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 201);
 }
 
@@ -304,10 +439,29 @@ async fn stats_follow_writes_reads_and_lists() {
     srv.put_record(&alice, id, "a", "text/plain", "12345").await;
     srv.put_record(&alice, id, "b", "text/plain", "123").await;
     srv.put_record(&alice, id, "a", "text/plain", "1").await;
-    srv.req(Method::DELETE, &format!("/v2/key-value-stores/{id}/records/b"), Some(&alice)).send().await.unwrap();
-    srv.get(&format!("/v2/key-value-stores/{id}/records/a"), &alice).send().await.unwrap();
-    srv.get(&format!("/v2/key-value-stores/{id}/keys"), &alice).send().await.unwrap();
-    let got = data(srv.get(&format!("/v2/key-value-stores/{id}"), &alice).send().await.unwrap()).await;
+    srv.req(
+        Method::DELETE,
+        &format!("/v2/key-value-stores/{id}/records/b"),
+        Some(&alice),
+    )
+    .send()
+    .await
+    .unwrap();
+    srv.get(&format!("/v2/key-value-stores/{id}/records/a"), &alice)
+        .send()
+        .await
+        .unwrap();
+    srv.get(&format!("/v2/key-value-stores/{id}/keys"), &alice)
+        .send()
+        .await
+        .unwrap();
+    let got = data(
+        srv.get(&format!("/v2/key-value-stores/{id}"), &alice)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     let stats = &got["stats"];
     assert_eq!(stats["writeCount"], 3);
     assert_eq!(stats["deleteCount"], 1);
@@ -325,9 +479,21 @@ async fn unknown_paths_and_methods_use_the_envelope() {
     let alice = srv.user("alice").await;
     let resp = srv.get("/v2/nothing-here", &alice).send().await.unwrap();
     assert_error(resp, 404, "page-not-found").await;
-    let resp = srv.req(Method::DELETE, "/v2/key-value-stores", Some(&alice)).send().await.unwrap();
+    let resp = srv
+        .req(Method::DELETE, "/v2/key-value-stores", Some(&alice))
+        .send()
+        .await
+        .unwrap();
     let msg = assert_error(resp, 405, "method-not-allowed").await;
     assert!(msg.contains("GET, POST"), "{msg}");
-    let resp = srv.req(Method::PATCH, "/v2/key-value-stores/AAAAAAAAAAAAAAAAA", Some(&alice)).send().await.unwrap();
+    let resp = srv
+        .req(
+            Method::PATCH,
+            "/v2/key-value-stores/AAAAAAAAAAAAAAAAA",
+            Some(&alice),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_error(resp, 405, "method-not-allowed").await;
 }

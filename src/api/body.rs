@@ -3,6 +3,7 @@
 //! inflated into memory, and spooled to a file beyond a small threshold.
 
 use std::path::Path;
+use std::time::Duration;
 
 use async_compression::tokio::bufread::{BrotliDecoder, DeflateDecoder, GzipDecoder, ZlibDecoder};
 use axum::body::Body;
@@ -60,14 +61,15 @@ pub async fn read_body(
     spool_dir: &Path,
 ) -> ApiResult<BodyInput> {
     let encoding = encoding(headers)?;
-    if matches!(encoding, Encoding::Identity) && content_length(headers).is_some_and(|n| n > limit)
-    {
-        return Err(ApiError::RequestTooLarge { limit });
-    }
     let stream = body
         .into_data_stream()
         .map_err(|e| std::io::Error::other(e.to_string()));
     let mut raw = StreamReader::new(stream);
+    if matches!(encoding, Encoding::Identity) && content_length(headers).is_some_and(|n| n > limit)
+    {
+        drain(&mut raw).await;
+        return Err(ApiError::RequestTooLarge { limit });
+    }
     let reader: Box<dyn AsyncRead + Send + Unpin> = match encoding {
         Encoding::Identity => Box::new(raw),
         Encoding::Gzip => {
@@ -92,6 +94,26 @@ pub async fn read_body(
     collect(reader, limit, spool_dir).await
 }
 
+/// How much of a refused body is still read before answering 413. Clients send the whole body
+/// before they read the answer; closing on a large unread remainder would reset the connection,
+/// which they take for a network error and upload again.
+const DRAIN_MAX_BYTES: usize = 8 * 1024 * 1024;
+const DRAIN_MAX_TIME: Duration = Duration::from_secs(5);
+
+async fn drain(reader: &mut (impl AsyncRead + Unpin)) {
+    let mut sink = vec![0u8; 64 * 1024];
+    let mut drained = 0;
+    let _ = tokio::time::timeout(DRAIN_MAX_TIME, async {
+        while drained < DRAIN_MAX_BYTES {
+            match reader.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    })
+    .await;
+}
+
 fn read_error(e: std::io::Error) -> ApiError {
     ApiError::InvalidRequestBody(format!("The request body could not be read: {e}"))
 }
@@ -112,6 +134,7 @@ async fn collect(
         }
         total += n as u64;
         if total > limit {
+            drain(&mut reader).await;
             return Err(ApiError::RequestTooLarge { limit });
         }
         match &mut spool {

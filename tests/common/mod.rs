@@ -1,7 +1,7 @@
 //! Shared by the HTTP integration tests: a real server on `127.0.0.1:0` over a fresh backend, and
 //! small helpers to talk to it. The backend comes from `KVSTORE_TEST_BACKEND` (`embedded`, the
 //! default, or `memory`).
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 
@@ -46,9 +46,14 @@ impl TestServer {
         let mut config = ServerConfig::for_addr(addr);
         tweak(&mut config);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(kvstore::serve(listener, store.clone(), config, async move {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(kvstore::serve(
+            listener,
+            store.clone(),
+            config,
+            async move {
+                let _ = rx.await;
+            },
+        ));
         Self {
             url: format!("http://{addr}"),
             store,
@@ -88,21 +93,45 @@ impl TestServer {
             Some(n) => format!("/v2/key-value-stores?name={n}"),
             None => "/v2/key-value-stores".to_owned(),
         };
-        let resp = self.req(Method::POST, &path, Some(token)).send().await.unwrap();
-        assert!(resp.status().is_success(), "create store: {}", resp.status());
+        let resp = self
+            .req(Method::POST, &path, Some(token))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            resp.status().is_success(),
+            "create store: {}",
+            resp.status()
+        );
         data(resp).await
     }
 
     /// Stores a record and asserts that it worked.
-    pub async fn put_record(&self, token: &str, store: &str, key: &str, content_type: &str, body: impl Into<reqwest::Body>) {
+    pub async fn put_record(
+        &self,
+        token: &str,
+        store: &str,
+        key: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) {
         let resp = self
-            .req(Method::PUT, &format!("/v2/key-value-stores/{store}/records/{key}"), Some(token))
+            .req(
+                Method::PUT,
+                &format!("/v2/key-value-stores/{store}/records/{key}"),
+                Some(token),
+            )
             .header("content-type", content_type)
             .body(body)
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), 201, "put record {key}: {}", resp.text().await.unwrap());
+        assert_eq!(
+            resp.status(),
+            201,
+            "put record {key}: {}",
+            resp.text().await.unwrap()
+        );
     }
 
     /// Stops the server gracefully and waits for it.
@@ -119,7 +148,9 @@ impl TestServer {
 /// The `data` of a success response.
 pub async fn data(resp: Response) -> Value {
     let body: Value = resp.json().await.unwrap();
-    body.get("data").cloned().unwrap_or_else(|| panic!("no data in {body}"))
+    body.get("data")
+        .cloned()
+        .unwrap_or_else(|| panic!("no data in {body}"))
 }
 
 /// Asserts an error response: status, Apify's envelope and its `type`. Returns the message.
@@ -129,7 +160,10 @@ pub async fn assert_error(resp: Response, status: u16, error_type: &str) -> Stri
     assert_eq!(got, status, "status (body: {text})");
     let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
     assert_eq!(body["error"]["type"], error_type, "error type in {text}");
-    let message = body["error"]["message"].as_str().expect("error.message").to_owned();
+    let message = body["error"]["message"]
+        .as_str()
+        .expect("error.message")
+        .to_owned();
     assert!(!message.is_empty());
     message
 }

@@ -1,0 +1,629 @@
+//! The real `kvstore` binary as a child process: user administration, first start, the admin
+//! token, the data-directory lock, persistence across a graceful restart, `--help` and
+//! `--public-url`.
+
+// Test code: a failed unwrap is a failed test. (`allow-unwrap-in-tests` covers only `#[test]`
+// functions, not the helpers of an integration test crate.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_kvstore");
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Every variable the binary reads; removed so that the environment running the tests cannot
+/// change what they see.
+const KVSTORE_VARS: &[&str] = &[
+    "KVSTORE_LISTEN",
+    "KVSTORE_DATA_DIR",
+    "KVSTORE_PUBLIC_URL",
+    "KVSTORE_MAX_RECORD_BYTES",
+    "KVSTORE_DEFAULT_GENERAL_ACCESS",
+    "KVSTORE_ALLOW_METHOD_OVERRIDE",
+    "KVSTORE_ADMIN_TOKEN",
+    "KVSTORE_LOG_FORMAT",
+    "KVSTORE_LOG",
+];
+
+fn kvstore() -> Command {
+    let mut cmd = Command::new(BIN);
+    for var in KVSTORE_VARS {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Runs a short command (not `serve`) to the end.
+fn run(args: &[&str]) -> Output {
+    kvstore().args(args).stdin(Stdio::null()).output().unwrap()
+}
+
+/// Runs a short command with extra environment variables.
+fn run_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = kvstore();
+    cmd.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn stdout_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn users_create(dir: &Path, name: &str) -> Output {
+    run(&["users", "create", name, "--data-dir", dir.to_str().unwrap()])
+}
+
+/// The token printed by a successful `users create`: the last line of standard output.
+fn created_token(out: &Output) -> String {
+    let stdout = stdout_of(out);
+    assert!(
+        out.status.success(),
+        "users create failed: {:?}\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        stderr_of(out)
+    );
+    let last = stdout.lines().last().unwrap_or_default().trim().to_owned();
+    assert!(
+        last.len() >= 20 && !last.contains(char::is_whitespace),
+        "the last line is not a token: {stdout:?}"
+    );
+    last
+}
+
+/// A running `kvstore serve`; killed when dropped.
+struct Server {
+    child: Child,
+    /// e.g. `http://127.0.0.1:41234`
+    url: String,
+    /// What it printed on standard output before it was listening, the listening line included.
+    banner: Vec<String>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn start(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = kvstore();
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut stderr_pipe = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                match stderr_pipe.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => sink
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n])),
+                }
+            }
+        });
+        let mut server = Server {
+            child,
+            url: String::new(),
+            banner: Vec::new(),
+            stderr,
+        };
+        server.url = server.wait_listening(&lines);
+        server
+    }
+
+    /// Reads standard output until the `listening on http://HOST:PORT` line; returns the URL.
+    fn wait_listening(&mut self, lines: &Receiver<String>) -> String {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.banner.push(line.clone());
+                    if let Some(at) = line.find("listening on http://") {
+                        let url = line[at + "listening on ".len()..].trim().to_owned();
+                        let port: u16 = url
+                            .strip_prefix("http://127.0.0.1:")
+                            .unwrap_or_else(|| panic!("not a 127.0.0.1 URL: {line}"))
+                            .parse()
+                            .unwrap_or_else(|_| panic!("no port in {line}"));
+                        assert_ne!(port, 0, "{line}");
+                        return url;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "no `listening on` line within {START_TIMEOUT:?}; stdout: {:?}; stderr: {}",
+                    self.banner,
+                    self.stderr()
+                ),
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().unwrap();
+                    panic!(
+                        "the server exited ({status}) before listening; stdout: {:?}; stderr: {}",
+                        self.banner,
+                        self.stderr()
+                    )
+                }
+            }
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The admin token printed on first start: the line after the one that mentions `admin`.
+    fn printed_admin_token(&self) -> String {
+        let at = self
+            .banner
+            .iter()
+            .position(|l| l.contains("admin"))
+            .unwrap_or_else(|| panic!("no line mentions the admin user: {:?}", self.banner));
+        let token = self.banner[at + 1].trim().to_owned();
+        assert!(
+            token.len() >= 20 && !token.contains(char::is_whitespace),
+            "no token after the admin line: {:?}",
+            self.banner
+        );
+        token
+    }
+
+    /// SIGTERM, then the exit status (the test fails if it does not exit in time).
+    fn terminate(&mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not exit within {STOP_TIMEOUT:?} of SIGTERM; stderr: {}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+async fn get(url: &str, token: Option<&str>) -> reqwest::Response {
+    let client = reqwest::Client::new();
+    let rb = client.get(url);
+    let rb = match token {
+        Some(t) => rb.bearer_auth(t),
+        None => rb,
+    };
+    rb.send().await.unwrap()
+}
+
+async fn error_type(resp: reqwest::Response) -> (u16, String) {
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap();
+    (
+        status,
+        body["error"]["type"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+#[test]
+fn users_create_prints_the_token_last_and_refuses_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+
+    let token = created_token(&users_create(&data, "alice"));
+    assert!(token.starts_with("kvs_"), "{token}");
+
+    let again = users_create(&data, "alice");
+    assert!(!again.status.success(), "a second alice was created");
+    let err = stderr_of(&again);
+    assert!(
+        err.contains("alice") && err.contains("already exists"),
+        "unclear message: {err}"
+    );
+    assert!(
+        !stdout_of(&again).contains("kvs_"),
+        "a refused create printed a token: {}",
+        stdout_of(&again)
+    );
+
+    let bob = created_token(&users_create(&data, "bob"));
+    assert_ne!(bob, token);
+
+    let bad = users_create(&data, "no~tilde");
+    assert!(!bad.status.success(), "a user named no~tilde was created");
+    assert!(!stderr_of(&bad).trim().is_empty());
+
+    let list = run(&["users", "list", "--data-dir", data.to_str().unwrap()]);
+    assert!(list.status.success(), "users list: {}", stderr_of(&list));
+    let listed = stdout_of(&list);
+    let names: Vec<&str> = listed
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(names, ["alice", "bob"], "users list printed: {listed}");
+    assert!(!listed.contains(&token), "users list shows a token");
+
+    // KVSTORE_DATA_DIR does what --data-dir does.
+    let list = run_env(
+        &["users", "list"],
+        &[("KVSTORE_DATA_DIR", data.to_str().unwrap())],
+    );
+    assert!(list.status.success(), "users list: {}", stderr_of(&list));
+    assert_eq!(stdout_of(&list), listed);
+}
+
+#[test]
+fn users_list_is_an_aligned_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    created_token(&users_create(&data, "al"));
+    created_token(&users_create(&data, "a-much-longer-name"));
+    let list = run(&["users", "list", "--data-dir", data.to_str().unwrap()]);
+    assert!(list.status.success(), "users list: {}", stderr_of(&list));
+    let listed = stdout_of(&list);
+    assert_eq!(
+        listed.lines().count(),
+        3,
+        "a header and two users:\n{listed}"
+    );
+    let mut lines = listed.lines();
+    let header = lines.next().unwrap();
+    let admin_col = header.find("ADMIN").unwrap();
+    let created_col = header.find("CREATED").unwrap();
+    for line in lines {
+        // A column starts where its header starts, after a space.
+        let starts = |col: usize, what: &[&str]| {
+            line.get(col - 1..col) == Some(" ")
+                && what
+                    .iter()
+                    .any(|w| line.get(col..).is_some_and(|r| r.starts_with(w)))
+        };
+        assert!(
+            starts(admin_col, &["true", "false"]),
+            "the ADMIN column is not under its header:\n{listed}"
+        );
+        assert!(
+            starts(created_col, &["20"]),
+            "the CREATED column is not under its header:\n{listed}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tokens_of_users_created_offline_work_on_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let alice = created_token(&users_create(&data, "alice"));
+
+    let server = Server::start(&data, &[], &[]);
+    // A user exists, so no admin is created and no token printed.
+    assert_eq!(server.banner.len(), 1, "stdout: {:?}", server.banner);
+
+    let resp = get(&format!("{}/v2/key-value-stores", server.url), Some(&alice)).await;
+    assert_eq!(resp.status(), 200);
+    let resp = get(
+        &format!("{}/v2/key-value-stores", server.url),
+        Some("kvs_not-a-token"),
+    )
+    .await;
+    assert_eq!(error_type(resp).await, (401, "invalid-token".to_owned()));
+}
+
+#[tokio::test]
+async fn first_start_prints_an_admin_token_that_works() {
+    let dir = tempfile::tempdir().unwrap();
+    // An existing, empty directory.
+    let server = Server::start(dir.path(), &[], &[]);
+    let token = server.printed_admin_token();
+    let stores = format!("{}/v2/key-value-stores", server.url);
+
+    let resp = get(&stores, Some(&token)).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["data"]["total"], 0);
+    let resp = get(&format!("{stores}?token={token}"), None).await;
+    assert_eq!(resp.status(), 200);
+
+    let resp = get(&stores, None).await;
+    assert_eq!(
+        error_type(resp).await,
+        (401, "token-not-provided".to_owned())
+    );
+    let resp = get(&stores, Some("kvs_not-the-admin-token")).await;
+    assert_eq!(error_type(resp).await, (401, "invalid-token".to_owned()));
+
+    // Public URLs use the bound address, never the request's Host header.
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("{stores}?name=hosted"))
+        .bearer_auth(&token)
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    let store: Value = resp.json().await.unwrap();
+    let id = store["data"]["id"].as_str().unwrap();
+    assert_eq!(location, format!("{stores}/{id}"));
+    assert!(store["data"]["keysPublicUrl"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("{stores}/{id}/keys")));
+
+    // The token is never written to the logs, not even when it came in `?token=`.
+    assert!(
+        !server.stderr().contains(&token),
+        "the admin token is in the logs"
+    );
+}
+
+#[tokio::test]
+async fn first_start_takes_the_admin_token_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let chosen = "my-own-admin-token-0123456789abcdef";
+    let server = Server::start(&data, &[], &[("KVSTORE_ADMIN_TOKEN", chosen)]);
+    assert!(
+        server.banner.iter().any(|l| l.contains("admin")),
+        "first start does not mention the admin user: {:?}",
+        server.banner
+    );
+    let stores = format!("{}/v2/key-value-stores", server.url);
+    let resp = get(&stores, Some(chosen)).await;
+    assert_eq!(resp.status(), 200, "the chosen admin token does not work");
+    let resp = get(&stores, Some("my-own-admin-token-0123456789abcdeX")).await;
+    assert_eq!(error_type(resp).await, (401, "invalid-token".to_owned()));
+    assert!(
+        !server.stderr().contains(chosen),
+        "the token is in the logs"
+    );
+}
+
+#[tokio::test]
+async fn users_commands_refuse_a_data_directory_a_server_is_using() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[], &[]);
+    let token = server.printed_admin_token();
+
+    let out = users_create(&data, "carol");
+    assert!(
+        !out.status.success(),
+        "users create succeeded on a live dir"
+    );
+    let err = stderr_of(&out);
+    assert!(err.contains("in use"), "message does not say in use: {err}");
+    let out = run(&["users", "list", "--data-dir", data.to_str().unwrap()]);
+    assert!(!out.status.success(), "users list succeeded on a live dir");
+    assert!(stderr_of(&out).contains("in use"), "{}", stderr_of(&out));
+
+    // A second server on the same directory refuses to start, saying why.
+    let mut second = kvstore()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!("a second server started on a directory in use");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!status.success(), "second server: {status}");
+    assert!(err.contains("in use"), "second server's message: {err}");
+
+    // The server is unharmed.
+    let resp = get(&format!("{}/v2/key-value-stores", server.url), Some(&token)).await;
+    assert_eq!(resp.status(), 200);
+    drop(server);
+
+    // After it stopped, the same command works.
+    let carol = created_token(&users_create(&data, "carol"));
+    assert!(!carol.is_empty());
+}
+
+#[tokio::test]
+async fn data_persists_across_a_graceful_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data, &[], &[]);
+    let token = server.printed_admin_token();
+    let client = reqwest::Client::new();
+
+    let resp = client
+        .post(format!("{}/v2/key-value-stores?name=keep", server.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let created: Value = resp.json().await.unwrap();
+    let id = created["data"]["id"].as_str().unwrap().to_owned();
+    let resp = client
+        .put(format!(
+            "{}/v2/key-value-stores/{id}/records/STATE",
+            server.url
+        ))
+        .bearer_auth(&token)
+        .header("content-type", "application/json; charset=utf-8")
+        .body(r#"{"n":42}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+
+    // The client keeps its idle connection open while the server stops.
+    let status = server.terminate();
+    assert_eq!(status.code(), Some(0), "exit after SIGTERM: {status}");
+    drop(server);
+
+    let server = Server::start(&data, &[], &[]);
+    assert!(
+        !server.banner.iter().any(|l| l.contains("admin")),
+        "a second admin was created on restart: {:?}",
+        server.banner
+    );
+    let resp = get(
+        &format!("{}/v2/key-value-stores/~keep/records/STATE", server.url),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/json; charset=utf-8"
+    );
+    assert_eq!(resp.text().await.unwrap(), r#"{"n":42}"#);
+    let resp = get(
+        &format!("{}/v2/key-value-stores/{id}", server.url),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let store: Value = resp.json().await.unwrap();
+    assert_eq!(store["data"]["name"], "keep");
+    assert_eq!(store["data"]["stats"]["writeCount"], 1);
+}
+
+#[test]
+fn serve_help_mentions_every_environment_variable() {
+    let out = run(&["serve", "--help"]);
+    assert!(out.status.success(), "serve --help: {}", stderr_of(&out));
+    let help = stdout_of(&out);
+    for var in [
+        "KVSTORE_LISTEN",
+        "KVSTORE_DATA_DIR",
+        "KVSTORE_PUBLIC_URL",
+        "KVSTORE_MAX_RECORD_BYTES",
+    ] {
+        assert!(
+            help.contains(var),
+            "serve --help does not mention {var}:\n{help}"
+        );
+    }
+}
+
+/// Starts a server whose public URL is `http://example.test:9` (given by `extra` or `env`), and checks every
+/// URL the API hands out.
+async fn check_public_url(extra: &[&str], env: &[(&str, &str)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), extra, env);
+    let token = server.printed_admin_token();
+    let base = "http://example.test:9/v2/key-value-stores";
+    let client = reqwest::Client::new();
+
+    let resp = client
+        .post(format!("{}/v2/key-value-stores?name=pub", server.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    let store: Value = resp.json().await.unwrap();
+    let id = store["data"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("{base}/{id}"));
+    let keys_url = store["data"]["keysPublicUrl"].as_str().unwrap();
+    assert!(
+        keys_url.starts_with(&format!("{base}/{id}/keys?signature=")),
+        "{keys_url}"
+    );
+    let records_url = store["data"]["recordsPublicUrl"].as_str().unwrap();
+    assert!(
+        records_url.starts_with(&format!("{base}/{id}/records?signature=")),
+        "{records_url}"
+    );
+
+    let resp = client
+        .put(format!("{}/v2/key-value-stores/{id}/records/K", server.url))
+        .bearer_auth(&token)
+        .header("content-type", "text/plain")
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    assert_eq!(
+        resp.headers()["location"].to_str().unwrap(),
+        format!("{base}/{id}/records/K")
+    );
+
+    let resp = get(
+        &format!("{}/v2/key-value-stores/{id}/keys", server.url),
+        Some(&token),
+    )
+    .await;
+    let keys: Value = resp.json().await.unwrap();
+    let url = keys["data"]["items"][0]["recordPublicUrl"]
+        .as_str()
+        .unwrap();
+    assert!(
+        url.starts_with(&format!("{base}/{id}/records/K?signature=")),
+        "{url}"
+    );
+}
+
+#[tokio::test]
+async fn public_url_is_the_base_of_location_and_public_urls() {
+    check_public_url(&["--public-url", "http://example.test:9"], &[]).await;
+    // The same through the environment, with a trailing slash.
+    check_public_url(&[], &[("KVSTORE_PUBLIC_URL", "http://example.test:9/")]).await;
+}
