@@ -448,6 +448,37 @@ fn insert_user(txn: &WriteTransaction, user: &User, token: &TokenHash) -> Result
     Ok(())
 }
 
+fn read_record(
+    txn: &redb::ReadTransaction,
+    paths: &Paths,
+    store: &StoreId,
+    key: &RecordKey,
+) -> Result<Option<Record>> {
+    if read_store(txn, store.as_str())?.is_none() {
+        return Ok(None);
+    }
+    let records = txn.open_table(RECORDS).map_err(engine)?;
+    let Some(v) = records
+        .get((store.as_str(), key.as_str()))
+        .map_err(engine)?
+    else {
+        return Ok(None);
+    };
+    let (header, inline) = decode_record(v.value())?;
+    let body = match header.blob {
+        Some(blob) => BodyOutput::File(fs::File::open(paths.blob(&blob))?),
+        None => BodyOutput::Bytes(Bytes::copy_from_slice(inline)),
+    };
+    Ok(Some(Record {
+        meta: RecordMeta {
+            key: key.clone(),
+            size: header.size,
+            content_type: header.content_type,
+        },
+        body,
+    }))
+}
+
 fn remove_blob_later(paths: &Paths, header: &RecordHeader, post: &mut PostCommit) {
     if let Some(blob) = header.blob {
         post.unlink_if_committed.push(paths.blob(&blob));
@@ -792,34 +823,26 @@ impl Store for EmbeddedStore {
     async fn record_get(&self, store: &StoreId, key: &RecordKey) -> Result<Option<Record>> {
         let (store, key) = (store.clone(), key.clone());
         let paths = self.paths.clone();
-        self.read(move |txn| {
-            if read_store(txn, store.as_str())?.is_none() {
-                return Ok(None);
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            // A concurrent overwrite or delete may commit and remove the blob between our read of
+            // the header and the open; a fresh read transaction then sees the new state. Once
+            // open, the file stays readable even if it is removed.
+            let mut attempts = 0;
+            loop {
+                let txn = db.begin_read().map_err(engine)?;
+                match read_record(&txn, &paths, &store, &key) {
+                    Err(StorageError::Io(e))
+                        if e.kind() == std::io::ErrorKind::NotFound && attempts < 16 =>
+                    {
+                        attempts += 1;
+                    }
+                    other => return other,
+                }
             }
-            let records = txn.open_table(RECORDS).map_err(engine)?;
-            let Some(v) = records
-                .get((store.as_str(), key.as_str()))
-                .map_err(engine)?
-            else {
-                return Ok(None);
-            };
-            let (header, inline) = decode_record(v.value())?;
-            // The blob is opened inside the read transaction: a concurrent overwrite removes the
-            // file only after its commit, and an open file stays readable after removal.
-            let body = match header.blob {
-                Some(blob) => BodyOutput::File(fs::File::open(paths.blob(&blob))?),
-                None => BodyOutput::Bytes(Bytes::copy_from_slice(inline)),
-            };
-            Ok(Some(Record {
-                meta: RecordMeta {
-                    key,
-                    size: header.size,
-                    content_type: header.content_type,
-                },
-                body,
-            }))
         })
         .await
+        .map_err(|e| StorageError::Engine(e.to_string()))?
     }
 
     async fn record_meta(&self, store: &StoreId, key: &RecordKey) -> Result<Option<RecordMeta>> {
