@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test suite of kvstore: unit tests, the HTTP integration tests and the storage
-# conformance suite (on the embedded engine, then the HTTP suites again on the in-memory backend),
-# and the end-to-end tests with the official apify-client packages (Python v3 and v2, JS).
-# The clients are installed into ignored folders under tests/clients/.
+# conformance suite (on the embedded engine, then the HTTP suites again on the in-memory backend
+# and on PostgreSQL), and the end-to-end tests with the official apify-client packages (Python v3
+# and v2, JS). The clients are installed into ignored folders under tests/clients/.
+#
+# PostgreSQL: KVSTORE_TEST_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test); every
+# test creates and drops a database of its own there. Without a reachable server those suites are
+# skipped with a message, except under CI=true, where they must run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,7 +19,28 @@ stage() {
   echo "==> ${name}: done in $((SECONDS - start))s"
 }
 
-stage "cargo test (embedded engine)" cargo test --all-targets
+pg_url=${KVSTORE_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
+pg_hostport=$(sed -E 's#^[a-z]+://([^@/]*@)?([^/?]+).*#\2#' <<<"$pg_url")
+pg_host=${pg_hostport%:*}
+pg_port=${pg_hostport##*:}
+[[ $pg_port == "$pg_hostport" ]] && pg_port=5432
+if (exec 3<>"/dev/tcp/${pg_host}/${pg_port}") 2>/dev/null; then
+  have_pg=1
+elif [[ ${CI:-} == true ]]; then
+  echo "PostgreSQL is not reachable at ${pg_host}:${pg_port}, and CI=true requires the PostgreSQL tests." >&2
+  exit 1
+else
+  have_pg=0
+  echo "!! PostgreSQL is not reachable at ${pg_host}:${pg_port}: the PostgreSQL suites are SKIPPED."
+fi
+
+stage "cargo test (embedded engine; conformance on every backend)" cargo test --all-targets
 stage "HTTP suites on the in-memory backend" \
   env KVSTORE_TEST_BACKEND=memory cargo test --test stores --test keys --test records --test access
+if [[ $have_pg == 1 ]]; then
+  stage "HTTP suites on PostgreSQL" \
+    env KVSTORE_TEST_BACKEND=postgres cargo test --test stores --test keys --test records --test access
+else
+  echo "!! SKIPPED: HTTP suites on PostgreSQL (no database at ${pg_host}:${pg_port})"
+fi
 stage "official clients (apify-client for Python v3/v2 and JS)" scripts/client-tests.sh

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::model::GeneralAccess;
+use crate::storage::postgres::PgOptions;
+use crate::storage::Backend;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,9 +32,45 @@ pub enum Command {
 
 #[derive(Debug, Args, Clone)]
 pub struct DataArgs {
-    /// Directory of the embedded engine; created if missing.
+    /// Directory of the embedded engine; created if missing. Ignored with --database-url.
     #[arg(long, env = "KVSTORE_DATA_DIR", default_value = "./kvstore-data")]
     pub data_dir: PathBuf,
+
+    /// Use this PostgreSQL database (postgres://user@host:port/db) instead of the embedded engine;
+    /// any number of nodes may share it.
+    #[arg(long, env = "KVSTORE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Most connections to PostgreSQL this node opens.
+    #[arg(long, env = "KVSTORE_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+
+    /// Seconds a request waits for a PostgreSQL connection before it fails with 503.
+    #[arg(long, env = "KVSTORE_DB_ACQUIRE_TIMEOUT", default_value_t = 5)]
+    pub db_acquire_timeout: u64,
+}
+
+impl DataArgs {
+    pub fn backend(&self) -> Backend {
+        match &self.database_url {
+            Some(url) => Backend::Postgres {
+                url: url.clone(),
+                options: PgOptions {
+                    max_connections: self.db_max_connections,
+                    acquire_timeout: std::time::Duration::from_secs(self.db_acquire_timeout),
+                },
+            },
+            None => Backend::Embedded(self.data_dir.clone()),
+        }
+    }
+
+    /// Where the data lives, for messages.
+    pub fn describe(&self) -> String {
+        match &self.database_url {
+            Some(_) => "the PostgreSQL database".to_owned(),
+            None => format!("the data directory {}", self.data_dir.display()),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -130,6 +130,10 @@ impl From<StorageError> for ApiError {
             StorageError::NameTaken => ApiError::StoreNameNotUnique("that name".into()),
             StorageError::UserExists => ApiError::InvalidInput("The user already exists.".into()),
             StorageError::Closed => ApiError::Unavailable,
+            StorageError::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "storage unavailable");
+                ApiError::Unavailable
+            }
             StorageError::Locked
             | StorageError::UnsupportedFormat { .. }
             | StorageError::Io(_)

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use kvstore::config::{Cli, Command, LogFormat, ServeArgs, ServerConfig, UsersCommand};
+use kvstore::config::{Cli, Command, DataArgs, LogFormat, ServeArgs, ServerConfig, UsersCommand};
 use kvstore::model::{format_millis, Token, Username};
-use kvstore::storage::{self, Backend, StorageError};
+use kvstore::storage::{self, StorageError};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -50,7 +50,7 @@ fn init_tracing(format: LogFormat) {
 
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     init_tracing(args.log_format);
-    let store = storage::open(&Backend::Embedded(args.data.data_dir.clone())).await?;
+    let store = storage::open(&args.data.backend()).await?;
     let admin_token = args.admin_token.clone().map(Token::from_secret);
     let token_was_given = admin_token.is_some();
     if let Some(token) = storage::ensure_first_user(&*store, admin_token).await? {
@@ -76,7 +76,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         "kvstore {} listening on http://{addr}",
         env!("CARGO_PKG_VERSION")
     );
-    tracing::info!(%addr, data_dir = %args.data.data_dir.display(), "server started");
+    tracing::info!(%addr, storage = %args.data.describe(), "server started");
     kvstore::serve(listener, store, config, shutdown_signal()).await?;
     tracing::info!("server stopped");
     Ok(())
@@ -107,7 +107,7 @@ async fn users(cmd: UsersCommand) -> Result<(), Box<dyn std::error::Error>> {
     match cmd {
         UsersCommand::Create { name, admin, data } => {
             let username = Username::parse(&name)?;
-            let store = open_offline(&data.data_dir).await?;
+            let store = open_offline(&data).await?;
             let token = Token::generate();
             let created = store.user_create(username, admin, token.hash()).await;
             store.close().await?;
@@ -122,7 +122,7 @@ async fn users(cmd: UsersCommand) -> Result<(), Box<dyn std::error::Error>> {
             println!("{}", token.expose());
         }
         UsersCommand::List { data } => {
-            let store = open_offline(&data.data_dir).await?;
+            let store = open_offline(&data).await?;
             let users = store.users_list().await;
             store.close().await?;
             println!("{:<17}  {:<24}  {:<5}  CREATED", "ID", "USERNAME", "ADMIN");
@@ -141,16 +141,14 @@ async fn users(cmd: UsersCommand) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn open_offline(
-    dir: &std::path::Path,
+    data: &DataArgs,
 ) -> Result<std::sync::Arc<dyn storage::Store>, Box<dyn std::error::Error>> {
-    storage::open(&Backend::Embedded(dir.to_owned()))
-        .await
-        .map_err(|e| match e {
-            StorageError::Locked => format!(
-                "the data directory {} is in use by a running server; stop it first",
-                dir.display()
-            )
-            .into(),
-            other => other.into(),
-        })
+    storage::open(&data.backend()).await.map_err(|e| match e {
+        StorageError::Locked => format!(
+            "{} is in use by a running server; stop it first",
+            data.describe()
+        )
+        .into(),
+        other => other.into(),
+    })
 }

@@ -13,10 +13,13 @@ use kvstore::storage::{
 };
 use rand::{Rng, SeedableRng};
 
+mod common;
+
 /// A backend under test, with whatever keeps it alive.
 struct Subject {
     store: Arc<dyn Store>,
     _dir: Option<tempfile::TempDir>,
+    _pg: Option<common::PgDatabase>,
 }
 
 async fn backends() -> Vec<(&'static str, Subject)> {
@@ -24,12 +27,13 @@ async fn backends() -> Vec<(&'static str, Subject)> {
     let embedded = storage::open(&Backend::Embedded(dir.path().join("data")))
         .await
         .unwrap();
-    vec![
+    let mut subjects = vec![
         (
             "memory",
             Subject {
                 store: storage::open(&Backend::Memory).await.unwrap(),
                 _dir: None,
+                _pg: None,
             },
         ),
         (
@@ -37,9 +41,21 @@ async fn backends() -> Vec<(&'static str, Subject)> {
             Subject {
                 store: embedded,
                 _dir: Some(dir),
+                _pg: None,
             },
         ),
-    ]
+    ];
+    if let Some(db) = common::PgDatabase::create().await {
+        subjects.push((
+            "postgres",
+            Subject {
+                store: storage::open(&db.backend()).await.unwrap(),
+                _dir: None,
+                _pg: Some(db),
+            },
+        ));
+    }
+    subjects
 }
 
 fn key(s: &str) -> RecordKey {

@@ -7,6 +7,7 @@ mod access;
 pub mod body;
 pub mod embedded;
 pub mod memory;
+pub mod postgres;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,6 +40,8 @@ pub enum StorageError {
     Corrupt(String),
     #[error("the storage backend is shutting down")]
     Closed,
+    #[error("the database is unreachable: {0}")]
+    Unavailable(String),
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -162,6 +165,11 @@ pub enum Backend {
     Embedded(PathBuf),
     /// Everything in memory, lost at exit (tests).
     Memory,
+    /// A PostgreSQL (or compatible) database shared by any number of nodes.
+    Postgres {
+        url: String,
+        options: postgres::PgOptions,
+    },
 }
 
 pub async fn open(backend: &Backend) -> Result<Arc<dyn Store>> {
@@ -174,6 +182,9 @@ pub async fn open(backend: &Backend) -> Result<Arc<dyn Store>> {
             Ok(Arc::new(store))
         }
         Backend::Memory => Ok(Arc::new(memory::MemoryStore::new()?)),
+        Backend::Postgres { url, options } => {
+            Ok(Arc::new(postgres::PgStore::connect(url, options).await?))
+        }
     }
 }
 

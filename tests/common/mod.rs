@@ -19,6 +19,7 @@ pub struct TestServer {
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     pub http: reqwest::Client,
     _dir: Option<tempfile::TempDir>,
+    _pg: Option<PgDatabase>,
 }
 
 pub fn backend_name() -> String {
@@ -32,11 +33,20 @@ impl TestServer {
 
     /// Starts a server; `tweak` may change its configuration before it runs.
     pub async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        let mut pg = None;
         let (backend, dir) = match backend_name().as_str() {
             "memory" => (Backend::Memory, None),
             "embedded" => {
                 let dir = tempfile::tempdir().unwrap();
                 (Backend::Embedded(dir.path().join("data")), Some(dir))
+            }
+            "postgres" => {
+                let db = PgDatabase::create()
+                    .await
+                    .expect("KVSTORE_TEST_BACKEND=postgres needs a reachable PostgreSQL");
+                let backend = db.backend();
+                pg = Some(db);
+                (backend, None)
             }
             other => panic!("unknown KVSTORE_TEST_BACKEND {other}"),
         };
@@ -61,6 +71,7 @@ impl TestServer {
             task: Some(task),
             http: reqwest::Client::new(),
             _dir: dir,
+            _pg: pg,
         }
     }
 
@@ -166,4 +177,79 @@ pub async fn assert_error(resp: Response, status: u16, error_type: &str) -> Stri
         .to_owned();
     assert!(!message.is_empty());
     message
+}
+
+/// A fresh PostgreSQL database for one test, dropped afterwards (also when the test fails).
+pub struct PgDatabase {
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+/// The server the PostgreSQL tests use; every test makes its own database there.
+pub fn pg_admin_url() -> String {
+    std::env::var("KVSTORE_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+impl PgDatabase {
+    /// `None` (after saying so loudly) when PostgreSQL is unreachable outside CI; in CI
+    /// (`CI=true`) the PostgreSQL tests may not skip, so an unreachable database fails the test.
+    pub async fn create() -> Option<Self> {
+        use sqlx::Connection;
+        let admin_url = pg_admin_url();
+        let mut conn = match sqlx::PgConnection::connect(&admin_url).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                    panic!("PostgreSQL at {admin_url} is required in CI: {e}");
+                }
+                eprintln!("SKIPPED: PostgreSQL tests — no database at {admin_url} ({e})");
+                return None;
+            }
+        };
+        let name = format!(
+            "kvstore_test_{}",
+            kvstore::model::StoreId::generate().as_str().to_lowercase()
+        );
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let (base, _) = admin_url.rsplit_once('/').unwrap();
+        Some(Self {
+            url: format!("{base}/{name}"),
+            admin_url,
+            name,
+        })
+    }
+
+    pub fn backend(&self) -> kvstore::storage::Backend {
+        kvstore::storage::Backend::Postgres {
+            url: self.url.clone(),
+            options: Default::default(),
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime; a thread of its own may block on another one.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
 }

@@ -1,0 +1,926 @@
+//! The PostgreSQL backend: stateless kvstore nodes over one shared database.
+//!
+//! Real SQL rather than a key-value emulation: keys are indexed per store in byte order
+//! (`COLLATE "C"`), a key listing is a keyset range scan, and a record write locks its store's row
+//! so that the counters stay exact under concurrent writers on any number of nodes. Bodies larger
+//! than [`INLINE_MAX`] are stored in 1 MiB chunks, never as one huge `bytea`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use super::{
+    AccessDelta, BodyInput, BodyOutput, KeyListQuery, KeyPage, Record, Result, StorageError, Store,
+    StoreListQuery, StorePage, StoreUpdate, WriteOutcome,
+};
+use crate::model::{
+    now_millis, GeneralAccess, RecordKey, RecordMeta, StoreId, StoreInfo, StoreName, StoreStats,
+    TokenHash, User, UserId, Username,
+};
+
+/// Bodies up to this size are kept in the `records` row itself.
+const INLINE_MAX: u64 = 256 * 1024;
+const CHUNK: usize = 1024 * 1024;
+/// Serializes migrations and first-user creation across nodes.
+const LOCK_KEY: i64 = 0x006b_7673_746f_7265; // "kvstore"
+const PURGE_BATCH: i64 = 1000;
+
+/// Schema versions, applied in order; the number of applied ones is kept in `kvstore_schema`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE users (
+    id text PRIMARY KEY,
+    username text COLLATE "C" NOT NULL UNIQUE,
+    created_at bigint NOT NULL,
+    is_admin boolean NOT NULL
+);
+CREATE TABLE tokens (
+    hash bytea PRIMARY KEY,
+    user_id text NOT NULL REFERENCES users (id) ON DELETE CASCADE
+);
+CREATE TABLE stores (
+    id text PRIMARY KEY,
+    name text COLLATE "C",
+    user_id text NOT NULL REFERENCES users (id),
+    created_at bigint NOT NULL,
+    modified_at bigint NOT NULL,
+    accessed_at bigint NOT NULL,
+    general_access text NOT NULL,
+    url_signing_secret_key text NOT NULL,
+    schema text,
+    record_count bigint NOT NULL DEFAULT 0,
+    storage_bytes bigint NOT NULL DEFAULT 0,
+    read_count bigint NOT NULL DEFAULT 0,
+    write_count bigint NOT NULL DEFAULT 0,
+    delete_count bigint NOT NULL DEFAULT 0,
+    list_count bigint NOT NULL DEFAULT 0,
+    deleted boolean NOT NULL DEFAULT false
+);
+CREATE UNIQUE INDEX stores_owner_name ON stores (user_id, name) WHERE name IS NOT NULL AND NOT deleted;
+CREATE INDEX stores_owner_created ON stores (user_id, created_at, id) WHERE NOT deleted;
+CREATE INDEX stores_deleted ON stores (id) WHERE deleted;
+CREATE TABLE records (
+    store_id text NOT NULL,
+    key text COLLATE "C" NOT NULL,
+    content_type text NOT NULL,
+    size bigint NOT NULL,
+    body bytea,
+    blob_id bigint,
+    PRIMARY KEY (store_id, key)
+);
+CREATE SEQUENCE record_blob_ids;
+CREATE TABLE record_chunks (
+    blob_id bigint NOT NULL,
+    seq integer NOT NULL,
+    data bytea NOT NULL,
+    PRIMARY KEY (blob_id, seq)
+);
+"#];
+
+const STORE_COLS: &str =
+    "id, name, user_id, created_at, modified_at, accessed_at, general_access, \
+     url_signing_secret_key, schema, record_count, storage_bytes, read_count, write_count, \
+     delete_count, list_count";
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+fn db_err(e: sqlx::Error) -> StorageError {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            StorageError::Unavailable(e.to_string())
+        }
+        sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => {
+            StorageError::Unavailable(e.to_string())
+        }
+        other => StorageError::Engine(other.to_string()),
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StorageError {
+    StorageError::Corrupt(e.to_string())
+}
+
+fn user_from_row(row: &PgRow) -> Result<User> {
+    Ok(User {
+        id: UserId::parse(row.try_get("id").map_err(db_err)?).ok_or_else(|| corrupt("user id"))?,
+        username: Username::parse(row.try_get("username").map_err(db_err)?).map_err(corrupt)?,
+        created_at: to_u64(row.try_get("created_at").map_err(db_err)?),
+        is_admin: row.try_get("is_admin").map_err(db_err)?,
+    })
+}
+
+fn store_from_row(row: &PgRow) -> Result<StoreInfo> {
+    let get_i64 = |col: &str| -> Result<u64> { Ok(to_u64(row.try_get(col).map_err(db_err)?)) };
+    let name: Option<String> = row.try_get("name").map_err(db_err)?;
+    Ok(StoreInfo {
+        id: StoreId::parse(row.try_get("id").map_err(db_err)?)
+            .ok_or_else(|| corrupt("store id"))?,
+        name: name
+            .as_deref()
+            .map(StoreName::parse)
+            .transpose()
+            .map_err(corrupt)?,
+        user_id: UserId::parse(row.try_get("user_id").map_err(db_err)?)
+            .ok_or_else(|| corrupt("user id"))?,
+        created_at: get_i64("created_at")?,
+        modified_at: get_i64("modified_at")?,
+        accessed_at: get_i64("accessed_at")?,
+        general_access: GeneralAccess::parse(row.try_get("general_access").map_err(db_err)?)
+            .map_err(corrupt)?,
+        url_signing_secret_key: row.try_get("url_signing_secret_key").map_err(db_err)?,
+        schema: row.try_get("schema").map_err(db_err)?,
+        stats: StoreStats {
+            record_count: get_i64("record_count")?,
+            storage_bytes: get_i64("storage_bytes")?,
+            read_count: get_i64("read_count")?,
+            write_count: get_i64("write_count")?,
+            delete_count: get_i64("delete_count")?,
+            list_count: get_i64("list_count")?,
+        },
+    })
+}
+
+pub struct PgStore {
+    pool: PgPool,
+    spool: tempfile::TempDir,
+}
+
+impl PgStore {
+    /// Connects, runs the migrations (once, whatever the number of nodes starting) and resumes the
+    /// purge of deleted stores.
+    pub async fn connect(url: &str, options: &PgOptions) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect(url)
+            .await
+            .map_err(db_err)?;
+        migrate(&pool).await?;
+        tokio::spawn(purge_deleted(pool.clone()));
+        Ok(Self {
+            pool,
+            spool: tempfile::tempdir()?,
+        })
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
+        self.pool.begin().await.map_err(db_err)
+    }
+}
+
+async fn migrate(pool: &PgPool) -> Result<()> {
+    let mut conn = pool.acquire().await.map_err(db_err)?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(LOCK_KEY)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    let result = async {
+        sqlx::query("CREATE TABLE IF NOT EXISTS kvstore_schema (version integer NOT NULL)")
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        let applied: Option<i32> = sqlx::query_scalar("SELECT max(version) FROM kvstore_schema")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        let applied = usize::try_from(applied.unwrap_or(0)).unwrap_or(0);
+        if applied > MIGRATIONS.len() {
+            return Err(StorageError::UnsupportedFormat {
+                found: u32::try_from(applied).unwrap_or(u32::MAX),
+                supported: u32::try_from(MIGRATIONS.len()).unwrap_or(0),
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+            let mut txn = sqlx::Connection::begin(&mut *conn).await.map_err(db_err)?;
+            sqlx::raw_sql(sql)
+                .execute(&mut *txn)
+                .await
+                .map_err(db_err)?;
+            sqlx::query("INSERT INTO kvstore_schema (version) VALUES ($1)")
+                .bind(i32::try_from(i + 1).unwrap_or(i32::MAX))
+                .execute(&mut *txn)
+                .await
+                .map_err(db_err)?;
+            txn.commit().await.map_err(db_err)?;
+        }
+        Ok(())
+    }
+    .await;
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(LOCK_KEY)
+        .execute(&mut *conn)
+        .await;
+    result?;
+    unlocked.map_err(db_err)?;
+    Ok(())
+}
+
+/// Removes the records of deleted stores in batches, then the stores themselves.
+async fn purge_deleted(pool: PgPool) {
+    if let Err(e) = purge_deleted_once(&pool).await {
+        tracing::warn!(error = %e, "purging deleted stores failed; will retry on the next delete");
+    }
+}
+
+async fn purge_deleted_once(pool: &PgPool) -> Result<()> {
+    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM stores WHERE deleted")
+        .fetch_all(pool)
+        .await
+        .map_err(db_err)?;
+    for id in ids {
+        loop {
+            let removed = sqlx::query(
+                "WITH gone AS (
+                     DELETE FROM records WHERE (store_id, key) IN
+                         (SELECT store_id, key FROM records WHERE store_id = $1 LIMIT $2)
+                     RETURNING blob_id)
+                 DELETE FROM record_chunks WHERE blob_id IN
+                     (SELECT blob_id FROM gone WHERE blob_id IS NOT NULL)",
+            )
+            .bind(&id)
+            .bind(PURGE_BATCH)
+            .execute(pool)
+            .await
+            .map_err(db_err)?;
+            let left: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM records WHERE store_id = $1)")
+                    .bind(&id)
+                    .fetch_one(pool)
+                    .await
+                    .map_err(db_err)?;
+            if !left {
+                break;
+            }
+            let _ = removed;
+        }
+        sqlx::query("DELETE FROM stores WHERE id = $1 AND deleted")
+            .bind(&id)
+            .execute(pool)
+            .await
+            .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+async fn insert_user(
+    txn: &mut Transaction<'_, Postgres>,
+    user: &User,
+    token: &TokenHash,
+) -> Result<()> {
+    let inserted = sqlx::query(
+        "INSERT INTO users (id, username, created_at, is_admin) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(user.id.as_str())
+    .bind(user.username.as_str())
+    .bind(to_i64(user.created_at))
+    .bind(user.is_admin)
+    .execute(&mut **txn)
+    .await;
+    match inserted {
+        Err(e) if is_unique_violation(&e) => return Err(StorageError::UserExists),
+        other => other.map_err(db_err)?,
+    };
+    sqlx::query("INSERT INTO tokens (hash, user_id) VALUES ($1, $2)")
+        .bind(token.0.as_slice())
+        .bind(user.id.as_str())
+        .execute(&mut **txn)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
+/// Locks a live store's row for the rest of the transaction; `false` when it does not exist.
+async fn lock_store(txn: &mut Transaction<'_, Postgres>, id: &StoreId) -> Result<bool> {
+    Ok(
+        sqlx::query("SELECT 1 FROM stores WHERE id = $1 AND NOT deleted FOR UPDATE")
+            .bind(id.as_str())
+            .fetch_optional(&mut **txn)
+            .await
+            .map_err(db_err)?
+            .is_some(),
+    )
+}
+
+/// Writes a large body as chunks under a new blob id.
+async fn write_chunks(txn: &mut Transaction<'_, Postgres>, body: BodyInput) -> Result<i64> {
+    let blob_id: i64 = sqlx::query_scalar("SELECT nextval('record_blob_ids')")
+        .fetch_one(&mut **txn)
+        .await
+        .map_err(db_err)?;
+    let insert = |seq: usize, data: &[u8]| {
+        sqlx::query("INSERT INTO record_chunks (blob_id, seq, data) VALUES ($1, $2, $3)")
+            .bind(blob_id)
+            .bind(i32::try_from(seq).unwrap_or(i32::MAX))
+            .bind(data.to_vec())
+    };
+    match body {
+        BodyInput::Bytes(bytes) => {
+            for (seq, chunk) in bytes.chunks(CHUNK).enumerate() {
+                insert(seq, chunk)
+                    .execute(&mut **txn)
+                    .await
+                    .map_err(db_err)?;
+            }
+        }
+        BodyInput::File { path, .. } => {
+            let mut file = tokio::fs::File::open(&path).await?;
+            let mut buf = vec![0u8; CHUNK];
+            let mut seq = 0;
+            loop {
+                let mut filled = 0;
+                while filled < CHUNK {
+                    let n = file.read(&mut buf[filled..]).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    filled += n;
+                }
+                if filled == 0 {
+                    break;
+                }
+                insert(seq, &buf[..filled])
+                    .execute(&mut **txn)
+                    .await
+                    .map_err(db_err)?;
+                seq += 1;
+                if filled < CHUNK {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(blob_id)
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn user_create(
+        &self,
+        username: Username,
+        is_admin: bool,
+        token: TokenHash,
+    ) -> Result<User> {
+        let user = User {
+            id: UserId::generate(),
+            username,
+            created_at: now_millis(),
+            is_admin,
+        };
+        let mut txn = self.begin().await?;
+        insert_user(&mut txn, &user, &token).await?;
+        txn.commit().await.map_err(db_err)?;
+        Ok(user)
+    }
+
+    async fn user_create_first(
+        &self,
+        username: Username,
+        token: TokenHash,
+    ) -> Result<Option<User>> {
+        let mut txn = self.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(LOCK_KEY)
+            .execute(&mut *txn)
+            .await
+            .map_err(db_err)?;
+        let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users)")
+            .fetch_one(&mut *txn)
+            .await
+            .map_err(db_err)?;
+        if any {
+            return Ok(None);
+        }
+        let user = User {
+            id: UserId::generate(),
+            username,
+            created_at: now_millis(),
+            is_admin: true,
+        };
+        insert_user(&mut txn, &user, &token).await?;
+        txn.commit().await.map_err(db_err)?;
+        Ok(Some(user))
+    }
+
+    async fn user_by_token(&self, token: &TokenHash) -> Result<Option<User>> {
+        sqlx::query(
+            "SELECT u.id, u.username, u.created_at, u.is_admin
+             FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = $1",
+        )
+        .bind(token.0.as_slice())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?
+        .as_ref()
+        .map(user_from_row)
+        .transpose()
+    }
+
+    async fn user_by_name(&self, username: &Username) -> Result<Option<User>> {
+        sqlx::query("SELECT id, username, created_at, is_admin FROM users WHERE username = $1")
+            .bind(username.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn user_by_id(&self, id: &UserId) -> Result<Option<User>> {
+        sqlx::query("SELECT id, username, created_at, is_admin FROM users WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn users_list(&self) -> Result<Vec<User>> {
+        sqlx::query(
+            "SELECT id, username, created_at, is_admin FROM users ORDER BY created_at, username",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(user_from_row)
+        .collect()
+    }
+
+    async fn store_get_or_create(&self, store: StoreInfo) -> Result<(StoreInfo, bool)> {
+        for _ in 0..3 {
+            let inserted = sqlx::query(
+                "INSERT INTO stores (id, name, user_id, created_at, modified_at, accessed_at,
+                     general_access, url_signing_secret_key, schema)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT (user_id, name) WHERE name IS NOT NULL AND NOT deleted DO NOTHING",
+            )
+            .bind(store.id.as_str())
+            .bind(store.name.as_ref().map(StoreName::as_str))
+            .bind(store.user_id.as_str())
+            .bind(to_i64(store.created_at))
+            .bind(to_i64(store.modified_at))
+            .bind(to_i64(store.accessed_at))
+            .bind(store.general_access.as_str())
+            .bind(&store.url_signing_secret_key)
+            .bind(store.schema.as_deref())
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+            if inserted.rows_affected() == 1 {
+                return Ok((store, true));
+            }
+            if let Some(name) = &store.name {
+                if let Some(existing) = self.store_get_by_name(&store.user_id, name).await? {
+                    return Ok((existing, false));
+                }
+            }
+            // The clashing store was deleted meanwhile: try again.
+        }
+        Err(StorageError::Engine(
+            "store creation kept conflicting".into(),
+        ))
+    }
+
+    async fn store_get(&self, id: &StoreId) -> Result<Option<StoreInfo>> {
+        sqlx::query(&format!(
+            "SELECT {STORE_COLS} FROM stores WHERE id = $1 AND NOT deleted"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?
+        .as_ref()
+        .map(store_from_row)
+        .transpose()
+    }
+
+    async fn store_get_by_name(
+        &self,
+        owner: &UserId,
+        name: &StoreName,
+    ) -> Result<Option<StoreInfo>> {
+        sqlx::query(&format!(
+            "SELECT {STORE_COLS} FROM stores WHERE user_id = $1 AND name = $2 AND NOT deleted"
+        ))
+        .bind(owner.as_str())
+        .bind(name.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?
+        .as_ref()
+        .map(store_from_row)
+        .transpose()
+    }
+
+    async fn stores_list(&self, owner: &UserId, query: &StoreListQuery) -> Result<StorePage> {
+        let filter = "user_id = $1 AND NOT deleted AND ($2 OR name IS NOT NULL)";
+        let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM stores WHERE {filter}"))
+            .bind(owner.as_str())
+            .bind(query.unnamed)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
+        let order = if query.desc { "DESC" } else { "ASC" };
+        let items = sqlx::query(&format!(
+            "SELECT {STORE_COLS} FROM stores WHERE {filter}
+             ORDER BY created_at {order}, id {order} OFFSET $3 LIMIT $4"
+        ))
+        .bind(owner.as_str())
+        .bind(query.unnamed)
+        .bind(to_i64(query.offset))
+        .bind(to_i64(query.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(store_from_row)
+        .collect::<Result<Vec<_>>>()?;
+        Ok(StorePage {
+            total: to_u64(total),
+            items,
+        })
+    }
+
+    async fn store_update(&self, id: &StoreId, update: StoreUpdate) -> Result<Option<StoreInfo>> {
+        let mut txn = self.begin().await?;
+        let Some(row) = sqlx::query(&format!(
+            "SELECT {STORE_COLS} FROM stores WHERE id = $1 AND NOT deleted FOR UPDATE"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&mut *txn)
+        .await
+        .map_err(db_err)?
+        else {
+            return Ok(None);
+        };
+        let mut store = store_from_row(&row)?;
+        if let Some(name) = update.name {
+            store.name = name;
+        }
+        if let Some(access) = update.general_access {
+            store.general_access = access;
+        }
+        let now = now_millis();
+        store.modified_at = now;
+        store.accessed_at = store.accessed_at.max(now);
+        let updated = sqlx::query(
+            "UPDATE stores SET name = $2, general_access = $3, modified_at = $4, accessed_at = $5
+             WHERE id = $1",
+        )
+        .bind(id.as_str())
+        .bind(store.name.as_ref().map(StoreName::as_str))
+        .bind(store.general_access.as_str())
+        .bind(to_i64(store.modified_at))
+        .bind(to_i64(store.accessed_at))
+        .execute(&mut *txn)
+        .await;
+        match updated {
+            Err(e) if is_unique_violation(&e) => return Err(StorageError::NameTaken),
+            other => other.map_err(db_err)?,
+        };
+        txn.commit().await.map_err(db_err)?;
+        Ok(Some(store))
+    }
+
+    async fn store_delete(&self, id: &StoreId) -> Result<bool> {
+        let deleted = sqlx::query(
+            "UPDATE stores SET deleted = true, modified_at = $2 WHERE id = $1 AND NOT deleted",
+        )
+        .bind(id.as_str())
+        .bind(to_i64(now_millis()))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?
+        .rows_affected()
+            == 1;
+        if deleted {
+            tokio::spawn(purge_deleted(self.pool.clone()));
+        }
+        Ok(deleted)
+    }
+
+    async fn keys_list(&self, store: &StoreId, query: &KeyListQuery) -> Result<Option<KeyPage>> {
+        if self.store_get(store).await?.is_none() {
+            return Ok(None);
+        }
+        // Keys hold only [a-zA-Z0-9!\-_.'()], so a prefix with any other character matches
+        // nothing, and every key starting with the prefix sorts below prefix || '~'.
+        if !query.prefix.bytes().all(crate::model::is_key_byte) {
+            return Ok(Some(KeyPage {
+                items: Vec::new(),
+                is_truncated: false,
+            }));
+        }
+        // PostgreSQL text cannot hold NUL; a start key is compared up to it without changing the
+        // result, since no key contains a byte below '!'.
+        let start = query
+            .exclusive_start_key
+            .as_deref()
+            .map(|s| s.split('\0').next().unwrap_or(""))
+            .unwrap_or("");
+        let limit = i64::try_from(query.limit)
+            .unwrap_or(i64::MAX)
+            .saturating_add(1);
+        let rows = if query.prefix.is_empty() {
+            sqlx::query(
+                "SELECT key, size, content_type FROM records
+                 WHERE store_id = $1 AND key > $2 ORDER BY key LIMIT $3",
+            )
+            .bind(store.as_str())
+            .bind(start)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+        } else {
+            sqlx::query(
+                "SELECT key, size, content_type FROM records
+                 WHERE store_id = $1 AND key > $2 AND key >= $3 AND key < $4
+                 ORDER BY key LIMIT $5",
+            )
+            .bind(store.as_str())
+            .bind(start)
+            .bind(&query.prefix)
+            .bind(format!("{}~", query.prefix))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+        }
+        .map_err(db_err)?;
+        let is_truncated = rows.len() > query.limit;
+        let items = rows
+            .iter()
+            .take(query.limit)
+            .map(|row| {
+                Ok(RecordMeta {
+                    key: RecordKey::parse(row.try_get("key").map_err(db_err)?).map_err(corrupt)?,
+                    size: to_u64(row.try_get("size").map_err(db_err)?),
+                    content_type: row.try_get("content_type").map_err(db_err)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(KeyPage {
+            items,
+            is_truncated,
+        }))
+    }
+
+    async fn record_get(&self, store: &StoreId, key: &RecordKey) -> Result<Option<Record>> {
+        // One snapshot for the row and its chunks, so a concurrent overwrite is never mixed in.
+        let mut txn = self.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *txn)
+            .await
+            .map_err(db_err)?;
+        let Some(row) = sqlx::query(
+            "SELECT r.content_type, r.size, r.body, r.blob_id
+             FROM records r JOIN stores s ON s.id = r.store_id AND NOT s.deleted
+             WHERE r.store_id = $1 AND r.key = $2",
+        )
+        .bind(store.as_str())
+        .bind(key.as_str())
+        .fetch_optional(&mut *txn)
+        .await
+        .map_err(db_err)?
+        else {
+            return Ok(None);
+        };
+        let meta = RecordMeta {
+            key: key.clone(),
+            size: to_u64(row.try_get("size").map_err(db_err)?),
+            content_type: row.try_get("content_type").map_err(db_err)?,
+        };
+        let blob_id: Option<i64> = row.try_get("blob_id").map_err(db_err)?;
+        let body = match blob_id {
+            None => {
+                let body: Option<Vec<u8>> = row.try_get("body").map_err(db_err)?;
+                BodyOutput::Bytes(Bytes::from(body.unwrap_or_default()))
+            }
+            Some(blob_id) => {
+                // Copied chunk by chunk to an anonymous file: memory stays at one chunk.
+                let file = tempfile::tempfile_in(self.spool.path())?;
+                let mut file = tokio::fs::File::from_std(file);
+                let mut chunks =
+                    sqlx::query("SELECT data FROM record_chunks WHERE blob_id = $1 ORDER BY seq")
+                        .bind(blob_id)
+                        .fetch(&mut *txn);
+                while let Some(chunk) = chunks.try_next().await.map_err(db_err)? {
+                    let data: Vec<u8> = chunk.try_get("data").map_err(db_err)?;
+                    file.write_all(&data).await?;
+                }
+                drop(chunks);
+                file.flush().await?;
+                file.rewind().await?;
+                BodyOutput::File(file.into_std().await)
+            }
+        };
+        txn.commit().await.map_err(db_err)?;
+        Ok(Some(Record { meta, body }))
+    }
+
+    async fn record_meta(&self, store: &StoreId, key: &RecordKey) -> Result<Option<RecordMeta>> {
+        let row = sqlx::query(
+            "SELECT r.content_type, r.size
+             FROM records r JOIN stores s ON s.id = r.store_id AND NOT s.deleted
+             WHERE r.store_id = $1 AND r.key = $2",
+        )
+        .bind(store.as_str())
+        .bind(key.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.map(|row| {
+            Ok(RecordMeta {
+                key: key.clone(),
+                size: to_u64(row.try_get("size").map_err(db_err)?),
+                content_type: row.try_get("content_type").map_err(db_err)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn record_put(
+        &self,
+        store: &StoreId,
+        key: &RecordKey,
+        content_type: &str,
+        body: BodyInput,
+    ) -> Result<WriteOutcome> {
+        let size = body.len();
+        let mut txn = self.begin().await?;
+        // Chunks are written before the store row is locked, so a large upload does not hold
+        // up other writers of the same store; they vanish with the transaction if it fails.
+        let (inline, blob_id) = if size > INLINE_MAX {
+            (None, Some(write_chunks(&mut txn, body).await?))
+        } else {
+            let bytes = match body {
+                BodyInput::Bytes(b) => b.to_vec(),
+                BodyInput::File { path, .. } => tokio::fs::read(&path).await?,
+            };
+            (Some(bytes), None)
+        };
+        if !lock_store(&mut txn, store).await? {
+            return Ok(WriteOutcome::StoreMissing);
+        }
+        let old = sqlx::query("SELECT size, blob_id FROM records WHERE store_id = $1 AND key = $2")
+            .bind(store.as_str())
+            .bind(key.as_str())
+            .fetch_optional(&mut *txn)
+            .await
+            .map_err(db_err)?;
+        let (old_size, old_blob): (Option<i64>, Option<i64>) = match &old {
+            Some(row) => (
+                Some(row.try_get("size").map_err(db_err)?),
+                row.try_get("blob_id").map_err(db_err)?,
+            ),
+            None => (None, None),
+        };
+        sqlx::query(
+            "INSERT INTO records (store_id, key, content_type, size, body, blob_id)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (store_id, key) DO UPDATE SET content_type = EXCLUDED.content_type,
+                 size = EXCLUDED.size, body = EXCLUDED.body, blob_id = EXCLUDED.blob_id",
+        )
+        .bind(store.as_str())
+        .bind(key.as_str())
+        .bind(content_type)
+        .bind(to_i64(size))
+        .bind(inline)
+        .bind(blob_id)
+        .execute(&mut *txn)
+        .await
+        .map_err(db_err)?;
+        if let Some(old_blob) = old_blob {
+            sqlx::query("DELETE FROM record_chunks WHERE blob_id = $1")
+                .bind(old_blob)
+                .execute(&mut *txn)
+                .await
+                .map_err(db_err)?;
+        }
+        let now = to_i64(now_millis());
+        sqlx::query(
+            "UPDATE stores SET record_count = record_count + $2,
+                 storage_bytes = storage_bytes - $3 + $4, write_count = write_count + 1,
+                 modified_at = $5, accessed_at = greatest(accessed_at, $5)
+             WHERE id = $1",
+        )
+        .bind(store.as_str())
+        .bind(if old_size.is_some() { 0i64 } else { 1i64 })
+        .bind(old_size.unwrap_or(0))
+        .bind(to_i64(size))
+        .bind(now)
+        .execute(&mut *txn)
+        .await
+        .map_err(db_err)?;
+        txn.commit().await.map_err(db_err)?;
+        Ok(WriteOutcome::Written)
+    }
+
+    async fn record_delete(&self, store: &StoreId, key: &RecordKey) -> Result<WriteOutcome> {
+        let mut txn = self.begin().await?;
+        if !lock_store(&mut txn, store).await? {
+            return Ok(WriteOutcome::StoreMissing);
+        }
+        let old = sqlx::query(
+            "DELETE FROM records WHERE store_id = $1 AND key = $2 RETURNING size, blob_id",
+        )
+        .bind(store.as_str())
+        .bind(key.as_str())
+        .fetch_optional(&mut *txn)
+        .await
+        .map_err(db_err)?;
+        let (removed, old_size) = match &old {
+            Some(row) => {
+                let blob: Option<i64> = row.try_get("blob_id").map_err(db_err)?;
+                if let Some(blob) = blob {
+                    sqlx::query("DELETE FROM record_chunks WHERE blob_id = $1")
+                        .bind(blob)
+                        .execute(&mut *txn)
+                        .await
+                        .map_err(db_err)?;
+                }
+                (1i64, row.try_get::<i64, _>("size").map_err(db_err)?)
+            }
+            None => (0, 0),
+        };
+        let now = to_i64(now_millis());
+        sqlx::query(
+            "UPDATE stores SET record_count = record_count - $2, storage_bytes = storage_bytes - $3,
+                 delete_count = delete_count + 1, modified_at = $4,
+                 accessed_at = greatest(accessed_at, $4)
+             WHERE id = $1",
+        )
+        .bind(store.as_str())
+        .bind(removed)
+        .bind(old_size)
+        .bind(now)
+        .execute(&mut *txn)
+        .await
+        .map_err(db_err)?;
+        txn.commit().await.map_err(db_err)?;
+        Ok(WriteOutcome::Written)
+    }
+
+    async fn apply_access(&self, mut batch: Vec<(StoreId, AccessDelta)>) -> Result<()> {
+        // Rows are locked in id order, so that two nodes flushing at once cannot deadlock.
+        batch.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut txn = self.begin().await?;
+        for (id, delta) in &batch {
+            sqlx::query(
+                "UPDATE stores SET read_count = read_count + $2, list_count = list_count + $3,
+                     accessed_at = greatest(accessed_at, $4)
+                 WHERE id = $1",
+            )
+            .bind(id.as_str())
+            .bind(to_i64(delta.reads))
+            .bind(to_i64(delta.lists))
+            .bind(to_i64(delta.accessed_at))
+            .execute(&mut *txn)
+            .await
+            .map_err(db_err)?;
+        }
+        txn.commit().await.map_err(db_err)
+    }
+
+    fn spool_dir(&self) -> std::path::PathBuf {
+        self.spool.path().to_path_buf()
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.pool.close().await;
+        Ok(())
+    }
+}
