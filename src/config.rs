@@ -28,6 +28,34 @@ pub enum Command {
     /// Manage users and their tokens (on a data directory no server is using).
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Copy everything (users, tokens, stores, records) from one backend to another, e.g. from a
+    /// data directory to PostgreSQL. Run it again to finish an interrupted copy.
+    Copy(CopyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Source: a data directory, or a postgres:// URL.
+    #[arg(long)]
+    pub from: String,
+    /// Target: a data directory, or a postgres:// URL.
+    #[arg(long)]
+    pub to: String,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// A data directory, or a `postgres://` / `postgresql://` URL.
+pub fn backend_of(location: &str) -> Backend {
+    if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+        Backend::Postgres {
+            url: location.to_owned(),
+            options: PgOptions::default(),
+        }
+    } else {
+        Backend::Embedded(PathBuf::from(location))
+    }
 }
 
 #[derive(Debug, Args, Clone)]

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use kvstore::config::{Cli, Command, DataArgs, LogFormat, ServeArgs, ServerConfig, UsersCommand};
+use kvstore::config::{
+    backend_of, Cli, Command, CopyArgs, DataArgs, LogFormat, ServeArgs, ServerConfig, UsersCommand,
+};
 use kvstore::model::{format_millis, Token, Username};
 use kvstore::storage::{self, StorageError};
 
@@ -25,6 +27,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Users(cmd) => users(cmd).await,
+            Command::Copy(args) => copy(args).await,
         }
     });
     match result {
@@ -151,4 +154,18 @@ async fn open_offline(
         .into(),
         other => other.into(),
     })
+}
+
+async fn copy(args: CopyArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let from = storage::open(&backend_of(&args.from)).await?;
+    let to = storage::open(&backend_of(&args.to)).await?;
+    let report = kvstore::copy::copy_all(&*from, &to, !args.quiet).await;
+    from.close().await?;
+    to.close().await?;
+    let report = report?;
+    println!(
+        "Copied {} users, {} stores, {} records ({} already there).",
+        report.users, report.stores, report.records_copied, report.records_skipped
+    );
+    Ok(())
 }

@@ -960,6 +960,94 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn user_tokens(&self, user: &UserId) -> Result<Vec<TokenHash>> {
+        let user = user.clone();
+        self.read(move |txn| {
+            let tokens = txn.open_table(TOKENS).map_err(engine)?;
+            let mut out = Vec::new();
+            for entry in tokens.iter().map_err(engine)? {
+                let (hash, id) = entry.map_err(engine)?;
+                if id.value() == user.as_str() {
+                    out.push(TokenHash(*hash.value()));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn user_import(&self, user: &User, tokens: &[TokenHash]) -> Result<()> {
+        let (user, tokens) = (user.clone(), tokens.to_vec());
+        self.write(move |txn, _| {
+            let exists = txn
+                .open_table(USERS)
+                .map_err(engine)?
+                .get(user.id.as_str())
+                .map_err(engine)?
+                .is_some();
+            if !exists {
+                let mut names = txn.open_table(USERNAMES).map_err(engine)?;
+                if names.get(user.username.as_str()).map_err(engine)?.is_some() {
+                    return Err(StorageError::UserExists);
+                }
+                names
+                    .insert(user.username.as_str(), user.id.as_str())
+                    .map_err(engine)?;
+                txn.open_table(USERS)
+                    .map_err(engine)?
+                    .insert(user.id.as_str(), encode(&user)?.as_slice())
+                    .map_err(engine)?;
+            }
+            let mut table = txn.open_table(TOKENS).map_err(engine)?;
+            for token in &tokens {
+                table.insert(&token.0, user.id.as_str()).map_err(engine)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn store_import(&self, store: &StoreInfo) -> Result<()> {
+        let store = store.clone();
+        self.write(move |txn, _| {
+            let mut names = txn.open_table(STORE_NAMES).map_err(engine)?;
+            if let Some(name) = &store.name {
+                let holder = names
+                    .get((store.user_id.as_str(), name.as_str()))
+                    .map_err(engine)?
+                    .map(|v| v.value().to_owned());
+                if holder.is_some_and(|id| id != store.id.as_str()) {
+                    return Err(StorageError::NameTaken);
+                }
+            }
+            let mut by_owner = txn.open_table(STORES_BY_OWNER).map_err(engine)?;
+            if let Some(old) = load_store(txn, store.id.as_str())? {
+                if let Some(old_name) = &old.name {
+                    names
+                        .remove((old.user_id.as_str(), old_name.as_str()))
+                        .map_err(engine)?;
+                }
+                by_owner
+                    .remove((old.user_id.as_str(), old.created_at, old.id.as_str()))
+                    .map_err(engine)?;
+            }
+            if let Some(name) = &store.name {
+                names
+                    .insert((store.user_id.as_str(), name.as_str()), store.id.as_str())
+                    .map_err(engine)?;
+            }
+            by_owner
+                .insert(
+                    (store.user_id.as_str(), store.created_at, store.id.as_str()),
+                    store.name.is_some(),
+                )
+                .map_err(engine)?;
+            drop((names, by_owner));
+            save_store(txn, &store)
+        })
+        .await
+    }
+
     async fn apply_access(&self, batch: Vec<(StoreId, AccessDelta)>) -> Result<()> {
         self.write(move |txn, _| {
             for (id, delta) in &batch {

@@ -324,6 +324,56 @@ impl Store for MemoryStore {
         Ok(WriteOutcome::Written)
     }
 
+    async fn user_tokens(&self, user: &UserId) -> Result<Vec<TokenHash>> {
+        Ok(self
+            .read()?
+            .tokens
+            .iter()
+            .filter(|(_, id)| *id == user)
+            .map(|(hash, _)| *hash)
+            .collect())
+    }
+
+    async fn user_import(&self, user: &User, tokens: &[TokenHash]) -> Result<()> {
+        let mut state = self.write()?;
+        if !state.users.contains_key(&user.id) {
+            if state.usernames.contains_key(&user.username) {
+                return Err(StorageError::UserExists);
+            }
+            state
+                .usernames
+                .insert(user.username.clone(), user.id.clone());
+            state.users.insert(user.id.clone(), user.clone());
+        }
+        for token in tokens {
+            state.tokens.insert(*token, user.id.clone());
+        }
+        Ok(())
+    }
+
+    async fn store_import(&self, store: &StoreInfo) -> Result<()> {
+        let mut state = self.write()?;
+        if let Some(name) = &store.name {
+            let key = (store.user_id.clone(), name.clone());
+            if state.names.get(&key).is_some_and(|id| id != &store.id) {
+                return Err(StorageError::NameTaken);
+            }
+        }
+        if let Some(old) = state.stores.get(&store.id).cloned() {
+            if let Some(old_name) = old.name {
+                state.names.remove(&(old.user_id, old_name));
+            }
+        }
+        if let Some(name) = &store.name {
+            state
+                .names
+                .insert((store.user_id.clone(), name.clone()), store.id.clone());
+        }
+        state.records.entry(store.id.clone()).or_default();
+        state.stores.insert(store.id.clone(), store.clone());
+        Ok(())
+    }
+
     async fn apply_access(&self, batch: Vec<(StoreId, AccessDelta)>) -> Result<()> {
         let mut state = self.write()?;
         for (id, delta) in &batch {

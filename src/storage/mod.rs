@@ -147,6 +147,17 @@ pub trait Store: Send + Sync + 'static {
     /// Deleting a record that does not exist is not an error.
     async fn record_delete(&self, store: &StoreId, key: &RecordKey) -> Result<WriteOutcome>;
 
+    // --- copying between backends (`kvstore copy`) ---
+
+    /// The hashes of a user's tokens.
+    async fn user_tokens(&self, user: &UserId) -> Result<Vec<TokenHash>>;
+    /// Saves a user exactly as given (id, name, creation time) unless it exists, and adds the
+    /// token hashes it does not have yet. [`StorageError::UserExists`] if another user has the name.
+    async fn user_import(&self, user: &User, tokens: &[TokenHash]) -> Result<()>;
+    /// Saves a store row exactly as given (id, timestamps, stats, secret), creating or replacing
+    /// it. Records are not touched. [`StorageError::NameTaken`] if another store has the name.
+    async fn store_import(&self, store: &StoreInfo) -> Result<()>;
+
     // --- housekeeping ---
 
     /// Applies batched read/list counters and `accessedAt` (see [`AccessCounters`]).

@@ -894,6 +894,89 @@ impl Store for PgStore {
         Ok(WriteOutcome::Written)
     }
 
+    async fn user_tokens(&self, user: &UserId) -> Result<Vec<TokenHash>> {
+        let hashes: Vec<Vec<u8>> = sqlx::query_scalar("SELECT hash FROM tokens WHERE user_id = $1")
+            .bind(user.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        hashes
+            .into_iter()
+            .map(|h| {
+                <[u8; 32]>::try_from(h.as_slice())
+                    .map(TokenHash)
+                    .map_err(|_| corrupt("token hash"))
+            })
+            .collect()
+    }
+
+    async fn user_import(&self, user: &User, tokens: &[TokenHash]) -> Result<()> {
+        let mut txn = self.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO users (id, username, created_at, is_admin) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(user.id.as_str())
+        .bind(user.username.as_str())
+        .bind(to_i64(user.created_at))
+        .bind(user.is_admin)
+        .execute(&mut *txn)
+        .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => return Err(StorageError::UserExists),
+            other => other.map_err(db_err)?,
+        };
+        for token in tokens {
+            sqlx::query(
+                "INSERT INTO tokens (hash, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(token.0.as_slice())
+            .bind(user.id.as_str())
+            .execute(&mut *txn)
+            .await
+            .map_err(db_err)?;
+        }
+        txn.commit().await.map_err(db_err)
+    }
+
+    async fn store_import(&self, store: &StoreInfo) -> Result<()> {
+        let saved = sqlx::query(
+            "INSERT INTO stores (id, name, user_id, created_at, modified_at, accessed_at,
+                 general_access, url_signing_secret_key, schema, record_count, storage_bytes,
+                 read_count, write_count, delete_count, list_count, deleted)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, false)
+             ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, user_id = EXCLUDED.user_id,
+                 created_at = EXCLUDED.created_at, modified_at = EXCLUDED.modified_at,
+                 accessed_at = EXCLUDED.accessed_at, general_access = EXCLUDED.general_access,
+                 url_signing_secret_key = EXCLUDED.url_signing_secret_key,
+                 schema = EXCLUDED.schema, record_count = EXCLUDED.record_count,
+                 storage_bytes = EXCLUDED.storage_bytes, read_count = EXCLUDED.read_count,
+                 write_count = EXCLUDED.write_count, delete_count = EXCLUDED.delete_count,
+                 list_count = EXCLUDED.list_count, deleted = false",
+        )
+        .bind(store.id.as_str())
+        .bind(store.name.as_ref().map(StoreName::as_str))
+        .bind(store.user_id.as_str())
+        .bind(to_i64(store.created_at))
+        .bind(to_i64(store.modified_at))
+        .bind(to_i64(store.accessed_at))
+        .bind(store.general_access.as_str())
+        .bind(&store.url_signing_secret_key)
+        .bind(store.schema.as_deref())
+        .bind(to_i64(store.stats.record_count))
+        .bind(to_i64(store.stats.storage_bytes))
+        .bind(to_i64(store.stats.read_count))
+        .bind(to_i64(store.stats.write_count))
+        .bind(to_i64(store.stats.delete_count))
+        .bind(to_i64(store.stats.list_count))
+        .execute(&self.pool)
+        .await;
+        match saved {
+            Err(e) if is_unique_violation(&e) => Err(StorageError::NameTaken),
+            other => other.map(|_| ()).map_err(db_err),
+        }
+    }
+
     async fn apply_access(&self, mut batch: Vec<(StoreId, AccessDelta)>) -> Result<()> {
         // Rows are locked in id order, so that two nodes flushing at once cannot deadlock.
         batch.sort_by(|a, b| a.0.cmp(&b.0));

@@ -1,0 +1,206 @@
+//! `kvstore copy`: embedded → PostgreSQL → embedded gives identical users, stores and records;
+//! a second run finishes (here: repeats) a copy without changing anything.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::Read;
+
+use bytes::Bytes;
+use kvstore::model::{GeneralAccess, RecordKey, StoreInfo, StoreName, Token, Username};
+use kvstore::storage::{
+    self, Backend, BodyInput, BodyOutput, KeyListQuery, Store, StoreListQuery, StoreUpdate,
+};
+
+/// Everything observable in a backend, in a comparable form.
+async fn snapshot(store: &dyn Store) -> Vec<String> {
+    let mut out = Vec::new();
+    for user in store.users_list().await.unwrap() {
+        let mut tokens = store.user_tokens(&user.id).await.unwrap();
+        tokens.sort_by_key(|t| t.0);
+        out.push(format!("user {user:?} tokens {tokens:?}"));
+        let q = StoreListQuery {
+            offset: 0,
+            limit: 1000,
+            desc: false,
+            unnamed: true,
+        };
+        for info in store.stores_list(&user.id, &q).await.unwrap().items {
+            out.push(format!("store {info:?}"));
+            let keys = KeyListQuery {
+                exclusive_start_key: None,
+                prefix: String::new(),
+                limit: 1000,
+            };
+            for meta in store
+                .keys_list(&info.id, &keys)
+                .await
+                .unwrap()
+                .unwrap()
+                .items
+            {
+                let record = store
+                    .record_get(&info.id, &meta.key)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let body = match record.body {
+                    BodyOutput::Bytes(b) => b.to_vec(),
+                    BodyOutput::File(mut f) => {
+                        let mut v = Vec::new();
+                        f.read_to_end(&mut v).unwrap();
+                        v
+                    }
+                };
+                out.push(format!("record {meta:?} {:x?}", sha(&body)));
+            }
+        }
+    }
+    out
+}
+
+fn sha(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
+async fn fill(store: &dyn Store) {
+    let alice = store
+        .user_create(
+            Username::parse("alice").unwrap(),
+            false,
+            Token::generate().hash(),
+        )
+        .await
+        .unwrap();
+    let bob = store
+        .user_create(
+            Username::parse("bob").unwrap(),
+            true,
+            Token::generate().hash(),
+        )
+        .await
+        .unwrap();
+    let (named, _) = store
+        .store_get_or_create(StoreInfo::new(
+            alice.id.clone(),
+            Some(StoreName::parse("crawl").unwrap()),
+            Some(r#"{"collections":{"a":{"keyPrefix":"a"}}}"#.into()),
+        ))
+        .await
+        .unwrap();
+    let (unnamed, _) = store
+        .store_get_or_create(StoreInfo::new(bob.id.clone(), None, None))
+        .await
+        .unwrap();
+    store
+        .store_update(
+            &named.id,
+            StoreUpdate {
+                name: None,
+                general_access: Some(GeneralAccess::AnyoneWithNameCanRead),
+            },
+        )
+        .await
+        .unwrap();
+    for i in 0..40 {
+        let key = RecordKey::parse(&format!("a-{i:03}")).unwrap();
+        let body = Bytes::from(format!("{{\"i\":{i}}}"));
+        store
+            .record_put(&named.id, &key, "application/json", BodyInput::Bytes(body))
+            .await
+            .unwrap();
+    }
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    store
+        .record_put(
+            &unnamed.id,
+            &RecordKey::parse("BIG").unwrap(),
+            "image/png",
+            BodyInput::Bytes(big.into()),
+        )
+        .await
+        .unwrap();
+    store
+        .record_delete(&named.id, &RecordKey::parse("a-007").unwrap())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn embedded_to_postgres_to_embedded_is_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = storage::open(&Backend::Embedded(dir.path().join("one")))
+        .await
+        .unwrap();
+    fill(&*first).await;
+    let original = snapshot(&*first).await;
+    assert!(original.len() > 40);
+
+    // The middle hop is PostgreSQL when there is one, otherwise the in-memory backend.
+    let pg = common::PgDatabase::create().await;
+    let middle = match &pg {
+        Some(db) => storage::open(&db.backend()).await.unwrap(),
+        None => storage::open(&Backend::Memory).await.unwrap(),
+    };
+    let report = kvstore::copy::copy_all(&*first, &middle, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.users, report.stores, report.records_copied),
+        (2, 2, 40)
+    );
+    assert_eq!(snapshot(&*middle).await, original);
+
+    // Again: nothing left to copy, nothing changes.
+    let again = kvstore::copy::copy_all(&*first, &middle, false)
+        .await
+        .unwrap();
+    assert_eq!((again.records_copied, again.records_skipped), (0, 40));
+    assert_eq!(snapshot(&*middle).await, original);
+    first.close().await.unwrap();
+
+    let last = storage::open(&Backend::Embedded(dir.path().join("two")))
+        .await
+        .unwrap();
+    kvstore::copy::copy_all(&*middle, &last, false)
+        .await
+        .unwrap();
+    assert_eq!(snapshot(&*last).await, original);
+    last.close().await.unwrap();
+    middle.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_cli_copies_a_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (from, to) = (dir.path().join("from"), dir.path().join("to"));
+    {
+        let store = storage::open(&Backend::Embedded(from.clone()))
+            .await
+            .unwrap();
+        fill(&*store).await;
+        store.close().await.unwrap();
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kvstore"))
+        .args(["copy", "--quiet", "--from"])
+        .arg(&from)
+        .arg("--to")
+        .arg(&to)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("Copied 2 users, 2 stores, 40 records"),
+        "{stdout}"
+    );
+    let a = storage::open(&Backend::Embedded(from)).await.unwrap();
+    let b = storage::open(&Backend::Embedded(to)).await.unwrap();
+    assert_eq!(snapshot(&*a).await, snapshot(&*b).await);
+}
