@@ -257,6 +257,18 @@ pub struct User {
     pub is_admin: bool,
 }
 
+impl User {
+    /// A fresh user, not yet saved.
+    pub fn new(username: Username, is_admin: bool) -> Self {
+        Self {
+            id: UserId::generate(),
+            username,
+            created_at: now_millis(),
+            is_admin,
+        }
+    }
+}
+
 /// Counters kept per store. `record_count` and `storage_bytes` change in the same transaction as the
 /// write that changes them; the read/list counters may lag (they are batched in memory).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

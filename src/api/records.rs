@@ -36,14 +36,24 @@ fn record_path(path: RecordPath) -> ApiResult<(String, RecordKey)> {
     Ok((store, key))
 }
 
-fn signed_for<'a>(params: &'a Params, key: &'a RecordKey) -> ApiResult<Signed<'a>> {
-    Ok(match params.get("signature")? {
+/// The store and key of a GET/HEAD record request that the caller (or its record signature) may
+/// read.
+async fn resolve_for_reading(
+    state: &AppState,
+    caller: &Caller,
+    path: RecordPath,
+    params: &Params,
+) -> ApiResult<(Resolved, RecordKey)> {
+    let (store_ref, key) = record_path(path)?;
+    let signed = match params.get("signature")? {
         Some(signature) => Signed::Record {
             key: key.as_str(),
             signature,
         },
         None => Signed::None,
-    })
+    };
+    let resolved = resolve(state, caller, &store_ref, Need::Read, signed).await?;
+    Ok((resolved, key))
 }
 
 fn record_headers(meta: &RecordMeta, attachment: bool) -> HeaderMap {
@@ -85,17 +95,9 @@ pub async fn record_get(
     path: RecordPath,
     uri: Uri,
 ) -> ApiResult<Response> {
-    let (store_ref, key) = record_path(path)?;
     let params = Params::from_query(uri.query());
     let attachment = params.bool("attachment")?;
-    let resolved = resolve(
-        &state,
-        &caller,
-        &store_ref,
-        Need::Read,
-        signed_for(&params, &key)?,
-    )
-    .await?;
+    let (resolved, key) = resolve_for_reading(&state, &caller, path, &params).await?;
     let record = state
         .store
         .record_get(&resolved.store.id, &key)
@@ -114,16 +116,8 @@ pub async fn record_head(
     path: RecordPath,
     uri: Uri,
 ) -> ApiResult<Response> {
-    let (store_ref, key) = record_path(path)?;
     let params = Params::from_query(uri.query());
-    let resolved = resolve(
-        &state,
-        &caller,
-        &store_ref,
-        Need::Read,
-        signed_for(&params, &key)?,
-    )
-    .await?;
+    let (resolved, key) = resolve_for_reading(&state, &caller, path, &params).await?;
     let meta = state
         .store
         .record_meta(&resolved.store.id, &key)

@@ -525,12 +525,7 @@ impl Store for EmbeddedStore {
         is_admin: bool,
         token: TokenHash,
     ) -> Result<User> {
-        let user = User {
-            id: UserId::generate(),
-            username,
-            created_at: now_millis(),
-            is_admin,
-        };
+        let user = User::new(username, is_admin);
         self.write(move |txn, _| {
             insert_user(txn, &user, &token)?;
             Ok(user)
@@ -543,12 +538,7 @@ impl Store for EmbeddedStore {
         username: Username,
         token: TokenHash,
     ) -> Result<Option<User>> {
-        let user = User {
-            id: UserId::generate(),
-            username,
-            created_at: now_millis(),
-            is_admin: true,
-        };
+        let user = User::new(username, true);
         self.write(move |txn, _| {
             if !txn
                 .open_table(USERS)

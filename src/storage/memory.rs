@@ -74,12 +74,7 @@ impl Store for MemoryStore {
         is_admin: bool,
         token: TokenHash,
     ) -> Result<User> {
-        let user = User {
-            id: UserId::generate(),
-            username,
-            created_at: now_millis(),
-            is_admin,
-        };
+        let user = User::new(username, is_admin);
         insert_user(&mut *self.write()?, &user, token)?;
         Ok(user)
     }
@@ -93,12 +88,7 @@ impl Store for MemoryStore {
         if !state.users.is_empty() {
             return Ok(None);
         }
-        let user = User {
-            id: UserId::generate(),
-            username,
-            created_at: now_millis(),
-            is_admin: true,
-        };
+        let user = User::new(username, true);
         insert_user(&mut state, &user, token)?;
         Ok(Some(user))
     }

@@ -391,12 +391,7 @@ impl Store for PgStore {
         is_admin: bool,
         token: TokenHash,
     ) -> Result<User> {
-        let user = User {
-            id: UserId::generate(),
-            username,
-            created_at: now_millis(),
-            is_admin,
-        };
+        let user = User::new(username, is_admin);
         let mut txn = self.begin().await?;
         insert_user(&mut txn, &user, &token).await?;
         txn.commit().await.map_err(db_err)?;
@@ -421,12 +416,7 @@ impl Store for PgStore {
         if any {
             return Ok(None);
         }
-        let user = User {
-            id: UserId::generate(),
-            username,
-            created_at: now_millis(),
-            is_admin: true,
-        };
+        let user = User::new(username, true);
         insert_user(&mut txn, &user, &token).await?;
         txn.commit().await.map_err(db_err)?;
         Ok(Some(user))
