@@ -44,3 +44,15 @@ else
   echo "!! SKIPPED: HTTP suites on PostgreSQL (no database at ${pg_host}:${pg_port})"
 fi
 stage "official clients (apify-client for Python v3/v2 and JS)" scripts/client-tests.sh
+if [[ $have_pg == 1 ]] && command -v psql >/dev/null; then
+  client_db="kvstore_clients_$$"
+  psql "$pg_url" -qc "CREATE DATABASE ${client_db}"
+  trap 'psql "$pg_url" -qc "DROP DATABASE IF EXISTS ${client_db} WITH (FORCE)" >/dev/null 2>&1 || true' EXIT
+  stage "official clients on PostgreSQL" \
+    env CLIENT_TESTS_DATABASE_URL="${pg_url%/*}/${client_db}" scripts/client-tests.sh
+elif [[ ${CI:-} == true ]]; then
+  echo "CI=true needs psql to run the client tests on PostgreSQL." >&2
+  exit 1
+else
+  echo "!! SKIPPED: official clients on PostgreSQL (no database or no psql)"
+fi

@@ -132,6 +132,14 @@ pub struct ServeArgs {
     #[arg(long, env = "KVSTORE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
+    /// Seconds a connection may sit idle (or take to send request headers) before it is closed.
+    #[arg(long, env = "KVSTORE_IDLE_TIMEOUT", default_value_t = 60)]
+    pub idle_timeout: u64,
+
+    /// Most simultaneous client connections; more wait until one closes.
+    #[arg(long, env = "KVSTORE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
     /// Log format.
     #[arg(long, env = "KVSTORE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -187,6 +195,9 @@ pub struct ServerConfig {
     pub max_record_bytes: u64,
     pub default_general_access: GeneralAccess,
     pub allow_method_override: bool,
+    /// Idle keep-alive connections (and slow request headers) are closed after this long.
+    pub idle_timeout: std::time::Duration,
+    pub max_connections: usize,
 }
 
 impl ServerConfig {
@@ -197,6 +208,8 @@ impl ServerConfig {
             max_record_bytes: 1024 * 1024 * 1024,
             default_general_access: GeneralAccess::Restricted,
             allow_method_override: false,
+            idle_timeout: std::time::Duration::from_secs(60),
+            max_connections: 10_000,
         }
     }
 }

@@ -74,6 +74,8 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         max_record_bytes: args.max_record_bytes,
         default_general_access: args.default_general_access.into(),
         allow_method_override: args.allow_method_override,
+        idle_timeout: std::time::Duration::from_secs(args.idle_timeout.max(1)),
+        max_connections: args.max_connections.max(1),
     };
     println!(
         "kvstore {} listening on http://{addr}",

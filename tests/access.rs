@@ -1138,8 +1138,16 @@ async fn a_storage_signature_opens_the_key_listing_and_the_zip() {
             assert_eq!(keys["count"], 2);
             assert_eq!(
                 keys["items"][0]["recordPublicUrl"],
-                format!("{}/v2/key-value-stores/{id}/records/INPUT", w.srv.url),
-                "a signature holder cannot see the secret, so URLs are plain"
+                format!(
+                    "{}/v2/key-value-stores/{id}/records/INPUT?signature={}",
+                    w.srv.url,
+                    record_signature(&w.secret, "INPUT")
+                ),
+                "a storage signature holder gets record URLs that open (docs/api.md)"
+            );
+            assert!(
+                keys.to_string().find(&w.secret).is_none(),
+                "the secret itself stays hidden"
             );
 
             let resp = w

@@ -553,7 +553,8 @@ async fn items_have_key_size_and_signed_public_url() {
         assert_eq!(resp.bytes().await.unwrap().as_ref(), body.as_slice());
     }
 
-    // Someone with only the store's signed keys URL gets plain record URLs.
+    // Someone with only the store's signed keys URL gets record URLs that open, too (docs/api.md:
+    // the clients showed that plain URLs there are useless to the holder of a shared listing).
     let keys_url = store["keysPublicUrl"].as_str().expect("keysPublicUrl");
     assert!(keys_url.contains("?signature="), "{keys_url}");
     let resp = srv.http.get(keys_url).send().await.unwrap();
@@ -561,10 +562,17 @@ async fn items_have_key_size_and_signed_public_url() {
     let anon = data(resp).await;
     for item in anon["items"].as_array().unwrap() {
         let key = item["key"].as_str().unwrap();
+        let url = item["recordPublicUrl"].as_str().unwrap();
         assert_eq!(
-            item["recordPublicUrl"],
-            format!("{}/v2/key-value-stores/{id}/records/{key}", srv.url)
+            url,
+            format!(
+                "{}/v2/key-value-stores/{id}/records/{key}?signature={}",
+                srv.url,
+                kvstore::auth::record_signature(secret, key)
+            )
         );
+        let resp = srv.http.get(url).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{url}");
     }
     // Without token or signature the listing is not found.
     let resp = srv

@@ -139,13 +139,16 @@ pub async fn keys_list(
         "{}/v2/key-value-stores/{}/records",
         state.config.public_url, store.id
     );
+    // Whoever may see the secret, or holds a storage signature (which opens every record through
+    // the ZIP anyway), gets record URLs that open without a token.
+    let sign_records = resolved.may_write() || resolved.by_signature;
     let items: Vec<KeyDto> = page
         .items
         .into_iter()
         .map(|meta| {
             let key = meta.key.into_string();
             let mut url = format!("{base}/{key}");
-            if resolved.may_write() {
+            if sign_records {
                 url.push_str("?signature=");
                 url.push_str(&auth::record_signature(&store.url_signing_secret_key, &key));
             }

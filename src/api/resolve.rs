@@ -35,6 +35,8 @@ pub enum Signed<'a> {
 pub struct Resolved {
     pub store: StoreInfo,
     pub access: Access,
+    /// Access came from a valid signature rather than a token or `generalAccess`.
+    pub by_signature: bool,
 }
 
 impl Resolved {
@@ -111,13 +113,19 @@ pub async fn resolve(
         reached_by,
         state.config.default_general_access,
     );
+    let mut by_signature = false;
     if access == Access::None {
         access = check_signature(&store, signed)?;
+        by_signature = access != Access::None;
     }
     match (access, need) {
         (Access::None, _) => Err(ApiError::RecordOrTokenNotFound),
         (Access::Read, Need::Write) => Err(ApiError::InsufficientPermissions),
-        (Access::Read | Access::Write, _) => Ok(Resolved { store, access }),
+        (Access::Read | Access::Write, _) => Ok(Resolved {
+            store,
+            access,
+            by_signature,
+        }),
     }
 }
 

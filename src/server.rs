@@ -1,0 +1,140 @@
+//! The connection layer: accepts TCP connections, serves HTTP/1.1 and HTTP/2 on them with explicit
+//! limits (connections, idle keep-alive), shuts down gracefully, and flushes the batched counters.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tower::Layer as _;
+
+use crate::api::{self, AppState};
+use crate::config::ServerConfig;
+use crate::storage::{AccessCounters, Store};
+
+/// How often batched read/list counters and `accessedAt` are written.
+const ACCESS_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+/// How long shutdown waits for requests in flight before it stops anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Serves the API on `listener` until `shutdown` resolves, then lets requests in flight finish,
+/// flushes the batched counters and closes the store.
+pub async fn serve(
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let access = Arc::new(AccessCounters::default());
+    let config = Arc::new(config);
+    let state = AppState {
+        store: store.clone(),
+        access: access.clone(),
+        config: config.clone(),
+    };
+    let flusher = tokio::spawn(flush_access_periodically(store.clone(), access.clone()));
+
+    let allow_method_override = config.allow_method_override;
+    // `?method=` must be applied before routing, so it wraps the router rather than a route.
+    let app = tower::util::MapRequestLayer::new(move |request: Request<Incoming>| {
+        let request = request.map(Body::new);
+        if allow_method_override {
+            api::override_method(request)
+        } else {
+            request
+        }
+    })
+    .layer(api::router(state));
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The header read timeout also closes keep-alive connections that sit idle that long.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.idle_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(config.idle_timeout))
+        .keep_alive_timeout(Duration::from_secs(20));
+
+    let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        // At the connection limit, new connections wait in the listen backlog.
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Typically EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = builder
+            .serve_connection_with_upgrades(
+                TokioIo::new(stream),
+                TowerToHyperService::new(app.clone()),
+            )
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still running after the shutdown grace period; stopping anyway");
+    }
+
+    flusher.abort();
+    flush_access(&*store, &access).await;
+    if let Err(e) = store.close().await {
+        tracing::error!(error = %e, "closing the store failed");
+    }
+    Ok(())
+}
+
+async fn flush_access_periodically(store: Arc<dyn Store>, access: Arc<AccessCounters>) {
+    let mut tick = tokio::time::interval(ACCESS_FLUSH_INTERVAL);
+    loop {
+        tick.tick().await;
+        flush_access(&*store, &access).await;
+    }
+}
+
+async fn flush_access(store: &dyn Store, access: &AccessCounters) {
+    let batch = access.take();
+    if batch.is_empty() {
+        return;
+    }
+    if let Err(e) = store.apply_access(batch).await {
+        tracing::warn!(error = %e, "could not save read/list counters");
+    }
+}
