@@ -76,6 +76,11 @@ pub struct DataArgs {
     /// Seconds a request waits for a PostgreSQL connection before it fails with 503.
     #[arg(long, env = "KVSTORE_DB_ACQUIRE_TIMEOUT", default_value_t = 5)]
     pub db_acquire_timeout: u64,
+
+    /// Seconds one PostgreSQL operation (or one 1 MiB chunk of a body) may take before the request
+    /// fails with 503, so that a database that stops answering does not hang requests.
+    #[arg(long, env = "KVSTORE_DB_TIMEOUT", default_value_t = 10)]
+    pub db_timeout: u64,
 }
 
 impl DataArgs {
@@ -86,6 +91,7 @@ impl DataArgs {
                 options: PgOptions {
                     max_connections: self.db_max_connections,
                     acquire_timeout: std::time::Duration::from_secs(self.db_acquire_timeout),
+                    op_timeout: std::time::Duration::from_secs(self.db_timeout.max(1)),
                 },
             },
             None => Backend::Embedded(self.data_dir.clone()),

@@ -8,6 +8,7 @@ mod params;
 mod records;
 mod resolve;
 mod stores;
+mod unread;
 
 use std::sync::Arc;
 
@@ -60,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(page_not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(unread::close_if_body_unread))
         .with_state(state)
 }
 

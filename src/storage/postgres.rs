@@ -91,6 +91,9 @@ const STORE_COLS: &str =
 pub struct PgOptions {
     pub max_connections: u32,
     pub acquire_timeout: Duration,
+    /// How long one storage operation (one statement of a chunked body) may take before the
+    /// request fails with 503: a database that goes silent must not hang requests.
+    pub op_timeout: Duration,
 }
 
 impl Default for PgOptions {
@@ -98,8 +101,15 @@ impl Default for PgOptions {
         Self {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
+            op_timeout: Duration::from_secs(10),
         }
     }
+}
+
+/// Extra time a body upload may take: one `op_timeout` per chunk.
+fn body_budget(op_timeout: Duration, len: u64) -> Duration {
+    let chunks = u32::try_from(len / CHUNK as u64).unwrap_or(u32::MAX);
+    op_timeout.saturating_mul(chunks.saturating_add(1))
 }
 
 fn db_err(e: sqlx::Error) -> StorageError {
@@ -173,6 +183,7 @@ fn store_from_row(row: &PgRow) -> Result<StoreInfo> {
 pub struct PgStore {
     pool: PgPool,
     spool: tempfile::TempDir,
+    op_timeout: Duration,
 }
 
 impl PgStore {
@@ -190,6 +201,21 @@ impl PgStore {
         Ok(Self {
             pool,
             spool: tempfile::tempdir()?,
+            op_timeout: options.op_timeout,
+        })
+    }
+
+    /// Runs `op`, failing with [`StorageError::Unavailable`] when it takes longer than `limit`.
+    /// A timed-out transaction is dropped, which rolls it back (or the connection is discarded).
+    async fn bounded<T>(
+        &self,
+        limit: Duration,
+        op: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        tokio::time::timeout(limit, op).await.unwrap_or_else(|_| {
+            Err(StorageError::Unavailable(format!(
+                "the database did not answer within {limit:?}"
+            )))
         })
     }
 
@@ -391,11 +417,14 @@ impl Store for PgStore {
         is_admin: bool,
         token: TokenHash,
     ) -> Result<User> {
-        let user = User::new(username, is_admin);
-        let mut txn = self.begin().await?;
-        insert_user(&mut txn, &user, &token).await?;
-        txn.commit().await.map_err(db_err)?;
-        Ok(user)
+        self.bounded(self.op_timeout, async move {
+            let user = User::new(username, is_admin);
+            let mut txn = self.begin().await?;
+            insert_user(&mut txn, &user, &token).await?;
+            txn.commit().await.map_err(db_err)?;
+            Ok(user)
+        })
+        .await
     }
 
     async fn user_create_first(
@@ -403,119 +432,140 @@ impl Store for PgStore {
         username: Username,
         token: TokenHash,
     ) -> Result<Option<User>> {
-        let mut txn = self.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(LOCK_KEY)
-            .execute(&mut *txn)
-            .await
-            .map_err(db_err)?;
-        let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users)")
-            .fetch_one(&mut *txn)
-            .await
-            .map_err(db_err)?;
-        if any {
-            return Ok(None);
-        }
-        let user = User::new(username, true);
-        insert_user(&mut txn, &user, &token).await?;
-        txn.commit().await.map_err(db_err)?;
-        Ok(Some(user))
+        self.bounded(self.op_timeout, async move {
+            let mut txn = self.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(LOCK_KEY)
+                .execute(&mut *txn)
+                .await
+                .map_err(db_err)?;
+            let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users)")
+                .fetch_one(&mut *txn)
+                .await
+                .map_err(db_err)?;
+            if any {
+                return Ok(None);
+            }
+            let user = User::new(username, true);
+            insert_user(&mut txn, &user, &token).await?;
+            txn.commit().await.map_err(db_err)?;
+            Ok(Some(user))
+        })
+        .await
     }
 
     async fn user_by_token(&self, token: &TokenHash) -> Result<Option<User>> {
-        sqlx::query(
-            "SELECT u.id, u.username, u.created_at, u.is_admin
-             FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = $1",
-        )
-        .bind(token.0.as_slice())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?
-        .as_ref()
-        .map(user_from_row)
-        .transpose()
-    }
-
-    async fn user_by_name(&self, username: &Username) -> Result<Option<User>> {
-        sqlx::query("SELECT id, username, created_at, is_admin FROM users WHERE username = $1")
-            .bind(username.as_str())
+        self.bounded(self.op_timeout, async move {
+            sqlx::query(
+                "SELECT u.id, u.username, u.created_at, u.is_admin
+                 FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = $1",
+            )
+            .bind(token.0.as_slice())
             .fetch_optional(&self.pool)
             .await
             .map_err(db_err)?
             .as_ref()
             .map(user_from_row)
             .transpose()
+        })
+        .await
+    }
+
+    async fn user_by_name(&self, username: &Username) -> Result<Option<User>> {
+        self.bounded(self.op_timeout, async move {
+            sqlx::query("SELECT id, username, created_at, is_admin FROM users WHERE username = $1")
+                .bind(username.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?
+                .as_ref()
+                .map(user_from_row)
+                .transpose()
+        })
+        .await
     }
 
     async fn user_by_id(&self, id: &UserId) -> Result<Option<User>> {
-        sqlx::query("SELECT id, username, created_at, is_admin FROM users WHERE id = $1")
+        self.bounded(self.op_timeout, async move {
+            sqlx::query("SELECT id, username, created_at, is_admin FROM users WHERE id = $1")
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?
+                .as_ref()
+                .map(user_from_row)
+                .transpose()
+        })
+        .await
+    }
+
+    async fn users_list(&self) -> Result<Vec<User>> {
+        self.bounded(self.op_timeout, async move {
+            sqlx::query(
+                "SELECT id, username, created_at, is_admin FROM users ORDER BY created_at, username",
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(user_from_row)
+            .collect()
+        })
+        .await
+    }
+
+    async fn store_get_or_create(&self, store: StoreInfo) -> Result<(StoreInfo, bool)> {
+        self.bounded(self.op_timeout, async move {
+            for _ in 0..3 {
+                let inserted = sqlx::query(
+                    "INSERT INTO stores (id, name, user_id, created_at, modified_at, accessed_at,
+                         general_access, url_signing_secret_key, schema)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                     ON CONFLICT (user_id, name) WHERE name IS NOT NULL AND NOT deleted DO NOTHING",
+                )
+                .bind(store.id.as_str())
+                .bind(store.name.as_ref().map(StoreName::as_str))
+                .bind(store.user_id.as_str())
+                .bind(to_i64(store.created_at))
+                .bind(to_i64(store.modified_at))
+                .bind(to_i64(store.accessed_at))
+                .bind(store.general_access.as_str())
+                .bind(&store.url_signing_secret_key)
+                .bind(store.schema.as_deref())
+                .execute(&self.pool)
+                .await
+                .map_err(db_err)?;
+                if inserted.rows_affected() == 1 {
+                    return Ok((store, true));
+                }
+                if let Some(name) = &store.name {
+                    if let Some(existing) = self.store_get_by_name(&store.user_id, name).await? {
+                        return Ok((existing, false));
+                    }
+                }
+                // The clashing store was deleted meanwhile: try again.
+            }
+            Err(StorageError::Engine(
+                "store creation kept conflicting".into(),
+            ))
+        })
+        .await
+    }
+
+    async fn store_get(&self, id: &StoreId) -> Result<Option<StoreInfo>> {
+        self.bounded(self.op_timeout, async move {
+            sqlx::query(&format!(
+                "SELECT {STORE_COLS} FROM stores WHERE id = $1 AND NOT deleted"
+            ))
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await
             .map_err(db_err)?
             .as_ref()
-            .map(user_from_row)
+            .map(store_from_row)
             .transpose()
-    }
-
-    async fn users_list(&self) -> Result<Vec<User>> {
-        sqlx::query(
-            "SELECT id, username, created_at, is_admin FROM users ORDER BY created_at, username",
-        )
-        .fetch_all(&self.pool)
+        })
         .await
-        .map_err(db_err)?
-        .iter()
-        .map(user_from_row)
-        .collect()
-    }
-
-    async fn store_get_or_create(&self, store: StoreInfo) -> Result<(StoreInfo, bool)> {
-        for _ in 0..3 {
-            let inserted = sqlx::query(
-                "INSERT INTO stores (id, name, user_id, created_at, modified_at, accessed_at,
-                     general_access, url_signing_secret_key, schema)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT (user_id, name) WHERE name IS NOT NULL AND NOT deleted DO NOTHING",
-            )
-            .bind(store.id.as_str())
-            .bind(store.name.as_ref().map(StoreName::as_str))
-            .bind(store.user_id.as_str())
-            .bind(to_i64(store.created_at))
-            .bind(to_i64(store.modified_at))
-            .bind(to_i64(store.accessed_at))
-            .bind(store.general_access.as_str())
-            .bind(&store.url_signing_secret_key)
-            .bind(store.schema.as_deref())
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-            if inserted.rows_affected() == 1 {
-                return Ok((store, true));
-            }
-            if let Some(name) = &store.name {
-                if let Some(existing) = self.store_get_by_name(&store.user_id, name).await? {
-                    return Ok((existing, false));
-                }
-            }
-            // The clashing store was deleted meanwhile: try again.
-        }
-        Err(StorageError::Engine(
-            "store creation kept conflicting".into(),
-        ))
-    }
-
-    async fn store_get(&self, id: &StoreId) -> Result<Option<StoreInfo>> {
-        sqlx::query(&format!(
-            "SELECT {STORE_COLS} FROM stores WHERE id = $1 AND NOT deleted"
-        ))
-        .bind(id.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?
-        .as_ref()
-        .map(store_from_row)
-        .transpose()
     }
 
     async fn store_get_by_name(
@@ -523,189 +573,211 @@ impl Store for PgStore {
         owner: &UserId,
         name: &StoreName,
     ) -> Result<Option<StoreInfo>> {
-        sqlx::query(&format!(
-            "SELECT {STORE_COLS} FROM stores WHERE user_id = $1 AND name = $2 AND NOT deleted"
-        ))
-        .bind(owner.as_str())
-        .bind(name.as_str())
-        .fetch_optional(&self.pool)
+        self.bounded(self.op_timeout, async move {
+            sqlx::query(&format!(
+                "SELECT {STORE_COLS} FROM stores WHERE user_id = $1 AND name = $2 AND NOT deleted"
+            ))
+            .bind(owner.as_str())
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(store_from_row)
+            .transpose()
+        })
         .await
-        .map_err(db_err)?
-        .as_ref()
-        .map(store_from_row)
-        .transpose()
     }
 
     async fn stores_list(&self, owner: &UserId, query: &StoreListQuery) -> Result<StorePage> {
-        let filter = "user_id = $1 AND NOT deleted AND ($2 OR name IS NOT NULL)";
-        let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM stores WHERE {filter}"))
+        self.bounded(self.op_timeout, async move {
+            let filter = "user_id = $1 AND NOT deleted AND ($2 OR name IS NOT NULL)";
+            let total: i64 =
+                sqlx::query_scalar(&format!("SELECT count(*) FROM stores WHERE {filter}"))
+                    .bind(owner.as_str())
+                    .bind(query.unnamed)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(db_err)?;
+            let order = if query.desc { "DESC" } else { "ASC" };
+            let items = sqlx::query(&format!(
+                "SELECT {STORE_COLS} FROM stores WHERE {filter}
+                 ORDER BY created_at {order}, id {order} OFFSET $3 LIMIT $4"
+            ))
             .bind(owner.as_str())
             .bind(query.unnamed)
-            .fetch_one(&self.pool)
+            .bind(to_i64(query.offset))
+            .bind(to_i64(query.limit))
+            .fetch_all(&self.pool)
             .await
-            .map_err(db_err)?;
-        let order = if query.desc { "DESC" } else { "ASC" };
-        let items = sqlx::query(&format!(
-            "SELECT {STORE_COLS} FROM stores WHERE {filter}
-             ORDER BY created_at {order}, id {order} OFFSET $3 LIMIT $4"
-        ))
-        .bind(owner.as_str())
-        .bind(query.unnamed)
-        .bind(to_i64(query.offset))
-        .bind(to_i64(query.limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?
-        .iter()
-        .map(store_from_row)
-        .collect::<Result<Vec<_>>>()?;
-        Ok(StorePage {
-            total: to_u64(total),
-            items,
+            .map_err(db_err)?
+            .iter()
+            .map(store_from_row)
+            .collect::<Result<Vec<_>>>()?;
+            Ok(StorePage {
+                total: to_u64(total),
+                items,
+            })
         })
+        .await
     }
 
     async fn store_update(&self, id: &StoreId, update: StoreUpdate) -> Result<Option<StoreInfo>> {
-        let mut txn = self.begin().await?;
-        let Some(row) = sqlx::query(&format!(
-            "SELECT {STORE_COLS} FROM stores WHERE id = $1 AND NOT deleted FOR UPDATE"
-        ))
-        .bind(id.as_str())
-        .fetch_optional(&mut *txn)
+        self.bounded(self.op_timeout, async move {
+            let mut txn = self.begin().await?;
+            let Some(row) = sqlx::query(&format!(
+                "SELECT {STORE_COLS} FROM stores WHERE id = $1 AND NOT deleted FOR UPDATE"
+            ))
+            .bind(id.as_str())
+            .fetch_optional(&mut *txn)
+            .await
+            .map_err(db_err)?
+            else {
+                return Ok(None);
+            };
+            let mut store = store_from_row(&row)?;
+            if let Some(name) = update.name {
+                store.name = name;
+            }
+            if let Some(access) = update.general_access {
+                store.general_access = access;
+            }
+            let now = now_millis();
+            store.modified_at = now;
+            store.accessed_at = store.accessed_at.max(now);
+            let updated = sqlx::query(
+                "UPDATE stores SET name = $2, general_access = $3, modified_at = $4, accessed_at = $5
+                 WHERE id = $1",
+            )
+            .bind(id.as_str())
+            .bind(store.name.as_ref().map(StoreName::as_str))
+            .bind(store.general_access.as_str())
+            .bind(to_i64(store.modified_at))
+            .bind(to_i64(store.accessed_at))
+            .execute(&mut *txn)
+            .await;
+            match updated {
+                Err(e) if is_unique_violation(&e) => return Err(StorageError::NameTaken),
+                other => other.map_err(db_err)?,
+            };
+            txn.commit().await.map_err(db_err)?;
+            Ok(Some(store))
+        })
         .await
-        .map_err(db_err)?
-        else {
-            return Ok(None);
-        };
-        let mut store = store_from_row(&row)?;
-        if let Some(name) = update.name {
-            store.name = name;
-        }
-        if let Some(access) = update.general_access {
-            store.general_access = access;
-        }
-        let now = now_millis();
-        store.modified_at = now;
-        store.accessed_at = store.accessed_at.max(now);
-        let updated = sqlx::query(
-            "UPDATE stores SET name = $2, general_access = $3, modified_at = $4, accessed_at = $5
-             WHERE id = $1",
-        )
-        .bind(id.as_str())
-        .bind(store.name.as_ref().map(StoreName::as_str))
-        .bind(store.general_access.as_str())
-        .bind(to_i64(store.modified_at))
-        .bind(to_i64(store.accessed_at))
-        .execute(&mut *txn)
-        .await;
-        match updated {
-            Err(e) if is_unique_violation(&e) => return Err(StorageError::NameTaken),
-            other => other.map_err(db_err)?,
-        };
-        txn.commit().await.map_err(db_err)?;
-        Ok(Some(store))
     }
 
     async fn store_delete(&self, id: &StoreId) -> Result<bool> {
-        let deleted = sqlx::query(
-            "UPDATE stores SET deleted = true, modified_at = $2 WHERE id = $1 AND NOT deleted",
-        )
-        .bind(id.as_str())
-        .bind(to_i64(now_millis()))
-        .execute(&self.pool)
+        self.bounded(self.op_timeout, async move {
+            let deleted = sqlx::query(
+                "UPDATE stores SET deleted = true, modified_at = $2 WHERE id = $1 AND NOT deleted",
+            )
+            .bind(id.as_str())
+            .bind(to_i64(now_millis()))
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?
+            .rows_affected()
+                == 1;
+            if deleted {
+                tokio::spawn(purge_deleted(self.pool.clone()));
+            }
+            Ok(deleted)
+        })
         .await
-        .map_err(db_err)?
-        .rows_affected()
-            == 1;
-        if deleted {
-            tokio::spawn(purge_deleted(self.pool.clone()));
-        }
-        Ok(deleted)
     }
 
     async fn keys_list(&self, store: &StoreId, query: &KeyListQuery) -> Result<Option<KeyPage>> {
-        if self.store_get(store).await?.is_none() {
-            return Ok(None);
-        }
-        // Keys hold only [a-zA-Z0-9!\-_.'()], so a prefix with any other character matches
-        // nothing, and every key starting with the prefix sorts below prefix || '~'.
-        if !query.prefix.bytes().all(crate::model::is_key_byte) {
-            return Ok(Some(KeyPage {
-                items: Vec::new(),
-                is_truncated: false,
-            }));
-        }
-        // PostgreSQL text cannot hold NUL; a start key is compared up to it without changing the
-        // result, since no key contains a byte below '!'.
-        let start = query
-            .exclusive_start_key
-            .as_deref()
-            .map(|s| s.split('\0').next().unwrap_or(""))
-            .unwrap_or("");
-        let limit = i64::try_from(query.limit)
-            .unwrap_or(i64::MAX)
-            .saturating_add(1);
-        let rows = if query.prefix.is_empty() {
-            sqlx::query(
-                "SELECT key, size, content_type FROM records
-                 WHERE store_id = $1 AND key > $2 ORDER BY key LIMIT $3",
-            )
-            .bind(store.as_str())
-            .bind(start)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-        } else {
-            sqlx::query(
-                "SELECT key, size, content_type FROM records
-                 WHERE store_id = $1 AND key > $2 AND key >= $3 AND key < $4
-                 ORDER BY key LIMIT $5",
-            )
-            .bind(store.as_str())
-            .bind(start)
-            .bind(&query.prefix)
-            .bind(format!("{}~", query.prefix))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-        }
-        .map_err(db_err)?;
-        let is_truncated = rows.len() > query.limit;
-        let items = rows
-            .iter()
-            .take(query.limit)
-            .map(|row| {
-                Ok(RecordMeta {
-                    key: RecordKey::parse(row.try_get("key").map_err(db_err)?).map_err(corrupt)?,
-                    size: to_u64(row.try_get("size").map_err(db_err)?),
-                    content_type: row.try_get("content_type").map_err(db_err)?,
+        self.bounded(self.op_timeout, async move {
+            if self.store_get(store).await?.is_none() {
+                return Ok(None);
+            }
+            // Keys hold only [a-zA-Z0-9!\-_.'()], so a prefix with any other character matches
+            // nothing, and every key starting with the prefix sorts below prefix || '~'.
+            if !query.prefix.bytes().all(crate::model::is_key_byte) {
+                return Ok(Some(KeyPage {
+                    items: Vec::new(),
+                    is_truncated: false,
+                }));
+            }
+            // PostgreSQL text cannot hold NUL; a start key is compared up to it without changing the
+            // result, since no key contains a byte below '!'.
+            let start = query
+                .exclusive_start_key
+                .as_deref()
+                .map(|s| s.split('\0').next().unwrap_or(""))
+                .unwrap_or("");
+            let limit = i64::try_from(query.limit)
+                .unwrap_or(i64::MAX)
+                .saturating_add(1);
+            let rows = if query.prefix.is_empty() {
+                sqlx::query(
+                    "SELECT key, size, content_type FROM records
+                     WHERE store_id = $1 AND key > $2 ORDER BY key LIMIT $3",
+                )
+                .bind(store.as_str())
+                .bind(start)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+            } else {
+                sqlx::query(
+                    "SELECT key, size, content_type FROM records
+                     WHERE store_id = $1 AND key > $2 AND key >= $3 AND key < $4
+                     ORDER BY key LIMIT $5",
+                )
+                .bind(store.as_str())
+                .bind(start)
+                .bind(&query.prefix)
+                .bind(format!("{}~", query.prefix))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+            }
+            .map_err(db_err)?;
+            let is_truncated = rows.len() > query.limit;
+            let items = rows
+                .iter()
+                .take(query.limit)
+                .map(|row| {
+                    Ok(RecordMeta {
+                        key: RecordKey::parse(row.try_get("key").map_err(db_err)?)
+                            .map_err(corrupt)?,
+                        size: to_u64(row.try_get("size").map_err(db_err)?),
+                        content_type: row.try_get("content_type").map_err(db_err)?,
+                    })
                 })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Some(KeyPage {
-            items,
-            is_truncated,
-        }))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Some(KeyPage {
+                items,
+                is_truncated,
+            }))
+        })
+        .await
     }
 
     async fn record_get(&self, store: &StoreId, key: &RecordKey) -> Result<Option<Record>> {
         // One snapshot for the row and its chunks, so a concurrent overwrite is never mixed in.
-        let mut txn = self.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *txn)
-            .await
-            .map_err(db_err)?;
-        let Some(row) = sqlx::query(
-            "SELECT r.content_type, r.size, r.body, r.blob_id
-             FROM records r JOIN stores s ON s.id = r.store_id AND NOT s.deleted
-             WHERE r.store_id = $1 AND r.key = $2",
-        )
-        .bind(store.as_str())
-        .bind(key.as_str())
-        .fetch_optional(&mut *txn)
-        .await
-        .map_err(db_err)?
-        else {
+        let (mut txn, row) = self
+            .bounded(self.op_timeout, async {
+                let mut txn = self.begin().await?;
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .execute(&mut *txn)
+                    .await
+                    .map_err(db_err)?;
+                let row = sqlx::query(
+                    "SELECT r.content_type, r.size, r.body, r.blob_id
+                     FROM records r JOIN stores s ON s.id = r.store_id AND NOT s.deleted
+                     WHERE r.store_id = $1 AND r.key = $2",
+                )
+                .bind(store.as_str())
+                .bind(key.as_str())
+                .fetch_optional(&mut *txn)
+                .await
+                .map_err(db_err)?;
+                Ok((txn, row))
+            })
+            .await?;
+        let Some(row) = row else {
             return Ok(None);
         };
         let meta = RecordMeta {
@@ -720,46 +792,60 @@ impl Store for PgStore {
                 BodyOutput::Bytes(Bytes::from(body.unwrap_or_default()))
             }
             Some(blob_id) => {
-                // Copied chunk by chunk to an anonymous file: memory stays at one chunk.
-                let file = tempfile::tempfile_in(self.spool.path())?;
-                let mut file = tokio::fs::File::from_std(file);
-                let mut chunks =
-                    sqlx::query("SELECT data FROM record_chunks WHERE blob_id = $1 ORDER BY seq")
+                // Copied chunk by chunk to an anonymous file: memory stays at one chunk, and no
+                // database connection is held while a slow client downloads.
+                let budget = body_budget(self.op_timeout, meta.size);
+                let file = self
+                    .bounded(budget, async {
+                        let file = tempfile::tempfile_in(self.spool.path())?;
+                        let mut file = tokio::fs::File::from_std(file);
+                        let mut chunks = sqlx::query(
+                            "SELECT data FROM record_chunks WHERE blob_id = $1 ORDER BY seq",
+                        )
                         .bind(blob_id)
                         .fetch(&mut *txn);
-                while let Some(chunk) = chunks.try_next().await.map_err(db_err)? {
-                    let data: Vec<u8> = chunk.try_get("data").map_err(db_err)?;
-                    file.write_all(&data).await?;
-                }
-                drop(chunks);
-                file.flush().await?;
-                file.rewind().await?;
-                BodyOutput::File(file.into_std().await)
+                        while let Some(chunk) = chunks.try_next().await.map_err(db_err)? {
+                            let data: Vec<u8> = chunk.try_get("data").map_err(db_err)?;
+                            file.write_all(&data).await?;
+                        }
+                        drop(chunks);
+                        file.flush().await?;
+                        file.rewind().await?;
+                        Ok(file.into_std().await)
+                    })
+                    .await?;
+                BodyOutput::File(file)
             }
         };
-        txn.commit().await.map_err(db_err)?;
+        self.bounded(self.op_timeout, async {
+            txn.commit().await.map_err(db_err)
+        })
+        .await?;
         Ok(Some(Record { meta, body }))
     }
 
     async fn record_meta(&self, store: &StoreId, key: &RecordKey) -> Result<Option<RecordMeta>> {
-        let row = sqlx::query(
-            "SELECT r.content_type, r.size
-             FROM records r JOIN stores s ON s.id = r.store_id AND NOT s.deleted
-             WHERE r.store_id = $1 AND r.key = $2",
-        )
-        .bind(store.as_str())
-        .bind(key.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
-        row.map(|row| {
-            Ok(RecordMeta {
-                key: key.clone(),
-                size: to_u64(row.try_get("size").map_err(db_err)?),
-                content_type: row.try_get("content_type").map_err(db_err)?,
+        self.bounded(self.op_timeout, async move {
+            let row = sqlx::query(
+                "SELECT r.content_type, r.size
+                 FROM records r JOIN stores s ON s.id = r.store_id AND NOT s.deleted
+                 WHERE r.store_id = $1 AND r.key = $2",
+            )
+            .bind(store.as_str())
+            .bind(key.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+            row.map(|row| {
+                Ok(RecordMeta {
+                    key: key.clone(),
+                    size: to_u64(row.try_get("size").map_err(db_err)?),
+                    content_type: row.try_get("content_type").map_err(db_err)?,
+                })
             })
+            .transpose()
         })
-        .transpose()
+        .await
     }
 
     async fn record_put(
@@ -769,223 +855,244 @@ impl Store for PgStore {
         content_type: &str,
         body: BodyInput,
     ) -> Result<WriteOutcome> {
-        let size = body.len();
-        let mut txn = self.begin().await?;
-        // Chunks are written before the store row is locked, so a large upload does not hold
-        // up other writers of the same store; they vanish with the transaction if it fails.
-        let (inline, blob_id) = if size > INLINE_MAX {
-            (None, Some(write_chunks(&mut txn, body).await?))
-        } else {
-            let bytes = match body {
-                BodyInput::Bytes(b) => b.to_vec(),
-                BodyInput::File { path, .. } => tokio::fs::read(&path).await?,
+        let budget = body_budget(self.op_timeout, body.len());
+        self.bounded(budget, async move {
+            let size = body.len();
+            let mut txn = self.begin().await?;
+            // Chunks are written before the store row is locked, so a large upload does not hold
+            // up other writers of the same store; they vanish with the transaction if it fails.
+            let (inline, blob_id) = if size > INLINE_MAX {
+                (None, Some(write_chunks(&mut txn, body).await?))
+            } else {
+                let bytes = match body {
+                    BodyInput::Bytes(b) => b.to_vec(),
+                    BodyInput::File { path, .. } => tokio::fs::read(&path).await?,
+                };
+                (Some(bytes), None)
             };
-            (Some(bytes), None)
-        };
-        if !lock_store(&mut txn, store).await? {
-            return Ok(WriteOutcome::StoreMissing);
-        }
-        let old = sqlx::query("SELECT size, blob_id FROM records WHERE store_id = $1 AND key = $2")
+            if !lock_store(&mut txn, store).await? {
+                return Ok(WriteOutcome::StoreMissing);
+            }
+            let old =
+                sqlx::query("SELECT size, blob_id FROM records WHERE store_id = $1 AND key = $2")
+                    .bind(store.as_str())
+                    .bind(key.as_str())
+                    .fetch_optional(&mut *txn)
+                    .await
+                    .map_err(db_err)?;
+            let (old_size, old_blob): (Option<i64>, Option<i64>) = match &old {
+                Some(row) => (
+                    Some(row.try_get("size").map_err(db_err)?),
+                    row.try_get("blob_id").map_err(db_err)?,
+                ),
+                None => (None, None),
+            };
+            sqlx::query(
+                "INSERT INTO records (store_id, key, content_type, size, body, blob_id)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (store_id, key) DO UPDATE SET content_type = EXCLUDED.content_type,
+                     size = EXCLUDED.size, body = EXCLUDED.body, blob_id = EXCLUDED.blob_id",
+            )
+            .bind(store.as_str())
+            .bind(key.as_str())
+            .bind(content_type)
+            .bind(to_i64(size))
+            .bind(inline)
+            .bind(blob_id)
+            .execute(&mut *txn)
+            .await
+            .map_err(db_err)?;
+            if let Some(old_blob) = old_blob {
+                sqlx::query("DELETE FROM record_chunks WHERE blob_id = $1")
+                    .bind(old_blob)
+                    .execute(&mut *txn)
+                    .await
+                    .map_err(db_err)?;
+            }
+            let now = to_i64(now_millis());
+            sqlx::query(
+                "UPDATE stores SET record_count = record_count + $2,
+                     storage_bytes = storage_bytes - $3 + $4, write_count = write_count + 1,
+                     modified_at = $5, accessed_at = greatest(accessed_at, $5)
+                 WHERE id = $1",
+            )
+            .bind(store.as_str())
+            .bind(if old_size.is_some() { 0i64 } else { 1i64 })
+            .bind(old_size.unwrap_or(0))
+            .bind(to_i64(size))
+            .bind(now)
+            .execute(&mut *txn)
+            .await
+            .map_err(db_err)?;
+            txn.commit().await.map_err(db_err)?;
+            Ok(WriteOutcome::Written)
+        })
+        .await
+    }
+
+    async fn record_delete(&self, store: &StoreId, key: &RecordKey) -> Result<WriteOutcome> {
+        self.bounded(self.op_timeout, async move {
+            let mut txn = self.begin().await?;
+            if !lock_store(&mut txn, store).await? {
+                return Ok(WriteOutcome::StoreMissing);
+            }
+            let old = sqlx::query(
+                "DELETE FROM records WHERE store_id = $1 AND key = $2 RETURNING size, blob_id",
+            )
             .bind(store.as_str())
             .bind(key.as_str())
             .fetch_optional(&mut *txn)
             .await
             .map_err(db_err)?;
-        let (old_size, old_blob): (Option<i64>, Option<i64>) = match &old {
-            Some(row) => (
-                Some(row.try_get("size").map_err(db_err)?),
-                row.try_get("blob_id").map_err(db_err)?,
-            ),
-            None => (None, None),
-        };
-        sqlx::query(
-            "INSERT INTO records (store_id, key, content_type, size, body, blob_id)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (store_id, key) DO UPDATE SET content_type = EXCLUDED.content_type,
-                 size = EXCLUDED.size, body = EXCLUDED.body, blob_id = EXCLUDED.blob_id",
-        )
-        .bind(store.as_str())
-        .bind(key.as_str())
-        .bind(content_type)
-        .bind(to_i64(size))
-        .bind(inline)
-        .bind(blob_id)
-        .execute(&mut *txn)
-        .await
-        .map_err(db_err)?;
-        if let Some(old_blob) = old_blob {
-            sqlx::query("DELETE FROM record_chunks WHERE blob_id = $1")
-                .bind(old_blob)
-                .execute(&mut *txn)
-                .await
-                .map_err(db_err)?;
-        }
-        let now = to_i64(now_millis());
-        sqlx::query(
-            "UPDATE stores SET record_count = record_count + $2,
-                 storage_bytes = storage_bytes - $3 + $4, write_count = write_count + 1,
-                 modified_at = $5, accessed_at = greatest(accessed_at, $5)
-             WHERE id = $1",
-        )
-        .bind(store.as_str())
-        .bind(if old_size.is_some() { 0i64 } else { 1i64 })
-        .bind(old_size.unwrap_or(0))
-        .bind(to_i64(size))
-        .bind(now)
-        .execute(&mut *txn)
-        .await
-        .map_err(db_err)?;
-        txn.commit().await.map_err(db_err)?;
-        Ok(WriteOutcome::Written)
-    }
-
-    async fn record_delete(&self, store: &StoreId, key: &RecordKey) -> Result<WriteOutcome> {
-        let mut txn = self.begin().await?;
-        if !lock_store(&mut txn, store).await? {
-            return Ok(WriteOutcome::StoreMissing);
-        }
-        let old = sqlx::query(
-            "DELETE FROM records WHERE store_id = $1 AND key = $2 RETURNING size, blob_id",
-        )
-        .bind(store.as_str())
-        .bind(key.as_str())
-        .fetch_optional(&mut *txn)
-        .await
-        .map_err(db_err)?;
-        let (removed, old_size) = match &old {
-            Some(row) => {
-                let blob: Option<i64> = row.try_get("blob_id").map_err(db_err)?;
-                if let Some(blob) = blob {
-                    sqlx::query("DELETE FROM record_chunks WHERE blob_id = $1")
-                        .bind(blob)
-                        .execute(&mut *txn)
-                        .await
-                        .map_err(db_err)?;
+            let (removed, old_size) = match &old {
+                Some(row) => {
+                    let blob: Option<i64> = row.try_get("blob_id").map_err(db_err)?;
+                    if let Some(blob) = blob {
+                        sqlx::query("DELETE FROM record_chunks WHERE blob_id = $1")
+                            .bind(blob)
+                            .execute(&mut *txn)
+                            .await
+                            .map_err(db_err)?;
+                    }
+                    (1i64, row.try_get::<i64, _>("size").map_err(db_err)?)
                 }
-                (1i64, row.try_get::<i64, _>("size").map_err(db_err)?)
-            }
-            None => (0, 0),
-        };
-        let now = to_i64(now_millis());
-        sqlx::query(
-            "UPDATE stores SET record_count = record_count - $2, storage_bytes = storage_bytes - $3,
-                 delete_count = delete_count + 1, modified_at = $4,
-                 accessed_at = greatest(accessed_at, $4)
-             WHERE id = $1",
-        )
-        .bind(store.as_str())
-        .bind(removed)
-        .bind(old_size)
-        .bind(now)
-        .execute(&mut *txn)
-        .await
-        .map_err(db_err)?;
-        txn.commit().await.map_err(db_err)?;
-        Ok(WriteOutcome::Written)
-    }
-
-    async fn user_tokens(&self, user: &UserId) -> Result<Vec<TokenHash>> {
-        let hashes: Vec<Vec<u8>> = sqlx::query_scalar("SELECT hash FROM tokens WHERE user_id = $1")
-            .bind(user.as_str())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
-        hashes
-            .into_iter()
-            .map(|h| {
-                <[u8; 32]>::try_from(h.as_slice())
-                    .map(TokenHash)
-                    .map_err(|_| corrupt("token hash"))
-            })
-            .collect()
-    }
-
-    async fn user_import(&self, user: &User, tokens: &[TokenHash]) -> Result<()> {
-        let mut txn = self.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO users (id, username, created_at, is_admin) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(user.id.as_str())
-        .bind(user.username.as_str())
-        .bind(to_i64(user.created_at))
-        .bind(user.is_admin)
-        .execute(&mut *txn)
-        .await;
-        match inserted {
-            Err(e) if is_unique_violation(&e) => return Err(StorageError::UserExists),
-            other => other.map_err(db_err)?,
-        };
-        for token in tokens {
+                None => (0, 0),
+            };
+            let now = to_i64(now_millis());
             sqlx::query(
-                "INSERT INTO tokens (hash, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            )
-            .bind(token.0.as_slice())
-            .bind(user.id.as_str())
-            .execute(&mut *txn)
-            .await
-            .map_err(db_err)?;
-        }
-        txn.commit().await.map_err(db_err)
-    }
-
-    async fn store_import(&self, store: &StoreInfo) -> Result<()> {
-        let saved = sqlx::query(
-            "INSERT INTO stores (id, name, user_id, created_at, modified_at, accessed_at,
-                 general_access, url_signing_secret_key, schema, record_count, storage_bytes,
-                 read_count, write_count, delete_count, list_count, deleted)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, false)
-             ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, user_id = EXCLUDED.user_id,
-                 created_at = EXCLUDED.created_at, modified_at = EXCLUDED.modified_at,
-                 accessed_at = EXCLUDED.accessed_at, general_access = EXCLUDED.general_access,
-                 url_signing_secret_key = EXCLUDED.url_signing_secret_key,
-                 schema = EXCLUDED.schema, record_count = EXCLUDED.record_count,
-                 storage_bytes = EXCLUDED.storage_bytes, read_count = EXCLUDED.read_count,
-                 write_count = EXCLUDED.write_count, delete_count = EXCLUDED.delete_count,
-                 list_count = EXCLUDED.list_count, deleted = false",
-        )
-        .bind(store.id.as_str())
-        .bind(store.name.as_ref().map(StoreName::as_str))
-        .bind(store.user_id.as_str())
-        .bind(to_i64(store.created_at))
-        .bind(to_i64(store.modified_at))
-        .bind(to_i64(store.accessed_at))
-        .bind(store.general_access.as_str())
-        .bind(&store.url_signing_secret_key)
-        .bind(store.schema.as_deref())
-        .bind(to_i64(store.stats.record_count))
-        .bind(to_i64(store.stats.storage_bytes))
-        .bind(to_i64(store.stats.read_count))
-        .bind(to_i64(store.stats.write_count))
-        .bind(to_i64(store.stats.delete_count))
-        .bind(to_i64(store.stats.list_count))
-        .execute(&self.pool)
-        .await;
-        match saved {
-            Err(e) if is_unique_violation(&e) => Err(StorageError::NameTaken),
-            other => other.map(|_| ()).map_err(db_err),
-        }
-    }
-
-    async fn apply_access(&self, mut batch: Vec<(StoreId, AccessDelta)>) -> Result<()> {
-        // Rows are locked in id order, so that two nodes flushing at once cannot deadlock.
-        batch.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut txn = self.begin().await?;
-        for (id, delta) in &batch {
-            sqlx::query(
-                "UPDATE stores SET read_count = read_count + $2, list_count = list_count + $3,
+                "UPDATE stores SET record_count = record_count - $2, storage_bytes = storage_bytes - $3,
+                     delete_count = delete_count + 1, modified_at = $4,
                      accessed_at = greatest(accessed_at, $4)
                  WHERE id = $1",
             )
-            .bind(id.as_str())
-            .bind(to_i64(delta.reads))
-            .bind(to_i64(delta.lists))
-            .bind(to_i64(delta.accessed_at))
+            .bind(store.as_str())
+            .bind(removed)
+            .bind(old_size)
+            .bind(now)
             .execute(&mut *txn)
             .await
             .map_err(db_err)?;
-        }
-        txn.commit().await.map_err(db_err)
+            txn.commit().await.map_err(db_err)?;
+            Ok(WriteOutcome::Written)
+        })
+        .await
+    }
+
+    async fn user_tokens(&self, user: &UserId) -> Result<Vec<TokenHash>> {
+        self.bounded(self.op_timeout, async move {
+            let hashes: Vec<Vec<u8>> =
+                sqlx::query_scalar("SELECT hash FROM tokens WHERE user_id = $1")
+                    .bind(user.as_str())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db_err)?;
+            hashes
+                .into_iter()
+                .map(|h| {
+                    <[u8; 32]>::try_from(h.as_slice())
+                        .map(TokenHash)
+                        .map_err(|_| corrupt("token hash"))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn user_import(&self, user: &User, tokens: &[TokenHash]) -> Result<()> {
+        self.bounded(self.op_timeout, async move {
+            let mut txn = self.begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO users (id, username, created_at, is_admin) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(user.id.as_str())
+            .bind(user.username.as_str())
+            .bind(to_i64(user.created_at))
+            .bind(user.is_admin)
+            .execute(&mut *txn)
+            .await;
+            match inserted {
+                Err(e) if is_unique_violation(&e) => return Err(StorageError::UserExists),
+                other => other.map_err(db_err)?,
+            };
+            for token in tokens {
+                sqlx::query(
+                    "INSERT INTO tokens (hash, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                )
+                .bind(token.0.as_slice())
+                .bind(user.id.as_str())
+                .execute(&mut *txn)
+                .await
+                .map_err(db_err)?;
+            }
+            txn.commit().await.map_err(db_err)
+        })
+        .await
+    }
+
+    async fn store_import(&self, store: &StoreInfo) -> Result<()> {
+        self.bounded(self.op_timeout, async move {
+            let saved = sqlx::query(
+                "INSERT INTO stores (id, name, user_id, created_at, modified_at, accessed_at,
+                     general_access, url_signing_secret_key, schema, record_count, storage_bytes,
+                     read_count, write_count, delete_count, list_count, deleted)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, false)
+                 ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, user_id = EXCLUDED.user_id,
+                     created_at = EXCLUDED.created_at, modified_at = EXCLUDED.modified_at,
+                     accessed_at = EXCLUDED.accessed_at, general_access = EXCLUDED.general_access,
+                     url_signing_secret_key = EXCLUDED.url_signing_secret_key,
+                     schema = EXCLUDED.schema, record_count = EXCLUDED.record_count,
+                     storage_bytes = EXCLUDED.storage_bytes, read_count = EXCLUDED.read_count,
+                     write_count = EXCLUDED.write_count, delete_count = EXCLUDED.delete_count,
+                     list_count = EXCLUDED.list_count, deleted = false",
+            )
+            .bind(store.id.as_str())
+            .bind(store.name.as_ref().map(StoreName::as_str))
+            .bind(store.user_id.as_str())
+            .bind(to_i64(store.created_at))
+            .bind(to_i64(store.modified_at))
+            .bind(to_i64(store.accessed_at))
+            .bind(store.general_access.as_str())
+            .bind(&store.url_signing_secret_key)
+            .bind(store.schema.as_deref())
+            .bind(to_i64(store.stats.record_count))
+            .bind(to_i64(store.stats.storage_bytes))
+            .bind(to_i64(store.stats.read_count))
+            .bind(to_i64(store.stats.write_count))
+            .bind(to_i64(store.stats.delete_count))
+            .bind(to_i64(store.stats.list_count))
+            .execute(&self.pool)
+            .await;
+            match saved {
+                Err(e) if is_unique_violation(&e) => Err(StorageError::NameTaken),
+                other => other.map(|_| ()).map_err(db_err),
+            }
+        })
+        .await
+    }
+
+    async fn apply_access(&self, mut batch: Vec<(StoreId, AccessDelta)>) -> Result<()> {
+        self.bounded(self.op_timeout, async move {
+            // Rows are locked in id order, so that two nodes flushing at once cannot deadlock.
+            batch.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut txn = self.begin().await?;
+            for (id, delta) in &batch {
+                sqlx::query(
+                    "UPDATE stores SET read_count = read_count + $2, list_count = list_count + $3,
+                         accessed_at = greatest(accessed_at, $4)
+                     WHERE id = $1",
+                )
+                .bind(id.as_str())
+                .bind(to_i64(delta.reads))
+                .bind(to_i64(delta.lists))
+                .bind(to_i64(delta.accessed_at))
+                .execute(&mut *txn)
+                .await
+                .map_err(db_err)?;
+            }
+            txn.commit().await.map_err(db_err)
+        })
+        .await
     }
 
     fn spool_dir(&self) -> std::path::PathBuf {
