@@ -138,6 +138,15 @@ pub struct ServeArgs {
     #[arg(long, env = "KVSTORE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
+    /// Origins browsers may call the API from (CORS), comma-separated; `*` for any, empty for none.
+    #[arg(
+        long,
+        env = "KVSTORE_CORS_ORIGINS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub cors_origins: Vec<String>,
+
     /// Seconds a connection may sit idle (or take to send request headers) before it is closed.
     #[arg(long, env = "KVSTORE_IDLE_TIMEOUT", default_value_t = 60)]
     pub idle_timeout: u64,
@@ -204,6 +213,8 @@ pub struct ServerConfig {
     /// Idle keep-alive connections (and slow request headers) are closed after this long.
     pub idle_timeout: std::time::Duration,
     pub max_connections: usize,
+    /// Allowed CORS origins; `*` for any; empty for none.
+    pub cors_origins: Vec<String>,
 }
 
 impl ServerConfig {
@@ -216,6 +227,7 @@ impl ServerConfig {
             allow_method_override: false,
             idle_timeout: std::time::Duration::from_secs(60),
             max_connections: 10_000,
+            cors_origins: vec!["*".to_owned()],
         }
     }
 }

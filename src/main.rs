@@ -76,6 +76,11 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         allow_method_override: args.allow_method_override,
         idle_timeout: std::time::Duration::from_secs(args.idle_timeout.max(1)),
         max_connections: args.max_connections.max(1),
+        cors_origins: args
+            .cors_origins
+            .into_iter()
+            .filter(|o| !o.trim().is_empty())
+            .collect(),
     };
     println!(
         "kvstore {} listening on http://{addr}",

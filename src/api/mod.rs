@@ -4,6 +4,7 @@
 mod body;
 mod dto;
 mod keys;
+mod ops;
 mod params;
 mod records;
 mod resolve;
@@ -14,9 +15,10 @@ use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, Method, Uri};
+use axum::http::{header, HeaderValue, Method, Uri};
 use axum::routing::get;
 use axum::Router;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 use crate::auth::Caller;
 use crate::config::ServerConfig;
@@ -35,7 +37,11 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    let cors = cors_layer(&state.config.cors_origins);
     Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/v2/users/me", get(ops::users_me))
         .route(
             "/v2/key-value-stores",
             get(stores::stores_list).post(stores::stores_create),
@@ -62,7 +68,29 @@ pub fn router(state: AppState) -> Router {
         .fallback(page_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(unread::close_if_body_unread))
+        .layer(cors)
         .with_state(state)
+}
+
+/// CORS for browsers (the JS client runs in them): tokens travel in headers, never in cookies, so
+/// allowing an origin gives it nothing it could not do with the token anyway.
+fn cors_layer(origins: &[String]) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods(Any)
+        .allow_headers(Any)
+        .expose_headers(Any)
+        .max_age(std::time::Duration::from_secs(3600));
+    if origins.is_empty() {
+        return layer;
+    }
+    if origins.iter().any(|o| o == "*") {
+        return layer.allow_origin(Any);
+    }
+    let list: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o.trim()).ok())
+        .collect();
+    layer.allow_origin(AllowOrigin::list(list))
 }
 
 async fn page_not_found() -> ApiError {

@@ -1051,6 +1051,13 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn ping(&self) -> Result<()> {
+        if self.writer.read().map(|w| w.is_none()).unwrap_or(true) {
+            return Err(StorageError::Closed);
+        }
+        self.read(|txn| read_store(txn, "").map(|_| ())).await
+    }
+
     fn spool_dir(&self) -> PathBuf {
         self.paths.spool.clone()
     }

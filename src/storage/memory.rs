@@ -374,6 +374,10 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn ping(&self) -> Result<()> {
+        self.read().map(|_| ())
+    }
+
     fn spool_dir(&self) -> PathBuf {
         self.spool.path().to_path_buf()
     }

@@ -162,6 +162,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies batched read/list counters and `accessedAt` (see [`AccessCounters`]).
     async fn apply_access(&self, batch: Vec<(StoreId, access::AccessDelta)>) -> Result<()>;
+    /// Checks that the backend answers (readiness).
+    async fn ping(&self) -> Result<()>;
     /// Where request bodies are spooled before [`Store::record_put`]; on the same filesystem as the
     /// data so that a spooled body can be moved into place without a copy.
     fn spool_dir(&self) -> PathBuf;

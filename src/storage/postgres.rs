@@ -1095,6 +1095,17 @@ impl Store for PgStore {
         .await
     }
 
+    async fn ping(&self) -> Result<()> {
+        self.bounded(self.op_timeout, async {
+            sqlx::query("SELECT 1")
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err(db_err)
+        })
+        .await
+    }
+
     fn spool_dir(&self) -> std::path::PathBuf {
         self.spool.path().to_path_buf()
     }

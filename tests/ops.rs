@@ -1,0 +1,81 @@
+//! Operational endpoints (liveness, readiness, `GET /v2/users/me`) and CORS.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{assert_error, data, TestServer};
+use reqwest::Method;
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let srv = TestServer::start().await;
+    for path in ["/healthz", "/readyz"] {
+        let resp = srv.req(Method::GET, path, None).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["status"], "ok");
+    }
+}
+
+#[tokio::test]
+async fn users_me_describes_the_caller() {
+    let srv = TestServer::start().await;
+    let alice = srv.user("alice").await;
+    let me = data(srv.get("/v2/users/me", &alice).send().await.unwrap()).await;
+    assert_eq!(me["username"], "alice");
+    assert_eq!(me["id"].as_str().unwrap().len(), 17);
+    assert_eq!(me["isAdmin"], false);
+    let resp = srv
+        .req(Method::GET, "/v2/users/me", None)
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 401, "token-not-provided").await;
+    let resp = srv.get("/v2/users/me", "wrong").send().await.unwrap();
+    assert_error(resp, 401, "invalid-token").await;
+}
+
+#[tokio::test]
+async fn cors_allows_any_origin_by_default() {
+    let srv = TestServer::start().await;
+    let alice = srv.user("alice").await;
+    let resp = srv
+        .req(Method::OPTIONS, "/v2/key-value-stores/~x/records/a", None)
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "PUT")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    let resp = srv
+        .get("/v2/key-value-stores", &alice)
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+}
+
+#[tokio::test]
+async fn cors_origins_can_be_restricted() {
+    let srv = TestServer::start_with(|c| c.cors_origins = vec!["https://ok.example".into()]).await;
+    let preflight = |origin: &'static str| {
+        srv.req(Method::OPTIONS, "/v2/key-value-stores", None)
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .send()
+    };
+    let ok = preflight("https://ok.example").await.unwrap();
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "https://ok.example"
+    );
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
