@@ -39,6 +39,7 @@ pub async fn serve(
         access: access.clone(),
         config: config.clone(),
     };
+    api::init_metrics();
     let flusher = tokio::spawn(flush_access_periodically(store.clone(), access.clone()));
 
     let allow_method_override = config.allow_method_override;
@@ -98,10 +99,12 @@ pub async fn serve(
             )
             .into_owned();
         let connection = graceful.watch(connection);
+        metrics::gauge!("kvstore_open_connections").increment(1.0);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            metrics::gauge!("kvstore_open_connections").decrement(1.0);
             drop(permit);
         });
     }

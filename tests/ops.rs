@@ -79,3 +79,59 @@ async fn cors_origins_can_be_restricted() {
     let other = preflight("https://evil.example").await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_without_query_strings() {
+    let srv = TestServer::start().await;
+    let alice = srv.user("alice").await;
+    srv.create_store(&alice, Some("m")).await;
+    let resp = srv
+        .req(
+            Method::GET,
+            &format!("/v2/key-value-stores/~m/keys?token={alice}"),
+            None,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = srv.req(Method::GET, "/metrics", None).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("kvstore_http_requests_total")
+                && l.contains("route=\"/v2/key-value-stores/{store}/keys\"")
+                && l.contains("status=\"200\"")),
+        "{text}"
+    );
+    assert!(text.contains("kvstore_http_request_duration_seconds_bucket"));
+    assert!(text.contains("kvstore_open_connections"));
+    assert!(!text.contains(&alice), "a token leaked into the metrics");
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id() {
+    let srv = TestServer::start().await;
+    let resp = srv.req(Method::GET, "/healthz", None).send().await.unwrap();
+    let generated = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(generated.len(), 16);
+    let resp = srv
+        .req(Method::GET, "/v2/nowhere", None)
+        .header("x-request-id", "trace-abc_123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "trace-abc_123");
+    let resp = srv
+        .req(Method::GET, "/healthz", None)
+        .header("x-request-id", "bad id with spaces")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(resp.headers()["x-request-id"], "bad id with spaces");
+}

@@ -4,6 +4,7 @@
 mod body;
 mod dto;
 mod keys;
+mod observe;
 mod ops;
 mod params;
 mod records;
@@ -26,6 +27,7 @@ use crate::error::ApiError;
 use crate::model::Token;
 use crate::storage::{AccessCounters, Store};
 
+pub use observe::init_metrics;
 pub use params::MAX_LIMIT;
 
 /// Everything a handler needs; cheap to clone.
@@ -39,6 +41,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let cors = cors_layer(&state.config.cors_origins);
     Router::new()
+        .route("/metrics", get(observe::metrics_get))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/v2/users/me", get(ops::users_me))
@@ -68,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(page_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(unread::close_if_body_unread))
+        .layer(axum::middleware::from_fn(observe::observe))
         .layer(cors)
         .with_state(state)
 }
