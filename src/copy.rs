@@ -107,8 +107,14 @@ async fn copy_records(
                 BodyOutput::Bytes(bytes) => BodyInput::Bytes(bytes),
                 BodyOutput::File(file) => spool(file, to.spool_dir(), record.meta.size).await?,
             };
-            to.record_put(&store.id, &meta.key, &record.meta.content_type, body)
-                .await?;
+            to.record_put_versioned(
+                &store.id,
+                &meta.key,
+                &record.meta.content_type,
+                body,
+                record.meta.version,
+            )
+            .await?;
             report.records_copied += 1;
             bar.inc(1);
         }

@@ -45,6 +45,8 @@ pub enum ApiError {
     UnsupportedContentEncoding(String),
     #[error("{0}")]
     InvalidRequestBody(String),
+    #[error("The requested range is not satisfiable (the record has {size} bytes).")]
+    RangeNotSatisfiable { size: u64 },
     #[error("The service is temporarily unavailable, try again later.")]
     Unavailable,
     /// Details are logged, never sent.
@@ -73,6 +75,7 @@ impl ApiError {
             ApiError::StoreNameNotUnique(_) => StatusCode::CONFLICT,
             ApiError::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedContentEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -98,6 +101,7 @@ impl ApiError {
             ApiError::StoreNameNotUnique(_) => "store-name-not-unique",
             ApiError::RequestTooLarge { .. } => "request-too-large",
             ApiError::UnsupportedContentEncoding(_) => "unsupported-content-encoding",
+            ApiError::RangeNotSatisfiable { .. } => "range-not-satisfiable",
             ApiError::InvalidRequestBody(_) => "invalid-request",
             ApiError::Unavailable => "service-unavailable",
             ApiError::Internal(_) => "internal-server-error",
@@ -114,6 +118,11 @@ impl IntoResponse for ApiError {
             "error": { "type": self.error_type(), "message": self.to_string() }
         });
         let mut response = (self.status(), axum::Json(body)).into_response();
+        if let ApiError::RangeNotSatisfiable { size } = self {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+        }
         if matches!(self, ApiError::RequestTooLarge { .. }) {
             // The rest of the body is not read; the connection cannot be reused.
             response

@@ -322,6 +322,15 @@ pub struct RecordMeta {
     pub key: RecordKey,
     pub size: u64,
     pub content_type: String,
+    /// Random, new on every write: the record's entity tag.
+    pub version: u64,
+}
+
+impl RecordMeta {
+    /// The strong `ETag` of this version of the record, quoted as HTTP wants it.
+    pub fn etag(&self) -> String {
+        format!("\"{:016x}\"", self.version)
+    }
 }
 
 #[cfg(test)]

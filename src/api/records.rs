@@ -62,6 +62,10 @@ fn record_headers(meta: &RecordMeta, attachment: bool) -> HeaderMap {
         .unwrap_or(HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
     headers.insert(header::CONTENT_TYPE, content_type);
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.size));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(etag) = HeaderValue::from_str(&meta.etag()) {
+        headers.insert(header::ETAG, etag);
+    }
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -79,6 +83,78 @@ fn record_headers(meta: &RecordMeta, attachment: bool) -> HeaderMap {
     headers
 }
 
+/// `If-None-Match` names the current version (or `*`): the client's copy is fresh.
+fn not_modified(request: &HeaderMap, meta: &RecordMeta) -> bool {
+    let Some(value) = request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let etag = meta.etag();
+    value
+        .split(',')
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == "*" || t == etag)
+}
+
+/// Which part of the body a `Range` header asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Wanted {
+    Whole,
+    /// First and last byte, inclusive.
+    Part(u64, u64),
+    Unsatisfiable,
+}
+
+/// One `bytes=` range; anything else (other units, several ranges, garbage, an `If-Range` for an
+/// older version) gets the whole body, as RFC 9110 allows.
+fn wanted_range(request: &HeaderMap, meta: &RecordMeta) -> Wanted {
+    let Some(range) = request.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return Wanted::Whole;
+    };
+    if let Some(if_range) = request.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
+        if if_range.trim() != meta.etag() {
+            return Wanted::Whole;
+        }
+    }
+    let Some(spec) = range.trim().strip_prefix("bytes=") else {
+        return Wanted::Whole;
+    };
+    if spec.contains(',') {
+        return Wanted::Whole;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return Wanted::Whole;
+    };
+    let size = meta.size;
+    let (first, last) = match (first.trim(), last.trim()) {
+        ("", "") => return Wanted::Whole,
+        ("", suffix) => match suffix.parse::<u64>() {
+            Ok(0) => return Wanted::Unsatisfiable,
+            Ok(n) => (size.saturating_sub(n), size.saturating_sub(1)),
+            Err(_) => return Wanted::Whole,
+        },
+        (first, last) => {
+            let Ok(first) = first.parse::<u64>() else {
+                return Wanted::Whole;
+            };
+            let last = match last {
+                "" => size.saturating_sub(1),
+                l => match l.parse::<u64>() {
+                    Ok(l) if l >= first => l.min(size.saturating_sub(1)),
+                    _ => return Wanted::Whole,
+                },
+            };
+            (first, last)
+        }
+    };
+    if size == 0 || first >= size {
+        return Wanted::Unsatisfiable;
+    }
+    Wanted::Part(first, last)
+}
+
 fn body_of(body: BodyOutput) -> Body {
     match body {
         BodyOutput::Bytes(bytes) => Body::from(bytes),
@@ -94,6 +170,7 @@ pub async fn record_get(
     caller: Caller,
     path: RecordPath,
     uri: Uri,
+    request_headers: HeaderMap,
 ) -> ApiResult<Response> {
     let params = Params::from_query(uri.query());
     let attachment = params.bool("attachment")?;
@@ -106,8 +183,53 @@ pub async fn record_get(
     state
         .access
         .record(&resolved.store.id, AccessKind::Read, now_millis());
-    let headers = record_headers(&record.meta, attachment);
-    Ok((StatusCode::OK, headers, body_of(record.body)).into_response())
+    let mut headers = record_headers(&record.meta, attachment);
+    if not_modified(&request_headers, &record.meta) {
+        headers.remove(header::CONTENT_LENGTH);
+        return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
+    }
+    match wanted_range(&request_headers, &record.meta) {
+        Wanted::Whole => Ok((StatusCode::OK, headers, body_of(record.body)).into_response()),
+        Wanted::Unsatisfiable => Err(ApiError::RangeNotSatisfiable {
+            size: record.meta.size,
+        }),
+        Wanted::Part(first, last) => {
+            let len = last - first + 1;
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            let range = format!("bytes {first}-{last}/{}", record.meta.size);
+            if let Ok(v) = HeaderValue::from_str(&range) {
+                headers.insert(header::CONTENT_RANGE, v);
+            }
+            let body = part_of(record.body, first, len)
+                .await
+                .map_err(|e| ApiError::Internal(format!("reading a record range: {e}")))?;
+            Ok((StatusCode::PARTIAL_CONTENT, headers, body).into_response())
+        }
+    }
+}
+
+/// `len` bytes of a body from `first` on.
+async fn part_of(body: BodyOutput, first: u64, len: u64) -> std::io::Result<Body> {
+    match body {
+        BodyOutput::Bytes(bytes) => {
+            let start = usize::try_from(first)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            let end = start
+                .saturating_add(usize::try_from(len).unwrap_or(usize::MAX))
+                .min(bytes.len());
+            Ok(Body::from(bytes.slice(start..end)))
+        }
+        BodyOutput::File(file) => {
+            use tokio::io::{AsyncReadExt, AsyncSeekExt};
+            let mut file = tokio::fs::File::from_std(file);
+            file.seek(std::io::SeekFrom::Start(first)).await?;
+            Ok(Body::from_stream(ReaderStream::with_capacity(
+                file.take(len),
+                64 * 1024,
+            )))
+        }
+    }
 }
 
 pub async fn record_head(
@@ -115,6 +237,7 @@ pub async fn record_head(
     caller: Caller,
     path: RecordPath,
     uri: Uri,
+    request_headers: HeaderMap,
 ) -> ApiResult<Response> {
     let params = Params::from_query(uri.query());
     let (resolved, key) = resolve_for_reading(&state, &caller, path, &params).await?;
@@ -126,7 +249,12 @@ pub async fn record_head(
     state
         .access
         .record(&resolved.store.id, AccessKind::Touch, now_millis());
-    Ok((StatusCode::OK, record_headers(&meta, false)).into_response())
+    let mut headers = record_headers(&meta, false);
+    if not_modified(&request_headers, &meta) {
+        headers.remove(header::CONTENT_LENGTH);
+        return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
+    }
+    Ok((StatusCode::OK, headers).into_response())
 }
 
 pub async fn record_put(
@@ -279,4 +407,61 @@ fn add_to_zip(
         }
     }
     Ok(zip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(size: u64) -> RecordMeta {
+        RecordMeta {
+            key: RecordKey::parse("k").unwrap(),
+            size,
+            content_type: "x/y".into(),
+            version: 0xabc,
+        }
+    }
+
+    fn range(value: &str, size: u64) -> Wanted {
+        let mut h = HeaderMap::new();
+        h.insert(header::RANGE, HeaderValue::from_str(value).unwrap());
+        wanted_range(&h, &meta(size))
+    }
+
+    #[test]
+    fn ranges_follow_rfc_9110() {
+        assert_eq!(range("bytes=0-9", 100), Wanted::Part(0, 9));
+        assert_eq!(range("bytes=90-", 100), Wanted::Part(90, 99));
+        assert_eq!(range("bytes=90-500", 100), Wanted::Part(90, 99));
+        assert_eq!(range("bytes=-10", 100), Wanted::Part(90, 99));
+        assert_eq!(range("bytes=-500", 100), Wanted::Part(0, 99));
+        assert_eq!(range("bytes=100-", 100), Wanted::Unsatisfiable);
+        assert_eq!(range("bytes=0-0", 0), Wanted::Unsatisfiable);
+        assert_eq!(range("bytes=-0", 100), Wanted::Unsatisfiable);
+        for whole in [
+            "bytes=5-1",
+            "bytes=a-b",
+            "items=0-1",
+            "bytes=0-1,5-6",
+            "bytes=-",
+        ] {
+            assert_eq!(range(whole, 100), Wanted::Whole, "{whole}");
+        }
+    }
+
+    #[test]
+    fn if_range_with_another_version_gets_the_whole_body() {
+        let mut h = HeaderMap::new();
+        h.insert(header::RANGE, HeaderValue::from_static("bytes=0-1"));
+        h.insert(
+            header::IF_RANGE,
+            HeaderValue::from_static("\"0000000000000001\""),
+        );
+        assert_eq!(wanted_range(&h, &meta(10)), Wanted::Whole);
+        h.insert(
+            header::IF_RANGE,
+            HeaderValue::from_str(&meta(10).etag()).unwrap(),
+        );
+        assert_eq!(wanted_range(&h, &meta(10)), Wanted::Part(0, 1));
+    }
 }

@@ -68,6 +68,8 @@ struct RecordHeader {
     size: u64,
     /// The blob file holding the body; `None` when the body follows the header inline.
     blob: Option<[u8; 16]>,
+    /// New at every write; the record's ETag.
+    version: u64,
 }
 
 fn engine<E: Into<redb::Error>>(e: E) -> StorageError {
@@ -474,6 +476,7 @@ fn read_record(
             key: key.clone(),
             size: header.size,
             content_type: header.content_type,
+            version: header.version,
         },
         body,
     }))
@@ -800,6 +803,7 @@ impl Store for EmbeddedStore {
                     key: RecordKey::parse(key).map_err(|e| StorageError::Corrupt(e.0))?,
                     size: header.size,
                     content_type: header.content_type,
+                    version: header.version,
                 });
             }
             Ok(Some(KeyPage {
@@ -853,17 +857,19 @@ impl Store for EmbeddedStore {
                 key,
                 size: header.size,
                 content_type: header.content_type,
+                version: header.version,
             }))
         })
         .await
     }
 
-    async fn record_put(
+    async fn record_put_versioned(
         &self,
         store: &StoreId,
         key: &RecordKey,
         content_type: &str,
         body: BodyInput,
+        version: u64,
     ) -> Result<WriteOutcome> {
         let size = body.len();
         let paths = self.paths.clone();
@@ -891,6 +897,7 @@ impl Store for EmbeddedStore {
                 content_type,
                 size,
                 blob: new_blob,
+                version,
             };
             let mut value = encode(&header)?;
             if let PreparedBody::Inline(bytes) = &prepared {

@@ -24,8 +24,8 @@ struct State {
     tokens: HashMap<TokenHash, UserId>,
     stores: HashMap<StoreId, StoreInfo>,
     names: HashMap<(UserId, StoreName), StoreId>,
-    /// store → key → (content type, body)
-    records: HashMap<StoreId, BTreeMap<String, (String, Bytes)>>,
+    /// store → key → (content type, body, version)
+    records: HashMap<StoreId, BTreeMap<String, (String, Bytes, u64)>>,
 }
 
 pub struct MemoryStore {
@@ -229,11 +229,12 @@ impl Store for MemoryStore {
             .range::<String, _>((start, std::ops::Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(query.prefix.as_str()));
         let mut items = Vec::new();
-        for (key, (content_type, body)) in matching.by_ref().take(query.limit) {
+        for (key, (content_type, body, version)) in matching.by_ref().take(query.limit) {
             items.push(RecordMeta {
                 key: RecordKey::parse(key).map_err(|e| StorageError::Corrupt(e.0))?,
                 size: body.len() as u64,
                 content_type: content_type.clone(),
+                version: *version,
             });
         }
         let is_truncated = matching.next().is_some();
@@ -249,11 +250,12 @@ impl Store for MemoryStore {
             .records
             .get(store)
             .and_then(|r| r.get(key.as_str()))
-            .map(|(content_type, body)| Record {
+            .map(|(content_type, body, version)| Record {
                 meta: RecordMeta {
                     key: key.clone(),
                     size: body.len() as u64,
                     content_type: content_type.clone(),
+                    version: *version,
                 },
                 body: BodyOutput::Bytes(body.clone()),
             }))
@@ -263,12 +265,13 @@ impl Store for MemoryStore {
         Ok(self.record_get(store, key).await?.map(|r| r.meta))
     }
 
-    async fn record_put(
+    async fn record_put_versioned(
         &self,
         store: &StoreId,
         key: &RecordKey,
         content_type: &str,
         body: BodyInput,
+        version: u64,
     ) -> Result<WriteOutcome> {
         let body = tokio::task::spawn_blocking(move || body.into_bytes_blocking())
             .await
@@ -281,8 +284,9 @@ impl Store for MemoryStore {
             return Ok(WriteOutcome::StoreMissing);
         };
         let size = body.len() as u64;
-        match records.insert(key.as_str().to_owned(), (content_type.to_owned(), body)) {
-            Some((_, old)) => {
+        let entry = (content_type.to_owned(), body, version);
+        match records.insert(key.as_str().to_owned(), entry) {
+            Some((_, old, _)) => {
                 info.stats.storage_bytes = info.stats.storage_bytes.saturating_sub(old.len() as u64)
             }
             None => info.stats.record_count += 1,
@@ -303,7 +307,7 @@ impl Store for MemoryStore {
         else {
             return Ok(WriteOutcome::StoreMissing);
         };
-        if let Some((_, old)) = records.remove(key.as_str()) {
+        if let Some((_, old, _)) = records.remove(key.as_str()) {
             info.stats.storage_bytes = info.stats.storage_bytes.saturating_sub(old.len() as u64);
             info.stats.record_count = info.stats.record_count.saturating_sub(1);
         }

@@ -137,12 +137,25 @@ pub trait Store: Send + Sync + 'static {
     async fn keys_list(&self, store: &StoreId, query: &KeyListQuery) -> Result<Option<KeyPage>>;
     async fn record_get(&self, store: &StoreId, key: &RecordKey) -> Result<Option<Record>>;
     async fn record_meta(&self, store: &StoreId, key: &RecordKey) -> Result<Option<RecordMeta>>;
+    /// Stores a record under a new random version (its ETag).
     async fn record_put(
         &self,
         store: &StoreId,
         key: &RecordKey,
         content_type: &str,
         body: BodyInput,
+    ) -> Result<WriteOutcome> {
+        self.record_put_versioned(store, key, content_type, body, rand::random())
+            .await
+    }
+    /// Stores a record under the given version (copies keep their ETags).
+    async fn record_put_versioned(
+        &self,
+        store: &StoreId,
+        key: &RecordKey,
+        content_type: &str,
+        body: BodyInput,
+        version: u64,
     ) -> Result<WriteOutcome>;
     /// Deleting a record that does not exist is not an error.
     async fn record_delete(&self, store: &StoreId, key: &RecordKey) -> Result<WriteOutcome>;

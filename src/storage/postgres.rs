@@ -31,7 +31,8 @@ const LOCK_KEY: i64 = 0x006b_7673_746f_7265; // "kvstore"
 const PURGE_BATCH: i64 = 1000;
 
 /// Schema versions, applied in order; the number of applied ones is kept in `kvstore_schema`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     id text PRIMARY KEY,
     username text COLLATE "C" NOT NULL UNIQUE,
@@ -79,7 +80,11 @@ CREATE TABLE record_chunks (
     data bytea NOT NULL,
     PRIMARY KEY (blob_id, seq)
 );
-"#];
+"#,
+    r#"
+ALTER TABLE records ADD COLUMN version bigint NOT NULL DEFAULT 0;
+"#,
+];
 
 const STORE_COLS: &str =
     "id, name, user_id, created_at, modified_at, accessed_at, general_access, \
@@ -138,6 +143,12 @@ fn to_u64(v: i64) -> u64 {
 
 fn corrupt(e: impl std::fmt::Display) -> StorageError {
     StorageError::Corrupt(e.to_string())
+}
+
+/// The stored version is the u64 ETag seed, kept in a signed column.
+fn version_of(row: &PgRow) -> Result<u64> {
+    let v: i64 = row.try_get("version").map_err(db_err)?;
+    Ok(u64::from_ne_bytes(v.to_ne_bytes()))
 }
 
 fn user_from_row(row: &PgRow) -> Result<User> {
@@ -711,7 +722,7 @@ impl Store for PgStore {
                 .saturating_add(1);
             let rows = if query.prefix.is_empty() {
                 sqlx::query(
-                    "SELECT key, size, content_type FROM records
+                    "SELECT key, size, content_type, version FROM records
                      WHERE store_id = $1 AND key > $2 ORDER BY key LIMIT $3",
                 )
                 .bind(store.as_str())
@@ -721,7 +732,7 @@ impl Store for PgStore {
                 .await
             } else {
                 sqlx::query(
-                    "SELECT key, size, content_type FROM records
+                    "SELECT key, size, content_type, version FROM records
                      WHERE store_id = $1 AND key > $2 AND key >= $3 AND key < $4
                      ORDER BY key LIMIT $5",
                 )
@@ -744,6 +755,7 @@ impl Store for PgStore {
                             .map_err(corrupt)?,
                         size: to_u64(row.try_get("size").map_err(db_err)?),
                         content_type: row.try_get("content_type").map_err(db_err)?,
+                        version: version_of(row)?,
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -765,7 +777,7 @@ impl Store for PgStore {
                     .await
                     .map_err(db_err)?;
                 let row = sqlx::query(
-                    "SELECT r.content_type, r.size, r.body, r.blob_id
+                    "SELECT r.content_type, r.size, r.body, r.blob_id, r.version
                      FROM records r JOIN stores s ON s.id = r.store_id AND NOT s.deleted
                      WHERE r.store_id = $1 AND r.key = $2",
                 )
@@ -784,6 +796,7 @@ impl Store for PgStore {
             key: key.clone(),
             size: to_u64(row.try_get("size").map_err(db_err)?),
             content_type: row.try_get("content_type").map_err(db_err)?,
+            version: version_of(&row)?,
         };
         let blob_id: Option<i64> = row.try_get("blob_id").map_err(db_err)?;
         let body = match blob_id {
@@ -827,7 +840,7 @@ impl Store for PgStore {
     async fn record_meta(&self, store: &StoreId, key: &RecordKey) -> Result<Option<RecordMeta>> {
         self.bounded(self.op_timeout, async move {
             let row = sqlx::query(
-                "SELECT r.content_type, r.size
+                "SELECT r.content_type, r.size, r.version
                  FROM records r JOIN stores s ON s.id = r.store_id AND NOT s.deleted
                  WHERE r.store_id = $1 AND r.key = $2",
             )
@@ -841,6 +854,7 @@ impl Store for PgStore {
                     key: key.clone(),
                     size: to_u64(row.try_get("size").map_err(db_err)?),
                     content_type: row.try_get("content_type").map_err(db_err)?,
+                    version: version_of(&row)?,
                 })
             })
             .transpose()
@@ -848,12 +862,13 @@ impl Store for PgStore {
         .await
     }
 
-    async fn record_put(
+    async fn record_put_versioned(
         &self,
         store: &StoreId,
         key: &RecordKey,
         content_type: &str,
         body: BodyInput,
+        version: u64,
     ) -> Result<WriteOutcome> {
         let budget = body_budget(self.op_timeout, body.len());
         self.bounded(budget, async move {
@@ -888,10 +903,11 @@ impl Store for PgStore {
                 None => (None, None),
             };
             sqlx::query(
-                "INSERT INTO records (store_id, key, content_type, size, body, blob_id)
-                 VALUES ($1, $2, $3, $4, $5, $6)
+                "INSERT INTO records (store_id, key, content_type, size, body, blob_id, version)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (store_id, key) DO UPDATE SET content_type = EXCLUDED.content_type,
-                     size = EXCLUDED.size, body = EXCLUDED.body, blob_id = EXCLUDED.blob_id",
+                     size = EXCLUDED.size, body = EXCLUDED.body, blob_id = EXCLUDED.blob_id,
+                     version = EXCLUDED.version",
             )
             .bind(store.as_str())
             .bind(key.as_str())
@@ -899,6 +915,7 @@ impl Store for PgStore {
             .bind(to_i64(size))
             .bind(inline)
             .bind(blob_id)
+            .bind(i64::from_ne_bytes(version.to_ne_bytes()))
             .execute(&mut *txn)
             .await
             .map_err(db_err)?;
