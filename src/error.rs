@@ -23,6 +23,8 @@ pub enum ApiError {
     StoreNotFound,
     #[error("Record was not found.")]
     RecordNotFound,
+    #[error("User was not found.")]
+    UserNotFound,
     #[error("The requested page was not found.")]
     PageNotFound,
     #[error("This API endpoint can only be accessed using the following HTTP methods: {0}")]
@@ -47,6 +49,8 @@ pub enum ApiError {
     InvalidRequestBody(String),
     #[error("The requested range is not satisfiable (the record has {size} bytes).")]
     RangeNotSatisfiable { size: u64 },
+    #[error("The client sent no data for too long; the request was abandoned.")]
+    RequestTimeout,
     #[error("The service is temporarily unavailable, try again later.")]
     Unavailable,
     /// Details are logged, never sent.
@@ -64,6 +68,7 @@ impl ApiError {
             ApiError::RecordOrTokenNotFound
             | ApiError::StoreNotFound
             | ApiError::RecordNotFound
+            | ApiError::UserNotFound
             | ApiError::PageNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::InvalidParameter(_)
@@ -76,6 +81,7 @@ impl ApiError {
             ApiError::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedContentEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -90,7 +96,9 @@ impl ApiError {
             ApiError::InvalidSignature(_) => "invalid-signature",
             ApiError::RecordOrTokenNotFound => "record-or-token-not-found",
             // Clients turn a 404 into "absent" only for these two types.
-            ApiError::StoreNotFound | ApiError::RecordNotFound => "record-not-found",
+            ApiError::StoreNotFound | ApiError::RecordNotFound | ApiError::UserNotFound => {
+                "record-not-found"
+            }
             ApiError::PageNotFound => "page-not-found",
             ApiError::MethodNotAllowed(_) => "method-not-allowed",
             ApiError::InvalidParameter(_) => "invalid-parameter",
@@ -102,6 +110,7 @@ impl ApiError {
             ApiError::RequestTooLarge { .. } => "request-too-large",
             ApiError::UnsupportedContentEncoding(_) => "unsupported-content-encoding",
             ApiError::RangeNotSatisfiable { .. } => "range-not-satisfiable",
+            ApiError::RequestTimeout => "request-timeout",
             ApiError::InvalidRequestBody(_) => "invalid-request",
             ApiError::Unavailable => "service-unavailable",
             ApiError::Internal(_) => "internal-server-error",
@@ -123,7 +132,10 @@ impl IntoResponse for ApiError {
                 response.headers_mut().insert(header::CONTENT_RANGE, v);
             }
         }
-        if matches!(self, ApiError::RequestTooLarge { .. }) {
+        if matches!(
+            self,
+            ApiError::RequestTooLarge { .. } | ApiError::RequestTimeout
+        ) {
             // The rest of the body is not read; the connection cannot be reused.
             response
                 .headers_mut()

@@ -92,17 +92,25 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let connection = builder
-            .serve_connection_with_upgrades(
-                TokioIo::new(stream),
-                TowerToHyperService::new(app.clone()),
-            )
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let (builder, app, watcher) = (builder.clone(), app.clone(), graceful.watcher());
+        let idle_timeout = config.idle_timeout;
         metrics::gauge!("kvstore_open_connections").increment(1.0);
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            // hyper-util reads the first bytes to tell HTTP/1 from HTTP/2 without a time limit,
+            // before the header read timeout starts: a client that never sends a byte must not
+            // hold a connection slot forever.
+            let mut first = [0u8; 1];
+            if tokio::time::timeout(idle_timeout, stream.peek(&mut first))
+                .await
+                .is_ok()
+            {
+                let connection = builder.serve_connection_with_upgrades(
+                    TokioIo::new(stream),
+                    TowerToHyperService::new(app),
+                );
+                if let Err(e) = watcher.watch(connection).await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
             }
             metrics::gauge!("kvstore_open_connections").decrement(1.0);
             drop(permit);

@@ -1,4 +1,4 @@
-//! Operational endpoints (liveness, readiness, `GET /v2/users/me`) and CORS.
+//! Operational endpoints (liveness, readiness), `GET /v2/users/me` and `/v2/users/{userId}`, and CORS.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -6,6 +6,7 @@ mod common;
 
 use common::{assert_error, data, TestServer};
 use reqwest::Method;
+use serde_json::json;
 
 #[tokio::test]
 async fn health_and_readiness() {
@@ -34,6 +35,64 @@ async fn users_me_describes_the_caller() {
     assert_error(resp, 401, "token-not-provided").await;
     let resp = srv.get("/v2/users/me", "wrong").send().await.unwrap();
     assert_error(resp, 401, "invalid-token").await;
+}
+
+/// `apify kvs info` asks `GET /v2/users/{store.userId}` for the owner's username.
+#[tokio::test]
+async fn users_get_shows_public_data_by_id_and_only_the_callers_own_username() {
+    let srv = TestServer::start().await;
+    let alice = srv.user("alice").await;
+    let bob = srv.user("bob").await;
+    let alice_id = data(srv.get("/v2/users/me", &alice).send().await.unwrap()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // By id: any caller with a token (the id comes from a store object that names the owner anyway).
+    for token in [&alice, &bob] {
+        let user = data(
+            srv.get(&format!("/v2/users/{alice_id}"), token)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(user, json!({ "username": "alice", "profile": {} }));
+    }
+    // By username: only oneself; another user's name is as absent as a name nobody has.
+    let me = data(srv.get("/v2/users/alice", &alice).send().await.unwrap()).await;
+    assert_eq!(me["username"], "alice");
+    for path in [
+        "/v2/users/alice",
+        "/v2/users/nobody",
+        "/v2/users/AAAAAAAAAAAAAAAAA",
+    ] {
+        let resp = srv.get(path, &bob).send().await.unwrap();
+        assert_error(resp, 404, "record-not-found").await;
+    }
+
+    let resp = srv
+        .req(Method::GET, &format!("/v2/users/{alice_id}"), None)
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 401, "token-not-provided").await;
+    let resp = srv
+        .get(&format!("/v2/users/{alice_id}"), "wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 401, "invalid-token").await;
+    let resp = srv
+        .req(
+            Method::DELETE,
+            &format!("/v2/users/{alice_id}"),
+            Some(&alice),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 405, "method-not-allowed").await;
 }
 
 #[tokio::test]

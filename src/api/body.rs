@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap};
 use bytes::{Bytes, BytesMut};
 use futures_util::TryStreamExt;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_util::io::StreamReader;
 
 use crate::error::{ApiError, ApiResult};
@@ -32,7 +32,15 @@ fn encoding(headers: &HeaderMap) -> ApiResult<Encoding> {
     let Some(value) = headers.get(header::CONTENT_ENCODING) else {
         return Ok(Encoding::Identity);
     };
-    let value = value.to_str().unwrap_or("").trim().to_ascii_lowercase();
+    let Ok(value) = value.to_str() else {
+        return Err(ApiError::UnsupportedContentEncoding(
+            String::from_utf8_lossy(value.as_bytes())
+                .chars()
+                .take(80)
+                .collect(),
+        ));
+    };
+    let value = value.trim().to_ascii_lowercase();
     match value.as_str() {
         "" | "identity" => Ok(Encoding::Identity),
         "gzip" | "x-gzip" => Ok(Encoding::Gzip),
@@ -53,94 +61,184 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"))
+}
+
+type Raw = StreamReader<
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = std::io::Result<Bytes>> + Send>>,
+    Bytes,
+>;
+
+/// The body as it arrives (`raw`) and as it is stored (decoded); the raw side is kept reachable so
+/// that a refused body can be drained by its size on the wire.
+enum Decoder {
+    Identity(Raw),
+    Gzip(GzipDecoder<Raw>),
+    Brotli(BrotliDecoder<Raw>),
+    Zlib(ZlibDecoder<Raw>),
+    RawDeflate(DeflateDecoder<BufReader<Raw>>),
+}
+
+impl Decoder {
+    fn into_raw(self) -> Raw {
+        match self {
+            Decoder::Identity(r) => r,
+            Decoder::Gzip(d) => d.into_inner(),
+            Decoder::Brotli(d) => d.into_inner(),
+            Decoder::Zlib(d) => d.into_inner(),
+            Decoder::RawDeflate(d) => d.into_inner().into_inner(),
+        }
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Decoder::Identity(r) => r.read(buf).await,
+            Decoder::Gzip(d) => d.read(buf).await,
+            Decoder::Brotli(d) => d.read(buf).await,
+            Decoder::Zlib(d) => d.read(buf).await,
+            Decoder::RawDeflate(d) => d.read(buf).await,
+        }
+    }
+}
+
+/// How a body is read: its size limit (decompressed), where large ones are spooled, and how long
+/// the client may stay silent in the middle of it.
+pub struct BodyLimits<'a> {
+    pub max_bytes: u64,
+    pub spool_dir: &'a Path,
+    pub idle_timeout: Duration,
+}
+
 /// Reads a whole body: bytes when small, a spool file in `spool_dir` when larger.
 pub async fn read_body(
     body: Body,
     headers: &HeaderMap,
-    limit: u64,
-    spool_dir: &Path,
+    limits: &BodyLimits<'_>,
 ) -> ApiResult<BodyInput> {
+    let limit = limits.max_bytes;
     let encoding = encoding(headers)?;
-    let stream = body
-        .into_data_stream()
-        .map_err(|e| std::io::Error::other(e.to_string()));
+    let stream: std::pin::Pin<Box<dyn futures_util::Stream<Item = std::io::Result<Bytes>> + Send>> =
+        Box::pin(
+            body.into_data_stream()
+                .map_err(|e| std::io::Error::other(e.to_string())),
+        );
     let mut raw = StreamReader::new(stream);
     if matches!(encoding, Encoding::Identity) && content_length(headers).is_some_and(|n| n > limit)
     {
-        drain(&mut raw).await;
+        // A client waiting for `100 Continue` has sent nothing yet: answer at once.
+        if !expects_continue(headers) {
+            drain(&mut raw, DRAIN_MAX_BYTES).await;
+        }
         return Err(ApiError::RequestTooLarge { limit });
     }
-    let reader: Box<dyn AsyncRead + Send + Unpin> = match encoding {
-        Encoding::Identity => Box::new(raw),
+    let decoder = match encoding {
+        Encoding::Identity => Decoder::Identity(raw),
         Encoding::Gzip => {
             let mut d = GzipDecoder::new(raw);
             d.multiple_members(true);
-            Box::new(d)
+            Decoder::Gzip(d)
         }
-        Encoding::Brotli => Box::new(BrotliDecoder::new(raw)),
+        Encoding::Brotli => Decoder::Brotli(BrotliDecoder::new(raw)),
         Encoding::Deflate => {
             // `deflate` should be zlib (RFC 1950); accept raw deflate too, as browsers do.
-            let head = raw.fill_buf().await.map_err(read_error)?;
+            let head = within(limits.idle_timeout, raw.fill_buf())
+                .await
+                .map_err(read_error)?;
             let zlib = head.len() < 2
                 || (head[0] & 0x0f == 8
                     && (u16::from(head[0]) << 8 | u16::from(head[1])) % 31 == 0);
             if zlib {
-                Box::new(ZlibDecoder::new(raw))
+                Decoder::Zlib(ZlibDecoder::new(raw))
             } else {
-                Box::new(DeflateDecoder::new(BufReader::new(raw)))
+                Decoder::RawDeflate(DeflateDecoder::new(BufReader::new(raw)))
             }
         }
     };
-    collect(reader, limit, spool_dir).await
+    collect(decoder, content_length(headers), limits).await
 }
 
 /// How much of a refused body is still read before answering 413. Clients send the whole body
 /// before they read the answer; closing on a large unread remainder would reset the connection,
-/// which they take for a network error and upload again.
+/// which they take for a network error and upload again. A client that pauses is not waited for.
 const DRAIN_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// A compressed body that inflated past the limit is cut shorter: inflating stops at once
+/// (DECISIONS.md), and only a little more of the wire is read.
+const DRAIN_AFTER_INFLATING: usize = 1024 * 1024;
 const DRAIN_MAX_TIME: Duration = Duration::from_secs(5);
+const DRAIN_MAX_PAUSE: Duration = Duration::from_millis(200);
 
-async fn drain(reader: &mut (impl AsyncRead + Unpin)) {
+async fn drain(raw: &mut Raw, max_bytes: usize) {
     let mut sink = vec![0u8; 64 * 1024];
     let mut drained = 0;
     let _ = tokio::time::timeout(DRAIN_MAX_TIME, async {
-        while drained < DRAIN_MAX_BYTES {
-            match reader.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => drained += n,
+        while drained < max_bytes {
+            match tokio::time::timeout(DRAIN_MAX_PAUSE, raw.read(&mut sink)).await {
+                Ok(Ok(n)) if n > 0 => drained += n,
+                _ => break,
             }
         }
     })
     .await;
 }
 
+/// Runs one read of the body, failing with a timeout error when the client stays silent too long.
+async fn within<T>(
+    idle: Duration,
+    read: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    tokio::time::timeout(idle, read).await.unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client sent no data for too long",
+        ))
+    })
+}
+
 fn read_error(e: std::io::Error) -> ApiError {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        return ApiError::RequestTimeout;
+    }
     ApiError::InvalidRequestBody(format!("The request body could not be read: {e}"))
 }
 
 async fn collect(
-    mut reader: Box<dyn AsyncRead + Send + Unpin>,
-    limit: u64,
-    spool_dir: &Path,
+    mut decoder: Decoder,
+    declared: Option<u64>,
+    limits: &BodyLimits<'_>,
 ) -> ApiResult<BodyInput> {
+    let limit = limits.max_bytes;
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut total: u64 = 0;
     let mut spool: Option<(tempfile::TempPath, tokio::fs::File)> = None;
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
-        let n = reader.read(&mut chunk).await.map_err(read_error)?;
+        let n = within(limits.idle_timeout, decoder.read(&mut chunk))
+            .await
+            .map_err(read_error)?;
         if n == 0 {
             break;
         }
         total += n as u64;
         if total > limit {
-            drain(&mut reader).await;
+            // What the client still has to send fits the drain: read it all, so that it sees
+            // the 413 rather than a reset. Otherwise cut it short.
+            let fits = declared.is_some_and(|n| n <= DRAIN_MAX_BYTES as u64);
+            let max = match decoder {
+                Decoder::Identity(_) => DRAIN_MAX_BYTES,
+                _ if fits => DRAIN_MAX_BYTES,
+                _ => DRAIN_AFTER_INFLATING,
+            };
+            drain(&mut decoder.into_raw(), max).await;
             return Err(ApiError::RequestTooLarge { limit });
         }
         match &mut spool {
             Some((_, file)) => file.write_all(&chunk[..n]).await.map_err(spool_error)?,
             None if buf.len() + n > SPOOL_THRESHOLD => {
-                let (file, path) = tempfile::NamedTempFile::new_in(spool_dir)
+                let (file, path) = tempfile::NamedTempFile::new_in(limits.spool_dir)
                     .map_err(spool_error)?
                     .into_parts();
                 let mut file = tokio::fs::File::from_std(file);
@@ -170,8 +268,14 @@ pub async fn read_json(
     body: Body,
     headers: &HeaderMap,
     spool_dir: &Path,
+    idle_timeout: Duration,
 ) -> ApiResult<Option<serde_json::Map<String, serde_json::Value>>> {
-    let bytes: Bytes = match read_body(body, headers, JSON_BODY_LIMIT, spool_dir).await? {
+    let limits = BodyLimits {
+        max_bytes: JSON_BODY_LIMIT,
+        spool_dir,
+        idle_timeout,
+    };
+    let bytes: Bytes = match read_body(body, headers, &limits).await? {
         BodyInput::Bytes(b) => b,
         BodyInput::File { .. } => {
             return Err(ApiError::RequestTooLarge {

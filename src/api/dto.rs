@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::auth;
-use crate::model::{format_millis, now_millis, StoreInfo, Username};
+use crate::model::{format_millis, now_millis, StoreInfo, User, Username};
 
 #[derive(Serialize)]
 pub struct Data<T> {
@@ -126,3 +126,48 @@ pub struct KeyListDto {
     /// Always present: an explicit `null` on the last page ends the clients' iteration.
     pub next_exclusive_start_key: Option<String>,
 }
+
+/// `GET /v2/users/me`: the caller's own account. Apify's private user object also has `email`,
+/// `proxy` and `plan`; kvstore has none of them, and the Apify CLI needs only `id` and `username`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PrivateUserDto {
+    pub id: String,
+    pub username: String,
+    pub created_at: String,
+    /// Not in Apify's object; clients ignore unknown fields.
+    pub is_admin: bool,
+    pub profile: ProfileDto,
+}
+
+impl PrivateUserDto {
+    pub fn new(user: &User) -> Self {
+        Self {
+            id: user.id.to_string(),
+            username: user.username.to_string(),
+            created_at: format_millis(user.created_at),
+            is_admin: user.is_admin,
+            profile: ProfileDto {},
+        }
+    }
+}
+
+/// `GET /v2/users/{userId}`: what Apify shows on a public profile page.
+#[derive(Serialize)]
+pub struct PublicUserDto {
+    pub username: String,
+    pub profile: ProfileDto,
+}
+
+impl PublicUserDto {
+    pub fn new(user: &User) -> Self {
+        Self {
+            username: user.username.to_string(),
+            profile: ProfileDto {},
+        }
+    }
+}
+
+/// Apify's `profile` (name, bio, picture…): kvstore keeps none of it, so always `{}`.
+#[derive(Serialize)]
+pub struct ProfileDto {}

@@ -1,12 +1,13 @@
 //! `GET /v2/key-value-stores/{storeId}/keys`: one page of keys in UTF-8 byte order, read by an
 //! ordered range scan from `exclusiveStartKey`/`prefix`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::Uri;
 use axum::Json;
 
 use super::dto::{Data, KeyDto, KeyListDto};
 use super::params::Params;
+use super::paths::StorePath;
 use super::resolve::{resolve, Need, Signed};
 use super::AppState;
 use crate::auth::{self, Caller};
@@ -106,7 +107,7 @@ pub async fn list_page(
 pub async fn keys_list(
     State(state): State<AppState>,
     caller: Caller,
-    Path(store_ref): Path<String>,
+    StorePath(store_ref): StorePath,
     uri: Uri,
 ) -> ApiResult<Json<Data<KeyListDto>>> {
     let params = Params::from_query(uri.query());

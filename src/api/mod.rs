@@ -1,5 +1,6 @@
-//! The HTTP layer: routes of `/v2/key-value-stores`, one module per URL resource. Handlers parse and
-//! check input at the edge, ask [`crate::storage::Store`], and shape Apify's responses.
+//! The HTTP layer: routes of `/v2/key-value-stores` and `/v2/users`, one module per URL resource.
+//! Handlers parse and check input at the edge, ask [`crate::storage::Store`], and shape Apify's
+//! responses.
 
 mod body;
 mod dto;
@@ -7,10 +8,12 @@ mod keys;
 mod observe;
 mod ops;
 mod params;
+mod paths;
 mod records;
 mod resolve;
 mod stores;
 mod unread;
+mod users;
 
 use std::sync::Arc;
 
@@ -44,7 +47,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(observe::metrics_get))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/v2/users/me", get(ops::users_me))
+        .route("/v2/users/me", get(users::users_me))
+        .route("/v2/users/{user}", get(users::user_get))
         .route(
             "/v2/key-value-stores",
             get(stores::stores_list).post(stores::stores_create),

@@ -1,5 +1,4 @@
-//! Operational endpoints outside Apify's API: liveness, readiness, and the caller's own user
-//! (`GET /v2/users/me`, which the Apify CLI asks on login).
+//! Operational endpoints outside Apify's API: liveness and readiness.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -7,9 +6,6 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::AppState;
-use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
-use crate::model::format_millis;
 
 /// Alive: the process answers HTTP.
 pub async fn healthz() -> Json<Value> {
@@ -28,18 +24,4 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
             )
         }
     }
-}
-
-/// The caller's account, in the shape of Apify's user object (the fields kvstore has).
-pub async fn users_me(caller: Caller) -> ApiResult<Json<Value>> {
-    let user = caller.user().ok_or(ApiError::TokenNotProvided)?;
-    Ok(Json(json!({
-        "data": {
-            "id": user.id,
-            "username": user.username,
-            "createdAt": format_millis(user.created_at),
-            "isAdmin": user.is_admin,
-            "profile": {},
-        }
-    })))
 }

@@ -46,15 +46,17 @@ impl Params {
         }
     }
 
+    /// A non-negative integer; one too large for 64 bits counts as the largest (limits are clamped
+    /// anyway, and no offset is that large).
     pub fn u64(&self, name: &str) -> ApiResult<Option<u64>> {
         self.get(name)?
-            .map(|v| {
-                v.parse::<u64>().map_err(|_| {
-                    ApiError::InvalidParameter(format!(
-                        "Parameter \"{name}\" must be a non-negative integer, got \"{}\".",
-                        shorten(v)
-                    ))
-                })
+            .map(|v| match v.parse::<u64>() {
+                Ok(n) => Ok(n),
+                Err(_) if v.bytes().all(|b| b.is_ascii_digit()) => Ok(u64::MAX),
+                Err(_) => Err(ApiError::InvalidParameter(format!(
+                    "Parameter \"{name}\" must be a non-negative integer, got \"{}\".",
+                    shorten(v)
+                ))),
             })
             .transpose()
     }

@@ -4,15 +4,15 @@
 use std::io::{Read, Seek, Write};
 
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use tokio_util::io::ReaderStream;
 
-use super::body::read_body;
+use super::body::{read_body, BodyLimits};
 use super::keys::{key_filter, list_page};
 use super::params::Params;
+use super::paths::{RecordPath, StorePath};
 use super::resolve::{resolve, Need, Resolved, Signed};
 use super::AppState;
 use crate::auth::Caller;
@@ -24,16 +24,14 @@ const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 /// Stored HTML or SVG must not run script with this server's origin.
 const RECORD_CSP: &str = "sandbox";
 
-type RecordPath = Result<Path<(String, String)>, PathRejection>;
-
-/// The store reference and the validated key. Axum has already percent-decoded both, so keys the
-/// Python client encodes (`%21%27%28%29`) and keys the JS client sends raw arrive the same.
+/// The store reference and the validated key. Both arrive percent-decoded, so keys the Python
+/// client encodes (`%21%27%28%29`) and keys the JS client sends raw are the same.
 fn record_path(path: RecordPath) -> ApiResult<(String, RecordKey)> {
-    let Path((store, key)) = path.map_err(|_| {
+    let key = path.key.ok_or_else(|| {
         ApiError::InvalidRecordKey("Record key is not valid UTF-8 after percent-decoding.".into())
     })?;
     let key = RecordKey::parse(&key).map_err(|e| ApiError::InvalidRecordKey(e.0))?;
-    Ok((store, key))
+    Ok((path.store, key))
 }
 
 /// The store and key of a GET/HEAD record request that the caller (or its record signature) may
@@ -274,13 +272,13 @@ pub async fn record_put(
         .filter(|v| !v.is_empty())
         .unwrap_or(DEFAULT_CONTENT_TYPE)
         .to_owned();
-    let body = read_body(
-        body,
-        &headers,
-        state.config.max_record_bytes,
-        &state.store.spool_dir(),
-    )
-    .await?;
+    let spool_dir = state.store.spool_dir();
+    let limits = BodyLimits {
+        max_bytes: state.config.max_record_bytes,
+        spool_dir: &spool_dir,
+        idle_timeout: state.config.idle_timeout,
+    };
+    let body = read_body(body, &headers, &limits).await?;
     match state
         .store
         .record_put(&store.id, &key, &content_type, body)
@@ -320,7 +318,7 @@ pub async fn record_delete(
 pub async fn records_zip(
     State(state): State<AppState>,
     caller: Caller,
-    Path(store_ref): Path<String>,
+    StorePath(store_ref): StorePath,
     uri: Uri,
 ) -> ApiResult<Response> {
     let params = Params::from_query(uri.query());

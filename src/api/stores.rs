@@ -2,7 +2,7 @@
 //! delete.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -10,6 +10,7 @@ use axum::Json;
 use super::body::read_json;
 use super::dto::{Data, StoreDto, StoreListDto};
 use super::params::Params;
+use super::paths::StorePath;
 use super::resolve::{resolve, Need, Signed};
 use super::AppState;
 use crate::auth::Caller;
@@ -136,7 +137,13 @@ pub async fn stores_create(
         .map(StoreName::parse)
         .transpose()
         .map_err(|e| ApiError::InvalidParameter(e.0))?;
-    let body = read_json(body, &headers, &state.store.spool_dir()).await?;
+    let body = read_json(
+        body,
+        &headers,
+        &state.store.spool_dir(),
+        state.config.idle_timeout,
+    )
+    .await?;
     let schema = match body.as_ref().and_then(|b| b.get("schema")) {
         None | Some(serde_json::Value::Null) => None,
         Some(schema) => Some(validate_schema(schema)?),
@@ -166,7 +173,7 @@ pub async fn stores_create(
 pub async fn store_get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(store_ref): Path<String>,
+    StorePath(store_ref): StorePath,
 ) -> ApiResult<Json<Data<StoreDto>>> {
     let resolved = resolve(&state, &caller, &store_ref, Need::Read, Signed::None).await?;
     state
@@ -186,14 +193,19 @@ pub async fn store_get(
 pub async fn store_update(
     State(state): State<AppState>,
     caller: Caller,
-    Path(store_ref): Path<String>,
+    StorePath(store_ref): StorePath,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<Data<StoreDto>>> {
     let resolved = resolve(&state, &caller, &store_ref, Need::Write, Signed::None).await?;
-    let body = read_json(body, &headers, &state.store.spool_dir())
-        .await?
-        .unwrap_or_default();
+    let body = read_json(
+        body,
+        &headers,
+        &state.store.spool_dir(),
+        state.config.idle_timeout,
+    )
+    .await?
+    .unwrap_or_default();
     let mut update = StoreUpdate::default();
     match body.get("name") {
         None => {}
@@ -242,7 +254,7 @@ pub async fn store_update(
 pub async fn store_delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(store_ref): Path<String>,
+    StorePath(store_ref): StorePath,
 ) -> ApiResult<StatusCode> {
     let resolved = resolve(&state, &caller, &store_ref, Need::Write, Signed::None).await?;
     if state.store.store_delete(&resolved.store.id).await? {

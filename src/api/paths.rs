@@ -1,0 +1,51 @@
+//! Path parameters, percent-decoded by hand so that bytes that are not UTF-8 get Apify's answers
+//! (a store that cannot exist is 404; a key that cannot exist is `invalid-record-key`) instead of
+//! the framework's plain-text rejection. The router has already matched the path's shape,
+//! `/v2/key-value-stores/{store}[/…[/{key}]]`, so the segments are read by position.
+
+use std::convert::Infallible;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+
+/// Segment `index` of the request path, percent-decoded; `None` when missing or not UTF-8.
+fn segment(parts: &Parts, index: usize) -> Option<String> {
+    let raw = parts
+        .uri
+        .path()
+        .trim_start_matches('/')
+        .split('/')
+        .nth(index)?;
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .ok()
+        .map(|v| v.into_owned())
+}
+
+/// `{store}`: an id, `~name` or `username~name`; empty when it is not UTF-8 (no store has that).
+pub struct StorePath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for StorePath {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(StorePath(segment(parts, 2).unwrap_or_default()))
+    }
+}
+
+/// `{store}` and `{key}` of a record path; the key is `None` when it is not UTF-8.
+pub struct RecordPath {
+    pub store: String,
+    pub key: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RecordPath {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(RecordPath {
+            store: segment(parts, 2).unwrap_or_default(),
+            key: segment(parts, 4),
+        })
+    }
+}
