@@ -3,8 +3,10 @@
 #   py3 - Python apify-client 3.x (tests/clients/python/requirements.txt, venv .venv)
 #   py2 - Python apify-client 2.x (tests/clients/python/requirements-v2.txt, venv .venv-v2)
 #   js  - JavaScript apify-client 2.x (tests/clients/js, node --test)
+#   sdk - the Apify SDK for Python running Actor code (tests/clients/sdk/requirements.txt, venv .venv)
+#   cli - the Apify CLI, `apify login` and `apify kvs …` (tests/clients/cli, node --test)
 #
-# Usage: scripts/client-tests.sh [py3] [py2] [js]      (default: all three)
+# Usage: scripts/client-tests.sh [py3] [py2] [js] [sdk] [cli]      (default: all five)
 # Env:   KVSTORE_BIN      use this server binary instead of `cargo build --bin kvstore`
 #        CLIENT_TESTS_DATABASE_URL  run the server on this (empty) PostgreSQL database instead of a
 #                         fresh data directory
@@ -12,19 +14,22 @@
 #        CLIENT_TESTS_ARGS extra arguments for pytest (e.g. "-k keys -x")
 #
 # The clients are installed into ignored folders and reinstalled only when their requirements / lock file change.
-# The server runs on a fresh temporary data directory with users alice and bob; it is stopped on exit.
+# The server runs on a fresh temporary data directory with users alice and bob, and carol for the CLI suite
+# alone (its store listing starts empty); it is stopped on exit.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY_DIR="$ROOT/tests/clients/python"
 JS_DIR="$ROOT/tests/clients/js"
+SDK_DIR="$ROOT/tests/clients/sdk"
+CLI_DIR="$ROOT/tests/clients/cli"
 PYTHON="${PYTHON:-python3}"
 SUITE_TIMEOUT="${SUITE_TIMEOUT:-900}"
 
 SUITES=("$@")
-[[ ${#SUITES[@]} -eq 0 ]] && SUITES=(py3 py2 js)
+[[ ${#SUITES[@]} -eq 0 ]] && SUITES=(py3 py2 js sdk cli)
 for s in "${SUITES[@]}"; do
-    case "$s" in py3|py2|js) ;; *) echo "unknown suite '$s' (use py3, py2, js)" >&2; exit 2 ;; esac
+    case "$s" in py3|py2|js|sdk|cli) ;; *) echo "unknown suite '$s' (use py3, py2, js, sdk, cli)" >&2; exit 2 ;; esac
 done
 want() { local s; for s in "${SUITES[@]}"; do [[ "$s" == "$1" ]] && return 0; done; return 1; }
 
@@ -83,28 +88,30 @@ ensure_venv() { # venv requirements-file
     echo "$want_hash" > "$venv/.requirements.hash"
 }
 
-ensure_node_modules() {
-    local want_hash have_hash=""
-    want_hash="$(hash_of "$JS_DIR/package.json" "$JS_DIR/package-lock.json")"
-    [[ -f "$JS_DIR/node_modules/.lock.hash" ]] && have_hash="$(cat "$JS_DIR/node_modules/.lock.hash")"
+ensure_node_modules() { # package-dir
+    local dir="$1" want_hash have_hash=""
+    want_hash="$(hash_of "$dir/package.json" "$dir/package-lock.json")"
+    [[ -f "$dir/node_modules/.lock.hash" ]] && have_hash="$(cat "$dir/node_modules/.lock.hash")"
     if [[ "$want_hash" == "$have_hash" ]]; then
-        echo "    node_modules: up to date"
+        echo "    $(basename "$dir")/node_modules: up to date"
         return 0
     fi
-    echo "    node_modules: npm ci"
-    (cd "$JS_DIR" && npm ci --no-audit --no-fund --loglevel=error)
-    echo "$want_hash" > "$JS_DIR/node_modules/.lock.hash"
+    echo "    $(basename "$dir")/node_modules: npm ci"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$want_hash" > "$dir/node_modules/.lock.hash"
 }
 
 start="$(now)"
 echo "==> installing clients"
-if want py3 || want py2; then
+if want py3 || want py2 || want sdk; then
     "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' \
-        || { echo "$PYTHON is older than 3.10; apify-client 3 needs 3.10+" >&2; exit 1; }
+        || { echo "$PYTHON is older than 3.10; apify-client 3 and the apify SDK need 3.10+" >&2; exit 1; }
 fi
 want py3 && ensure_venv "$PY_DIR/.venv" "$PY_DIR/requirements.txt"
 want py2 && ensure_venv "$PY_DIR/.venv-v2" "$PY_DIR/requirements-v2.txt"
-want js && ensure_node_modules
+want sdk && ensure_venv "$SDK_DIR/.venv" "$SDK_DIR/requirements.txt"
+want js && ensure_node_modules "$JS_DIR"
+want cli && ensure_node_modules "$CLI_DIR"
 record_stage "install clients" ok "$start"
 
 # ---- the server -------------------------------------------------------------------------------------------
@@ -138,7 +145,8 @@ create_user() { # name -> prints token (last line of stdout)
 }
 ALICE_TOKEN="$(create_user alice)"
 BOB_TOKEN="$(create_user bob)"
-[[ -n "$ALICE_TOKEN" && -n "$BOB_TOKEN" && "$ALICE_TOKEN" != "$BOB_TOKEN" ]] \
+CAROL_TOKEN="$(create_user carol)"
+[[ -n "$ALICE_TOKEN" && -n "$BOB_TOKEN" && -n "$CAROL_TOKEN" && "$ALICE_TOKEN" != "$BOB_TOKEN" ]] \
     || { echo "could not read the tokens printed by 'users create'" >&2; exit 1; }
 
 # Settings the tests rely on are the defaults: drop any KVSTORE_* variable that would change them.
@@ -164,6 +172,7 @@ echo "==> server pid $SERVER_PID at $KVSTORE_URL (data $DATA)"
 record_stage "start server" ok "$start"
 
 export KVSTORE_URL KVSTORE_USER=alice KVSTORE_TOKEN="$ALICE_TOKEN" KVSTORE_TOKEN2="$BOB_TOKEN"
+export KVSTORE_USER3=carol KVSTORE_TOKEN3="$CAROL_TOKEN"
 
 # ---- the suites -------------------------------------------------------------------------------------------
 
@@ -195,6 +204,14 @@ if want py2; then
 fi
 if want js; then
     run_suite "js apify-client 2.x" bash -c 'cd "$1" && node --test --test-force-exit --test-reporter=spec' _ "$JS_DIR"
+fi
+# shellcheck disable=SC2086
+if want sdk; then
+    run_suite "python apify SDK" "$SDK_DIR/.venv/bin/python" -m pytest \
+        -p no:cacheprovider -q -rfE "$SDK_DIR/test_apify_sdk.py" ${CLIENT_TESTS_ARGS:-}
+fi
+if want cli; then
+    run_suite "apify-cli" bash -c 'cd "$1" && node --test --test-force-exit --test-reporter=spec' _ "$CLI_DIR"
 fi
 
 echo

@@ -2,7 +2,8 @@
 # Runs every test suite of kvstore: unit tests, the HTTP integration tests and the storage
 # conformance suite (on the embedded engine, then the HTTP suites again on the in-memory backend
 # and on PostgreSQL), and the end-to-end tests with the official apify-client packages (Python v3
-# and v2, JS). The clients are installed into ignored folders under tests/clients/.
+# and v2, JS), the Apify SDK for Python and the Apify CLI. The clients are installed into ignored
+# folders under tests/clients/.
 #
 # PostgreSQL: KVSTORE_TEST_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test); every
 # test creates and drops a database of its own there. Without a reachable server those suites are
@@ -43,7 +44,7 @@ if [[ $have_pg == 1 ]]; then
 else
   echo "!! SKIPPED: HTTP suites on PostgreSQL (no database at ${pg_host}:${pg_port})"
 fi
-stage "official clients (apify-client for Python v3/v2 and JS)" scripts/client-tests.sh
+stage "official clients (apify-client Python v3/v2 and JS, Apify SDK, Apify CLI)" scripts/client-tests.sh
 if [[ $have_pg == 1 ]] && command -v psql >/dev/null; then
   client_db="kvstore_clients_$$"
   psql "$pg_url" -qc "CREATE DATABASE ${client_db}"
