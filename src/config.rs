@@ -147,6 +147,14 @@ pub struct ServeArgs {
     )]
     pub cors_origins: Vec<String>,
 
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "KVSTORE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "KVSTORE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Seconds a connection may sit idle (or take to send request headers) before it is closed.
     #[arg(long, env = "KVSTORE_IDLE_TIMEOUT", default_value_t = 60)]
     pub idle_timeout: u64,
@@ -215,6 +223,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Allowed CORS origins; `*` for any; empty for none.
     pub cors_origins: Vec<String>,
+    /// Serve HTTPS instead of HTTP.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl ServerConfig {
@@ -228,6 +238,7 @@ impl ServerConfig {
             idle_timeout: std::time::Duration::from_secs(60),
             max_connections: 10_000,
             cors_origins: vec!["*".to_owned()],
+            tls: None,
         }
     }
 }

@@ -9,5 +9,6 @@ pub mod error;
 pub mod model;
 mod server;
 pub mod storage;
+pub mod tls;
 
 pub use server::serve;

@@ -64,13 +64,18 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             println!("{}", token.expose());
         }
     }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(kvstore::tls::load(cert, key)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
     let config = ServerConfig {
         public_url: args
             .public_url
             .map(|u| u.trim_end_matches('/').to_owned())
-            .unwrap_or_else(|| format!("http://{addr}")),
+            .unwrap_or_else(|| format!("{scheme}://{addr}")),
         max_record_bytes: args.max_record_bytes,
         default_general_access: args.default_general_access.into(),
         allow_method_override: args.allow_method_override,
@@ -81,9 +86,10 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             .into_iter()
             .filter(|o| !o.trim().is_empty())
             .collect(),
+        tls,
     };
     println!(
-        "kvstore {} listening on http://{addr}",
+        "kvstore {} listening on {scheme}://{addr}",
         env!("CARGO_PKG_VERSION")
     );
     tracing::info!(%addr, storage = %args.data.describe(), "server started");

@@ -67,6 +67,7 @@ pub async fn serve(
         .keep_alive_interval(Some(config.idle_timeout))
         .keep_alive_timeout(Duration::from_secs(20));
 
+    let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -94,23 +95,41 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let (builder, app, watcher) = (builder.clone(), app.clone(), graceful.watcher());
         let idle_timeout = config.idle_timeout;
+        let tls = tls.clone();
         metrics::gauge!("kvstore_open_connections").increment(1.0);
         tokio::spawn(async move {
             // hyper-util reads the first bytes to tell HTTP/1 from HTTP/2 without a time limit,
             // before the header read timeout starts: a client that never sends a byte must not
             // hold a connection slot forever.
             let mut first = [0u8; 1];
-            if tokio::time::timeout(idle_timeout, stream.peek(&mut first))
+            let spoke = tokio::time::timeout(idle_timeout, stream.peek(&mut first))
                 .await
-                .is_ok()
-            {
-                let connection = builder.serve_connection_with_upgrades(
-                    TokioIo::new(stream),
-                    TowerToHyperService::new(app),
-                );
-                if let Err(e) = watcher.watch(connection).await {
-                    tracing::debug!(error = %e, "connection ended with an error");
+                .is_ok();
+            let served = match (&tls, spoke) {
+                (_, false) => Ok(()),
+                (None, true) => {
+                    let connection = builder.serve_connection_with_upgrades(
+                        TokioIo::new(stream),
+                        TowerToHyperService::new(app),
+                    );
+                    watcher.watch(connection).await
                 }
+                (Some(acceptor), true) => {
+                    match tokio::time::timeout(idle_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let connection = builder.serve_connection_with_upgrades(
+                                TokioIo::new(stream),
+                                TowerToHyperService::new(app),
+                            );
+                            watcher.watch(connection).await
+                        }
+                        Ok(Err(e)) => Err(e.into()),
+                        Err(_) => Err("TLS handshake timed out".into()),
+                    }
+                }
+            };
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "connection ended with an error");
             }
             metrics::gauge!("kvstore_open_connections").decrement(1.0);
             drop(permit);
