@@ -234,6 +234,14 @@ impl EmbeddedStore {
         rx.await.map_err(|_| StorageError::Closed)?
     }
 
+    /// A point lookup (a few B-tree pages, typically cached), run right here on the calling task:
+    /// a hop to the blocking pool would cost more than the lookup itself. Scans that can touch many
+    /// pages go through [`Self::read`].
+    fn read_now<R>(&self, f: impl FnOnce(&redb::ReadTransaction) -> Result<R>) -> Result<R> {
+        let txn = self.db.begin_read().map_err(engine)?;
+        f(&txn)
+    }
+
     async fn read<R: Send + 'static>(
         &self,
         f: impl FnOnce(&redb::ReadTransaction) -> Result<R> + Send + 'static,
@@ -471,13 +479,19 @@ fn insert_user(txn: &WriteTransaction, user: &User, token: &TokenHash) -> Result
     Ok(())
 }
 
-fn read_record(
+fn store_exists(txn: &redb::ReadTransaction, id: &str) -> Result<bool> {
+    let table = txn.open_table(STORES).map_err(engine)?;
+    Ok(table.get(id).map_err(engine)?.is_some())
+}
+
+/// The header of a record of a live store, with its inline body when `with_body` (empty for blobs).
+fn find_record(
     txn: &redb::ReadTransaction,
-    paths: &Paths,
     store: &StoreId,
     key: &RecordKey,
-) -> Result<Option<Record>> {
-    if read_store(txn, store.as_str())?.is_none() {
+    with_body: bool,
+) -> Result<Option<(RecordHeader, Bytes)>> {
+    if !store_exists(txn, store.as_str())? {
         return Ok(None);
     }
     let records = txn.open_table(RECORDS).map_err(engine)?;
@@ -488,17 +502,38 @@ fn read_record(
         return Ok(None);
     };
     let (header, inline) = decode_record(v.value())?;
+    let body = if with_body && header.blob.is_none() {
+        Bytes::copy_from_slice(inline)
+    } else {
+        Bytes::new()
+    };
+    Ok(Some((header, body)))
+}
+
+fn meta_of(key: &RecordKey, header: RecordHeader) -> RecordMeta {
+    RecordMeta {
+        key: key.clone(),
+        size: header.size,
+        content_type: header.content_type,
+        version: header.version,
+    }
+}
+
+fn read_record(
+    txn: &redb::ReadTransaction,
+    paths: &Paths,
+    store: &StoreId,
+    key: &RecordKey,
+) -> Result<Option<Record>> {
+    let Some((header, inline)) = find_record(txn, store, key, true)? else {
+        return Ok(None);
+    };
     let body = match header.blob {
         Some(blob) => BodyOutput::File(fs::File::open(paths.blob(&blob))?),
-        None => BodyOutput::Bytes(Bytes::copy_from_slice(inline)),
+        None => BodyOutput::Bytes(inline),
     };
     Ok(Some(Record {
-        meta: RecordMeta {
-            key: key.clone(),
-            size: header.size,
-            content_type: header.content_type,
-            version: header.version,
-        },
+        meta: meta_of(key, header),
         body,
     }))
 }
@@ -579,32 +614,27 @@ impl Store for EmbeddedStore {
     }
 
     async fn user_by_token(&self, token: &TokenHash) -> Result<Option<User>> {
-        let token = token.0;
-        self.read(move |txn| {
+        self.read_now(|txn| {
             let tokens = txn.open_table(TOKENS).map_err(engine)?;
-            let Some(id) = tokens.get(&token).map_err(engine)? else {
+            let Some(id) = tokens.get(&token.0).map_err(engine)? else {
                 return Ok(None);
             };
             read_user(txn, id.value())
         })
-        .await
     }
 
     async fn user_by_name(&self, username: &Username) -> Result<Option<User>> {
-        let username = username.clone();
-        self.read(move |txn| {
+        self.read_now(|txn| {
             let names = txn.open_table(USERNAMES).map_err(engine)?;
             let Some(id) = names.get(username.as_str()).map_err(engine)? else {
                 return Ok(None);
             };
             read_user(txn, id.value())
         })
-        .await
     }
 
     async fn user_by_id(&self, id: &UserId) -> Result<Option<User>> {
-        let id = id.clone();
-        self.read(move |txn| read_user(txn, id.as_str())).await
+        self.read_now(|txn| read_user(txn, id.as_str()))
     }
 
     async fn users_list(&self) -> Result<Vec<User>> {
@@ -652,8 +682,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn store_get(&self, id: &StoreId) -> Result<Option<StoreInfo>> {
-        let id = id.clone();
-        self.read(move |txn| read_store(txn, id.as_str())).await
+        self.read_now(|txn| read_store(txn, id.as_str()))
     }
 
     async fn store_get_by_name(
@@ -662,14 +691,13 @@ impl Store for EmbeddedStore {
         name: &StoreName,
     ) -> Result<Option<StoreInfo>> {
         let (owner, name) = (owner.clone(), name.clone());
-        self.read(move |txn| {
+        self.read_now(move |txn| {
             let names = txn.open_table(STORE_NAMES).map_err(engine)?;
             let Some(id) = names.get((owner.as_str(), name.as_str())).map_err(engine)? else {
                 return Ok(None);
             };
             read_store(txn, id.value())
         })
-        .await
     }
 
     async fn stores_list(&self, owner: &UserId, query: &StoreListQuery) -> Result<StorePage> {
@@ -792,7 +820,7 @@ impl Store for EmbeddedStore {
     async fn keys_list(&self, store: &StoreId, query: &KeyListQuery) -> Result<Option<KeyPage>> {
         let (store, query) = (store.clone(), query.clone());
         self.read(move |txn| {
-            if read_store(txn, store.as_str())?.is_none() {
+            if !store_exists(txn, store.as_str())? {
                 return Ok(None);
             }
             let records = txn.open_table(RECORDS).map_err(engine)?;
@@ -836,52 +864,25 @@ impl Store for EmbeddedStore {
     }
 
     async fn record_get(&self, store: &StoreId, key: &RecordKey) -> Result<Option<Record>> {
-        let (store, key) = (store.clone(), key.clone());
-        let paths = self.paths.clone();
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
-            // A concurrent overwrite or delete may commit and remove the blob between our read of
-            // the header and the open; a fresh read transaction then sees the new state. Once
-            // open, the file stays readable even if it is removed.
-            let mut attempts = 0;
-            loop {
-                let txn = db.begin_read().map_err(engine)?;
-                match read_record(&txn, &paths, &store, &key) {
-                    Err(StorageError::Io(e))
-                        if e.kind() == std::io::ErrorKind::NotFound && attempts < 16 =>
-                    {
-                        attempts += 1;
-                    }
-                    other => return other,
+        // A concurrent overwrite or delete may commit and remove the blob between our read of
+        // the header and the open; a fresh read transaction then sees the new state. Once
+        // open, the file stays readable even if it is removed.
+        let mut attempts = 0;
+        loop {
+            match self.read_now(|txn| read_record(txn, &self.paths, store, key)) {
+                Err(StorageError::Io(e))
+                    if e.kind() == std::io::ErrorKind::NotFound && attempts < 16 =>
+                {
+                    attempts += 1;
                 }
+                other => return other,
             }
-        })
-        .await
-        .map_err(|e| StorageError::Engine(e.to_string()))?
+        }
     }
 
     async fn record_meta(&self, store: &StoreId, key: &RecordKey) -> Result<Option<RecordMeta>> {
-        let (store, key) = (store.clone(), key.clone());
-        self.read(move |txn| {
-            if read_store(txn, store.as_str())?.is_none() {
-                return Ok(None);
-            }
-            let records = txn.open_table(RECORDS).map_err(engine)?;
-            let Some(v) = records
-                .get((store.as_str(), key.as_str()))
-                .map_err(engine)?
-            else {
-                return Ok(None);
-            };
-            let (header, _) = decode_record(v.value())?;
-            Ok(Some(RecordMeta {
-                key,
-                size: header.size,
-                content_type: header.content_type,
-                version: header.version,
-            }))
-        })
-        .await
+        let found = self.read_now(|txn| find_record(txn, store, key, false))?;
+        Ok(found.map(|(header, _)| meta_of(key, header)))
     }
 
     async fn record_put_versioned(
