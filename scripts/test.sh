@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test suite of kvstore: unit tests, the HTTP integration tests and the storage
 # conformance suite (on the embedded engine, then the HTTP suites again on the in-memory backend
-# and on PostgreSQL), and the end-to-end tests with the official apify-client packages (Python v3
-# and v2, JS), the Apify SDK for Python and the Apify CLI. The clients are installed into ignored
-# folders under tests/clients/.
+# and on PostgreSQL), schemathesis fuzzing a live server against its own OpenAPI document
+# (scripts/schemathesis.sh), and the end-to-end tests with the official apify-client packages
+# (Python v3 and v2, JS), the Apify SDK for Python and the Apify CLI. The clients and schemathesis
+# are installed into ignored folders under tests/.
 #
 # PostgreSQL: KVSTORE_TEST_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test); every
 # test creates and drops a database of its own there. Without a reachable server those suites are
@@ -44,6 +45,9 @@ if [[ $have_pg == 1 ]]; then
 else
   echo "!! SKIPPED: HTTP suites on PostgreSQL (no database at ${pg_host}:${pg_port})"
 fi
+stage "schemathesis against the OpenAPI document (GET /v2/openapi.json)" scripts/schemathesis.sh
+# The storage browser (GET /) end to end in headless Chromium (Debian's chromium, apt-installed if missing).
+stage "storage browser in headless Chromium" scripts/ui-tests.sh
 stage "official clients (apify-client Python v3/v2 and JS, Apify SDK, Apify CLI)" scripts/client-tests.sh
 if [[ $have_pg == 1 ]] && command -v psql >/dev/null; then
   client_db="kvstore_clients_$$"

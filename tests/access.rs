@@ -1480,7 +1480,7 @@ async fn unknown_paths_are_page_not_found_and_wrong_methods_405() {
     let w = World::new().await;
     let id = &w.id;
     for path in [
-        "/".to_owned(),
+        "/ui".to_owned(),
         "/v2".to_owned(),
         "/v2/nothing".to_owned(),
         "/v1/key-value-stores".to_owned(),

@@ -128,5 +128,8 @@ fn the_cli_takes_a_certificate_and_key() {
         .unwrap();
     let _ = child.kill();
     let _ = child.wait();
-    assert!(listening.contains("listening on https://127.0.0.1:"), "{listening}");
+    assert!(
+        listening.contains("listening on https://127.0.0.1:"),
+        "{listening}"
+    );
 }

@@ -1,17 +1,21 @@
 //! Wire types: the JSON shapes of Apify's API, field names exactly as Apify spells them.
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::auth;
 use crate::model::{format_millis, now_millis, StoreInfo, User, Username};
 
-#[derive(Serialize)]
+/// Apify's success envelope.
+#[derive(Serialize, ToSchema)]
 pub struct Data<T> {
     pub data: T,
 }
 
-#[derive(Serialize)]
+/// A store's counters.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = KeyValueStoreStats)]
 pub struct StoreStatsDto {
     pub read_count: u64,
     pub write_count: u64,
@@ -23,24 +27,49 @@ pub struct StoreStatsDto {
     pub record_count: u64,
 }
 
-#[derive(Serialize)]
+/// A key-value store object.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = KeyValueStore)]
 pub struct StoreDto {
+    /// The store's 17-character id.
+    #[schema(pattern = "^[a-zA-Z0-9]{17}$")]
     pub id: String,
+    /// `null` for an unnamed store.
+    #[schema(required = true)]
     pub name: Option<String>,
     pub user_id: String,
+    /// The owner's username; `null` when the owner no longer exists.
+    #[schema(required = true)]
     pub username: Option<String>,
+    /// ISO 8601, UTC, milliseconds.
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub modified_at: String,
+    #[schema(format = DateTime)]
     pub accessed_at: String,
+    /// Always `null` (kvstore runs no Actors).
+    #[schema(required = true)]
     pub act_id: Option<String>,
+    /// Always `null` (kvstore runs no Actors).
+    #[schema(required = true)]
     pub act_run_id: Option<String>,
+    /// The key listing; signed (`?signature=`, valid 14 days) for callers who may write.
+    #[schema(format = "uri")]
     pub keys_public_url: String,
+    /// The records ZIP; signed for callers who may write.
+    #[schema(format = "uri")]
     pub records_public_url: String,
+    /// Shown only to callers who may write (the owner).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
     pub url_signing_secret_key: Option<String>,
+    #[schema(schema_with = super::openapi::general_access_schema)]
     pub general_access: &'static str,
     pub stats: StoreStatsDto,
+    /// The store's schema (`actorKeyValueStoreSchemaVersion` format), or `null`.
+    #[schema(value_type = Option<Object>, required = true)]
     pub schema: Option<serde_json::Value>,
 }
 
@@ -95,7 +124,9 @@ impl StoreDto {
     }
 }
 
-#[derive(Serialize)]
+/// One page of the caller's stores.
+#[derive(Serialize, ToSchema)]
+#[schema(as = KeyValueStoreList)]
 pub struct StoreListDto {
     pub total: u64,
     pub offset: u64,
@@ -106,34 +137,45 @@ pub struct StoreListDto {
     pub items: Vec<StoreDto>,
 }
 
-#[derive(Serialize)]
+/// One key of a key listing.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = KeyListItem)]
 pub struct KeyDto {
     pub key: String,
+    /// The record's size in bytes.
     pub size: u64,
+    /// Signed (`?signature=`) for callers who may write and under a storage signature.
+    #[schema(format = "uri")]
     pub record_public_url: String,
 }
 
-#[derive(Serialize)]
+/// One page of a store's keys.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = KeyList)]
 pub struct KeyListDto {
     pub items: Vec<KeyDto>,
     pub count: u64,
     pub limit: u64,
     /// Always present: `null` on the first page.
+    #[schema(required = true)]
     pub exclusive_start_key: Option<String>,
     pub is_truncated: bool,
     /// Always present: an explicit `null` on the last page ends the clients' iteration.
+    #[schema(required = true)]
     pub next_exclusive_start_key: Option<String>,
 }
 
 /// `GET /v2/users/me`: the caller's own account. Apify's private user object also has `email`,
 /// `proxy` and `plan`; kvstore has none of them, and the Apify CLI needs only `id` and `username`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = PrivateUser)]
 pub struct PrivateUserDto {
     pub id: String,
     pub username: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
     /// Not in Apify's object; clients ignore unknown fields.
     pub is_admin: bool,
@@ -153,7 +195,8 @@ impl PrivateUserDto {
 }
 
 /// `GET /v2/users/{userId}`: what Apify shows on a public profile page.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = PublicUser)]
 pub struct PublicUserDto {
     pub username: String,
     pub profile: ProfileDto,
@@ -169,5 +212,6 @@ impl PublicUserDto {
 }
 
 /// Apify's `profile` (name, bio, picture…): kvstore keeps none of it, so always `{}`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Profile)]
 pub struct ProfileDto {}

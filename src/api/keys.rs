@@ -6,6 +6,10 @@ use axum::http::Uri;
 use axum::Json;
 
 use super::dto::{Data, KeyDto, KeyListDto};
+use super::openapi::{
+    BadRequest, Forbidden, InternalServerError, NonNegativeInteger, NotFound, ServiceUnavailable,
+    StoreRef, Unauthorized,
+};
 use super::params::Params;
 use super::paths::StorePath;
 use super::resolve::{resolve, Need, Signed};
@@ -104,6 +108,36 @@ pub async fn list_page(
     page.ok_or(ApiError::StoreNotFound)
 }
 
+/// List a store's keys
+///
+/// One page of keys in UTF-8 byte order, after `exclusiveStartKey`.
+#[utoipa::path(
+    get,
+    path = "/v2/key-value-stores/{store}/keys",
+    tag = "key-value-stores",
+    operation_id = "keyValueStore_keys_get",
+    params(
+        ("store" = StoreRef, Path),
+        ("exclusiveStartKey" = Option<String>, Query, description = "List the keys after this one"),
+        ("limit" = Option<NonNegativeInteger>, Query,
+            description = "Page size: 0 or absent means 1000; larger values are clamped to 1000"),
+        ("prefix" = Option<String>, Query, description = "Only keys starting with this"),
+        ("collection" = Option<String>, Query,
+            description = "Only keys of this collection of the store's schema (400 `invalid-collection` if it has none of that name)"),
+        ("signature" = Option<String>, Query,
+            description = "A storage signature (from `keysPublicUrl`): opens the listing without a token"),
+    ),
+    responses(
+        (status = 200, description = "A page of keys", body = Data<KeyListDto>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = InternalServerError),
+        (status = 503, response = ServiceUnavailable),
+    ),
+    security(("bearer" = []), ("token" = []), ()),
+)]
 pub async fn keys_list(
     State(state): State<AppState>,
     caller: Caller,

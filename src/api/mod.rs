@@ -6,12 +6,14 @@ mod body;
 mod dto;
 mod keys;
 mod observe;
+pub mod openapi;
 mod ops;
 mod params;
 mod paths;
 mod records;
 mod resolve;
 mod stores;
+mod ui;
 mod unread;
 mod users;
 
@@ -44,9 +46,12 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let cors = cors_layer(&state.config.cors_origins);
     Router::new()
+        .route("/", get(ui::page))
+        .route("/ui/{file}", get(ui::asset))
         .route("/metrics", get(observe::metrics_get))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .route("/v2/openapi.json", get(openapi::openapi_get))
         .route("/v2/users/me", get(users::users_me))
         .route("/v2/users/{user}", get(users::user_get))
         .route(

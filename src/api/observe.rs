@@ -41,6 +41,17 @@ pub fn init_metrics() {
     }
 }
 
+/// Prometheus metrics
+///
+/// Requests by route, method and status, latency histograms, bytes in and out, open
+/// connections.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text format", body = String,
+        content_type = "text/plain")),
+)]
 pub async fn metrics_get() -> Response {
     let body = prometheus()
         .map(PrometheusHandle::render)

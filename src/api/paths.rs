@@ -1,7 +1,8 @@
 //! Path parameters, percent-decoded by hand so that bytes that are not UTF-8 get Apify's answers
 //! (a store that cannot exist is 404; a key that cannot exist is `invalid-record-key`) instead of
 //! the framework's plain-text rejection. The router has already matched the path's shape,
-//! `/v2/key-value-stores/{store}[/…[/{key}]]`, so the segments are read by position.
+//! `/v2/key-value-stores/{store}[/…[/{key}]]` or `/v2/users/{userId}`, so the segments are read by
+//! position.
 
 use std::convert::Infallible;
 
@@ -47,5 +48,17 @@ impl<S: Send + Sync> FromRequestParts<S> for RecordPath {
             store: segment(parts, 2).unwrap_or_default(),
             key: segment(parts, 4),
         })
+    }
+}
+
+/// `{userId}` of `/v2/users/{userId}`: an id or a username; empty when it is not UTF-8 (no user
+/// has that id or name).
+pub struct UserPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for UserPath {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(UserPath(segment(parts, 2).unwrap_or_default()))
     }
 }

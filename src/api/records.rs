@@ -11,6 +11,11 @@ use tokio_util::io::ReaderStream;
 
 use super::body::{read_body, BodyLimits};
 use super::keys::{key_filter, list_page};
+use super::openapi::{
+    BadRequest, Binary, Forbidden, InternalServerError, NotFound, PayloadTooLarge, QueryBool,
+    RangeNotSatisfiable, RecordKey as RecordKeyParam, RequestTimeout, ServiceUnavailable, StoreRef,
+    Unauthorized, UnsupportedMediaType,
+};
 use super::params::Params;
 use super::paths::{RecordPath, StorePath};
 use super::resolve::{resolve, Need, Resolved, Signed};
@@ -163,6 +168,42 @@ fn body_of(body: BodyOutput) -> Body {
     }
 }
 
+/// Get a record
+///
+/// The raw record with the `Content-Type` it was stored with (`application/octet-stream` when
+/// it had none), a strong `ETag`, and `Range`/`If-None-Match` support.
+#[utoipa::path(
+    get,
+    path = "/v2/key-value-stores/{store}/records/{key}",
+    tag = "key-value-stores",
+    operation_id = "keyValueStore_record_get",
+    params(
+        ("store" = StoreRef, Path),
+        ("key" = RecordKeyParam, Path),
+        ("attachment" = Option<QueryBool>, Query, description = "Serve with `Content-Disposition: attachment`"),
+        ("signature" = Option<String>, Query,
+            description = "The record's signature (from `recordPublicUrl`): opens it without a token"),
+        ("Range" = Option<String>, Header, description = "One `bytes=` range; anything else gets the whole record"),
+        ("If-None-Match" = Option<String>, Header, description = "304 when it names the record's `ETag` (or `*`)"),
+        ("If-Range" = Option<String>, Header, description = "The `Range` applies only while the `ETag` is this one"),
+    ),
+    responses(
+        (status = 200, description = "The record", content(("*/*")),
+            headers(("ETag" = String), ("Content-Length" = u64))),
+        (status = 206, description = "One range of the record", content(("*/*")),
+            headers(("Content-Range" = String, description = "`bytes first-last/size`"), ("ETag" = String))),
+        (status = 304, description = "Not modified: the `If-None-Match` names the current version",
+            headers(("ETag" = String))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 416, response = RangeNotSatisfiable),
+        (status = 500, response = InternalServerError),
+        (status = 503, response = ServiceUnavailable),
+    ),
+    security(("bearer" = []), ("token" = []), ()),
+)]
 pub async fn record_get(
     State(state): State<AppState>,
     caller: Caller,
@@ -230,6 +271,32 @@ async fn part_of(body: BodyOutput, first: u64, len: u64) -> std::io::Result<Body
     }
 }
 
+/// Check a record
+///
+/// The headers a `GET` would send, without the body.
+#[utoipa::path(
+    head,
+    path = "/v2/key-value-stores/{store}/records/{key}",
+    tag = "key-value-stores",
+    operation_id = "keyValueStore_record_head",
+    params(
+        ("store" = StoreRef, Path),
+        ("key" = RecordKeyParam, Path),
+        ("signature" = Option<String>, Query, description = "The record's signature"),
+        ("If-None-Match" = Option<String>, Header, description = "304 when it names the record's `ETag` (or `*`)"),
+    ),
+    responses(
+        (status = 200, description = "The record exists", headers(("ETag" = String), ("Content-Length" = u64))),
+        (status = 304, description = "Not modified", headers(("ETag" = String))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = InternalServerError),
+        (status = 503, response = ServiceUnavailable),
+    ),
+    security(("bearer" = []), ("token" = []), ()),
+)]
 pub async fn record_head(
     State(state): State<AppState>,
     caller: Caller,
@@ -255,6 +322,36 @@ pub async fn record_head(
     Ok((StatusCode::OK, headers).into_response())
 }
 
+/// Store a record
+///
+/// Stores the body as the record, with the request's `Content-Type` (none:
+/// `application/octet-stream`). `POST` does the same as `PUT`.
+#[utoipa::path(
+    method(put, post),
+    path = "/v2/key-value-stores/{store}/records/{key}",
+    tag = "key-value-stores",
+    operation_id = "keyValueStore_record_put",
+    params(
+        ("store" = StoreRef, Path),
+        ("key" = RecordKeyParam, Path),
+    ),
+    request_body(content = inline(Binary), content_type = "*/*",
+        description = "Any bytes of any content type, up to `--max-record-bytes` after decompression"),
+    responses(
+        (status = 201, description = "Stored", body = inline(Object), content_type = "application/json",
+            headers(("Location" = String, description = "The record's URL"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 408, response = RequestTimeout),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = InternalServerError),
+        (status = 503, response = ServiceUnavailable),
+    ),
+    security(("bearer" = []), ("token" = [])),
+)]
 pub async fn record_put(
     State(state): State<AppState>,
     caller: Caller,
@@ -299,6 +396,29 @@ pub async fn record_put(
         .into_response())
 }
 
+/// Delete a record
+///
+/// 204 also when the record does not exist.
+#[utoipa::path(
+    delete,
+    path = "/v2/key-value-stores/{store}/records/{key}",
+    tag = "key-value-stores",
+    operation_id = "keyValueStore_record_delete",
+    params(
+        ("store" = StoreRef, Path),
+        ("key" = RecordKeyParam, Path),
+    ),
+    responses(
+        (status = 204, description = "Deleted (or there was no such record)"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = InternalServerError),
+        (status = 503, response = ServiceUnavailable),
+    ),
+    security(("bearer" = []), ("token" = [])),
+)]
 pub async fn record_delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -315,6 +435,32 @@ pub async fn record_delete(
 
 /// All records (or those of a `prefix`/`collection`) as one ZIP, one file per key. The archive is
 /// built in an anonymous temporary file, so memory stays bounded whatever the store's size.
+/// Download records as a ZIP
+///
+/// Every record (or those of `prefix`/`collection`) as one ZIP, one file per key.
+#[utoipa::path(
+    get,
+    path = "/v2/key-value-stores/{store}/records",
+    tag = "key-value-stores",
+    operation_id = "keyValueStore_records_get",
+    params(
+        ("store" = StoreRef, Path),
+        ("prefix" = Option<String>, Query, description = "Only keys starting with this"),
+        ("collection" = Option<String>, Query, description = "Only keys of this collection of the store's schema"),
+        ("signature" = Option<String>, Query,
+            description = "A storage signature (from `recordsPublicUrl`): opens the ZIP without a token"),
+    ),
+    responses(
+        (status = 200, description = "The ZIP", content(("application/zip"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = InternalServerError),
+        (status = 503, response = ServiceUnavailable),
+    ),
+    security(("bearer" = []), ("token" = []), ()),
+)]
 pub async fn records_zip(
     State(state): State<AppState>,
     caller: Caller,

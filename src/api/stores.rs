@@ -9,6 +9,11 @@ use axum::Json;
 
 use super::body::read_json;
 use super::dto::{Data, StoreDto, StoreListDto};
+use super::openapi::{
+    BadRequest, Conflict, CreateStoreBody, Forbidden, InternalServerError, NonNegativeInteger,
+    NotFound, PayloadTooLarge, QueryBool, RequestTimeout, ServiceUnavailable, StoreNameParam,
+    StoreRef, Unauthorized, UnsupportedMediaType, UpdateStoreBody,
+};
 use super::params::Params;
 use super::paths::StorePath;
 use super::resolve::{resolve, Need, Signed};
@@ -33,6 +38,32 @@ fn dto(state: &AppState, store: &StoreInfo, owner: Option<&User>, may_write: boo
     )
 }
 
+/// List the caller's stores
+///
+/// One page of the stores the caller owns, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v2/key-value-stores",
+    tag = "key-value-stores",
+    operation_id = "keyValueStores_get",
+    params(
+        ("offset" = Option<NonNegativeInteger>, Query, description = "How many stores to skip (default 0)"),
+        ("limit" = Option<NonNegativeInteger>, Query,
+            description = "Page size: 0 or absent means 1000; larger values are clamped to 1000"),
+        ("desc" = Option<QueryBool>, Query, description = "Newest first"),
+        ("unnamed" = Option<QueryBool>, Query, description = "Also list unnamed stores"),
+        ("ownership" = Option<String>, Query, pattern = "^(?:ownedByMe|sharedWithMe)?$",
+            description = "`ownedByMe` (the default) or `sharedWithMe` (always empty: sharing is not implemented)"),
+    ),
+    responses(
+        (status = 200, description = "A page of stores", body = Data<StoreListDto>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = InternalServerError),
+        (status = 503, response = ServiceUnavailable),
+    ),
+    security(("bearer" = []), ("token" = [])),
+)]
 pub async fn stores_list(
     State(state): State<AppState>,
     caller: Caller,
@@ -123,6 +154,36 @@ fn validate_schema(schema: &serde_json::Value) -> ApiResult<String> {
     serde_json::to_string(schema).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
+/// Get or create a store
+///
+/// Creates a store named `name` (unnamed without it), or returns the caller's store of that
+/// name.
+#[utoipa::path(
+    post,
+    path = "/v2/key-value-stores",
+    tag = "key-value-stores",
+    operation_id = "keyValueStores_post",
+    params(
+        ("name" = Option<StoreNameParam>, Query,
+            description = "The store's name; empty or absent creates an unnamed store"),
+    ),
+    request_body(content = Option<CreateStoreBody>, content_type = "application/json",
+        description = "Optional: the schema of a store that is created (ignored for an existing one)"),
+    responses(
+        (status = 200, description = "The caller already has a store of that name", body = Data<StoreDto>,
+            headers(("Location" = String, description = "The store's URL"))),
+        (status = 201, description = "Created", body = Data<StoreDto>,
+            headers(("Location" = String, description = "The store's URL"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 408, response = RequestTimeout),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = InternalServerError),
+        (status = 503, response = ServiceUnavailable),
+    ),
+    security(("bearer" = []), ("token" = [])),
+)]
 pub async fn stores_create(
     State(state): State<AppState>,
     caller: Caller,
@@ -170,6 +231,24 @@ pub async fn stores_create(
         .into_response())
 }
 
+/// Get a store
+#[utoipa::path(
+    get,
+    path = "/v2/key-value-stores/{store}",
+    tag = "key-value-stores",
+    operation_id = "keyValueStore_get",
+    params(("store" = StoreRef, Path)),
+    responses(
+        (status = 200, description = "The store object; `urlSigningSecretKey` and signed URLs only for callers who may write",
+            body = Data<StoreDto>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = InternalServerError),
+        (status = 503, response = ServiceUnavailable),
+    ),
+    security(("bearer" = []), ("token" = []), ()),
+)]
 pub async fn store_get(
     State(state): State<AppState>,
     caller: Caller,
@@ -190,6 +269,32 @@ pub async fn store_get(
     }))
 }
 
+/// Update a store
+///
+/// Renames the store (`null`: unnamed) and/or changes its `generalAccess`; absent fields are
+/// left as they are.
+#[utoipa::path(
+    put,
+    path = "/v2/key-value-stores/{store}",
+    tag = "key-value-stores",
+    operation_id = "keyValueStore_put",
+    params(("store" = StoreRef, Path)),
+    request_body(content = Option<UpdateStoreBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The updated store", body = Data<StoreDto>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 408, response = RequestTimeout),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = InternalServerError),
+        (status = 503, response = ServiceUnavailable),
+    ),
+    security(("bearer" = []), ("token" = [])),
+)]
 pub async fn store_update(
     State(state): State<AppState>,
     caller: Caller,
@@ -251,6 +356,24 @@ pub async fn store_update(
     }))
 }
 
+/// Delete a store and all its records
+#[utoipa::path(
+    delete,
+    path = "/v2/key-value-stores/{store}",
+    tag = "key-value-stores",
+    operation_id = "keyValueStore_delete",
+    params(("store" = StoreRef, Path)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = InternalServerError),
+        (status = 503, response = ServiceUnavailable),
+    ),
+    security(("bearer" = []), ("token" = [])),
+)]
 pub async fn store_delete(
     State(state): State<AppState>,
     caller: Caller,
