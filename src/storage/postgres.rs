@@ -145,6 +145,29 @@ fn corrupt(e: impl std::fmt::Display) -> StorageError {
     StorageError::Corrupt(e.to_string())
 }
 
+/// A record of a live store, with its inline body (if any) and its blob id (if chunked).
+fn record_query<'q>(
+    store: &'q StoreId,
+    key: &'q RecordKey,
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(
+        "SELECT r.content_type, r.size, r.body, r.blob_id, r.version
+         FROM records r JOIN stores s ON s.id = r.store_id AND NOT s.deleted
+         WHERE r.store_id = $1 AND r.key = $2",
+    )
+    .bind(store.as_str())
+    .bind(key.as_str())
+}
+
+fn meta_of(key: &RecordKey, row: &PgRow) -> Result<RecordMeta> {
+    Ok(RecordMeta {
+        key: key.clone(),
+        size: to_u64(row.try_get("size").map_err(db_err)?),
+        content_type: row.try_get("content_type").map_err(db_err)?,
+        version: version_of(row)?,
+    })
+}
+
 /// The stored version is the u64 ETag seed, kept in a signed column.
 fn version_of(row: &PgRow) -> Result<u64> {
     let v: i64 = row.try_get("version").map_err(db_err)?;
@@ -768,7 +791,33 @@ impl Store for PgStore {
     }
 
     async fn record_get(&self, store: &StoreId, key: &RecordKey) -> Result<Option<Record>> {
-        // One snapshot for the row and its chunks, so a concurrent overwrite is never mixed in.
+        // One statement is its own snapshot: enough for a record kept inline, the common case.
+        let row = self
+            .bounded(self.op_timeout, async {
+                record_query(store, key)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        match &row {
+            None => return Ok(None),
+            Some(row)
+                if row
+                    .try_get::<Option<i64>, _>("blob_id")
+                    .map_err(db_err)?
+                    .is_none() =>
+            {
+                let body: Option<Vec<u8>> = row.try_get("body").map_err(db_err)?;
+                return Ok(Some(Record {
+                    meta: meta_of(key, row)?,
+                    body: BodyOutput::Bytes(Bytes::from(body.unwrap_or_default())),
+                }));
+            }
+            Some(_) => {}
+        }
+        // A chunked body: the row and its chunks from one snapshot, so that a concurrent
+        // overwrite is never mixed in.
         let (mut txn, row) = self
             .bounded(self.op_timeout, async {
                 let mut txn = self.begin().await?;
@@ -776,28 +825,17 @@ impl Store for PgStore {
                     .execute(&mut *txn)
                     .await
                     .map_err(db_err)?;
-                let row = sqlx::query(
-                    "SELECT r.content_type, r.size, r.body, r.blob_id, r.version
-                     FROM records r JOIN stores s ON s.id = r.store_id AND NOT s.deleted
-                     WHERE r.store_id = $1 AND r.key = $2",
-                )
-                .bind(store.as_str())
-                .bind(key.as_str())
-                .fetch_optional(&mut *txn)
-                .await
-                .map_err(db_err)?;
+                let row = record_query(store, key)
+                    .fetch_optional(&mut *txn)
+                    .await
+                    .map_err(db_err)?;
                 Ok((txn, row))
             })
             .await?;
         let Some(row) = row else {
             return Ok(None);
         };
-        let meta = RecordMeta {
-            key: key.clone(),
-            size: to_u64(row.try_get("size").map_err(db_err)?),
-            content_type: row.try_get("content_type").map_err(db_err)?,
-            version: version_of(&row)?,
-        };
+        let meta = meta_of(key, &row)?;
         let blob_id: Option<i64> = row.try_get("blob_id").map_err(db_err)?;
         let body = match blob_id {
             None => {
@@ -849,15 +887,7 @@ impl Store for PgStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db_err)?;
-            row.map(|row| {
-                Ok(RecordMeta {
-                    key: key.clone(),
-                    size: to_u64(row.try_get("size").map_err(db_err)?),
-                    content_type: row.try_get("content_type").map_err(db_err)?,
-                    version: version_of(&row)?,
-                })
-            })
-            .transpose()
+            row.map(|row| meta_of(key, &row)).transpose()
         })
         .await
     }
