@@ -64,6 +64,7 @@ done
 [ ${#BACKENDS[@]} -gt 0 ] || BACKENDS=(embedded postgres)
 
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
+SERVER_PID=""
 CLIENT_CPU=${BENCH_CLIENT_CPU:-1}
 export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
 PG_ADMIN_DB=${BENCH_PG_ADMIN_DB:-test}
@@ -101,7 +102,7 @@ LARGEST=${SIZE_LIST[${#SIZE_LIST[@]} - 1]}
 RUN_ID=$(date -u +%Y%m%d-%H%M%S)
 RUN_DIR="$DATA/runs/$RUN_ID"
 mkdir -p "$RUN_DIR"
-RESULTS="$RUN_DIR/results.tsv"   # workload size contender rps p50 p99 errors note reps
+RESULTS="$RUN_DIR/results.tsv"   # workload size contender rps p50 p99 errors note reps cpu-µs/request
 METRICS="$RUN_DIR/metrics.tsv"   # name value
 NOTES="$RUN_DIR/notes.txt"
 : >"$RESULTS"
@@ -173,6 +174,7 @@ cleanup() {
     done
     local d
     for d in "${TMP_DIRS[@]}"; do rm -rf "$d"; done
+    rm -rf "$RUN_DIR/bin"
     [ $rc -eq 0 ] || log "stopped with status $rc; logs in $RUN_DIR"
     exit $rc
 }
@@ -198,6 +200,7 @@ start_bg() {
 # Stops a process started by start_bg: SIGTERM, then SIGKILL after 60 s.
 stop_pid() {
     local pid=$1 i
+    [ "$pid" != "$SERVER_PID" ] || SERVER_PID=""
     kill -TERM "$pid" 2>/dev/null || true
     for i in $(seq 1 600); do
         kill -0 "$pid" 2>/dev/null || break
@@ -269,6 +272,29 @@ others_ticks() {
 # Percent of one core that others used since TICKS0 over SECONDS.
 others_pct() { awk -v a="$1" -v b="$(others_ticks)" -v s="$2" -v hz="$CLK_TCK" 'BEGIN { p = (b - a) * 100 / hz / (s > 0 ? s : 1); printf "%.0f", (p > 0 ? p : 0) }'; }
 
+# CPU ticks used so far by process PID and its descendants (a server and its workers).
+tree_ticks() {
+    [ -n "${1:-}" ] || { echo 0; return 0; }
+    { ps -e -o pid=,ppid= || true; echo "--"; cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$1" '
+        BEGIN { tree[root] = 1 }
+        !stats && $1 == "--" {
+            stats = 1
+            for (changed = 1; changed;) {
+                changed = 0
+                for (p in parent) if (!(p in tree) && (parent[p] in tree)) { tree[p] = 1; changed = 1 }
+            }
+            next
+        }
+        !stats { parent[$1] = $2; next }
+        ($1 in tree) {
+            rp = 0
+            for (i = length($0); i > 0; i--) if (substr($0, i, 1) == ")") { rp = i; break }
+            split(substr($0, rp + 2), f, " ")
+            sum += f[12] + f[13] + f[14] + f[15]
+        }
+        END { print sum + 0 }'
+}
+
 # wait_quiet PHASE [phase|workload]
 wait_quiet() {
     local what=$1 kind=${2:-phase} waited=0 load busy t0 pct step=20 cap
@@ -325,12 +351,14 @@ bench_http() {
     local base=(env BENCH_AUTH="$auth" taskset -c "$CLIENT_CPU" wrk -t1 -c"$conns" --timeout 60s -s "$script" "$url")
     printf '%s | %s | %s\n' "$workload${size:+ @ $size keys}" "$who" \
         "taskset -c $CLIENT_CPU wrk -t1 -c$conns -d${dur}s --timeout 60s -s ${script#"$ROOT"/} $url -- $*" >>"$RUN_DIR/commands.txt"
-    local out rps=() p50=() p99=() errs=0 noisy="" r line t0 pct logf="$RUN_DIR/wrk.log"
+    local out rps=() p50=() p99=() cpu=() errs=0 noisy="" r line t0 c0 pct logf="$RUN_DIR/wrk.log"
     echo "### $workload $size $who (warm-up ${warm}s)" >>"$logf"
     "${base[@]}" -d"${warm}s" -- "$@" >>"$logf" 2>&1 || true
     for r in $(seq 1 "$reps"); do
         t0=$(others_ticks)
+        c0=$(tree_ticks "${SERVER_PID:-}")
         out=$("${base[@]}" -d"${dur}s" -- "$@" 2>&1) || true
+        c0=$(awk -v a="$c0" -v b="$(tree_ticks "${SERVER_PID:-}")" -v hz="$CLK_TCK" 'BEGIN { print (b - a) / hz }')
         pct=$(others_pct "$t0" "$dur")
         [ "$pct" -lt 10 ] || noisy="others used up to ${pct}% of a core"
         printf '### %s %s %s rep %s\n%s\n' "$workload" "$size" "$who" "$r" "$out" >>"$logf"
@@ -342,15 +370,17 @@ bench_http() {
         rps+=("$(field rps "$line")")
         p50+=("$(field p50_ms "$line")")
         p99+=("$(field p99_ms "$line")")
+        # Server CPU per request: robust to a busy machine, where throughput is not.
+        [ -z "${SERVER_PID:-}" ] || cpu+=("$(awk -v c="$c0" -v n="$(field requests "$line")" 'BEGIN { printf "%.1f", (n > 0 ? c * 1e6 / n : 0) }')")
         errs=$((errs + $(field errors "$line") + $(field non2xx "$line")))
     done
     record "$workload" "$size" "$who" "$(median "${rps[@]}")" "$(median "${p50[@]}")" "$(median "${p99[@]}")" \
-        "$errs" "$noisy" "$(IFS=,; echo "${rps[*]}")"
+        "$errs" "$noisy" "$(IFS=,; echo "${rps[*]}")" "$( [ ${#cpu[@]} -eq 0 ] && echo - || median "${cpu[@]}")"
 }
 
 record() {
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RESULTS"
-    log "  -> $3: $4 req/s, p50 $5 ms, p99 $6 ms${7:+, errors $7}${8:+ ($8)}"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6" "$7" "$8" "$9" "${10:--}" >>"$RESULTS"
+    log "  -> $3: $4 req/s, p50 $5 ms, p99 $6 ms, server CPU ${10:--} µs/request${7:+, errors $7}${8:+ ($8)}"
 }
 
 # --- installing and building ---------------------------------------------------------------------
@@ -374,14 +404,21 @@ install_tools() {
     [ "$(nproc)" -ge 2 ] || die "needs at least 2 cores (server and load generator on separate cores)"
 }
 
-KVSTORE="$ROOT/target/release/kvstore"
-HELLO="$ROOT/target/release/examples/bench_hello"
-LOADER="$ROOT/target/release/examples/bench_load"
+# The binaries are copied into the run's directory right after the build, so that someone else's
+# build into target/ during the run cannot swap them.
+KVSTORE="$RUN_DIR/bin/kvstore"
+HELLO="$RUN_DIR/bin/bench_hello"
+LOADER="$RUN_DIR/bin/bench_load"
+VERSION_TEXT=""
 build() {
     # Others may be editing the tree: a build that fails is tried again a little later.
     local try
     for try in 1 2 3; do
+        VERSION_TEXT="$(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ' + uncommitted changes in src/')"
         if (cd "$ROOT" && cargo build --release --bin kvstore --example bench_hello --example bench_load); then
+            mkdir -p "$RUN_DIR/bin"
+            cp "$ROOT/target/release/kvstore" "$ROOT/target/release/examples/bench_hello" \
+                "$ROOT/target/release/examples/bench_load" "$RUN_DIR/bin/"
             return 0
         fi
         [ "$try" = 3 ] || { log "the build failed; trying again in 60 s"; sleep 60; }
@@ -476,6 +513,7 @@ start_kvstore() {
     t0=$(now)
     KVSTORE_LOG=warn start_bg "$RUN_DIR/kvstore-$name.log" taskset -c "$SERVER_CPU" "$KVSTORE" "${args[@]}"
     KV_PID=$LAST_PID
+    SERVER_PID=$KV_PID
     wait_http "http://127.0.0.1:$KV_PORT/v2/key-value-stores?limit=1" -H "Authorization: Bearer $TOKEN" ||
         die "kvstore did not start (see $RUN_DIR/kvstore-$name.log)"
     STARTUP_S=$(elapsed "$t0")
@@ -510,6 +548,7 @@ references() {
         port_free "$HELLO_PORT" || die "port $HELLO_PORT is in use"
         start_bg "$RUN_DIR/hello.log" taskset -c "$SERVER_CPU" "$HELLO" "127.0.0.1:$HELLO_PORT"
         local hello_pid=$LAST_PID
+        SERVER_PID=$hello_pid
         wait_http "http://127.0.0.1:$HELLO_PORT/" || die "bench_hello did not start"
         bench_http get1k "" "bare axum/hyper (1 KiB body)" - "$CONNS" small "http://127.0.0.1:$HELLO_PORT" \
             "$BENCH_DIR/lua/get.lua" "$d/nginx-paths"
@@ -527,6 +566,7 @@ references() {
         port_free "$NGINX_PORT" || die "port $NGINX_PORT is in use"
         start_bg "$RUN_DIR/nginx.log" taskset -c "$SERVER_CPU" nginx -p "$d/nginx" -e "$d/nginx/error.log" -c "$d/nginx/nginx.conf"
         local nginx_pid=$LAST_PID
+        SERVER_PID=$nginx_pid
         wait_http "http://127.0.0.1:$NGINX_PORT/files/k00000000" || die "nginx did not start (see $d/nginx/error.log)"
         if want get1k; then
             bench_http get1k "" "nginx static file" - "$CONNS" small "http://127.0.0.1:$NGINX_PORT" \
@@ -555,7 +595,7 @@ references() {
         done
         rm -f "$d/dd.out"
         printf '%s | %s | %s\n' put64m "disk" "taskset -c $SERVER_CPU dd if=<64 MiB file> of=<file on the same disk> bs=1M conv=fsync" >>"$RUN_DIR/commands.txt"
-        record put64m "" "disk: dd 64 MiB + fsync, 1 stream" "$(median "${rates[@]}")" "$(median "${lat[@]}")" "-" 0 "" "$(IFS=,; echo "${rates[*]}")"
+        record put64m "" "disk: dd 64 MiB + fsync, 1 stream" "$(median "${rates[@]}")" "$(median "${lat[@]}")" "-" 0 "" "$(IFS=,; echo "${rates[*]}")" -
     fi
 
     if want put1k mixed list; then
@@ -567,6 +607,7 @@ references() {
         port_free "$ETCD_PORT" || die "port $ETCD_PORT is in use"
         start_bg "$RUN_DIR/etcd.log" taskset -c "$SERVER_CPU" etcd --config-file "$d/etcd/etcd.conf.yml"
         local etcd_pid=$LAST_PID
+        SERVER_PID=$etcd_pid
         local eurl="http://127.0.0.1:$ETCD_PORT"
         wait_http "$eurl/health" || die "etcd did not start (see $RUN_DIR/etcd.log)"
         # The same 10k keys as kvstore's 10k store (64-byte values; the hot ones 1 KiB), in
@@ -650,7 +691,7 @@ bench_pg() {
         p99+=("${lat#* }")
     done
     rm -rf "$RUN_DIR/pgb"
-    record "$workload" "" "$who" "$(median "${rps[@]}")" "$(median "${p50[@]}")" "$(median "${p99[@]}")" 0 "$noisy" "$(IFS=,; echo "${rps[*]}")"
+    record "$workload" "" "$who" "$(median "${rps[@]}")" "$(median "${p50[@]}")" "$(median "${p99[@]}")" 0 "$noisy" "$(IFS=,; echo "${rps[*]}")" -
 }
 
 # GET/PUT/mixed/list stores/64 MiB on a fresh store of 10k keys (100 other stores beside it).
@@ -809,7 +850,7 @@ machine_info() {
     echo "- **Date:** $(date -u '+%Y-%m-%d %H:%M UTC') · mode: \`$MODE\` (warm-up ${WARM} s, then ${REPS} × ${DUR} s; 64 MiB: ${BIG_WARM} s, then ${BIG_REPS} × ${BIG_DUR} s; medians quoted)"
     echo "- **Machine:** $(nproc) cores ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) memory, disk $disk, $(uname -sr)"
     echo "- **Pinning:** every server (and the PostgreSQL backends serving the bench databases) on core $SERVER_CPU, the load generator (wrk/pgbench, 1 thread) on core $CLIENT_CPU; $CONNS connections (64 MiB: $BIG_CONNS)"
-    echo "- **Versions:** kvstore $(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ' + uncommitted changes in src/') ($(rustc --version | cut -d' ' -f1-2)), $(nginx -v 2>&1 | sed 's/.*: //'), etcd $(etcd --version | sed -n 's/^etcd Version: //p'), $(psql -X -d "$PG_ADMIN_DB" -Atc 'SHOW server_version' 2>/dev/null | sed 's/^/PostgreSQL /;s/ (.*//') (synchronous_commit $(psql -X -d "$PG_ADMIN_DB" -Atc 'SHOW synchronous_commit' 2>/dev/null)), $(wrk -v 2>&1 | sed -n '1s/^\(wrk [^ ]*\).*/\1/p'), $(pgbench --version)"
+    echo "- **Versions:** kvstore $VERSION_TEXT ($(rustc --version | cut -d' ' -f1-2)), $(nginx -v 2>&1 | sed 's/.*: //'), etcd $(etcd --version | sed -n 's/^etcd Version: //p'), $(psql -X -d "$PG_ADMIN_DB" -Atc 'SHOW server_version' 2>/dev/null | sed 's/^/PostgreSQL /;s/ (.*//') (synchronous_commit $(psql -X -d "$PG_ADMIN_DB" -Atc 'SHOW synchronous_commit' 2>/dev/null)), $(wrk -v 2>&1 | sed -n '1s/^\(wrk [^ ]*\).*/\1/p'), $(pgbench --version)"
     if [ -s "$NOTES" ]; then
         echo "- **Notes:**"
         sed 's/^/  - /' "$NOTES"
