@@ -820,9 +820,11 @@ impl Store for PgStore {
         // overwrite is never mixed in.
         let (mut txn, row) = self
             .bounded(self.op_timeout, async {
-                let mut txn = self.begin().await?;
-                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    .execute(&mut *txn)
+                // The isolation level goes with BEGIN itself: a separate SET TRANSACTION failed
+                // (500) on connections that a cancelled request had returned mid-transaction.
+                let mut txn = self
+                    .pool
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     .await
                     .map_err(db_err)?;
                 let row = record_query(store, key)
