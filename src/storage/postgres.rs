@@ -239,6 +239,23 @@ impl PgStore {
         })
     }
 
+    /// The one user a query selects (columns id, username, created_at, is_admin), if any.
+    async fn fetch_user(
+        &self,
+        query: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<Option<User>> {
+        self.bounded(self.op_timeout, async {
+            query
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?
+                .as_ref()
+                .map(user_from_row)
+                .transpose()
+        })
+        .await
+    }
+
     /// Runs `op`, failing with [`StorageError::Unavailable`] when it takes longer than `limit`.
     /// A timed-out transaction is dropped, which rolls it back (or the connection is discarded).
     async fn bounded<T>(
@@ -489,47 +506,29 @@ impl Store for PgStore {
     }
 
     async fn user_by_token(&self, token: &TokenHash) -> Result<Option<User>> {
-        self.bounded(self.op_timeout, async move {
+        self.fetch_user(
             sqlx::query(
                 "SELECT u.id, u.username, u.created_at, u.is_admin
                  FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = $1",
             )
-            .bind(token.0.as_slice())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?
-            .as_ref()
-            .map(user_from_row)
-            .transpose()
-        })
+            .bind(token.0.as_slice()),
+        )
         .await
     }
 
     async fn user_by_name(&self, username: &Username) -> Result<Option<User>> {
-        self.bounded(self.op_timeout, async move {
+        self.fetch_user(
             sqlx::query("SELECT id, username, created_at, is_admin FROM users WHERE username = $1")
-                .bind(username.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db_err)?
-                .as_ref()
-                .map(user_from_row)
-                .transpose()
-        })
+                .bind(username.as_str()),
+        )
         .await
     }
 
     async fn user_by_id(&self, id: &UserId) -> Result<Option<User>> {
-        self.bounded(self.op_timeout, async move {
+        self.fetch_user(
             sqlx::query("SELECT id, username, created_at, is_admin FROM users WHERE id = $1")
-                .bind(id.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db_err)?
-                .as_ref()
-                .map(user_from_row)
-                .transpose()
-        })
+                .bind(id.as_str()),
+        )
         .await
     }
 
