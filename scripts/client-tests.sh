@@ -5,8 +5,10 @@
 #   js  - JavaScript apify-client 2.x (tests/clients/js, node --test)
 #   sdk - the Apify SDK for Python running Actor code (tests/clients/sdk/requirements.txt, venv .venv)
 #   cli - the Apify CLI, `apify login` and `apify kvs …` (tests/clients/cli, node --test)
+#   crawlee - `kvstore import` / `export` round trips with crawlee-python and crawlee JS
+#         (tests/clients/crawlee: pytest in venv .venv, and node --test)
 #
-# Usage: scripts/client-tests.sh [py3] [py2] [js] [sdk] [cli]      (default: all five)
+# Usage: scripts/client-tests.sh [py3] [py2] [js] [sdk] [cli] [crawlee]      (default: all six)
 # Env:   KVSTORE_BIN      use this server binary instead of `cargo build --bin kvstore`
 #        CLIENT_TESTS_DATABASE_URL  run the server on this (empty) PostgreSQL database instead of a
 #                         fresh data directory
@@ -23,13 +25,14 @@ PY_DIR="$ROOT/tests/clients/python"
 JS_DIR="$ROOT/tests/clients/js"
 SDK_DIR="$ROOT/tests/clients/sdk"
 CLI_DIR="$ROOT/tests/clients/cli"
+CRAWLEE_DIR="$ROOT/tests/clients/crawlee"
 PYTHON="${PYTHON:-python3}"
 SUITE_TIMEOUT="${SUITE_TIMEOUT:-900}"
 
 SUITES=("$@")
-[[ ${#SUITES[@]} -eq 0 ]] && SUITES=(py3 py2 js sdk cli)
+[[ ${#SUITES[@]} -eq 0 ]] && SUITES=(py3 py2 js sdk cli crawlee)
 for s in "${SUITES[@]}"; do
-    case "$s" in py3|py2|js|sdk|cli) ;; *) echo "unknown suite '$s' (use py3, py2, js, sdk, cli)" >&2; exit 2 ;; esac
+    case "$s" in py3|py2|js|sdk|cli|crawlee) ;; *) echo "unknown suite '$s' (use py3, py2, js, sdk, cli, crawlee)" >&2; exit 2 ;; esac
 done
 want() { local s; for s in "${SUITES[@]}"; do [[ "$s" == "$1" ]] && return 0; done; return 1; }
 
@@ -103,7 +106,7 @@ ensure_node_modules() { # package-dir
 
 start="$(now)"
 echo "==> installing clients"
-if want py3 || want py2 || want sdk; then
+if want py3 || want py2 || want sdk || want crawlee; then
     "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' \
         || { echo "$PYTHON is older than 3.10; apify-client 3 and the apify SDK need 3.10+" >&2; exit 1; }
 fi
@@ -112,6 +115,8 @@ want py2 && ensure_venv "$PY_DIR/.venv-v2" "$PY_DIR/requirements-v2.txt"
 want sdk && ensure_venv "$SDK_DIR/.venv" "$SDK_DIR/requirements.txt"
 want js && ensure_node_modules "$JS_DIR"
 want cli && ensure_node_modules "$CLI_DIR"
+want crawlee && ensure_venv "$CRAWLEE_DIR/.venv" "$CRAWLEE_DIR/requirements.txt"
+want crawlee && ensure_node_modules "$CRAWLEE_DIR"
 record_stage "install clients" ok "$start"
 
 # ---- the server -------------------------------------------------------------------------------------------
@@ -212,6 +217,14 @@ if want sdk; then
 fi
 if want cli; then
     run_suite "apify-cli" bash -c 'cd "$1" && node --test --test-force-exit --test-reporter=spec' _ "$CLI_DIR"
+fi
+
+# The crawlee round trips run the binary on their own data directories (not the server above).
+if want crawlee; then
+    run_suite "crawlee-python round trip" env KVSTORE_BIN="$BIN" "$CRAWLEE_DIR/.venv/bin/python" -m pytest \
+        -p no:cacheprovider -q -rfE "$CRAWLEE_DIR/test_crawlee_roundtrip.py"
+    run_suite "crawlee JS round trip" env KVSTORE_BIN="$BIN" \
+        bash -c 'cd "$1" && node --test --test-force-exit --test-reporter=spec' _ "$CRAWLEE_DIR"
 fi
 
 echo

@@ -48,13 +48,14 @@ fi
 stage "schemathesis against the OpenAPI document (GET /v2/openapi.json)" scripts/schemathesis.sh
 # The storage browser (GET /) end to end in headless Chromium (Debian's chromium, apt-installed if missing).
 stage "storage browser in headless Chromium" scripts/ui-tests.sh
-stage "official clients (apify-client Python v3/v2 and JS, Apify SDK, Apify CLI)" scripts/client-tests.sh
+stage "official clients (apify-client Python v3/v2 and JS, Apify SDK, Apify CLI, Crawlee round trips)" \
+  scripts/client-tests.sh
 if [[ $have_pg == 1 ]] && command -v psql >/dev/null; then
   client_db="kvstore_clients_$$"
   psql "$pg_url" -qc "CREATE DATABASE ${client_db}"
   trap 'psql "$pg_url" -qc "DROP DATABASE IF EXISTS ${client_db} WITH (FORCE)" >/dev/null 2>&1 || true' EXIT
   stage "official clients on PostgreSQL" \
-    env CLIENT_TESTS_DATABASE_URL="${pg_url%/*}/${client_db}" scripts/client-tests.sh
+    env CLIENT_TESTS_DATABASE_URL="${pg_url%/*}/${client_db}" scripts/client-tests.sh py3 py2 js sdk cli
 elif [[ ${CI:-} == true ]]; then
   echo "CI=true needs psql to run the client tests on PostgreSQL." >&2
   exit 1

@@ -31,6 +31,48 @@ pub enum Command {
     /// Copy everything (users, tokens, stores, records) from one backend to another, e.g. from a
     /// data directory to PostgreSQL. Run it again to finish an interrupted copy.
     Copy(CopyArgs),
+    /// Load a Crawlee / Apify CLI storage folder (its key_value_stores/) into stores of one user.
+    /// Stores keep their names (the default store becomes "default"); records keep keys and
+    /// content types. Keys kvstore does not allow are listed and counted, not imported.
+    Import(ImportArgs),
+    /// Write a user's stores as a Crawlee storage folder (DIR/key_value_stores/<store>/) that
+    /// Crawlee and the Apify CLI read.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The storage folder (the one holding key_value_stores/, usually ./storage).
+    pub dir: PathBuf,
+    /// The user who will own the stores.
+    #[arg(long)]
+    pub user: String,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The storage folder to write (key_value_stores/ is created in it).
+    pub dir: PathBuf,
+    /// Whose stores to export.
+    #[arg(long)]
+    pub user: String,
+    /// Export only this store (repeat for several); default: all the user's stores, unnamed ones
+    /// in folders named by their ids.
+    #[arg(long = "store", value_name = "NAME")]
+    pub stores: Vec<String>,
+    /// Which Crawlee writes the folder: crawlee-python 1.x, or crawlee JS / the Apify CLI.
+    #[arg(long, value_enum, default_value_t = crate::crawlee::Layout::Python)]
+    pub layout: crate::crawlee::Layout,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

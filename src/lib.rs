@@ -5,6 +5,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod copy;
+pub mod crawlee;
 pub mod error;
 pub mod model;
 mod server;

@@ -6,9 +6,10 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use kvstore::config::{
-    backend_of, Cli, Command, CopyArgs, DataArgs, LogFormat, ServeArgs, ServerConfig, UsersCommand,
+    backend_of, Cli, Command, CopyArgs, DataArgs, ExportArgs, ImportArgs, LogFormat, ServeArgs,
+    ServerConfig, UsersCommand,
 };
-use kvstore::model::{format_millis, Token, Username};
+use kvstore::model::{format_millis, StoreName, Token, User, Username};
 use kvstore::storage::{self, StorageError};
 
 fn main() -> ExitCode {
@@ -28,6 +29,8 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Users(cmd) => users(cmd).await,
             Command::Copy(args) => copy(args).await,
+            Command::Import(args) => import(args).await,
+            Command::Export(args) => export(args).await,
         }
     });
     match result {
@@ -179,6 +182,69 @@ async fn copy(args: CopyArgs) -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "Copied {} users, {} stores, {} records ({} already there).",
         report.users, report.stores, report.records_copied, report.records_skipped
+    );
+    Ok(())
+}
+
+/// The user named on the command line, on an open backend.
+async fn named_user(
+    store: &dyn storage::Store,
+    name: &str,
+) -> Result<User, Box<dyn std::error::Error>> {
+    let username = Username::parse(name)?;
+    store.user_by_name(&username).await?.ok_or_else(|| {
+        format!("there is no user named \"{name}\" (create it with `kvstore users create`)").into()
+    })
+}
+
+async fn import(args: ImportArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let store = open_offline(&args.data).await?;
+    let result = async {
+        let owner = named_user(&*store, &args.user).await?;
+        Ok::<_, Box<dyn std::error::Error>>(
+            kvstore::crawlee::import(&*store, &args.dir, &owner, !args.quiet).await?,
+        )
+    }
+    .await;
+    store.close().await?;
+    let report = result?;
+    for r in &report.rejected {
+        eprintln!("not imported: {}/{}: {}", r.store, r.item, r.reason);
+    }
+    println!(
+        "Imported {} records ({} bytes) into {} stores of {}; {} not imported.",
+        report.records,
+        report.bytes,
+        report.stores,
+        args.user,
+        report.rejected.len()
+    );
+    Ok(())
+}
+
+async fn export(args: ExportArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let only = args
+        .stores
+        .iter()
+        .map(|n| StoreName::parse(n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let store = open_offline(&args.data).await?;
+    let result = async {
+        let owner = named_user(&*store, &args.user).await?;
+        Ok::<_, Box<dyn std::error::Error>>(
+            kvstore::crawlee::export(&*store, &args.dir, &owner, &only, args.layout, !args.quiet)
+                .await?,
+        )
+    }
+    .await;
+    store.close().await?;
+    let report = result?;
+    println!(
+        "Exported {} records ({} bytes) from {} stores to {}.",
+        report.records,
+        report.bytes,
+        report.stores,
+        args.dir.join("key_value_stores").display()
     );
     Ok(())
 }
