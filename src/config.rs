@@ -205,6 +205,11 @@ pub struct ServeArgs {
     #[arg(long, env = "KVSTORE_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
+    /// Delete unnamed stores nobody has read or written for this long (e.g. `7d`, `36h`, `90m`), as
+    /// Apify expires unnamed storages. Off by default: stores are kept until deleted.
+    #[arg(long, env = "KVSTORE_UNNAMED_RETENTION", value_parser = humantime::parse_duration)]
+    pub unnamed_retention: Option<std::time::Duration>,
+
     /// Log format.
     #[arg(long, env = "KVSTORE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -267,6 +272,8 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
     /// Serve HTTPS instead of HTTP.
     pub tls: Option<crate::tls::TlsConfig>,
+    /// Unnamed stores idle this long are deleted; `None` keeps them.
+    pub unnamed_retention: Option<std::time::Duration>,
 }
 
 impl ServerConfig {
@@ -281,6 +288,7 @@ impl ServerConfig {
             max_connections: 10_000,
             cors_origins: vec!["*".to_owned()],
             tls: None,
+            unnamed_retention: None,
         }
     }
 }

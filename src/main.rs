@@ -90,6 +90,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             .filter(|o| !o.trim().is_empty())
             .collect(),
         tls,
+        unnamed_retention: args.unnamed_retention,
     };
     println!(
         "kvstore {} listening on {scheme}://{addr}",

@@ -17,6 +17,7 @@ use tower::Layer as _;
 
 use crate::api::{self, AppState};
 use crate::config::ServerConfig;
+use crate::model::now_millis;
 use crate::storage::{AccessCounters, Store};
 
 /// How often batched read/list counters and `accessedAt` are written.
@@ -41,6 +42,13 @@ pub async fn serve(
     };
     api::init_metrics();
     let flusher = tokio::spawn(flush_access_periodically(store.clone(), access.clone()));
+    let sweeper = config.unnamed_retention.map(|retention| {
+        tokio::spawn(expire_unnamed_periodically(
+            store.clone(),
+            access.clone(),
+            retention,
+        ))
+    });
 
     let allow_method_override = config.allow_method_override;
     // `?method=` must be applied before routing, so it wraps the router rather than a route.
@@ -144,6 +152,9 @@ pub async fn serve(
     }
 
     flusher.abort();
+    if let Some(sweeper) = sweeper {
+        sweeper.abort();
+    }
     flush_access(&*store, &access).await;
     if let Err(e) = store.close().await {
         tracing::error!(error = %e, "closing the store failed");
@@ -156,6 +167,48 @@ async fn flush_access_periodically(store: Arc<dyn Store>, access: Arc<AccessCoun
     loop {
         tick.tick().await;
         flush_access(&*store, &access).await;
+    }
+}
+
+/// `--unnamed-retention`: deletes unnamed stores idle longer than `retention`, checking a tenth of
+/// the retention period apart (at least every second, at most every ten minutes).
+async fn expire_unnamed_periodically(
+    store: Arc<dyn Store>,
+    access: Arc<AccessCounters>,
+    retention: Duration,
+) {
+    const BATCH: usize = 100;
+    let period = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tick.tick().await;
+        // Reads counted in memory but not yet saved must keep their stores alive.
+        flush_access(&*store, &access).await;
+        let retention_ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
+        let idle_since = now_millis().saturating_sub(retention_ms);
+        loop {
+            let ids = match store.stores_unnamed_idle(idle_since, BATCH).await {
+                Ok(ids) => ids,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not look for expired unnamed stores");
+                    break;
+                }
+            };
+            let mut failed = false;
+            for id in &ids {
+                match store.store_delete(id).await {
+                    Ok(true) => tracing::info!(store = %id, "deleted an expired unnamed store"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        failed = true;
+                        tracing::warn!(store = %id, error = %e, "could not delete an expired unnamed store");
+                    }
+                }
+            }
+            if ids.len() < BATCH || failed {
+                break;
+            }
+        }
     }
 }
 

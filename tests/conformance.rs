@@ -717,3 +717,51 @@ async fn random_operations_match_the_memory_model() {
     assert_eq!(a, b);
     subject.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn idle_unnamed_stores_are_found_for_expiry() {
+    for (backend, s) in backends().await {
+        let store = &*s.store;
+        let alice = new_user(store, "alice").await;
+        let bob = new_user(store, "bob").await;
+        let make = |owner: &UserId, name: Option<StoreName>, accessed_at: u64| {
+            let mut info = StoreInfo::new(owner.clone(), name, None);
+            info.created_at = accessed_at;
+            info.modified_at = accessed_at;
+            info.accessed_at = accessed_at;
+            info
+        };
+        let old_a = make(&alice, None, 1_000);
+        let old_b = make(&bob, None, 2_000);
+        let recent = make(&alice, None, 9_000);
+        let named_old = make(&alice, Some(name("keep")), 500);
+        for info in [&old_a, &old_b, &recent, &named_old] {
+            store.store_import(info).await.unwrap();
+        }
+        let idle = store.stores_unnamed_idle(5_000, 100).await.unwrap();
+        assert_eq!(idle, [old_a.id.clone(), old_b.id.clone()], "{backend}");
+        let first = store.stores_unnamed_idle(5_000, 1).await.unwrap();
+        assert_eq!(first.len(), 1, "{backend}");
+        assert_eq!(first[0], old_a.id, "{backend}: longest idle first");
+
+        // Reading a store (batched access) makes it recent again; a deleted one is not listed.
+        let delta = kvstore::storage::AccessDelta {
+            reads: 1,
+            accessed_at: 10_000,
+            ..Default::default()
+        };
+        store
+            .apply_access(vec![(old_a.id.clone(), delta)])
+            .await
+            .unwrap();
+        assert!(store.store_delete(&old_b.id).await.unwrap());
+        assert!(
+            store
+                .stores_unnamed_idle(5_000, 100)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{backend}"
+        );
+    }
+}

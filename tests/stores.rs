@@ -497,3 +497,52 @@ async fn unknown_paths_and_methods_use_the_envelope() {
         .unwrap();
     assert_error(resp, 405, "method-not-allowed").await;
 }
+
+#[tokio::test]
+async fn unnamed_stores_expire_after_the_retention_period_when_it_is_set() {
+    let srv = TestServer::start_with(|c| {
+        c.unnamed_retention = Some(std::time::Duration::from_secs(2));
+    })
+    .await;
+    let alice = srv.user("alice").await;
+    let idle = srv.create_store(&alice, None).await;
+    let busy = srv.create_store(&alice, None).await;
+    let named = srv.create_store(&alice, Some("kept")).await;
+    let store_url = |s: &Value| format!("/v2/key-value-stores/{}", s["id"].as_str().unwrap());
+    srv.put_record(
+        &alice,
+        busy["id"].as_str().unwrap(),
+        "k",
+        "text/plain",
+        b"v".to_vec(),
+    )
+    .await;
+
+    // Keep reading `busy` while `idle` stays untouched for well over the retention period.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(6);
+    while std::time::Instant::now() < deadline {
+        let resp = srv
+            .get(&format!("{}/records/k", store_url(&busy)), &alice)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "a store in use must not expire");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let gone = srv.get(&store_url(&idle), &alice).send().await.unwrap();
+    assert_error(gone, 404, "record-not-found").await;
+    for kept in [&busy, &named] {
+        let resp = srv.get(&store_url(kept), &alice).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn unnamed_stores_are_kept_without_a_retention_period() {
+    let srv = TestServer::start().await;
+    let alice = srv.user("alice").await;
+    let idle = srv.create_store(&alice, None).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let url = format!("/v2/key-value-stores/{}", idle["id"].as_str().unwrap());
+    assert_eq!(srv.get(&url, &alice).send().await.unwrap().status(), 200);
+}

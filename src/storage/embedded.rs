@@ -34,8 +34,8 @@ use super::{
     StorageError, Store, StoreListQuery, StorePage, StoreUpdate, WriteOutcome,
 };
 use crate::model::{
-    now_millis, RecordKey, RecordMeta, StoreId, StoreInfo, StoreName, TokenHash, User, UserId,
-    Username,
+    now_millis, Millis, RecordKey, RecordMeta, StoreId, StoreInfo, StoreName, TokenHash, User,
+    UserId, Username,
 };
 
 /// Bumped whenever the on-disk layout changes incompatibly.
@@ -698,6 +698,24 @@ impl Store for EmbeddedStore {
             };
             read_store(txn, id.value())
         })
+    }
+
+    async fn stores_unnamed_idle(&self, idle_since: Millis, limit: usize) -> Result<Vec<StoreId>> {
+        // A full scan of the store rows: the sweep runs rarely and stores are few next to records.
+        self.read(move |txn| {
+            let table = txn.open_table(STORES).map_err(engine)?;
+            let mut idle = Vec::new();
+            for row in table.iter().map_err(engine)? {
+                let (_, value) = row.map_err(engine)?;
+                let store: StoreInfo = decode(value.value())?;
+                if store.name.is_none() && store.accessed_at < idle_since {
+                    idle.push((store.accessed_at, store.id));
+                }
+            }
+            idle.sort();
+            Ok(idle.into_iter().take(limit).map(|(_, id)| id).collect())
+        })
+        .await
     }
 
     async fn stores_list(&self, owner: &UserId, query: &StoreListQuery) -> Result<StorePage> {

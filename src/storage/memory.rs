@@ -13,8 +13,8 @@ use super::{
     StorageError, Store, StoreListQuery, StorePage, StoreUpdate, WriteOutcome,
 };
 use crate::model::{
-    now_millis, RecordKey, RecordMeta, StoreId, StoreInfo, StoreName, TokenHash, User, UserId,
-    Username,
+    now_millis, Millis, RecordKey, RecordMeta, StoreId, StoreInfo, StoreName, TokenHash, User,
+    UserId, Username,
 };
 
 #[derive(Default)]
@@ -171,6 +171,17 @@ impl Store for MemoryStore {
             .cloned()
             .collect();
         Ok(StorePage { total, items })
+    }
+
+    async fn stores_unnamed_idle(&self, idle_since: Millis, limit: usize) -> Result<Vec<StoreId>> {
+        let state = self.read()?;
+        let mut idle: Vec<&StoreInfo> = state
+            .stores
+            .values()
+            .filter(|s| s.name.is_none() && s.accessed_at < idle_since)
+            .collect();
+        idle.sort_by_key(|s| s.accessed_at);
+        Ok(idle.into_iter().take(limit).map(|s| s.id.clone()).collect())
     }
 
     async fn store_update(&self, id: &StoreId, update: StoreUpdate) -> Result<Option<StoreInfo>> {

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::model::{
-    GeneralAccess, RecordKey, RecordMeta, StoreId, StoreInfo, StoreName, Token, TokenHash, User,
-    UserId, Username,
+    GeneralAccess, Millis, RecordKey, RecordMeta, StoreId, StoreInfo, StoreName, Token, TokenHash,
+    User, UserId, Username,
 };
 
 pub use access::{apply_delta, AccessCounters, AccessDelta, AccessKind};
@@ -130,6 +130,9 @@ pub trait Store: Send + Sync + 'static {
     async fn store_update(&self, id: &StoreId, update: StoreUpdate) -> Result<Option<StoreInfo>>;
     /// Makes the store and its records invisible at once. `false` when it did not exist.
     async fn store_delete(&self, id: &StoreId) -> Result<bool>;
+    /// Unnamed stores, of every user, that nobody has read or written since `idle_since`; the
+    /// longest idle first, at most `limit` (for `serve --unnamed-retention`).
+    async fn stores_unnamed_idle(&self, idle_since: Millis, limit: usize) -> Result<Vec<StoreId>>;
 
     // --- records ---
 

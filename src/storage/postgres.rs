@@ -19,8 +19,8 @@ use super::{
     StoreListQuery, StorePage, StoreUpdate, WriteOutcome,
 };
 use crate::model::{
-    now_millis, GeneralAccess, RecordKey, RecordMeta, StoreId, StoreInfo, StoreName, StoreStats,
-    TokenHash, User, UserId, Username,
+    now_millis, GeneralAccess, Millis, RecordKey, RecordMeta, StoreId, StoreInfo, StoreName,
+    StoreStats, TokenHash, User, UserId, Username,
 };
 
 /// Bodies up to this size are kept in the `records` row itself.
@@ -83,6 +83,9 @@ CREATE TABLE record_chunks (
 "#,
     r#"
 ALTER TABLE records ADD COLUMN version bigint NOT NULL DEFAULT 0;
+"#,
+    r#"
+CREATE INDEX stores_unnamed_accessed ON stores (accessed_at) WHERE name IS NULL AND NOT deleted;
 "#,
 ];
 
@@ -715,6 +718,27 @@ impl Store for PgStore {
                 tokio::spawn(purge_deleted(self.pool.clone()));
             }
             Ok(deleted)
+        })
+        .await
+    }
+
+    async fn stores_unnamed_idle(&self, idle_since: Millis, limit: usize) -> Result<Vec<StoreId>> {
+        self.bounded(self.op_timeout, async move {
+            let rows = sqlx::query(
+                "SELECT id FROM stores WHERE name IS NULL AND NOT deleted AND accessed_at < $1
+                 ORDER BY accessed_at LIMIT $2",
+            )
+            .bind(to_i64(idle_since))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+            rows.iter()
+                .map(|row| {
+                    StoreId::parse(row.try_get("id").map_err(db_err)?)
+                        .ok_or_else(|| corrupt("store id"))
+                })
+                .collect()
         })
         .await
     }
