@@ -205,6 +205,11 @@ pub struct ServeArgs {
     #[arg(long, env = "KVSTORE_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
+    /// Requests per second each token may make (bursts of as many); requests without a token count
+    /// per client IP address. Over it: 429 `rate-limit-exceeded`. Off by default.
+    #[arg(long, env = "KVSTORE_RATE_LIMIT")]
+    pub rate_limit: Option<std::num::NonZeroU32>,
+
     /// Delete unnamed stores nobody has read or written for this long (e.g. `7d`, `36h`, `90m`), as
     /// Apify expires unnamed storages. Off by default: stores are kept until deleted.
     #[arg(long, env = "KVSTORE_UNNAMED_RETENTION", value_parser = humantime::parse_duration)]
@@ -274,6 +279,8 @@ pub struct ServerConfig {
     pub tls: Option<crate::tls::TlsConfig>,
     /// Unnamed stores idle this long are deleted; `None` keeps them.
     pub unnamed_retention: Option<std::time::Duration>,
+    /// Requests per second per token (or per client address without one); `None`: no limit.
+    pub rate_limit: Option<std::num::NonZeroU32>,
 }
 
 impl ServerConfig {
@@ -289,6 +296,7 @@ impl ServerConfig {
             cors_origins: vec!["*".to_owned()],
             tls: None,
             unnamed_retention: None,
+            rate_limit: None,
         }
     }
 }

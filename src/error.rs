@@ -51,6 +51,8 @@ pub enum ApiError {
     RangeNotSatisfiable { size: u64 },
     #[error("The client sent no data for too long; the request was abandoned.")]
     RequestTimeout,
+    #[error("You have exceeded the rate limit of {limit} requests per second.")]
+    RateLimitExceeded { limit: u32 },
     #[error("The service is temporarily unavailable, try again later.")]
     Unavailable,
     /// Details are logged, never sent.
@@ -82,6 +84,7 @@ impl ApiError {
             ApiError::UnsupportedContentEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::RateLimitExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -112,6 +115,7 @@ impl ApiError {
             ApiError::RangeNotSatisfiable { .. } => "range-not-satisfiable",
             ApiError::RequestTimeout => "request-timeout",
             ApiError::InvalidRequestBody(_) => "invalid-request",
+            ApiError::RateLimitExceeded { .. } => "rate-limit-exceeded",
             ApiError::Unavailable => "service-unavailable",
             ApiError::Internal(_) => "internal-server-error",
         }
@@ -131,6 +135,11 @@ impl IntoResponse for ApiError {
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 response.headers_mut().insert(header::CONTENT_RANGE, v);
             }
+        }
+        if let ApiError::RateLimitExceeded { limit } = self {
+            let headers = response.headers_mut();
+            headers.insert("x-ratelimit-limit", HeaderValue::from(limit));
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if matches!(
             self,

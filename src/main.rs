@@ -91,6 +91,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             .collect(),
         tls,
         unnamed_retention: args.unnamed_retention,
+        rate_limit: args.rate_limit,
     };
     println!(
         "kvstore {} listening on {scheme}://{addr}",

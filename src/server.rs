@@ -14,6 +14,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::Layer as _;
+use tower::ServiceExt as _;
 
 use crate::api::{self, AppState};
 use crate::config::ServerConfig;
@@ -39,6 +40,7 @@ pub async fn serve(
         store: store.clone(),
         access: access.clone(),
         config: config.clone(),
+        rate_limiter: config.rate_limit.map(api::rate_limit::RateLimiter::new),
     };
     api::init_metrics();
     let flusher = tokio::spawn(flush_access_periodically(store.clone(), access.clone()));
@@ -88,7 +90,7 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -101,7 +103,16 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let (builder, app, watcher) = (builder.clone(), app.clone(), graceful.watcher());
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        // The peer address, for rate limiting requests that carry no token.
+        let app = app
+            .clone()
+            .map_request(move |mut request: Request<Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                request
+            });
         let idle_timeout = config.idle_timeout;
         let tls = tls.clone();
         metrics::gauge!("kvstore_open_connections").increment(1.0);

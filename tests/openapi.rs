@@ -1321,6 +1321,19 @@ async fn real_responses_match_the_document() {
     )
     .await;
 
+    // 429 comes from a second server limited to one request per second.
+    let limited = TestServer::start_with(|c| c.rate_limit = std::num::NonZeroU32::new(1)).await;
+    let carol = limited.user("carol").await;
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let got = s
+            .check("get", STORES, limited.req(M::GET, STORES, Some(&carol)))
+            .await;
+        statuses.push(got.status);
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    limited.stop().await;
+
     // Every documented operation was exercised, and every error type the server can be made to
     // answer here was seen (a 503 or 500 needs a failing backend).
     let missed: Vec<_> = documented_operations(&s.doc)

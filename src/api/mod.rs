@@ -10,6 +10,7 @@ pub mod openapi;
 mod ops;
 mod params;
 mod paths;
+pub mod rate_limit;
 mod records;
 mod resolve;
 mod stores;
@@ -41,17 +42,20 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub access: Arc<AccessCounters>,
     pub config: Arc<ServerConfig>,
+    /// `None` unless `--rate-limit` is set.
+    pub rate_limiter: Option<Arc<rate_limit::RateLimiter>>,
 }
 
 pub fn router(state: AppState) -> Router {
     let cors = cors_layer(&state.config.cors_origins);
-    Router::new()
+    let unlimited = Router::new()
         .route("/", get(ui::page))
         .route("/ui/{file}", get(ui::asset))
         .route("/metrics", get(observe::metrics_get))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/v2/openapi.json", get(openapi::openapi_get))
+        .route("/v2/openapi.json", get(openapi::openapi_get));
+    Router::new()
         .route("/v2/users/me", get(users::users_me))
         .route("/v2/users/{user}", get(users::user_get))
         .route(
@@ -77,6 +81,11 @@ pub fn router(state: AppState) -> Router {
                 .post(records::record_put)
                 .delete(records::record_delete),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit::limit,
+        ))
+        .merge(unlimited)
         .fallback(page_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(unread::close_if_body_unread))

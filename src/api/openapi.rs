@@ -76,11 +76,18 @@ use crate::model::{GeneralAccess, RECORD_KEY_MAX_LEN, STORE_NAME_MAX_LEN};
             PayloadTooLarge,
             UnsupportedMediaType,
             RangeNotSatisfiable,
+            TooManyRequests,
             InternalServerError,
             ServiceUnavailable,
         ),
     ),
-    modifiers(&SecuritySchemes, &DistinctOperationIds, &OptionalRecordBody, &Links),
+    modifiers(
+        &SecuritySchemes,
+        &DistinctOperationIds,
+        &OptionalRecordBody,
+        &Links,
+        &RateLimited
+    ),
     tags(
         (name = "key-value-stores", description = "Stores, keys and records (Apify API v2)"),
         (name = "users", description = "The caller's account and store owners"),
@@ -162,6 +169,35 @@ impl Modify for DistinctOperationIds {
                     let base = put_id.strip_suffix("_put").unwrap_or(&put_id);
                     post.operation_id = Some(format!("{base}_post"));
                 }
+            }
+        }
+    }
+}
+
+/// With `--rate-limit`, every API operation may answer 429 (`api/rate_limit.rs` sits in front of
+/// all of them), so the response is added here rather than to each handler's list.
+struct RateLimited;
+
+impl Modify for RateLimited {
+    fn modify(&self, doc: &mut openapi::OpenApi) {
+        for (path, item) in doc.paths.paths.iter_mut() {
+            if !path.starts_with("/v2/") || path == "/v2/openapi.json" {
+                continue;
+            }
+            for op in [
+                item.get.as_mut(),
+                item.head.as_mut(),
+                item.put.as_mut(),
+                item.post.as_mut(),
+                item.delete.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                op.responses.responses.insert(
+                    "429".to_owned(),
+                    RefOr::Ref(Ref::from_response_name("TooManyRequests")),
+                );
             }
         }
     }
@@ -298,6 +334,7 @@ fn every_error() -> Vec<ApiError> {
             | ApiError::InvalidRequestBody(_)
             | ApiError::RangeNotSatisfiable { .. }
             | ApiError::RequestTimeout
+            | ApiError::RateLimitExceeded { .. }
             | ApiError::Unavailable
             | ApiError::Internal(_) => {}
         }
@@ -324,6 +361,7 @@ fn every_error() -> Vec<ApiError> {
         ApiError::InvalidRequestBody(String::new()),
         ApiError::RangeNotSatisfiable { size: 0 },
         ApiError::RequestTimeout,
+        ApiError::RateLimitExceeded { limit: 0 },
         ApiError::Unavailable,
         ApiError::Internal(String::new()),
     ];
@@ -395,6 +433,20 @@ fn error_response(status: u16, description: &str) -> openapi::Response {
             "application/json",
             ContentBuilder::new().schema(Some(schema)).build(),
         );
+    if status == 429 {
+        for (name, description) in [
+            ("X-RateLimit-Limit", "The requests per second allowed"),
+            ("Retry-After", "Seconds to wait before retrying"),
+        ] {
+            response = response.header(
+                name,
+                openapi::HeaderBuilder::new()
+                    .schema(ObjectBuilder::new().schema_type(Type::Integer))
+                    .description(Some(description))
+                    .build(),
+            );
+        }
+    }
     if status == 416 {
         response = response.header(
             "Content-Range",
@@ -431,6 +483,7 @@ error_responses! {
     PayloadTooLarge = 413, "The body is over the limit (measured after decompression)";
     UnsupportedMediaType = 415, "A `Content-Encoding` other than gzip, br, deflate or identity";
     RangeNotSatisfiable = 416, "The `Range` starts past the record's end";
+    TooManyRequests = 429, "Over the server's `--rate-limit` for this token (or address); retry later";
     InternalServerError = 500, "An unexpected failure (details are logged, never sent)";
     ServiceUnavailable = 503, "The storage backend does not answer; retry later";
 }
