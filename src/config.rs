@@ -35,9 +35,47 @@ pub enum Command {
     /// Stores keep their names (the default store becomes "default"); records keep keys and
     /// content types. Keys kvstore does not allow are listed and counted, not imported.
     Import(ImportArgs),
+    /// Write a consistent backup of everything (users with token hashes, stores, records) to a
+    /// file: from a running server with --server and an admin token, or directly from a data
+    /// directory (no server running on it) or a PostgreSQL database (at any time).
+    Backup(BackupArgs),
+    /// Restore a backup file into a new data directory or an empty PostgreSQL database.
+    Restore(RestoreArgs),
     /// Write a user's stores as a Crawlee storage folder (DIR/key_value_stores/<store>/) that
     /// Crawlee and the Apify CLI read.
     Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The file to write (replaced only once the backup is complete and verified).
+    #[arg(long)]
+    pub to: PathBuf,
+    /// Take the backup from this running server, e.g. http://127.0.0.1:8080.
+    #[arg(long, env = "KVSTORE_SERVER")]
+    pub server: Option<String>,
+    /// An administrator's token, for --server.
+    #[arg(
+        long,
+        env = "KVSTORE_TOKEN",
+        hide_env_values = true,
+        requires = "server"
+    )]
+    pub token: Option<String>,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file.
+    #[arg(long)]
+    pub from: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

@@ -6,8 +6,8 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use kvstore::config::{
-    backend_of, Cli, Command, CopyArgs, DataArgs, ExportArgs, ImportArgs, LogFormat, ServeArgs,
-    ServerConfig, UsersCommand,
+    backend_of, BackupArgs, Cli, Command, CopyArgs, DataArgs, ExportArgs, ImportArgs, LogFormat,
+    RestoreArgs, ServeArgs, ServerConfig, UsersCommand,
 };
 use kvstore::model::{format_millis, StoreName, Token, User, Username};
 use kvstore::storage::{self, StorageError};
@@ -29,6 +29,8 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Users(cmd) => users(cmd).await,
             Command::Copy(args) => copy(args).await,
+            Command::Backup(args) => backup(args).await,
+            Command::Restore(args) => restore(args).await,
             Command::Import(args) => import(args).await,
             Command::Export(args) => export(args).await,
         }
@@ -247,6 +249,97 @@ async fn export(args: ExportArgs) -> Result<(), Box<dyn std::error::Error>> {
         report.bytes,
         report.stores,
         args.dir.join("key_value_stores").display()
+    );
+    Ok(())
+}
+
+async fn backup(args: BackupArgs) -> Result<(), Box<dyn std::error::Error>> {
+    // Written beside the target and renamed once verified: a failed backup never replaces a good one.
+    let partial = {
+        let mut name = args.to.clone().into_os_string();
+        name.push(".partial");
+        std::path::PathBuf::from(name)
+    };
+    let result = match &args.server {
+        Some(server) => download_backup(server, args.token.as_deref(), &partial).await,
+        None => {
+            let store = open_offline(&args.data).await?;
+            let written = kvstore::backup::to_file(&*store, &partial).await;
+            store.close().await?;
+            written.map(|_| ()).map_err(Into::into)
+        }
+    };
+    let verified = match result {
+        Ok(()) => kvstore::backup::verify(&partial).await.map_err(Into::into),
+        Err(e) => Err(e),
+    };
+    let counts = match verified {
+        Ok(counts) => counts,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&partial, &args.to)?;
+    println!(
+        "Backed up {} users, {} stores, {} records ({} bytes) to {}.",
+        counts.users,
+        counts.stores,
+        counts.records,
+        counts.bytes,
+        args.to.display()
+    );
+    Ok(())
+}
+
+async fn download_backup(
+    server: &str,
+    token: Option<&str>,
+    to: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use futures_util::TryStreamExt;
+    use tokio::io::AsyncWriteExt;
+
+    let token =
+        token.ok_or("--server needs an administrator's token (--token or KVSTORE_TOKEN)")?;
+    let url = format!("{}/v2/admin/backup", server.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| format!("could not reach {url}: {e}"))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let message = body["error"]["message"].as_str().unwrap_or("no message");
+        return Err(format!("{url} answered {status}: {message}").into());
+    }
+    let mut file = tokio::fs::File::create(to).await?;
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body
+        .try_next()
+        .await
+        .map_err(|e| format!("the backup stopped arriving: {e}"))?
+    {
+        file.write_all(&chunk).await?;
+    }
+    file.sync_all().await?;
+    Ok(())
+}
+
+async fn restore(args: RestoreArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let store = open_offline(&args.data).await?;
+    let restored = kvstore::backup::restore(&store, &args.from, !args.quiet).await;
+    store.close().await?;
+    let counts = restored?;
+    println!(
+        "Restored {} users, {} stores, {} records ({} bytes) into {}.",
+        counts.users,
+        counts.stores,
+        counts.records,
+        counts.bytes,
+        args.data.describe()
     );
     Ok(())
 }

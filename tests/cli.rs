@@ -627,3 +627,114 @@ async fn public_url_is_the_base_of_location_and_public_urls() {
     // The same through the environment, with a trailing slash.
     check_public_url(&[], &[("KVSTORE_PUBLIC_URL", "http://example.test:9/")]).await;
 }
+
+#[tokio::test]
+async fn backup_of_a_running_server_restores_into_a_new_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let admin = "backup-admin-token-0123456789abcdef";
+    let server = Server::start(&data, &[], &[("KVSTORE_ADMIN_TOKEN", admin)]);
+    let client = reqwest::Client::new();
+    let big = vec![7u8; 300 * 1024];
+    let created = client
+        .post(format!("{}/v2/key-value-stores?name=kept", server.url))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    for (key, body) in [("small", b"hello".to_vec()), ("big", big.clone())] {
+        let resp = client
+            .put(format!(
+                "{}/v2/key-value-stores/~kept/records/{key}",
+                server.url
+            ))
+            .bearer_auth(admin)
+            .header("content-type", "application/x-test")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+    }
+
+    let file = dir.path().join("all.backup");
+    let file_arg = file.to_str().unwrap();
+    // A wrong token gets the server's answer, and no file.
+    let out = run(&[
+        "backup",
+        "--to",
+        file_arg,
+        "--server",
+        &server.url,
+        "--token",
+        "nope",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("401"), "{}", stderr_of(&out));
+    assert!(!file.exists());
+    let out = run(&[
+        "backup",
+        "--to",
+        file_arg,
+        "--server",
+        &server.url,
+        "--token",
+        admin,
+    ]);
+    assert!(out.status.success(), "backup: {}", stderr_of(&out));
+    assert!(
+        stdout_of(&out).contains("Backed up 1 users, 1 stores, 2 records"),
+        "{}",
+        stdout_of(&out)
+    );
+    drop(server);
+
+    let restored = dir.path().join("restored");
+    let out = run(&[
+        "restore",
+        "--from",
+        file_arg,
+        "--quiet",
+        "--data-dir",
+        restored.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "restore: {}", stderr_of(&out));
+    // Restoring twice into the same place is refused.
+    let again = run(&[
+        "restore",
+        "--from",
+        file_arg,
+        "--quiet",
+        "--data-dir",
+        restored.to_str().unwrap(),
+    ]);
+    assert!(!again.status.success());
+    assert!(
+        stderr_of(&again).contains("already has users"),
+        "{}",
+        stderr_of(&again)
+    );
+
+    let server = Server::start(&restored, &[], &[]);
+    assert!(
+        !server.banner.iter().any(|l| l.contains("admin")),
+        "the restored directory already has its admin: {:?}",
+        server.banner
+    );
+    let resp = get(
+        &format!("{}/v2/key-value-stores/~kept/records/big", server.url),
+        Some(admin),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/x-test");
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), big.as_slice());
+    let resp = get(
+        &format!("{}/v2/key-value-stores/~kept", server.url),
+        Some(admin),
+    )
+    .await;
+    let store: Value = resp.json().await.unwrap();
+    assert_eq!(store["data"]["stats"]["recordCount"], 2);
+}

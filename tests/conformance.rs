@@ -765,3 +765,104 @@ async fn idle_unnamed_stores_are_found_for_expiry() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_snapshot_keeps_reading_what_was_there_when_it_was_taken() {
+    for (backend, s) in backends().await {
+        let store = &*s.store;
+        let alice = new_user(store, "alice").await;
+        let (info, _) = store
+            .store_get_or_create(StoreInfo::new(alice.clone(), Some(name("snap")), None))
+            .await
+            .unwrap();
+        let big_old = vec![1u8; 300 * 1024];
+        for (k, body) in [
+            ("big", big_old.clone()),
+            ("small", b"old".to_vec()),
+            ("gone", vec![2u8; 100_000]),
+        ] {
+            store
+                .record_put(
+                    &info.id,
+                    &key(k),
+                    "application/octet-stream",
+                    BodyInput::Bytes(Bytes::from(body)),
+                )
+                .await
+                .unwrap();
+        }
+        let snapshot = store.snapshot().await.unwrap();
+
+        // Overwrite and delete after the snapshot, and create another store.
+        store
+            .record_put(
+                &info.id,
+                &key("big"),
+                "text/plain",
+                BodyInput::Bytes(Bytes::from(vec![9u8; 200 * 1024])),
+            )
+            .await
+            .unwrap();
+        store
+            .record_put(
+                &info.id,
+                &key("small"),
+                "text/plain",
+                BodyInput::Bytes(Bytes::from_static(b"new")),
+            )
+            .await
+            .unwrap();
+        store.record_delete(&info.id, &key("gone")).await.unwrap();
+        store
+            .store_get_or_create(StoreInfo::new(alice.clone(), Some(name("later")), None))
+            .await
+            .unwrap();
+
+        let stores = snapshot.stores().await.unwrap();
+        assert_eq!(
+            stores.len(),
+            1,
+            "{backend}: a store made later is not in the snapshot"
+        );
+        let keys: Vec<String> = snapshot
+            .keys(&info.id, None, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.key.to_string())
+            .collect();
+        assert_eq!(keys, ["big", "gone", "small"], "{backend}");
+        let after_big: Vec<String> = snapshot
+            .keys(&info.id, Some("big".into()), 1)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.key.to_string())
+            .collect();
+        assert_eq!(after_big, ["gone"], "{backend}: paging after a key");
+        for (k, want) in [
+            ("big", big_old.clone()),
+            ("small", b"old".to_vec()),
+            ("gone", vec![2u8; 100_000]),
+        ] {
+            let record = snapshot.record(&info.id, &key(k)).await.unwrap().unwrap();
+            assert_eq!(
+                record.meta.content_type, "application/octet-stream",
+                "{backend} {k}"
+            );
+            let body = match record.body {
+                kvstore::storage::BodyOutput::Bytes(b) => b.to_vec(),
+                kvstore::storage::BodyOutput::File(mut f) => {
+                    let mut v = Vec::new();
+                    std::io::Read::read_to_end(&mut f, &mut v).unwrap();
+                    v
+                }
+            };
+            assert_eq!(body, want, "{backend}: {k} as it was");
+        }
+        let users = snapshot.users().await.unwrap();
+        assert_eq!(users.len(), 1, "{backend}");
+        assert_eq!(users[0].1.len(), 1, "{backend}: the user's token hash");
+        drop(snapshot);
+    }
+}

@@ -1321,6 +1321,25 @@ async fn real_responses_match_the_document() {
     )
     .await;
 
+    // Backups: administrators only.
+    let root = kvstore::model::Token::generate();
+    s.srv
+        .store
+        .user_create(
+            kvstore::model::Username::parse("root").unwrap(),
+            true,
+            root.hash(),
+        )
+        .await
+        .unwrap();
+    const BACKUP: &str = "/v2/admin/backup";
+    let got = s
+        .check("get", BACKUP, s.req(M::GET, BACKUP, Some(root.expose())))
+        .await;
+    assert_eq!(got.status, 200);
+    let got = s.check("get", BACKUP, s.req(M::GET, BACKUP, a)).await;
+    assert_eq!(got.status, 403);
+
     // 429 comes from a second server limited to one request per second.
     let limited = TestServer::start_with(|c| c.rate_limit = std::num::NonZeroU32::new(1)).await;
     let carol = limited.user("carol").await;

@@ -2,6 +2,7 @@
 //! Handlers parse and check input at the edge, ask [`crate::storage::Store`], and shape Apify's
 //! responses.
 
+mod admin;
 mod body;
 mod dto;
 mod keys;
@@ -57,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/openapi.json", get(openapi::openapi_get));
     Router::new()
         .route("/v2/users/me", get(users::users_me))
+        .route("/v2/admin/backup", get(admin::backup_get))
         .route("/v2/users/{user}", get(users::user_get))
         .route(
             "/v2/key-value-stores",

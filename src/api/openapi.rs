@@ -17,7 +17,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{self, Ref, RefOr};
 use utoipa::{Modify, OpenApi, PartialSchema, ToResponse, ToSchema};
 
-use super::{keys, observe, ops, records, stores, users};
+use super::{admin, keys, observe, ops, records, stores, users};
 use crate::error::ApiError;
 use crate::model::{GeneralAccess, RECORD_KEY_MAX_LEN, STORE_NAME_MAX_LEN};
 
@@ -47,6 +47,7 @@ use crate::model::{GeneralAccess, RECORD_KEY_MAX_LEN, STORE_NAME_MAX_LEN};
         records::record_delete,
         users::users_me,
         users::user_get,
+        admin::backup_get,
         ops::healthz,
         ops::readyz,
         observe::metrics_get,
@@ -91,6 +92,7 @@ use crate::model::{GeneralAccess, RECORD_KEY_MAX_LEN, STORE_NAME_MAX_LEN};
     tags(
         (name = "key-value-stores", description = "Stores, keys and records (Apify API v2)"),
         (name = "users", description = "The caller's account and store owners"),
+        (name = "admin", description = "Administration (users with admin rights only)"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     ),
 )]

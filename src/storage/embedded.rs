@@ -31,7 +31,7 @@ use tokio::sync::oneshot;
 
 use super::{
     apply_delta, AccessDelta, BodyInput, BodyOutput, KeyListQuery, KeyPage, Record, Result,
-    StorageError, Store, StoreListQuery, StorePage, StoreUpdate, WriteOutcome,
+    Snapshot, StorageError, Store, StoreListQuery, StorePage, StoreUpdate, WriteOutcome,
 };
 use crate::model::{
     now_millis, Millis, RecordKey, RecordMeta, StoreId, StoreInfo, StoreName, TokenHash, User,
@@ -100,11 +100,69 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 struct Paths {
     blobs: PathBuf,
     spool: PathBuf,
+    /// While a snapshot is open, blob files it may still read are not removed.
+    pins: Mutex<BlobPins>,
+}
+
+#[derive(Default)]
+struct BlobPins {
+    open_snapshots: usize,
+    deferred: Vec<PathBuf>,
 }
 
 impl Paths {
     fn blob(&self, id: &[u8; 16]) -> PathBuf {
         self.blobs.join(hex::encode(id))
+    }
+
+    /// Removes a blob file no record points at any more, or, while a snapshot is open, once the
+    /// last one closes.
+    fn unlink(&self, path: PathBuf) {
+        if let Ok(mut pins) = self.pins.lock() {
+            if pins.open_snapshots > 0 {
+                pins.deferred.push(path);
+                return;
+            }
+        }
+        remove_blob_file(&path);
+    }
+
+    /// Keeps blob files from being removed until the pin is dropped. Taken before the snapshot's
+    /// read transaction begins: a blob removed earlier belongs to a commit the snapshot cannot see.
+    fn pin(self: &Arc<Self>) -> BlobPin {
+        if let Ok(mut pins) = self.pins.lock() {
+            pins.open_snapshots += 1;
+        }
+        BlobPin(self.clone())
+    }
+}
+
+fn remove_blob_file(path: &Path) {
+    if let Err(e) = fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove blob file");
+        }
+    }
+}
+
+struct BlobPin(Arc<Paths>);
+
+impl Drop for BlobPin {
+    fn drop(&mut self) {
+        let deferred = match self.0.pins.lock() {
+            Ok(mut pins) => {
+                pins.open_snapshots = pins.open_snapshots.saturating_sub(1);
+                if pins.open_snapshots == 0 {
+                    std::mem::take(&mut pins.deferred)
+                } else {
+                    Vec::new()
+                }
+            }
+            Err(_) => Vec::new(),
+        };
+        for path in deferred {
+            remove_blob_file(&path);
+        }
     }
 }
 
@@ -191,6 +249,7 @@ impl EmbeddedStore {
         let paths = Paths {
             blobs: dir.join("blobs"),
             spool: dir.join("tmp"),
+            pins: Mutex::default(),
         };
         fs::create_dir_all(&paths.blobs)?;
         // Anything left in the spool dir belongs to requests that never completed.
@@ -335,12 +394,12 @@ fn writer_loop(
             }
         }
         let batch: Vec<Box<dyn Job>> = queue.drain(..).collect();
-        purge_pending |= run_batch(db, batch);
+        purge_pending |= run_batch(db, paths, batch);
     }
 }
 
 /// Applies a batch in one transaction and answers every job. Returns whether a purge was scheduled.
-fn run_batch(db: &Database, mut batch: Vec<Box<dyn Job>>) -> bool {
+fn run_batch(db: &Database, paths: &Paths, mut batch: Vec<Box<dyn Job>>) -> bool {
     let mut post = PostCommit::default();
     // Whether `commit()` itself was reached: a commit that fails (say, at its fsync) may still have
     // written pages that a restart accepts, so its fate is unknown, unlike a transaction abandoned
@@ -367,9 +426,7 @@ fn run_batch(db: &Database, mut batch: Vec<Box<dyn Job>>) -> bool {
         (Err(_), true) => &[],
     };
     for path in unlink {
-        if let Err(e) = fs::remove_file(path) {
-            tracing::warn!(path = %path.display(), error = %e, "could not remove blob file");
-        }
+        paths.unlink(path.clone());
     }
     for job in batch {
         job.finish(committed.clone());
@@ -422,7 +479,7 @@ fn purge_step(db: &Database, paths: &Paths) -> Result<bool> {
     txn.set_durability(Durability::None).map_err(engine)?;
     txn.commit().map_err(engine)?;
     for path in unlink {
-        let _ = fs::remove_file(path);
+        paths.unlink(path);
     }
     let remaining = db
         .begin_read()
@@ -517,6 +574,52 @@ fn meta_of(key: &RecordKey, header: RecordHeader) -> RecordMeta {
         content_type: header.content_type,
         version: header.version,
     }
+}
+
+fn list_keys(
+    txn: &redb::ReadTransaction,
+    store: &StoreId,
+    query: &KeyListQuery,
+) -> Result<Option<KeyPage>> {
+    if !store_exists(txn, store.as_str())? {
+        return Ok(None);
+    }
+    let records = txn.open_table(RECORDS).map_err(engine)?;
+    let sid = store.as_str();
+    let start = super::scan_start(query);
+    let range = match &start {
+        std::ops::Bound::Included(k) => records.range((sid, k.as_str())..),
+        std::ops::Bound::Excluded(k) => records.range((
+            std::ops::Bound::Excluded((sid, k.as_str())),
+            std::ops::Bound::Unbounded,
+        )),
+        std::ops::Bound::Unbounded => records.range((sid, "")..),
+    }
+    .map_err(engine)?;
+    let mut items = Vec::with_capacity(query.limit.min(1024));
+    let mut is_truncated = false;
+    for entry in range {
+        let (k, v) = entry.map_err(engine)?;
+        let (s, key) = k.value();
+        if s != sid || !key.starts_with(query.prefix.as_str()) {
+            break;
+        }
+        if items.len() == query.limit {
+            is_truncated = true;
+            break;
+        }
+        let (header, _) = decode_record(v.value())?;
+        items.push(RecordMeta {
+            key: RecordKey::parse(key).map_err(|e| StorageError::Corrupt(e.0))?,
+            size: header.size,
+            content_type: header.content_type,
+            version: header.version,
+        });
+    }
+    Ok(Some(KeyPage {
+        items,
+        is_truncated,
+    }))
 }
 
 fn read_record(
@@ -835,50 +938,19 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn snapshot(&self) -> Result<Box<dyn Snapshot>> {
+        let pin = self.paths.pin();
+        let txn = self.db.begin_read().map_err(engine)?;
+        Ok(Box::new(EmbeddedSnapshot {
+            txn: Arc::new(txn),
+            paths: self.paths.clone(),
+            _pin: pin,
+        }))
+    }
+
     async fn keys_list(&self, store: &StoreId, query: &KeyListQuery) -> Result<Option<KeyPage>> {
         let (store, query) = (store.clone(), query.clone());
-        self.read(move |txn| {
-            if !store_exists(txn, store.as_str())? {
-                return Ok(None);
-            }
-            let records = txn.open_table(RECORDS).map_err(engine)?;
-            let sid = store.as_str();
-            let start = super::scan_start(&query);
-            let range = match &start {
-                std::ops::Bound::Included(k) => records.range((sid, k.as_str())..),
-                std::ops::Bound::Excluded(k) => records.range((
-                    std::ops::Bound::Excluded((sid, k.as_str())),
-                    std::ops::Bound::Unbounded,
-                )),
-                std::ops::Bound::Unbounded => records.range((sid, "")..),
-            }
-            .map_err(engine)?;
-            let mut items = Vec::with_capacity(query.limit.min(1024));
-            let mut is_truncated = false;
-            for entry in range {
-                let (k, v) = entry.map_err(engine)?;
-                let (s, key) = k.value();
-                if s != sid || !key.starts_with(query.prefix.as_str()) {
-                    break;
-                }
-                if items.len() == query.limit {
-                    is_truncated = true;
-                    break;
-                }
-                let (header, _) = decode_record(v.value())?;
-                items.push(RecordMeta {
-                    key: RecordKey::parse(key).map_err(|e| StorageError::Corrupt(e.0))?,
-                    size: header.size,
-                    content_type: header.content_type,
-                    version: header.version,
-                });
-            }
-            Ok(Some(KeyPage {
-                items,
-                is_truncated,
-            }))
-        })
-        .await
+        self.read(move |txn| list_keys(txn, &store, &query)).await
     }
 
     async fn record_get(&self, store: &StoreId, key: &RecordKey) -> Result<Option<Record>> {
@@ -1121,5 +1193,100 @@ impl Store for EmbeddedStore {
                 .map_err(|_| StorageError::Engine("writer thread panicked".into()))?;
         }
         Ok(())
+    }
+}
+
+/// A read transaction held open for a backup, with the blob files it references pinned.
+struct EmbeddedSnapshot {
+    txn: Arc<redb::ReadTransaction>,
+    paths: Arc<Paths>,
+    _pin: BlobPin,
+}
+
+impl EmbeddedSnapshot {
+    async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&redb::ReadTransaction, &Paths) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let (txn, paths) = (self.txn.clone(), self.paths.clone());
+        tokio::task::spawn_blocking(move || f(&txn, &paths))
+            .await
+            .map_err(|e| StorageError::Engine(e.to_string()))?
+    }
+}
+
+#[async_trait]
+impl Snapshot for EmbeddedSnapshot {
+    async fn users(&self) -> Result<Vec<(User, Vec<TokenHash>)>> {
+        self.read(|txn, _| {
+            let mut tokens_of = std::collections::HashMap::<String, Vec<TokenHash>>::new();
+            for entry in txn
+                .open_table(TOKENS)
+                .map_err(engine)?
+                .iter()
+                .map_err(engine)?
+            {
+                let (hash, id) = entry.map_err(engine)?;
+                tokens_of
+                    .entry(id.value().to_owned())
+                    .or_default()
+                    .push(TokenHash(*hash.value()));
+            }
+            let mut out = Vec::new();
+            for entry in txn
+                .open_table(USERS)
+                .map_err(engine)?
+                .iter()
+                .map_err(engine)?
+            {
+                let (_, v) = entry.map_err(engine)?;
+                let user: User = decode(v.value())?;
+                let tokens = tokens_of.remove(user.id.as_str()).unwrap_or_default();
+                out.push((user, tokens));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn stores(&self) -> Result<Vec<StoreInfo>> {
+        self.read(|txn, _| {
+            let mut out = Vec::new();
+            for entry in txn
+                .open_table(STORES)
+                .map_err(engine)?
+                .iter()
+                .map_err(engine)?
+            {
+                let (_, v) = entry.map_err(engine)?;
+                out.push(decode::<StoreInfo>(v.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn keys(
+        &self,
+        store: &StoreId,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<RecordMeta>> {
+        let store = store.clone();
+        self.read(move |txn, _| {
+            let query = KeyListQuery {
+                exclusive_start_key: after,
+                prefix: String::new(),
+                limit,
+            };
+            Ok(list_keys(txn, &store, &query)?.map_or_else(Vec::new, |page| page.items))
+        })
+        .await
+    }
+
+    async fn record(&self, store: &StoreId, key: &RecordKey) -> Result<Option<Record>> {
+        let (store, key) = (store.clone(), key.clone());
+        self.read(move |txn, paths| read_record(txn, paths, &store, &key))
+            .await
     }
 }

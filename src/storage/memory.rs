@@ -10,14 +10,14 @@ use bytes::Bytes;
 
 use super::{
     apply_delta, AccessDelta, BodyInput, BodyOutput, KeyListQuery, KeyPage, Record, Result,
-    StorageError, Store, StoreListQuery, StorePage, StoreUpdate, WriteOutcome,
+    Snapshot, StorageError, Store, StoreListQuery, StorePage, StoreUpdate, WriteOutcome,
 };
 use crate::model::{
     now_millis, Millis, RecordKey, RecordMeta, StoreId, StoreInfo, StoreName, TokenHash, User,
     UserId, Username,
 };
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct State {
     users: HashMap<UserId, User>,
     usernames: HashMap<Username, UserId>,
@@ -68,6 +68,11 @@ fn insert_user(state: &mut State, user: &User, token: TokenHash) -> Result<()> {
 
 #[async_trait]
 impl Store for MemoryStore {
+    async fn snapshot(&self) -> Result<Box<dyn Snapshot>> {
+        // Bodies are reference-counted `Bytes`: the copy is of the maps, not of the data.
+        Ok(Box::new(MemorySnapshot(self.read()?.clone())))
+    }
+
     async fn user_create(
         &self,
         username: Username,
@@ -399,5 +404,76 @@ impl Store for MemoryStore {
 
     async fn close(&self) -> Result<()> {
         Ok(())
+    }
+}
+
+struct MemorySnapshot(State);
+
+#[async_trait]
+impl Snapshot for MemorySnapshot {
+    async fn users(&self) -> Result<Vec<(User, Vec<TokenHash>)>> {
+        Ok(self
+            .0
+            .users
+            .values()
+            .map(|user| {
+                let tokens = self
+                    .0
+                    .tokens
+                    .iter()
+                    .filter(|(_, id)| **id == user.id)
+                    .map(|(hash, _)| *hash)
+                    .collect();
+                (user.clone(), tokens)
+            })
+            .collect())
+    }
+
+    async fn stores(&self) -> Result<Vec<StoreInfo>> {
+        Ok(self.0.stores.values().cloned().collect())
+    }
+
+    async fn keys(
+        &self,
+        store: &StoreId,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<RecordMeta>> {
+        let Some(records) = self.0.records.get(store) else {
+            return Ok(Vec::new());
+        };
+        let range = match &after {
+            Some(after) => records
+                .range::<String, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+            None => records.range::<String, _>(..),
+        };
+        range
+            .take(limit)
+            .map(|(key, (content_type, body, version))| {
+                Ok(RecordMeta {
+                    key: RecordKey::parse(key).map_err(|e| StorageError::Corrupt(e.0))?,
+                    size: body.len() as u64,
+                    content_type: content_type.clone(),
+                    version: *version,
+                })
+            })
+            .collect()
+    }
+
+    async fn record(&self, store: &StoreId, key: &RecordKey) -> Result<Option<Record>> {
+        Ok(self
+            .0
+            .records
+            .get(store)
+            .and_then(|r| r.get(key.as_str()))
+            .map(|(content_type, body, version)| Record {
+                meta: RecordMeta {
+                    key: key.clone(),
+                    size: body.len() as u64,
+                    content_type: content_type.clone(),
+                    version: *version,
+                },
+                body: BodyOutput::Bytes(body.clone()),
+            }))
     }
 }

@@ -174,6 +174,11 @@ pub trait Store: Send + Sync + 'static {
     /// it. Records are not touched. [`StorageError::NameTaken`] if another store has the name.
     async fn store_import(&self, store: &StoreInfo) -> Result<()>;
 
+    // --- backups (`kvstore backup`) ---
+
+    /// A consistent read-only view of all data as of now; writes go on meanwhile.
+    async fn snapshot(&self) -> Result<Box<dyn Snapshot>>;
+
     // --- housekeeping ---
 
     /// Applies batched read/list counters and `accessedAt` (see [`AccessCounters`]).
@@ -185,6 +190,24 @@ pub trait Store: Send + Sync + 'static {
     fn spool_dir(&self) -> PathBuf;
     /// Waits until every acknowledged write is on disk and background work has stopped.
     async fn close(&self) -> Result<()>;
+}
+
+/// Everything a backend holds, frozen at one instant (a read transaction held open). Bodies read
+/// through it are those of that instant even if records are overwritten or deleted meanwhile.
+#[async_trait]
+pub trait Snapshot: Send + Sync {
+    /// Every user with the hashes of its tokens.
+    async fn users(&self) -> Result<Vec<(User, Vec<TokenHash>)>>;
+    /// Every store of every user (deleted ones excluded).
+    async fn stores(&self) -> Result<Vec<StoreInfo>>;
+    /// Up to `limit` records of `store` with keys after `after`, in key order.
+    async fn keys(
+        &self,
+        store: &StoreId,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<RecordMeta>>;
+    async fn record(&self, store: &StoreId, key: &RecordKey) -> Result<Option<Record>>;
 }
 
 /// Which backend to open.

@@ -15,8 +15,8 @@ use sqlx::{Postgres, Row, Transaction};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::{
-    AccessDelta, BodyInput, BodyOutput, KeyListQuery, KeyPage, Record, Result, StorageError, Store,
-    StoreListQuery, StorePage, StoreUpdate, WriteOutcome,
+    AccessDelta, BodyInput, BodyOutput, KeyListQuery, KeyPage, Record, Result, Snapshot,
+    StorageError, Store, StoreListQuery, StorePage, StoreUpdate, WriteOutcome,
 };
 use crate::model::{
     now_millis, GeneralAccess, Millis, RecordKey, RecordMeta, StoreId, StoreInfo, StoreName,
@@ -743,6 +743,29 @@ impl Store for PgStore {
         .await
     }
 
+    async fn snapshot(&self) -> Result<Box<dyn Snapshot>> {
+        let txn = self
+            .bounded(self.op_timeout, async {
+                let mut txn = self
+                    .pool
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .await
+                    .map_err(db_err)?;
+                // The snapshot is taken at the first statement, not at BEGIN: take it now.
+                sqlx::query("SELECT 1")
+                    .execute(&mut *txn)
+                    .await
+                    .map_err(db_err)?;
+                Ok(txn)
+            })
+            .await?;
+        Ok(Box::new(PgSnapshot {
+            txn: tokio::sync::Mutex::new(txn),
+            spool: self.spool.path().to_path_buf(),
+            op_timeout: self.op_timeout,
+        }))
+    }
+
     async fn keys_list(&self, store: &StoreId, query: &KeyListQuery) -> Result<Option<KeyPage>> {
         self.bounded(self.op_timeout, async move {
             if self.store_get(store).await?.is_none() {
@@ -1185,5 +1208,153 @@ impl Store for PgStore {
     async fn close(&self) -> Result<()> {
         self.pool.close().await;
         Ok(())
+    }
+}
+
+/// One REPEATABLE READ transaction held for a whole backup: every statement sees the same instant,
+/// and the rows it sees (chunks of overwritten bodies included) stay readable until it ends.
+struct PgSnapshot {
+    txn: tokio::sync::Mutex<Transaction<'static, Postgres>>,
+    spool: std::path::PathBuf,
+    op_timeout: Duration,
+}
+
+impl PgSnapshot {
+    async fn bounded<T>(
+        &self,
+        limit: Duration,
+        op: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        tokio::time::timeout(limit, op).await.unwrap_or_else(|_| {
+            Err(StorageError::Unavailable(format!(
+                "the database did not answer within {limit:?}"
+            )))
+        })
+    }
+}
+
+#[async_trait]
+impl Snapshot for PgSnapshot {
+    async fn users(&self) -> Result<Vec<(User, Vec<TokenHash>)>> {
+        let mut txn = self.txn.lock().await;
+        self.bounded(self.op_timeout, async {
+            let users = sqlx::query("SELECT id, username, created_at, is_admin FROM users")
+                .fetch_all(&mut **txn)
+                .await
+                .map_err(db_err)?;
+            let tokens = sqlx::query("SELECT hash, user_id FROM tokens")
+                .fetch_all(&mut **txn)
+                .await
+                .map_err(db_err)?;
+            let mut tokens_of = std::collections::HashMap::<String, Vec<TokenHash>>::new();
+            for row in &tokens {
+                let hash: Vec<u8> = row.try_get("hash").map_err(db_err)?;
+                let hash = <[u8; 32]>::try_from(hash.as_slice())
+                    .map(TokenHash)
+                    .map_err(|_| corrupt("token hash"))?;
+                let user: String = row.try_get("user_id").map_err(db_err)?;
+                tokens_of.entry(user).or_default().push(hash);
+            }
+            users
+                .iter()
+                .map(|row| {
+                    let user = user_from_row(row)?;
+                    let tokens = tokens_of.remove(user.id.as_str()).unwrap_or_default();
+                    Ok((user, tokens))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn stores(&self) -> Result<Vec<StoreInfo>> {
+        let mut txn = self.txn.lock().await;
+        self.bounded(self.op_timeout, async {
+            sqlx::query(&format!(
+                "SELECT {STORE_COLS} FROM stores WHERE NOT deleted"
+            ))
+            .fetch_all(&mut **txn)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(store_from_row)
+            .collect()
+        })
+        .await
+    }
+
+    async fn keys(
+        &self,
+        store: &StoreId,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<RecordMeta>> {
+        let mut txn = self.txn.lock().await;
+        self.bounded(self.op_timeout, async {
+            let rows = sqlx::query(
+                "SELECT key, content_type, size, version FROM records
+                 WHERE store_id = $1 AND key > $2 ORDER BY key LIMIT $3",
+            )
+            .bind(store.as_str())
+            .bind(after.unwrap_or_default())
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&mut **txn)
+            .await
+            .map_err(db_err)?;
+            rows.iter()
+                .map(|row| {
+                    let key: String = row.try_get("key").map_err(db_err)?;
+                    meta_of(&RecordKey::parse(&key).map_err(corrupt)?, row)
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn record(&self, store: &StoreId, key: &RecordKey) -> Result<Option<Record>> {
+        let mut txn = self.txn.lock().await;
+        let row = self
+            .bounded(self.op_timeout, async {
+                record_query(store, key)
+                    .fetch_optional(&mut **txn)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let meta = meta_of(key, &row)?;
+        let blob_id: Option<i64> = row.try_get("blob_id").map_err(db_err)?;
+        let body = match blob_id {
+            None => {
+                let body: Option<Vec<u8>> = row.try_get("body").map_err(db_err)?;
+                BodyOutput::Bytes(Bytes::from(body.unwrap_or_default()))
+            }
+            Some(blob_id) => {
+                let budget = body_budget(self.op_timeout, meta.size);
+                let file = self
+                    .bounded(budget, async {
+                        let file = tempfile::tempfile_in(&self.spool)?;
+                        let mut file = tokio::fs::File::from_std(file);
+                        let mut chunks = sqlx::query(
+                            "SELECT data FROM record_chunks WHERE blob_id = $1 ORDER BY seq",
+                        )
+                        .bind(blob_id)
+                        .fetch(&mut **txn);
+                        while let Some(chunk) = chunks.try_next().await.map_err(db_err)? {
+                            let data: Vec<u8> = chunk.try_get("data").map_err(db_err)?;
+                            file.write_all(&data).await?;
+                        }
+                        drop(chunks);
+                        file.flush().await?;
+                        file.rewind().await?;
+                        Ok(file.into_std().await)
+                    })
+                    .await?;
+                BodyOutput::File(file)
+            }
+        };
+        Ok(Some(Record { meta, body }))
     }
 }
