@@ -80,7 +80,7 @@ fn parse_args() -> Result<Args, String> {
         return Err("--keys: at most 99999999 (keys are k + 8 digits)".to_owned());
     }
     let (backend, default_concurrency) = match (data_dir, database_url) {
-        (Some(dir), None) => (Backend::Embedded(dir.into()), 4096),
+        (Some(dir), None) => (Backend::embedded(dir), 4096),
         (None, Some(url)) => (
             Backend::Postgres {
                 url,

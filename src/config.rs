@@ -134,7 +134,7 @@ pub fn backend_of(location: &str) -> Backend {
             options: PgOptions::default(),
         }
     } else {
-        Backend::Embedded(PathBuf::from(location))
+        Backend::embedded(PathBuf::from(location))
     }
 }
 
@@ -143,6 +143,11 @@ pub struct DataArgs {
     /// Directory of the embedded engine; created if missing. Ignored with --database-url.
     #[arg(long, env = "KVSTORE_DATA_DIR", default_value = "./kvstore-data")]
     pub data_dir: PathBuf,
+
+    /// Free space (bytes) the embedded engine keeps on the data directory's filesystem: below it,
+    /// writes that add data fail with 507 while reads and deletes go on. 0: no reserve.
+    #[arg(long, env = "KVSTORE_MIN_FREE_DISK", default_value_t = 64 * 1024 * 1024)]
+    pub min_free_disk: u64,
 
     /// Use this PostgreSQL database (postgres://user@host:port/db) instead of the embedded engine;
     /// any number of nodes may share it.
@@ -174,7 +179,12 @@ impl DataArgs {
                     op_timeout: std::time::Duration::from_secs(self.db_timeout.max(1)),
                 },
             },
-            None => Backend::Embedded(self.data_dir.clone()),
+            None => Backend::Embedded {
+                dir: self.data_dir.clone(),
+                options: crate::storage::embedded::EmbeddedOptions {
+                    min_free_bytes: self.min_free_disk,
+                },
+            },
         }
     }
 

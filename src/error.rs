@@ -51,6 +51,8 @@ pub enum ApiError {
     RangeNotSatisfiable { size: u64 },
     #[error("The client sent no data for too long; the request was abandoned.")]
     RequestTimeout,
+    #[error("The server has no room left to store this; reads still work. Free disk space and retry.")]
+    InsufficientStorage,
     #[error("You have exceeded the rate limit of {limit} requests per second.")]
     RateLimitExceeded { limit: u32 },
     #[error("The service is temporarily unavailable, try again later.")]
@@ -85,6 +87,7 @@ impl ApiError {
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::RateLimitExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -116,6 +119,7 @@ impl ApiError {
             ApiError::RequestTimeout => "request-timeout",
             ApiError::InvalidRequestBody(_) => "invalid-request",
             ApiError::RateLimitExceeded { .. } => "rate-limit-exceeded",
+            ApiError::InsufficientStorage => "insufficient-storage",
             ApiError::Unavailable => "service-unavailable",
             ApiError::Internal(_) => "internal-server-error",
         }
@@ -160,6 +164,14 @@ impl From<StorageError> for ApiError {
             StorageError::NameTaken => ApiError::StoreNameNotUnique("that name".into()),
             StorageError::UserExists => ApiError::InvalidInput("The user already exists.".into()),
             StorageError::Closed => ApiError::Unavailable,
+            StorageError::Full => {
+                tracing::warn!("a write failed: the disk is full");
+                ApiError::InsufficientStorage
+            }
+            StorageError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+                tracing::warn!("a write failed: the disk is full");
+                ApiError::InsufficientStorage
+            }
             StorageError::Unavailable(detail) => {
                 tracing::warn!(error = %detail, "storage unavailable");
                 ApiError::Unavailable

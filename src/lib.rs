@@ -7,6 +7,8 @@ pub mod backup;
 pub mod config;
 pub mod copy;
 pub mod crawlee;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod error;
 pub mod model;
 mod server;

@@ -24,7 +24,7 @@ struct Subject {
 
 async fn backends() -> Vec<(&'static str, Subject)> {
     let dir = tempfile::tempdir().unwrap();
-    let embedded = storage::open(&Backend::Embedded(dir.path().join("data")))
+    let embedded = storage::open(&Backend::embedded(dir.path().join("data")))
         .await
         .unwrap();
     let mut subjects = vec![
@@ -558,7 +558,7 @@ async fn embedded_data_survives_reopening() {
     let token = Token::generate();
     let sid;
     {
-        let store = storage::open(&Backend::Embedded(path.clone()))
+        let store = storage::open(&Backend::embedded(path.clone()))
             .await
             .unwrap();
         let alice = store
@@ -589,7 +589,7 @@ async fn embedded_data_survives_reopening() {
             .await
             .unwrap();
         // A second open of a directory in use is refused.
-        let second = storage::open(&Backend::Embedded(path.clone())).await;
+        let second = storage::open(&Backend::embedded(path.clone())).await;
         assert!(
             matches!(second, Err(StorageError::Locked)),
             "{:?}",
@@ -597,7 +597,7 @@ async fn embedded_data_survives_reopening() {
         );
         store.close().await.unwrap();
     }
-    let store = storage::open(&Backend::Embedded(path)).await.unwrap();
+    let store = storage::open(&Backend::embedded(path)).await.unwrap();
     assert!(store.user_by_token(&token.hash()).await.unwrap().is_some());
     assert_eq!(body_bytes(&*store, &sid, "small").await.unwrap(), b"hi");
     assert_eq!(
@@ -664,7 +664,7 @@ async fn concurrent_writers_keep_stats_exact() {
 async fn random_operations_match_the_memory_model() {
     let dir = tempfile::tempdir().unwrap();
     let model = storage::open(&Backend::Memory).await.unwrap();
-    let subject = storage::open(&Backend::Embedded(dir.path().join("data")))
+    let subject = storage::open(&Backend::embedded(dir.path().join("data")))
         .await
         .unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x6b7673);

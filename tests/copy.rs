@@ -131,7 +131,7 @@ async fn fill(store: &dyn Store) {
 #[tokio::test]
 async fn embedded_to_postgres_to_embedded_is_exact() {
     let dir = tempfile::tempdir().unwrap();
-    let first = storage::open(&Backend::Embedded(dir.path().join("one")))
+    let first = storage::open(&Backend::embedded(dir.path().join("one")))
         .await
         .unwrap();
     fill(&*first).await;
@@ -161,7 +161,7 @@ async fn embedded_to_postgres_to_embedded_is_exact() {
     assert_eq!(snapshot(&*middle).await, original);
     first.close().await.unwrap();
 
-    let last = storage::open(&Backend::Embedded(dir.path().join("two")))
+    let last = storage::open(&Backend::embedded(dir.path().join("two")))
         .await
         .unwrap();
     kvstore::copy::copy_all(&*middle, &last, false)
@@ -177,7 +177,7 @@ async fn the_cli_copies_a_data_directory() {
     let dir = tempfile::tempdir().unwrap();
     let (from, to) = (dir.path().join("from"), dir.path().join("to"));
     {
-        let store = storage::open(&Backend::Embedded(from.clone()))
+        let store = storage::open(&Backend::embedded(from.clone()))
             .await
             .unwrap();
         fill(&*store).await;
@@ -200,7 +200,7 @@ async fn the_cli_copies_a_data_directory() {
         stdout.contains("Copied 2 users, 2 stores, 40 records"),
         "{stdout}"
     );
-    let a = storage::open(&Backend::Embedded(from)).await.unwrap();
-    let b = storage::open(&Backend::Embedded(to)).await.unwrap();
+    let a = storage::open(&Backend::embedded(from)).await.unwrap();
+    let b = storage::open(&Backend::embedded(to)).await.unwrap();
     assert_eq!(snapshot(&*a).await, snapshot(&*b).await);
 }

@@ -260,6 +260,9 @@ async fn collect(
 }
 
 fn spool_error(e: std::io::Error) -> ApiError {
+    if e.kind() == std::io::ErrorKind::StorageFull {
+        return ApiError::InsufficientStorage;
+    }
     ApiError::Internal(format!("spooling a request body failed: {e}"))
 }
 

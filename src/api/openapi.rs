@@ -78,6 +78,7 @@ use crate::model::{GeneralAccess, RECORD_KEY_MAX_LEN, STORE_NAME_MAX_LEN};
             UnsupportedMediaType,
             RangeNotSatisfiable,
             TooManyRequests,
+            InsufficientStorage,
             InternalServerError,
             ServiceUnavailable,
         ),
@@ -176,8 +177,9 @@ impl Modify for DistinctOperationIds {
     }
 }
 
-/// With `--rate-limit`, every API operation may answer 429 (`api/rate_limit.rs` sits in front of
-/// all of them), so the response is added here rather than to each handler's list.
+/// Responses that every API operation (or every write) may give, added here rather than to each
+/// handler's list: 429 with `--rate-limit` (`api/rate_limit.rs` sits in front of all of them) and
+/// 507 on writes that add data when the disk is full.
 struct RateLimited;
 
 impl Modify for RateLimited {
@@ -199,6 +201,12 @@ impl Modify for RateLimited {
                 op.responses.responses.insert(
                     "429".to_owned(),
                     RefOr::Ref(Ref::from_response_name("TooManyRequests")),
+                );
+            }
+            for op in [item.put.as_mut(), item.post.as_mut()].into_iter().flatten() {
+                op.responses.responses.insert(
+                    "507".to_owned(),
+                    RefOr::Ref(Ref::from_response_name("InsufficientStorage")),
                 );
             }
         }
@@ -337,6 +345,7 @@ fn every_error() -> Vec<ApiError> {
             | ApiError::RangeNotSatisfiable { .. }
             | ApiError::RequestTimeout
             | ApiError::RateLimitExceeded { .. }
+            | ApiError::InsufficientStorage
             | ApiError::Unavailable
             | ApiError::Internal(_) => {}
         }
@@ -364,6 +373,7 @@ fn every_error() -> Vec<ApiError> {
         ApiError::RangeNotSatisfiable { size: 0 },
         ApiError::RequestTimeout,
         ApiError::RateLimitExceeded { limit: 0 },
+        ApiError::InsufficientStorage,
         ApiError::Unavailable,
         ApiError::Internal(String::new()),
     ];
@@ -486,6 +496,7 @@ error_responses! {
     UnsupportedMediaType = 415, "A `Content-Encoding` other than gzip, br, deflate or identity";
     RangeNotSatisfiable = 416, "The `Range` starts past the record's end";
     TooManyRequests = 429, "Over the server's `--rate-limit` for this token (or address); retry later";
+    InsufficientStorage = 507, "The disk is (nearly) full: writes that add data are refused, reads and deletes go on";
     InternalServerError = 500, "An unexpected failure (details are logged, never sent)";
     ServiceUnavailable = 503, "The storage backend does not answer; retry later";
 }

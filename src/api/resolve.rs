@@ -45,7 +45,7 @@ impl Resolved {
     }
 }
 
-enum StoreRef {
+pub(crate) enum StoreRef {
     Id(StoreId),
     OwnName(StoreName),
     UserName(Username, StoreName),
@@ -53,7 +53,7 @@ enum StoreRef {
     Invalid,
 }
 
-fn parse_ref(raw: &str) -> StoreRef {
+pub(crate) fn parse_ref(raw: &str) -> StoreRef {
     match raw.split_once('~') {
         None => StoreId::parse(raw).map_or(StoreRef::Invalid, StoreRef::Id),
         Some(("", name)) => StoreName::parse(name).map_or(StoreRef::Invalid, StoreRef::OwnName),

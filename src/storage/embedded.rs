@@ -38,6 +38,23 @@ use crate::model::{
     UserId, Username,
 };
 
+/// Settings of the embedded engine.
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    /// Writes that add data are refused (507) while the data directory's filesystem has less than
+    /// this free, so the engine never runs out of space in the middle of a commit; deletes still
+    /// run. 0 turns the check off.
+    pub min_free_bytes: u64,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        Self {
+            min_free_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
 /// Bumped whenever the on-disk layout changes incompatibly.
 pub const FORMAT_VERSION: u32 = 1;
 /// Bodies larger than this live in blob files rather than inside the B-tree.
@@ -75,6 +92,11 @@ struct RecordHeader {
 fn engine<E: Into<redb::Error>>(e: E) -> StorageError {
     match e.into() {
         redb::Error::DatabaseAlreadyOpen => StorageError::Locked,
+        redb::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => StorageError::Full,
+        // After a failed write the engine refuses further writes until reopened; reads go on.
+        redb::Error::PreviousIo => StorageError::Unavailable(
+            "the database refuses writes after an I/O error (was the disk full?): restart the server".into(),
+        ),
         redb::Error::Io(io) => StorageError::Io(io),
         other => StorageError::Engine(other.to_string()),
     }
@@ -102,6 +124,8 @@ struct Paths {
     spool: PathBuf,
     /// While a snapshot is open, blob files it may still read are not removed.
     pins: Mutex<BlobPins>,
+    /// See [`EmbeddedOptions::min_free_bytes`].
+    min_free_bytes: u64,
 }
 
 #[derive(Default)]
@@ -113,6 +137,15 @@ struct BlobPins {
 impl Paths {
     fn blob(&self, id: &[u8; 16]) -> PathBuf {
         self.blobs.join(hex::encode(id))
+    }
+
+    /// Whether `extra` more bytes leave the reserve of free space intact. A filesystem that cannot
+    /// say counts as roomy: the write then fails on its own if it must.
+    fn has_room(&self, extra: u64) -> bool {
+        self.min_free_bytes == 0
+            || fs4::available_space(&self.blobs)
+                .map(|free| free >= self.min_free_bytes.saturating_add(extra))
+                .unwrap_or(true)
     }
 
     /// Removes a blob file no record points at any more, or, while a snapshot is open, once the
@@ -171,7 +204,17 @@ trait Job: Send {
     /// Runs the operation. An `Err` means the transaction is unusable and the whole batch fails;
     /// logical outcomes (name taken, store missing) are kept for [`Job::finish`] instead.
     fn apply(&mut self, txn: &WriteTransaction, post: &mut PostCommit) -> Result<()>;
-    fn finish(self: Box<Self>, committed: std::result::Result<(), String>);
+    fn finish(self: Box<Self>, committed: std::result::Result<(), BatchError>);
+    /// Whether the job only removes data (allowed even when the disk is nearly full).
+    fn frees_space(&self) -> bool;
+}
+
+/// Why a batch failed, as every job in it is told.
+#[derive(Debug, Clone)]
+enum BatchError {
+    /// No space left on the device; nothing in the batch was stored.
+    Full,
+    Other(String),
 }
 
 /// Files to remove once the batch's fate is known.
@@ -185,6 +228,7 @@ struct PostCommit {
 type JobFn<R> = Box<dyn FnOnce(&WriteTransaction, &mut PostCommit) -> Result<R> + Send>;
 
 struct TypedJob<R> {
+    frees_space: bool,
     run: Option<JobFn<R>>,
     outcome: Option<Result<R>>,
     reply: oneshot::Sender<Result<R>>,
@@ -195,6 +239,10 @@ fn is_logical(e: &StorageError) -> bool {
 }
 
 impl<R: Send + 'static> Job for TypedJob<R> {
+    fn frees_space(&self) -> bool {
+        self.frees_space
+    }
+
     fn apply(&mut self, txn: &WriteTransaction, post: &mut PostCommit) -> Result<()> {
         let Some(run) = self.run.take() else {
             return Ok(());
@@ -208,12 +256,13 @@ impl<R: Send + 'static> Job for TypedJob<R> {
         }
     }
 
-    fn finish(self: Box<Self>, committed: std::result::Result<(), String>) {
+    fn finish(self: Box<Self>, committed: std::result::Result<(), BatchError>) {
         let result = match committed {
             Ok(()) => self
                 .outcome
                 .unwrap_or_else(|| Err(StorageError::Engine("write was not applied".into()))),
-            Err(msg) => Err(StorageError::Engine(msg)),
+            Err(BatchError::Full) => Err(StorageError::Full),
+            Err(BatchError::Other(msg)) => Err(StorageError::Engine(msg)),
         };
         let _ = self.reply.send(result); // the caller may have gone away; the write stands
     }
@@ -229,8 +278,13 @@ pub struct EmbeddedStore {
 impl EmbeddedStore {
     /// Opens (or creates) the data directory. Blocking.
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_with_options(dir, &EmbeddedOptions::default())
+    }
+
+    /// Like [`EmbeddedStore::open`], with settings. Blocking.
+    pub fn open_with_options(dir: &Path, options: &EmbeddedOptions) -> Result<Self> {
         let path = dir.join("kvstore.redb");
-        Self::open_with(dir, move |builder| builder.create(path))
+        Self::open_with(dir, options, move |builder| builder.create(path))
     }
 
     /// Like [`EmbeddedStore::open`], but the database lives in `backend` instead of
@@ -238,11 +292,14 @@ impl EmbeddedStore {
     /// (`tests/crash.rs`), whose backend keeps the writes not yet synced apart and drops them to
     /// simulate power loss. Blocking.
     pub fn open_with_backend(dir: &Path, backend: impl redb::StorageBackend) -> Result<Self> {
-        Self::open_with(dir, move |builder| builder.create_with_backend(backend))
+        Self::open_with(dir, &EmbeddedOptions::default(), move |builder| {
+            builder.create_with_backend(backend)
+        })
     }
 
     fn open_with(
         dir: &Path,
+        options: &EmbeddedOptions,
         create: impl FnOnce(&redb::Builder) -> std::result::Result<Database, redb::DatabaseError>,
     ) -> Result<Self> {
         fs::create_dir_all(dir)?;
@@ -250,6 +307,7 @@ impl EmbeddedStore {
             blobs: dir.join("blobs"),
             spool: dir.join("tmp"),
             pins: Mutex::default(),
+            min_free_bytes: options.min_free_bytes,
         };
         fs::create_dir_all(&paths.blobs)?;
         // Anything left in the spool dir belongs to requests that never completed.
@@ -279,8 +337,25 @@ impl EmbeddedStore {
         &self,
         run: impl FnOnce(&WriteTransaction, &mut PostCommit) -> Result<R> + Send + 'static,
     ) -> Result<R> {
+        self.submit(false, run).await
+    }
+
+    /// A write that only removes data: it runs even when the disk is nearly full.
+    async fn write_freeing<R: Send + 'static>(
+        &self,
+        run: impl FnOnce(&WriteTransaction, &mut PostCommit) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        self.submit(true, run).await
+    }
+
+    async fn submit<R: Send + 'static>(
+        &self,
+        frees_space: bool,
+        run: impl FnOnce(&WriteTransaction, &mut PostCommit) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
         let (reply, rx) = oneshot::channel();
         let job: Box<dyn Job> = Box::new(TypedJob {
+            frees_space,
             run: Some(Box::new(run)),
             outcome: None,
             reply,
@@ -393,7 +468,24 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        let batch: Vec<Box<dyn Job>> = queue.drain(..).collect();
+        let mut batch: Vec<Box<dyn Job>> = queue.drain(..).collect();
+        if !paths.has_room(0) {
+            let (freeing, growing): (Vec<_>, Vec<_>) =
+                batch.into_iter().partition(|job| job.frees_space());
+            if !growing.is_empty() {
+                tracing::warn!(
+                    refused = growing.len(),
+                    "the disk is nearly full: refusing writes that add data"
+                );
+            }
+            for job in growing {
+                job.finish(Err(BatchError::Full));
+            }
+            batch = freeing;
+            if batch.is_empty() {
+                continue;
+            }
+        }
         purge_pending |= run_batch(db, paths, batch);
     }
 }
@@ -414,9 +506,15 @@ fn run_batch(db: &Database, paths: &Paths, mut batch: Vec<Box<dyn Job>>) -> bool
         commit_reached = true;
         txn.commit().map_err(engine)
     })();
-    let committed = committed.map_err(|e| {
-        tracing::error!(error = %e, "write transaction failed");
-        e.to_string()
+    let committed = committed.map_err(|e| match e {
+        StorageError::Full => {
+            tracing::warn!("write transaction failed: the disk is full");
+            BatchError::Full
+        }
+        e => {
+            tracing::error!(error = %e, "write transaction failed");
+            BatchError::Other(e.to_string())
+        }
     });
     let unlink: &[PathBuf] = match (&committed, commit_reached) {
         (Ok(()), _) => &post.unlink_if_committed,
@@ -659,22 +757,38 @@ impl EmbeddedStore {
         if body.len() <= INLINE_MAX {
             return Ok(PreparedBody::Inline(body.into_bytes_blocking()?));
         }
+        if !paths.has_room(body.len()) {
+            return Err(StorageError::Full);
+        }
         let mut id = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut id);
         let target = paths.blob(&id);
-        match body {
-            BodyInput::Bytes(bytes) => {
-                let mut file = fs::File::create(&target)?;
-                file.write_all(&bytes)?;
-                file.sync_all()?;
+        let written = (|| -> Result<()> {
+            match body {
+                BodyInput::Bytes(bytes) => {
+                    let mut file = fs::File::create(&target)?;
+                    file.write_all(&bytes)?;
+                    file.sync_all()?;
+                }
+                BodyInput::File { path, .. } => {
+                    fs::File::open(&path)?.sync_all()?;
+                    path.persist(&target)
+                        .map_err(|e| StorageError::Io(e.error))?;
+                }
             }
-            BodyInput::File { path, .. } => {
-                fs::File::open(&path)?.sync_all()?;
-                path.persist(&target)
-                    .map_err(|e| StorageError::Io(e.error))?;
-            }
+            sync_dir(&paths.blobs)?;
+            Ok(())
+        })();
+        if let Err(e) = written {
+            // A partial blob (say, the disk filled up) is nobody's: remove it.
+            let _ = fs::remove_file(&target);
+            return Err(match e {
+                StorageError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+                    StorageError::Full
+                }
+                other => other,
+            });
         }
-        sync_dir(&paths.blobs)?;
         Ok(PreparedBody::Blob(id))
     }
 }
@@ -908,7 +1022,7 @@ impl Store for EmbeddedStore {
 
     async fn store_delete(&self, id: &StoreId) -> Result<bool> {
         let id = id.clone();
-        self.write(move |txn, post| {
+        self.write_freeing(move |txn, post| {
             let Some(store) = load_store(txn, id.as_str())? else {
                 return Ok(false);
             };
@@ -1043,7 +1157,7 @@ impl Store for EmbeddedStore {
     async fn record_delete(&self, store: &StoreId, key: &RecordKey) -> Result<WriteOutcome> {
         let (store, key) = (store.clone(), key.clone());
         let paths = self.paths.clone();
-        self.write(move |txn, post| {
+        self.write_freeing(move |txn, post| {
             let Some(mut info) = load_store(txn, store.as_str())? else {
                 return Ok(WriteOutcome::StoreMissing);
             };

@@ -40,6 +40,8 @@ pub enum StorageError {
     Corrupt(String),
     #[error("the storage backend is shutting down")]
     Closed,
+    #[error("no space left on the device")]
+    Full,
     #[error("the database is unreachable: {0}")]
     Unavailable(String),
 }
@@ -214,7 +216,10 @@ pub trait Snapshot: Send + Sync {
 #[derive(Debug, Clone)]
 pub enum Backend {
     /// The embedded engine in this data directory.
-    Embedded(PathBuf),
+    Embedded {
+        dir: PathBuf,
+        options: embedded::EmbeddedOptions,
+    },
     /// Everything in memory, lost at exit (tests).
     Memory,
     /// A PostgreSQL (or compatible) database shared by any number of nodes.
@@ -224,11 +229,23 @@ pub enum Backend {
     },
 }
 
+impl Backend {
+    /// The embedded engine in `dir` with default settings.
+    pub fn embedded(dir: impl Into<PathBuf>) -> Self {
+        Backend::Embedded {
+            dir: dir.into(),
+            options: embedded::EmbeddedOptions::default(),
+        }
+    }
+}
+
 pub async fn open(backend: &Backend) -> Result<Arc<dyn Store>> {
     match backend {
-        Backend::Embedded(dir) => {
-            let dir = dir.clone();
-            let store = tokio::task::spawn_blocking(move || embedded::EmbeddedStore::open(&dir))
+        Backend::Embedded { dir, options } => {
+            let (dir, options) = (dir.clone(), options.clone());
+            let store = tokio::task::spawn_blocking(move || {
+                embedded::EmbeddedStore::open_with_options(&dir, &options)
+            })
                 .await
                 .map_err(|e| StorageError::Engine(e.to_string()))??;
             Ok(Arc::new(store))

@@ -128,6 +128,8 @@ fn db_err(e: sqlx::Error) -> StorageError {
         sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => {
             StorageError::Unavailable(e.to_string())
         }
+        // SQLSTATE 53100 is disk_full: the same clear 507 as on the embedded engine.
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("53100") => StorageError::Full,
         other => StorageError::Engine(other.to_string()),
     }
 }

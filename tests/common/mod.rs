@@ -38,7 +38,7 @@ impl TestServer {
             "memory" => (Backend::Memory, None),
             "embedded" => {
                 let dir = tempfile::tempdir().unwrap();
-                (Backend::Embedded(dir.path().join("data")), Some(dir))
+                (Backend::embedded(dir.path().join("data")), Some(dir))
             }
             "postgres" => {
                 let db = PgDatabase::create()
@@ -50,7 +50,15 @@ impl TestServer {
             }
             other => panic!("unknown KVSTORE_TEST_BACKEND {other}"),
         };
-        let store = storage::open(&backend).await.unwrap();
+        let mut server = Self::start_on(&backend, tweak).await;
+        server._dir = dir;
+        server._pg = pg;
+        server
+    }
+
+    /// Starts a server on the given backend (the caller keeps its directory alive).
+    pub async fn start_on(backend: &Backend, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        let store = storage::open(backend).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut config = ServerConfig::for_addr(addr);
@@ -70,8 +78,8 @@ impl TestServer {
             shutdown: Some(tx),
             task: Some(task),
             http: reqwest::Client::new(),
-            _dir: dir,
-            _pg: pg,
+            _dir: None,
+            _pg: None,
         }
     }
 
