@@ -153,7 +153,8 @@ async fn fill(store: &Arc<dyn Store>, args: &Args) -> Result<String, Box<dyn std
     let user = store
         .user_by_token(&token.hash())
         .await?
-        .ok_or("the data already has users and --token belongs to none of them")?;
+        .ok_or("the data already has users and --token belongs to none of them")?
+        .user;
     let name = StoreName::parse(&args.store)?;
     let (info, _) = store
         .store_get_or_create(StoreInfo::new(user.id.clone(), Some(name), None))

@@ -6,18 +6,38 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::model::{GeneralAccess, StoreInfo, User};
+use crate::model::{Authenticated, GeneralAccess, ShareAccess, StoreInfo, User};
 
 /// How long the signature in a store's `keysPublicUrl`/`recordsPublicUrl` is valid (Apify: 14 days).
 pub const PUBLIC_URL_SIGNATURE_TTL_MS: u64 = 14 * 24 * 3600 * 1000;
 
-/// The authenticated user, if any. A request with an invalid token never gets this far.
-#[derive(Debug, Clone)]
-pub struct Caller(pub Option<User>);
+/// The authenticated user, if any, and whether its token may only read. A request with an
+/// invalid token (or one of a disabled user) never gets this far.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    user: Option<User>,
+    read_only: bool,
+}
 
 impl Caller {
+    pub fn anonymous() -> Self {
+        Self::default()
+    }
+
+    pub fn authenticated(who: Authenticated) -> Self {
+        Self {
+            user: Some(who.user),
+            read_only: who.read_only,
+        }
+    }
+
     pub fn user(&self) -> Option<&User> {
-        self.0.as_ref()
+        self.user.as_ref()
+    }
+
+    /// The token may read but not write (anything, its owner's stores included).
+    pub fn read_only(&self) -> bool {
+        self.read_only
     }
 }
 
@@ -36,26 +56,41 @@ pub enum ReachedBy {
     Name,
 }
 
-/// The access a caller has to a store, before any signature is considered.
+/// The access a caller has to a store, before any signature is considered: the owner writes,
+/// `generalAccess` may let anyone read, a share gives what it says; a read-only token never
+/// writes.
 pub fn access(
     caller: &Caller,
     store: &StoreInfo,
     reached_by: ReachedBy,
     user_default: GeneralAccess,
+    shared: Option<ShareAccess>,
 ) -> Access {
-    if caller.user().is_some_and(|u| u.id == store.user_id) {
-        return Access::Write;
-    }
-    let general = match store.general_access {
-        GeneralAccess::FollowUserSetting => user_default,
-        other => other,
+    let granted = if caller.user().is_some_and(|u| u.id == store.user_id) {
+        Access::Write
+    } else {
+        let general = match store.general_access {
+            GeneralAccess::FollowUserSetting => user_default,
+            other => other,
+        };
+        let by_general = match (general, reached_by) {
+            (GeneralAccess::AnyoneWithNameCanRead, _)
+            | (GeneralAccess::AnyoneWithIdCanRead, ReachedBy::Id) => Access::Read,
+            (GeneralAccess::AnyoneWithIdCanRead, ReachedBy::Name)
+            | (GeneralAccess::Restricted, _)
+            | (GeneralAccess::FollowUserSetting, _) => Access::None,
+        };
+        let by_share = match shared {
+            Some(ShareAccess::Write) => Access::Write,
+            Some(ShareAccess::Read) => Access::Read,
+            None => Access::None,
+        };
+        by_general.max(by_share)
     };
-    match (general, reached_by) {
-        (GeneralAccess::AnyoneWithNameCanRead, _)
-        | (GeneralAccess::AnyoneWithIdCanRead, ReachedBy::Id) => Access::Read,
-        (GeneralAccess::AnyoneWithIdCanRead, ReachedBy::Name)
-        | (GeneralAccess::Restricted, _)
-        | (GeneralAccess::FollowUserSetting, _) => Access::None,
+    if caller.read_only() {
+        granted.min(Access::Read)
+    } else {
+        granted
     }
 }
 

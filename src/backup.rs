@@ -18,7 +18,10 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
-use crate::model::{RecordKey, StoreId, StoreInfo, StoreName, TokenHash, User, Username};
+use crate::model::{
+    RecordKey, ShareAccess, StoreId, StoreInfo, StoreName, TokenGrant, TokenHash, User, UserId,
+    Username,
+};
 use crate::storage::{BodyInput, BodyOutput, Snapshot, StorageError, Store};
 
 const MAGIC: &[u8] = b"kvstore-backup 1\n";
@@ -57,10 +60,18 @@ pub struct BackupCounts {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 enum Item {
+    #[serde(rename_all = "camelCase")]
     User {
         user: User,
         /// Hex SHA-256 hashes: tokens themselves are never stored anywhere.
         tokens: Vec<String>,
+        #[serde(default)]
+        read_only_tokens: Vec<String>,
+    },
+    Share {
+        store: StoreId,
+        user: UserId,
+        access: ShareAccess,
     },
     Store {
         store: StoreInfo,
@@ -116,9 +127,21 @@ pub async fn write(
     sink.send(Bytes::from_static(MAGIC)).await?;
     let mut users = snapshot.users().await?;
     users.sort_by(|a, b| a.0.id.cmp(&b.0.id));
-    for (user, tokens) in users {
-        let tokens = tokens.iter().map(|t| hex::encode(t.0)).collect();
-        sink.item(&Item::User { user, tokens }).await?;
+    for (user, grants) in users {
+        let hashes = |read_only: bool| {
+            grants
+                .iter()
+                .filter(|g| g.read_only == read_only)
+                .map(|g| hex::encode(g.hash.0))
+                .collect()
+        };
+        let (tokens, read_only_tokens) = (hashes(false), hashes(true));
+        sink.item(&Item::User {
+            user,
+            tokens,
+            read_only_tokens,
+        })
+        .await?;
         counts.users += 1;
     }
     let mut stores = snapshot.stores().await?;
@@ -152,6 +175,15 @@ pub async fn write(
                 _ => break,
             }
         }
+    }
+    // Shares last: a restore creates them once their stores and users exist.
+    for (store, user, access) in snapshot.shares().await? {
+        sink.item(&Item::Share {
+            store,
+            user,
+            access,
+        })
+        .await?;
     }
     let sha256 = hex::encode(sink.hash.clone().finalize());
     let mut end = serde_json::to_vec(&Item::End { counts, sha256 })
@@ -294,6 +326,7 @@ pub async fn verify(path: &Path) -> Result<BackupCounts, BackupError> {
         match reader.item().await? {
             Item::User { .. } => seen.users += 1,
             Item::Store { .. } => seen.stores += 1,
+            Item::Share { .. } => {}
             Item::Record { size, .. } => {
                 reader.body(size, |_| Ok(())).await?;
                 seen.records += 1;
@@ -339,19 +372,35 @@ pub async fn restore(
     let mut stores = Vec::new();
     loop {
         match reader.item().await? {
-            Item::User { user, tokens } => {
+            Item::User {
+                user,
+                tokens,
+                read_only_tokens,
+            } => {
                 Username::parse(user.username.as_str()).map_err(|e| BackupError::Invalid(e.0))?;
-                let tokens = tokens
+                let grant = |t: &String, read_only: bool| {
+                    hex::decode(t)
+                        .ok()
+                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                        .map(|hash| TokenGrant {
+                            hash: TokenHash(hash),
+                            read_only,
+                        })
+                        .ok_or_else(|| BackupError::Invalid("a token hash is not valid".into()))
+                };
+                let grants = tokens
                     .iter()
-                    .map(|t| {
-                        hex::decode(t)
-                            .ok()
-                            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                            .map(TokenHash)
-                            .ok_or_else(|| BackupError::Invalid("a token hash is not valid".into()))
-                    })
+                    .map(|t| grant(t, false))
+                    .chain(read_only_tokens.iter().map(|t| grant(t, true)))
                     .collect::<Result<Vec<_>, _>>()?;
-                store.user_import(&user, &tokens).await?;
+                store.user_import(&user, &grants).await?;
+            }
+            Item::Share {
+                store: id,
+                user,
+                access,
+            } => {
+                store.share_set(&id, &user, Some(access)).await?;
             }
             Item::Store { store: info } => {
                 if let Some(name) = &info.name {

@@ -25,9 +25,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP server.
     Serve(ServeArgs),
-    /// Manage users and their tokens (on a data directory no server is using).
+    /// Manage users and their tokens: on a running server with --server, or directly on a data
+    /// directory no server is using, or on PostgreSQL.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Share a store with another user for reading or writing (or stop: --access none).
+    Share(ShareArgs),
     /// Copy everything (users, tokens, stores, records) from one backend to another, e.g. from a
     /// data directory to PostgreSQL. Run it again to finish an interrupted copy.
     Copy(CopyArgs),
@@ -292,6 +295,21 @@ impl From<AccessSetting> for GeneralAccess {
     }
 }
 
+/// Where an administrative command acts: a running server (through its admin API), or a data
+/// directory or database directly.
+#[derive(Debug, Args, Clone)]
+pub struct Target {
+    /// Act on this running server (e.g. http://127.0.0.1:8080) through its admin API, with an
+    /// administrator's token, instead of on a data directory or database directly.
+    #[arg(long, env = "KVSTORE_SERVER")]
+    pub server: Option<String>,
+    /// An administrator's token, for --server.
+    #[arg(long, env = "KVSTORE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum UsersCommand {
     /// Create a user and print its new token as the last line of standard output.
@@ -300,14 +318,75 @@ pub enum UsersCommand {
         /// Make the user an administrator.
         #[arg(long)]
         admin: bool,
+        /// Give the user a read-only token (it can read its stores but change nothing).
+        #[arg(long)]
+        read_only: bool,
         #[command(flatten)]
-        data: DataArgs,
+        target: Target,
     },
     /// List users.
     List {
         #[command(flatten)]
-        data: DataArgs,
+        target: Target,
     },
+    /// Disable a user: its tokens stop working at once; its stores stay.
+    Disable {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Enable a disabled user again.
+    Enable {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete a user with its tokens and all its stores and records.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Give a user a new token and revoke all its others at once; prints the token last.
+    RotateToken {
+        name: String,
+        /// Make the new token read-only.
+        #[arg(long)]
+        read_only: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Give a user one more token (e.g. a read-only one for a dashboard); prints the token last.
+    AddToken {
+        name: String,
+        /// Make the token read-only.
+        #[arg(long)]
+        read_only: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// What `kvstore share` gives.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ShareSetting {
+    Read,
+    Write,
+    /// Stop sharing.
+    None,
+}
+
+#[derive(Debug, Args)]
+pub struct ShareArgs {
+    /// The store: its id, or `owner~name`.
+    pub store: String,
+    /// The user to share it with.
+    #[arg(long)]
+    pub with: String,
+    #[arg(long, value_enum, default_value_t = ShareSetting::Read)]
+    pub access: ShareSetting,
+    #[command(flatten)]
+    pub target: Target,
 }
 
 /// Settings of a running server, after the CLI has been parsed and the listener bound.

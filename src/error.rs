@@ -51,7 +51,9 @@ pub enum ApiError {
     RangeNotSatisfiable { size: u64 },
     #[error("The client sent no data for too long; the request was abandoned.")]
     RequestTimeout,
-    #[error("The server has no room left to store this; reads still work. Free disk space and retry.")]
+    #[error(
+        "The server has no room left to store this; reads still work. Free disk space and retry."
+    )]
     InsufficientStorage,
     #[error("You have exceeded the rate limit of {limit} requests per second.")]
     RateLimitExceeded { limit: u32 },
@@ -182,6 +184,31 @@ impl From<StorageError> for ApiError {
             | StorageError::Engine(_)
             | StorageError::Corrupt(_) => ApiError::Internal(e.to_string()),
         }
+    }
+}
+
+impl From<crate::admin::AdminError> for ApiError {
+    fn from(e: crate::admin::AdminError) -> Self {
+        use crate::admin::AdminError;
+        match e {
+            AdminError::NoSuchUser(_) => ApiError::UserNotFound,
+            AdminError::NoSuchStore(_) => ApiError::StoreNotFound,
+            AdminError::UserExists(_) | AdminError::Invalid(_) => {
+                ApiError::InvalidInput(format!("{}.", capitalized(&e.to_string())))
+            }
+            AdminError::Storage(e) => e.into(),
+            AdminError::Remote { .. } | AdminError::Connection(_) => {
+                ApiError::Internal(e.to_string())
+            }
+        }
+    }
+}
+
+fn capitalized(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
     }
 }
 

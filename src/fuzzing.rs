@@ -27,9 +27,9 @@ fn fields(data: &[u8], n: usize) -> Vec<String> {
 pub fn signatures(data: &[u8]) {
     let f = fields(data, 4);
     let (secret, resource, signature) = (&f[0], &f[1], &f[2]);
-    let now = f[3]
-        .bytes()
-        .fold(0u64, |acc, b| acc.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let now = f[3].bytes().fold(0u64, |acc, b| {
+        acc.wrapping_mul(31).wrapping_add(u64::from(b))
+    });
     // Arbitrary signatures: any verdict, but no panic; a record signature is accepted only if it
     // is exactly the one the secret makes.
     let _ = verify_storage_signature(secret, resource, signature, now);
@@ -58,7 +58,15 @@ pub fn signatures(data: &[u8]) {
 pub fn query_params(data: &[u8]) {
     let query = String::from_utf8_lossy(data);
     let params = Params::from_query(Some(&query));
-    for name in ["limit", "offset", "desc", "unnamed", "exclusiveStartKey", "prefix", "token"] {
+    for name in [
+        "limit",
+        "offset",
+        "desc",
+        "unnamed",
+        "exclusiveStartKey",
+        "prefix",
+        "token",
+    ] {
         let _ = params.get(name);
         let _ = params.bool(name);
         let _ = params.u64(name);

@@ -1,15 +1,17 @@
 //! The `kvstore` binary: parse the command line, set up logging, and hand over to the library.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+use kvstore::admin::{self, Admin};
 use kvstore::config::{
     backend_of, BackupArgs, Cli, Command, CopyArgs, DataArgs, ExportArgs, ImportArgs, LogFormat,
-    RestoreArgs, ServeArgs, ServerConfig, UsersCommand,
+    RestoreArgs, ServeArgs, ServerConfig, ShareArgs, ShareSetting, Target, UsersCommand,
 };
-use kvstore::model::{format_millis, StoreName, Token, User, Username};
+use kvstore::model::{ShareAccess, StoreName, Token, User, Username};
 use kvstore::storage::{self, StorageError};
 
 fn main() -> ExitCode {
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Users(cmd) => users(cmd).await,
+            Command::Share(args) => share(args).await,
             Command::Copy(args) => copy(args).await,
             Command::Backup(args) => backup(args).await,
             Command::Restore(args) => restore(args).await,
@@ -126,39 +129,129 @@ async fn shutdown_signal() {
     }
 }
 
-async fn users(cmd: UsersCommand) -> Result<(), Box<dyn std::error::Error>> {
-    match cmd {
-        UsersCommand::Create { name, admin, data } => {
-            let username = Username::parse(&name)?;
-            let store = open_offline(&data).await?;
-            let token = Token::generate();
-            let created = store.user_create(username, admin, token.hash()).await;
-            store.close().await?;
-            let user = created.map_err(|e| match e {
-                StorageError::UserExists => format!("a user named \"{name}\" already exists"),
-                other => other.to_string(),
-            })?;
-            println!(
-                "Created user \"{}\" (id {}). Token:",
-                user.username, user.id
-            );
-            println!("{}", token.expose());
+/// The admin operations on the command's target, and the backend to close afterwards.
+async fn admin_of(
+    target: &Target,
+) -> Result<(Box<dyn Admin>, Option<Arc<dyn storage::Store>>), Box<dyn std::error::Error>> {
+    match &target.server {
+        Some(server) => {
+            let token = target
+                .token
+                .as_deref()
+                .ok_or("--server needs an administrator's token (--token or KVSTORE_TOKEN)")?;
+            Ok((Box::new(admin::Remote::new(server, token)), None))
         }
-        UsersCommand::List { data } => {
-            let store = open_offline(&data).await?;
-            let users = store.users_list().await;
-            store.close().await?;
-            println!("{:<17}  {:<24}  {:<5}  CREATED", "ID", "USERNAME", "ADMIN");
-            for u in users? {
+        None => {
+            let store = open_offline(&target.data).await?;
+            Ok((Box::new(admin::Local(store.clone())), Some(store)))
+        }
+    }
+}
+
+async fn users(cmd: UsersCommand) -> Result<(), Box<dyn std::error::Error>> {
+    let target = match &cmd {
+        UsersCommand::Create { target, .. }
+        | UsersCommand::List { target }
+        | UsersCommand::Disable { target, .. }
+        | UsersCommand::Enable { target, .. }
+        | UsersCommand::Delete { target, .. }
+        | UsersCommand::RotateToken { target, .. }
+        | UsersCommand::AddToken { target, .. } => target.clone(),
+    };
+    let (admin, store) = admin_of(&target).await?;
+    let result = run_users(cmd, &*admin).await;
+    if let Some(store) = store {
+        store.close().await?;
+    }
+    result
+}
+
+async fn run_users(cmd: UsersCommand, admin: &dyn Admin) -> Result<(), Box<dyn std::error::Error>> {
+    let disable = matches!(cmd, UsersCommand::Disable { .. });
+    let rotate = matches!(cmd, UsersCommand::RotateToken { .. });
+    match cmd {
+        UsersCommand::Create {
+            name,
+            admin: is_admin,
+            read_only,
+            ..
+        } => {
+            let issued = admin
+                .create_user(&Username::parse(&name)?, is_admin, read_only)
+                .await?;
+            let kind = if read_only { " read-only" } else { "" };
+            println!(
+                "Created user \"{}\" (id {}).{kind} Token:",
+                issued.user.username, issued.user.id
+            );
+            println!("{}", issued.token);
+        }
+        UsersCommand::List { .. } => {
+            println!(
+                "{:<17}  {:<24}  {:<5}  {:<8}  CREATED",
+                "ID", "USERNAME", "ADMIN", "DISABLED"
+            );
+            for u in admin.users().await? {
                 println!(
-                    "{:<17}  {:<24}  {:<5}  {}",
-                    u.id,
-                    u.username,
-                    u.is_admin,
-                    format_millis(u.created_at)
+                    "{:<17}  {:<24}  {:<5}  {:<8}  {}",
+                    u.id, u.username, u.is_admin, u.disabled, u.created_at
                 );
             }
         }
+        UsersCommand::Disable { name, .. } | UsersCommand::Enable { name, .. } => {
+            let update = storage::UserUpdate {
+                disabled: Some(disable),
+                is_admin: None,
+            };
+            let user = admin.update_user(&Username::parse(&name)?, update).await?;
+            let state = if user.disabled { "disabled" } else { "enabled" };
+            println!("User \"{}\" is {state}.", user.username);
+        }
+        UsersCommand::Delete { name, .. } => {
+            admin.delete_user(&Username::parse(&name)?).await?;
+            println!("Deleted user \"{name}\" with its tokens and stores.");
+        }
+        UsersCommand::RotateToken {
+            name, read_only, ..
+        }
+        | UsersCommand::AddToken {
+            name, read_only, ..
+        } => {
+            let issued = admin
+                .new_token(&Username::parse(&name)?, read_only, rotate)
+                .await?;
+            let kind = if read_only { "read-only" } else { "full" };
+            if rotate {
+                println!("Revoked every token of \"{name}\". New {kind} token:");
+            } else {
+                println!("New {kind} token for \"{name}\":");
+            }
+            println!("{}", issued.token);
+        }
+    }
+    Ok(())
+}
+
+async fn share(args: ShareArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let with = Username::parse(&args.with)?;
+    let access = match args.access {
+        ShareSetting::Read => Some(ShareAccess::Read),
+        ShareSetting::Write => Some(ShareAccess::Write),
+        ShareSetting::None => None,
+    };
+    let (admin, store) = admin_of(&args.target).await?;
+    let result = admin.share(&args.store, &with, access).await;
+    if let Some(store) = store {
+        store.close().await?;
+    }
+    result?;
+    match access {
+        Some(access) => println!(
+            "Shared {} with \"{with}\" ({}).",
+            args.store,
+            access.as_str()
+        ),
+        None => println!("{} is no longer shared with \"{with}\".", args.store),
     }
     Ok(())
 }

@@ -255,6 +255,9 @@ pub struct User {
     pub username: Username,
     pub created_at: Millis,
     pub is_admin: bool,
+    /// A disabled user's tokens stop working; its stores stay.
+    #[serde(default)]
+    pub disabled: bool,
 }
 
 impl User {
@@ -265,6 +268,50 @@ impl User {
             username,
             created_at: now_millis(),
             is_admin,
+            disabled: false,
+        }
+    }
+}
+
+/// A stored token: its hash, and whether it may only read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TokenGrant {
+    pub hash: TokenHash,
+    pub read_only: bool,
+}
+
+/// The user a token authenticates, and what the token allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    pub user: User,
+    pub read_only: bool,
+}
+
+/// What a user a store is shared with may do with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ShareAccess {
+    Read,
+    Write,
+}
+
+impl ShareAccess {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShareAccess::Read => "READ",
+            ShareAccess::Write => "WRITE",
+        }
+    }
+
+    /// `READ` or `WRITE` (any case).
+    pub fn parse(s: &str) -> Result<Self, Invalid> {
+        match s.to_ascii_uppercase().as_str() {
+            "READ" => Ok(ShareAccess::Read),
+            "WRITE" => Ok(ShareAccess::Write),
+            _ => Err(Invalid(format!(
+                "access must be READ or WRITE; got \"{}\".",
+                truncate_for_message(s)
+            ))),
         }
     }
 }

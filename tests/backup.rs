@@ -191,7 +191,8 @@ async fn a_backup_taken_during_writes_restores_the_state_of_one_instant() {
         .user_by_token(&Token::from_secret(alice.clone()).hash())
         .await
         .unwrap()
-        .expect("alice's token works after the restore");
+        .expect("alice's token works after the restore")
+        .user;
     let restored = [
         contents(&*target, &restored_alice, "first").await,
         contents(&*target, &restored_alice, "second").await,

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kvstore::model::{RecordKey, StoreInfo, StoreName, Token, UserId, Username};
+use kvstore::model::{RecordKey, ShareAccess, StoreInfo, StoreName, Token, UserId, Username};
 use kvstore::storage::{
     self, AccessDelta, Backend, BodyInput, BodyOutput, KeyListQuery, StorageError, Store,
     StoreListQuery, StoreUpdate, WriteOutcome,
@@ -132,7 +132,10 @@ async fn users_and_tokens() {
         assert!(matches!(again, Err(StorageError::UserExists)), "{backend}");
         assert_eq!(
             store.user_by_token(&token.hash()).await.unwrap(),
-            Some(alice.clone())
+            Some(kvstore::model::Authenticated {
+                user: alice.clone(),
+                read_only: false
+            })
         );
         assert_eq!(
             store
@@ -176,7 +179,12 @@ async fn first_user_is_created_once() {
             .await
             .unwrap()
             .is_none());
-        let admin = store.user_by_token(&token.hash()).await.unwrap().unwrap();
+        let admin = store
+            .user_by_token(&token.hash())
+            .await
+            .unwrap()
+            .unwrap()
+            .user;
         assert!(admin.is_admin);
         assert_eq!(admin.username.as_str(), "admin");
     }
@@ -864,5 +872,210 @@ async fn a_snapshot_keeps_reading_what_was_there_when_it_was_taken() {
         assert_eq!(users.len(), 1, "{backend}");
         assert_eq!(users[0].1.len(), 1, "{backend}: the user's token hash");
         drop(snapshot);
+    }
+}
+
+#[tokio::test]
+async fn users_are_disabled_deleted_and_given_tokens() {
+    use kvstore::model::TokenGrant;
+    use kvstore::storage::UserUpdate;
+    for (backend, s) in backends().await {
+        let store = &*s.store;
+        let first = Token::generate();
+        let alice = store
+            .user_create(Username::parse("alice").unwrap(), false, first.hash())
+            .await
+            .unwrap();
+        let bob = new_user(store, "bob").await;
+
+        // A read-only token next to the full one.
+        let ro = Token::generate();
+        let grant = TokenGrant {
+            hash: ro.hash(),
+            read_only: true,
+        };
+        assert!(store.token_add(&alice.id, grant, false).await.unwrap());
+        let who = store.user_by_token(&ro.hash()).await.unwrap().unwrap();
+        assert!(who.read_only, "{backend}");
+        let who = store.user_by_token(&first.hash()).await.unwrap().unwrap();
+        assert!(!who.read_only, "{backend}");
+        let mut tokens = store.user_tokens(&alice.id).await.unwrap();
+        tokens.sort_by_key(|t| t.read_only);
+        assert_eq!(tokens.len(), 2, "{backend}");
+        assert!(tokens[1].read_only);
+
+        // Rotation: one new token, every other one gone in the same step.
+        let rotated = Token::generate();
+        let grant = TokenGrant {
+            hash: rotated.hash(),
+            read_only: false,
+        };
+        assert!(store.token_add(&alice.id, grant, true).await.unwrap());
+        assert!(
+            store.user_by_token(&first.hash()).await.unwrap().is_none(),
+            "{backend}"
+        );
+        assert!(
+            store.user_by_token(&ro.hash()).await.unwrap().is_none(),
+            "{backend}"
+        );
+        assert!(store
+            .user_by_token(&rotated.hash())
+            .await
+            .unwrap()
+            .is_some());
+        let nobody = kvstore::model::UserId::parse("AAAAAAAAAAAAAAAAA").unwrap();
+        assert!(!store.token_add(&nobody, grant, false).await.unwrap());
+
+        // Disabled: the token stops working, the user and its data stay; enabled again, it works.
+        let disable = UserUpdate {
+            disabled: Some(true),
+            is_admin: None,
+        };
+        let updated = store
+            .user_update(&alice.id, disable)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(updated.disabled);
+        assert!(
+            store
+                .user_by_token(&rotated.hash())
+                .await
+                .unwrap()
+                .is_none(),
+            "{backend}"
+        );
+        assert!(store.user_by_id(&alice.id).await.unwrap().unwrap().disabled);
+        let enable = UserUpdate {
+            disabled: Some(false),
+            is_admin: Some(true),
+        };
+        let updated = store.user_update(&alice.id, enable).await.unwrap().unwrap();
+        assert!(!updated.disabled && updated.is_admin, "{backend}");
+        assert!(store
+            .user_by_token(&rotated.hash())
+            .await
+            .unwrap()
+            .is_some());
+        assert!(store.user_update(&nobody, enable).await.unwrap().is_none());
+
+        // Sharing: alice's store with bob; listed for bob; gone with the store or the user.
+        let (shared, _) = store
+            .store_get_or_create(StoreInfo::new(alice.id.clone(), Some(name("shared")), None))
+            .await
+            .unwrap();
+        let (other, _) = store
+            .store_get_or_create(StoreInfo::new(alice.id.clone(), None, None))
+            .await
+            .unwrap();
+        assert!(store
+            .share_set(&shared.id, &bob, Some(ShareAccess::Read))
+            .await
+            .unwrap());
+        assert!(store
+            .share_set(&other.id, &bob, Some(ShareAccess::Write))
+            .await
+            .unwrap());
+        assert!(store
+            .share_set(&shared.id, &bob, Some(ShareAccess::Write))
+            .await
+            .unwrap());
+        assert_eq!(
+            store.share_get(&shared.id, &bob).await.unwrap(),
+            Some(ShareAccess::Write),
+            "{backend}: sharing again changes the access"
+        );
+        assert_eq!(
+            store.shares_list(&shared.id).await.unwrap(),
+            [(bob.clone(), ShareAccess::Write)]
+        );
+        let all = StoreListQuery {
+            offset: 0,
+            limit: 10,
+            desc: false,
+            unnamed: true,
+        };
+        let page = store.stores_shared_with(&bob, &all).await.unwrap();
+        assert_eq!(page.total, 2, "{backend}");
+        let named_only = StoreListQuery {
+            unnamed: false,
+            ..all.clone()
+        };
+        let page = store.stores_shared_with(&bob, &named_only).await.unwrap();
+        assert_eq!(page.items.len(), 1, "{backend}");
+        assert_eq!(page.items[0].id, shared.id);
+        assert!(store
+            .stores_shared_with(&alice.id, &all)
+            .await
+            .unwrap()
+            .items
+            .is_empty());
+
+        assert!(store.share_set(&shared.id, &bob, None).await.unwrap());
+        assert_eq!(store.share_get(&shared.id, &bob).await.unwrap(), None);
+        assert!(store.store_delete(&other.id).await.unwrap());
+        assert_eq!(
+            store.share_get(&other.id, &bob).await.unwrap(),
+            None,
+            "{backend}"
+        );
+        assert!(store
+            .stores_shared_with(&bob, &all)
+            .await
+            .unwrap()
+            .items
+            .is_empty());
+        assert!(
+            !store
+                .share_set(&other.id, &bob, Some(ShareAccess::Read))
+                .await
+                .unwrap(),
+            "{backend}: a deleted store cannot be shared"
+        );
+
+        // Deleting a user takes its tokens, its stores and the shares it was given.
+        assert!(store
+            .share_set(&shared.id, &bob, Some(ShareAccess::Read))
+            .await
+            .unwrap());
+        let (bobs, _) = store
+            .store_get_or_create(StoreInfo::new(bob.clone(), Some(name("bobs")), None))
+            .await
+            .unwrap();
+        store
+            .record_put(
+                &bobs.id,
+                &key("k"),
+                "text/plain",
+                BodyInput::Bytes(Bytes::from_static(b"v")),
+            )
+            .await
+            .unwrap();
+        assert!(store.user_delete(&bob).await.unwrap());
+        assert!(!store.user_delete(&bob).await.unwrap());
+        assert!(store.user_by_id(&bob).await.unwrap().is_none(), "{backend}");
+        assert!(store
+            .user_by_name(&Username::parse("bob").unwrap())
+            .await
+            .unwrap()
+            .is_none());
+        assert!(
+            store.store_get(&bobs.id).await.unwrap().is_none(),
+            "{backend}"
+        );
+        assert!(
+            store.shares_list(&shared.id).await.unwrap().is_empty(),
+            "{backend}"
+        );
+        // The name is free again.
+        store
+            .user_create(
+                Username::parse("bob").unwrap(),
+                false,
+                Token::generate().hash(),
+            )
+            .await
+            .unwrap();
     }
 }

@@ -18,7 +18,7 @@ async fn snapshot(store: &dyn Store) -> Vec<String> {
     let mut out = Vec::new();
     for user in store.users_list().await.unwrap() {
         let mut tokens = store.user_tokens(&user.id).await.unwrap();
-        tokens.sort_by_key(|t| t.0);
+        tokens.sort_by_key(|t| t.hash.0);
         out.push(format!("user {user:?} tokens {tokens:?}"));
         let q = StoreListQuery {
             offset: 0,

@@ -86,10 +86,14 @@ async fn a_full_disk_fails_writes_cleanly_and_keeps_what_is_stored() {
     let store = srv.create_store(&alice, Some("full")).await;
     let id = store["id"].as_str().unwrap().to_owned();
     let put = |key: String, body: Vec<u8>| {
-        srv.req(Method::PUT, &format!("/v2/key-value-stores/{id}/records/{key}"), Some(&alice))
-            .header("content-type", "application/octet-stream")
-            .body(body)
-            .send()
+        srv.req(
+            Method::PUT,
+            &format!("/v2/key-value-stores/{id}/records/{key}"),
+            Some(&alice),
+        )
+        .header("content-type", "application/octet-stream")
+        .body(body)
+        .send()
     };
 
     // Fill the disk with large records (blob files), then with small ones (inside the database
@@ -108,7 +112,11 @@ async fn a_full_disk_fails_writes_cleanly_and_keeps_what_is_stored() {
             other => panic!("{key}: {other} {}", resp.text().await.unwrap()),
         }
     }
-    assert!(refusals > 50, "the disk never filled up ({} stored)", stored.len());
+    assert!(
+        refusals > 50,
+        "the disk never filled up ({} stored)",
+        stored.len()
+    );
     assert!(stored.len() > 5, "almost nothing fitted");
 
     // Reads and listings go on; everything acknowledged is intact.
@@ -119,7 +127,11 @@ async fn a_full_disk_fails_writes_cleanly_and_keeps_what_is_stored() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 200, "{key}");
-        assert_eq!(resp.bytes().await.unwrap().as_ref(), want.as_slice(), "{key}");
+        assert_eq!(
+            resp.bytes().await.unwrap().as_ref(),
+            want.as_slice(),
+            "{key}"
+        );
     }
     let resp = srv
         .get(&format!("/v2/key-value-stores/{id}/keys"), &alice)
@@ -133,7 +145,11 @@ async fn a_full_disk_fails_writes_cleanly_and_keeps_what_is_stored() {
     // Deleting still works on a full disk (it is how space is freed through the API).
     let (gone, _) = stored.remove(0);
     let resp = srv
-        .req(Method::DELETE, &format!("/v2/key-value-stores/{id}/records/{gone}"), Some(&alice))
+        .req(
+            Method::DELETE,
+            &format!("/v2/key-value-stores/{id}/records/{gone}"),
+            Some(&alice),
+        )
         .send()
         .await
         .unwrap();
@@ -141,7 +157,9 @@ async fn a_full_disk_fails_writes_cleanly_and_keeps_what_is_stored() {
 
     // With room again, writes succeed without a restart.
     fs.resize("64m");
-    let resp = put("after".to_owned(), body(999, 600 * 1024)).await.unwrap();
+    let resp = put("after".to_owned(), body(999, 600 * 1024))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
     let resp = put("after-small".to_owned(), body(998, 100)).await.unwrap();
     assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
@@ -150,14 +168,21 @@ async fn a_full_disk_fails_writes_cleanly_and_keeps_what_is_stored() {
     // And after a restart everything is still there.
     let srv = TestServer::start_on(&backend, |_| {}).await;
     let _ = srv.store.users_list().await.unwrap();
-    for (key, want) in stored.iter().chain([("after".to_owned(), body(999, 600 * 1024))].iter()) {
+    for (key, want) in stored
+        .iter()
+        .chain([("after".to_owned(), body(999, 600 * 1024))].iter())
+    {
         let resp = srv
             .get(&format!("/v2/key-value-stores/{id}/records/{key}"), &alice)
             .send()
             .await
             .unwrap();
         assert_eq!(resp.status(), 200, "{key} after restart");
-        assert_eq!(resp.bytes().await.unwrap().as_ref(), want.as_slice(), "{key}");
+        assert_eq!(
+            resp.bytes().await.unwrap().as_ref(),
+            want.as_slice(),
+            "{key}"
+        );
     }
     srv.stop().await;
 }

@@ -1340,6 +1340,111 @@ async fn real_responses_match_the_document() {
     let got = s.check("get", BACKUP, s.req(M::GET, BACKUP, a)).await;
     assert_eq!(got.status, 403);
 
+    // Users and tokens (administrators), and shares (store owners).
+    let r = Some(root.expose());
+    const USERS: &str = "/v2/admin/users";
+    const USER: &str = "/v2/admin/users/{user}";
+    const TOKENS: &str = "/v2/admin/users/{user}/tokens";
+    assert_eq!(
+        s.check("get", USERS, s.req(M::GET, USERS, r)).await.status,
+        200
+    );
+    let dave = json!({"username": "dave", "readOnly": true});
+    let got = s
+        .check("post", USERS, s.req(M::POST, USERS, r).json(&dave))
+        .await;
+    assert_eq!(got.status, 201);
+    let got = s
+        .check("post", USERS, s.req(M::POST, USERS, r).json(&dave))
+        .await;
+    assert_eq!(got.status, 400, "a taken username");
+    let got = s
+        .check("post", USERS, s.req(M::POST, USERS, a).json(&dave))
+        .await;
+    assert_eq!(got.status, 403);
+    let disable = json!({"disabled": true});
+    let got = s
+        .check(
+            "put",
+            USER,
+            s.req(M::PUT, "/v2/admin/users/dave", r).json(&disable),
+        )
+        .await;
+    assert_eq!(got.status, 200);
+    let got = s
+        .check(
+            "put",
+            USER,
+            s.req(M::PUT, "/v2/admin/users/nobody", r).json(&disable),
+        )
+        .await;
+    assert_eq!(got.status, 404);
+    let rotate = json!({"revokeOthers": true});
+    let got = s
+        .check(
+            "post",
+            TOKENS,
+            s.req(M::POST, "/v2/admin/users/dave/tokens", r)
+                .json(&rotate),
+        )
+        .await;
+    assert_eq!(got.status, 201);
+    const SHARES: &str = "/v2/key-value-stores/{store}/shares";
+    const SHARE: &str = "/v2/key-value-stores/{store}/shares/{username}";
+    let created = s
+        .req(M::POST, "/v2/key-value-stores?name=to-share", a)
+        .send()
+        .await
+        .unwrap();
+    let sid = common::data(created).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let share_bob = format!("/v2/key-value-stores/{sid}/shares/bob");
+    let got = s
+        .check(
+            "put",
+            SHARE,
+            s.req(M::PUT, &share_bob, a)
+                .json(&json!({"access": "READ"})),
+        )
+        .await;
+    assert_eq!(got.status, 200);
+    let got = s
+        .check(
+            "put",
+            SHARE,
+            s.req(M::PUT, &share_bob, a)
+                .json(&json!({"access": "NOPE"})),
+        )
+        .await;
+    assert_eq!(got.status, 400);
+    let shares = format!("/v2/key-value-stores/{sid}/shares");
+    assert_eq!(
+        s.check("get", SHARES, s.req(M::GET, &shares, a))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        s.check("get", SHARES, s.req(M::GET, &shares, b))
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        s.check("delete", SHARE, s.req(M::DELETE, &share_bob, a))
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        s.check("delete", USER, s.req(M::DELETE, "/v2/admin/users/dave", r))
+            .await
+            .status,
+        204
+    );
+
     // 429 comes from a second server limited to one request per second.
     let limited = TestServer::start_with(|c| c.rate_limit = std::num::NonZeroU32::new(1)).await;
     let carol = limited.user("carol").await;

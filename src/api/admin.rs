@@ -1,23 +1,34 @@
-//! `/v2/admin`: operations for administrators only (users with `is_admin`), beyond Apify's API.
-//! `GET /v2/admin/backup` streams a consistent backup of everything (see `crate::backup`);
-//! `kvstore backup --server` downloads it.
+//! `/v2/admin`: operations for administrators only (users with `is_admin`, with a full token),
+//! beyond Apify's API: users and their tokens (the logic is `crate::admin`, which the CLI shares),
+//! and `GET /v2/admin/backup`, a consistent backup of everything (see `crate::backup`).
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Json;
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use utoipa::ToSchema;
 
-use super::openapi::{Forbidden, InternalServerError, ServiceUnavailable, Unauthorized};
+use super::body::read_json;
+use super::dto::Data;
+use super::openapi::{
+    BadRequest, Forbidden, InternalServerError, NotFound, ServiceUnavailable, Unauthorized,
+};
+use super::paths::AdminUserPath;
 use super::AppState;
+use crate::admin::{Admin, IssuedToken, Local, UserInfo};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::model::Username;
+use crate::storage::UserUpdate;
 
 fn require_admin(caller: &Caller) -> ApiResult<()> {
     match caller.user() {
         None => Err(ApiError::TokenNotProvided),
-        Some(user) if user.is_admin => Ok(()),
+        Some(user) if user.is_admin && !caller.read_only() => Ok(()),
         Some(_) => Err(ApiError::InsufficientPermissions),
     }
 }
@@ -77,4 +88,241 @@ pub async fn backup_get(State(state): State<AppState>, caller: Caller) -> ApiRes
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
     Ok(response)
+}
+
+// ---- users -------------------------------------------------------------------------------------
+
+/// `GET /v2/admin/users`.
+#[derive(Serialize, ToSchema)]
+pub struct UserListDto {
+    pub items: Vec<UserInfo>,
+}
+
+/// `POST /v2/admin/users`.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateUserBody {
+    pub username: String,
+    #[serde(default)]
+    pub is_admin: bool,
+    /// Hand out a read-only token instead of a full one.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// `PUT /v2/admin/users/{user}`: absent fields are left as they are.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateUserBody {
+    pub disabled: Option<bool>,
+    pub is_admin: Option<bool>,
+}
+
+/// `POST /v2/admin/users/{user}/tokens`.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewTokenBody {
+    #[serde(default)]
+    pub read_only: bool,
+    /// Rotate: every other token of the user stops working at once.
+    #[serde(default)]
+    pub revoke_others: bool,
+}
+
+/// A JSON body into `T`, with Apify's error for anything else.
+pub(super) async fn json_body<T: serde::de::DeserializeOwned + Default>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<T> {
+    let map = read_json(
+        body,
+        headers,
+        &state.store.spool_dir(),
+        state.config.idle_timeout,
+    )
+    .await?;
+    match map {
+        None => Ok(T::default()),
+        Some(map) => serde_json::from_value(serde_json::Value::Object(map))
+            .map_err(|e| ApiError::InvalidInput(format!("The request body is not valid: {e}."))),
+    }
+}
+
+/// Every user
+#[utoipa::path(
+    get,
+    path = "/v2/admin/users",
+    tag = "admin",
+    operation_id = "admin_users_list",
+    responses(
+        (status = 200, description = "All users", body = Data<UserListDto>),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = InternalServerError),
+        (status = 503, response = ServiceUnavailable),
+    ),
+    security(("bearer" = []), ("token" = [])),
+)]
+pub async fn users_list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Data<UserListDto>>> {
+    require_admin(&caller)?;
+    let items = Local(state.store.clone()).users().await?;
+    Ok(Json(Data {
+        data: UserListDto { items },
+    }))
+}
+
+/// Create a user
+///
+/// Answers the user and its token, which is shown only this once.
+#[utoipa::path(
+    post,
+    path = "/v2/admin/users",
+    tag = "admin",
+    operation_id = "admin_users_create",
+    request_body(content = CreateUserBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The new user and its token", body = Data<IssuedToken>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = InternalServerError),
+        (status = 503, response = ServiceUnavailable),
+    ),
+    security(("bearer" = []), ("token" = [])),
+)]
+pub async fn users_create(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    require_admin(&caller)?;
+    let body: Option<CreateUserBody> =
+        json_body::<Option<CreateUserBody>>(&state, &headers, body).await?;
+    let body =
+        body.ok_or_else(|| ApiError::InvalidInput("The body needs a \"username\".".into()))?;
+    let name = Username::parse(&body.username).map_err(|e| ApiError::InvalidInput(e.0))?;
+    let issued = Local(state.store.clone())
+        .create_user(&name, body.is_admin, body.read_only)
+        .await?;
+    Ok((StatusCode::CREATED, Json(Data { data: issued })).into_response())
+}
+
+/// Update a user
+///
+/// Disables (its tokens stop working at once, its stores stay) or enables a user, or changes
+/// whether it is an administrator. `{user}` is an id or a username.
+#[utoipa::path(
+    put,
+    path = "/v2/admin/users/{user}",
+    tag = "admin",
+    operation_id = "admin_user_update",
+    params(("user" = String, Path, description = "A user id or username")),
+    request_body(content = UpdateUserBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The user", body = Data<UserInfo>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = InternalServerError),
+        (status = 503, response = ServiceUnavailable),
+    ),
+    security(("bearer" = []), ("token" = [])),
+)]
+pub async fn user_update(
+    State(state): State<AppState>,
+    caller: Caller,
+    AdminUserPath(raw): AdminUserPath,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<Data<UserInfo>>> {
+    require_admin(&caller)?;
+    let local = Local(state.store.clone());
+    let user = local.user_by_ref(&raw).await?;
+    let body: Option<UpdateUserBody> = json_body(&state, &headers, body).await?;
+    let body = body.unwrap_or(UpdateUserBody {
+        disabled: None,
+        is_admin: None,
+    });
+    let update = UserUpdate {
+        disabled: body.disabled,
+        is_admin: body.is_admin,
+    };
+    let info = local.update_user(&user.username, update).await?;
+    Ok(Json(Data { data: info }))
+}
+
+/// Delete a user
+///
+/// With its tokens and all its stores and records. `{user}` is an id or a username.
+#[utoipa::path(
+    delete,
+    path = "/v2/admin/users/{user}",
+    tag = "admin",
+    operation_id = "admin_user_delete",
+    params(("user" = String, Path, description = "A user id or username")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = InternalServerError),
+        (status = 503, response = ServiceUnavailable),
+    ),
+    security(("bearer" = []), ("token" = [])),
+)]
+pub async fn user_delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    AdminUserPath(raw): AdminUserPath,
+) -> ApiResult<StatusCode> {
+    require_admin(&caller)?;
+    let local = Local(state.store.clone());
+    let user = local.user_by_ref(&raw).await?;
+    local.delete_user(&user.username).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Issue a token
+///
+/// A new token for the user, full or read-only; with `revokeOthers` (rotation) every other
+/// token of the user stops working at once. The token is shown only this once.
+#[utoipa::path(
+    post,
+    path = "/v2/admin/users/{user}/tokens",
+    tag = "admin",
+    operation_id = "admin_user_token_create",
+    params(("user" = String, Path, description = "A user id or username")),
+    request_body(content = Option<NewTokenBody>, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The new token", body = Data<IssuedToken>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = InternalServerError),
+        (status = 503, response = ServiceUnavailable),
+    ),
+    security(("bearer" = []), ("token" = [])),
+)]
+pub async fn user_token_create(
+    State(state): State<AppState>,
+    caller: Caller,
+    AdminUserPath(raw): AdminUserPath,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    require_admin(&caller)?;
+    let local = Local(state.store.clone());
+    let user = local.user_by_ref(&raw).await?;
+    let body: NewTokenBody = json_body(&state, &headers, body).await?;
+    let issued = local
+        .new_token(&user.username, body.read_only, body.revoke_others)
+        .await?;
+    Ok((StatusCode::CREATED, Json(Data { data: issued })).into_response())
 }

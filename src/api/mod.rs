@@ -14,6 +14,7 @@ mod paths;
 pub mod rate_limit;
 mod records;
 pub(crate) mod resolve;
+mod shares;
 mod stores;
 mod ui;
 mod unread;
@@ -59,6 +60,26 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v2/users/me", get(users::users_me))
         .route("/v2/admin/backup", get(admin::backup_get))
+        .route(
+            "/v2/admin/users",
+            get(admin::users_list).post(admin::users_create),
+        )
+        .route(
+            "/v2/admin/users/{user}",
+            axum::routing::put(admin::user_update).delete(admin::user_delete),
+        )
+        .route(
+            "/v2/admin/users/{user}/tokens",
+            axum::routing::post(admin::user_token_create),
+        )
+        .route(
+            "/v2/key-value-stores/{store}/shares",
+            get(shares::shares_list),
+        )
+        .route(
+            "/v2/key-value-stores/{store}/shares/{user}",
+            axum::routing::put(shares::share_put).delete(shares::share_delete),
+        )
         .route("/v2/users/{user}", get(users::user_get))
         .route(
             "/v2/key-value-stores",
@@ -127,6 +148,10 @@ async fn method_not_allowed(uri: Uri) -> ApiError {
         ["v2", "key-value-stores"] => "GET, POST",
         ["v2", "key-value-stores", _] => "GET, PUT, DELETE",
         ["v2", "key-value-stores", _, "records", _] => "GET, HEAD, PUT, POST, DELETE",
+        ["v2", "key-value-stores", _, "shares", _] => "PUT, DELETE",
+        ["v2", "admin", "users"] => "GET, POST",
+        ["v2", "admin", "users", _] => "PUT, DELETE",
+        ["v2", "admin", "users", _, "tokens"] => "POST",
         _ => "GET",
     };
     ApiError::MethodNotAllowed(allowed)
@@ -168,10 +193,10 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Some(token) = token_of(parts)? else {
-            return Ok(Caller(None));
+            return Ok(Caller::anonymous());
         };
         match state.store.user_by_token(&token.hash()).await? {
-            Some(user) => Ok(Caller(Some(user))),
+            Some(who) => Ok(Caller::authenticated(who)),
             None => Err(ApiError::InvalidToken),
         }
     }

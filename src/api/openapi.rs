@@ -17,7 +17,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{self, Ref, RefOr};
 use utoipa::{Modify, OpenApi, PartialSchema, ToResponse, ToSchema};
 
-use super::{admin, keys, observe, ops, records, stores, users};
+use super::{admin, keys, observe, ops, records, shares, stores, users};
 use crate::error::ApiError;
 use crate::model::{GeneralAccess, RECORD_KEY_MAX_LEN, STORE_NAME_MAX_LEN};
 
@@ -48,6 +48,14 @@ use crate::model::{GeneralAccess, RECORD_KEY_MAX_LEN, STORE_NAME_MAX_LEN};
         users::users_me,
         users::user_get,
         admin::backup_get,
+        admin::users_list,
+        admin::users_create,
+        admin::user_update,
+        admin::user_delete,
+        admin::user_token_create,
+        shares::shares_list,
+        shares::share_put,
+        shares::share_delete,
         ops::healthz,
         ops::readyz,
         observe::metrics_get,
@@ -203,7 +211,10 @@ impl Modify for RateLimited {
                     RefOr::Ref(Ref::from_response_name("TooManyRequests")),
                 );
             }
-            for op in [item.put.as_mut(), item.post.as_mut()].into_iter().flatten() {
+            for op in [item.put.as_mut(), item.post.as_mut()]
+                .into_iter()
+                .flatten()
+            {
                 op.responses.responses.insert(
                     "507".to_owned(),
                     RefOr::Ref(Ref::from_response_name("InsufficientStorage")),

@@ -62,3 +62,31 @@ impl<S: Send + Sync> FromRequestParts<S> for UserPath {
         Ok(UserPath(segment(parts, 2).unwrap_or_default()))
     }
 }
+
+/// `{user}` of `/v2/admin/users/{user}[/tokens]`: an id or a username.
+pub struct AdminUserPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for AdminUserPath {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(AdminUserPath(segment(parts, 3).unwrap_or_default()))
+    }
+}
+
+/// `{store}` and `{username}` of `/v2/key-value-stores/{store}/shares/{username}`.
+pub struct SharePath {
+    pub store: String,
+    pub user: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for SharePath {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(SharePath {
+            store: segment(parts, 2).unwrap_or_default(),
+            user: segment(parts, 4).unwrap_or_default(),
+        })
+    }
+}

@@ -107,11 +107,19 @@ pub async fn resolve(
             }
         }
     };
+    // A share matters only to a signed-in caller who does not own the store.
+    let shared = match caller.user() {
+        Some(user) if user.id != store.user_id => {
+            state.store.share_get(&store.id, &user.id).await?
+        }
+        _ => None,
+    };
     let mut access = auth::access(
         caller,
         &store,
         reached_by,
         state.config.default_general_access,
+        shared,
     );
     let mut by_signature = false;
     if access == Access::None {

@@ -20,7 +20,7 @@ use super::resolve::{resolve, Need, Signed};
 use super::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::model::{now_millis, GeneralAccess, StoreInfo, StoreName, User};
+use crate::model::{now_millis, GeneralAccess, ShareAccess, StoreInfo, StoreName, User};
 use crate::storage::{AccessKind, StorageError, StoreListQuery, StoreUpdate};
 
 fn require_user(caller: &Caller) -> ApiResult<&User> {
@@ -53,7 +53,7 @@ fn dto(state: &AppState, store: &StoreInfo, owner: Option<&User>, may_write: boo
         ("desc" = Option<QueryBool>, Query, description = "Newest first"),
         ("unnamed" = Option<QueryBool>, Query, description = "Also list unnamed stores"),
         ("ownership" = Option<String>, Query, pattern = "^(?:ownedByMe|sharedWithMe)?$",
-            description = "`ownedByMe` (the default) or `sharedWithMe` (always empty: sharing is not implemented)"),
+            description = "`ownedByMe` (the default) or `sharedWithMe` (stores other users shared with the caller)"),
     ),
     responses(
         (status = 200, description = "A page of stores", body = Data<StoreListDto>),
@@ -87,20 +87,25 @@ pub async fn stores_list(
             )))
         }
     };
-    // Sharing between users is not implemented yet, so nothing is shared with anyone.
+    let mut items: Vec<StoreDto> = Vec::new();
     let page = if shared_only {
-        crate::storage::StorePage {
-            total: 0,
-            items: Vec::new(),
+        let page = state.store.stores_shared_with(&user.id, &query).await?;
+        for store in &page.items {
+            let owner = state.store.user_by_id(&store.user_id).await?;
+            let access = state.store.share_get(&store.id, &user.id).await?;
+            let may_write = access == Some(ShareAccess::Write) && !caller.read_only();
+            items.push(dto(&state, store, owner.as_ref(), may_write));
         }
+        page
     } else {
-        state.store.stores_list(&user.id, &query).await?
+        let page = state.store.stores_list(&user.id, &query).await?;
+        items.extend(
+            page.items
+                .iter()
+                .map(|s| dto(&state, s, Some(user), !caller.read_only())),
+        );
+        page
     };
-    let items: Vec<StoreDto> = page
-        .items
-        .iter()
-        .map(|s| dto(&state, s, Some(user), true))
-        .collect();
     Ok(Json(Data {
         data: StoreListDto {
             total: page.total,
@@ -209,11 +214,21 @@ pub async fn stores_create(
         None | Some(serde_json::Value::Null) => None,
         Some(schema) => Some(validate_schema(schema)?),
     };
-    let (store, created) = state
-        .store
-        .store_get_or_create(StoreInfo::new(user.id.clone(), name, schema))
-        .await?;
-    let dto = dto(&state, &store, Some(user), true);
+    // A read-only token may open an existing named store (clients and the SDK open stores this
+    // way) but not create one.
+    let (store, created) = if caller.read_only() {
+        let existing = match &name {
+            Some(name) => state.store.store_get_by_name(&user.id, name).await?,
+            None => None,
+        };
+        (existing.ok_or(ApiError::InsufficientPermissions)?, false)
+    } else {
+        state
+            .store
+            .store_get_or_create(StoreInfo::new(user.id.clone(), name, schema))
+            .await?
+    };
+    let dto = dto(&state, &store, Some(user), !caller.read_only());
     let status = if created {
         StatusCode::CREATED
     } else {

@@ -31,11 +31,12 @@ use tokio::sync::oneshot;
 
 use super::{
     apply_delta, AccessDelta, BodyInput, BodyOutput, KeyListQuery, KeyPage, Record, Result,
-    Snapshot, StorageError, Store, StoreListQuery, StorePage, StoreUpdate, WriteOutcome,
+    Snapshot, StorageError, Store, StoreListQuery, StorePage, StoreUpdate, UserUpdate,
+    WriteOutcome,
 };
 use crate::model::{
-    now_millis, Millis, RecordKey, RecordMeta, StoreId, StoreInfo, StoreName, TokenHash, User,
-    UserId, Username,
+    now_millis, Authenticated, Millis, RecordKey, RecordMeta, ShareAccess, StoreId, StoreInfo,
+    StoreName, TokenGrant, TokenHash, User, UserId, Username,
 };
 
 /// Settings of the embedded engine.
@@ -55,8 +56,18 @@ impl Default for EmbeddedOptions {
     }
 }
 
-/// Bumped whenever the on-disk layout changes incompatibly.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped whenever the on-disk layout changes incompatibly; older directories are migrated at
+/// open (version 2 added `disabled` to users).
+pub const FORMAT_VERSION: u32 = 2;
+
+/// A user as format version 1 stored it.
+#[derive(Deserialize)]
+struct UserV1 {
+    id: UserId,
+    username: Username,
+    created_at: Millis,
+    is_admin: bool,
+}
 /// Bodies larger than this live in blob files rather than inside the B-tree.
 const INLINE_MAX: u64 = 64 * 1024;
 /// How many queued writes one transaction takes at most.
@@ -68,6 +79,12 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 const USERNAMES: TableDefinition<&str, &str> = TableDefinition::new("usernames");
 const TOKENS: TableDefinition<&[u8; 32], &str> = TableDefinition::new("tokens");
+/// Read-only tokens: token hash → user id (full-access ones live in `TOKENS`).
+const READ_ONLY_TOKENS: TableDefinition<&[u8; 32], &str> = TableDefinition::new("read_only_tokens");
+/// (store id, user id) → access it is shared with ([`share_code`]).
+const SHARES: TableDefinition<(&str, &str), u8> = TableDefinition::new("shares");
+/// (user id, store id) → access: the stores shared with a user.
+const SHARED_WITH: TableDefinition<(&str, &str), u8> = TableDefinition::new("shared_with");
 const STORES: TableDefinition<&str, &[u8]> = TableDefinition::new("stores");
 /// (owner id, name) → store id
 const STORE_NAMES: TableDefinition<(&str, &str), &str> = TableDefinition::new("store_names");
@@ -409,7 +426,14 @@ fn init_tables(db: &Database) -> Result<bool> {
                 let found = <[u8; 4]>::try_from(bytes.as_slice())
                     .map(u32::from_le_bytes)
                     .map_err(|_| StorageError::Corrupt("format_version".into()))?;
-                if found != FORMAT_VERSION {
+                if found == 1 {
+                    migrate_users_v1(&txn)?;
+                    meta.insert("format_version", FORMAT_VERSION.to_le_bytes().as_slice())
+                        .map_err(engine)?;
+                    tracing::info!(
+                        "migrated the data directory to format version {FORMAT_VERSION}"
+                    );
+                } else if found != FORMAT_VERSION {
                     return Err(StorageError::UnsupportedFormat {
                         found,
                         supported: FORMAT_VERSION,
@@ -420,6 +444,9 @@ fn init_tables(db: &Database) -> Result<bool> {
         txn.open_table(USERS).map_err(engine)?;
         txn.open_table(USERNAMES).map_err(engine)?;
         txn.open_table(TOKENS).map_err(engine)?;
+        txn.open_table(READ_ONLY_TOKENS).map_err(engine)?;
+        txn.open_table(SHARES).map_err(engine)?;
+        txn.open_table(SHARED_WITH).map_err(engine)?;
         txn.open_table(STORES).map_err(engine)?;
         txn.open_table(STORE_NAMES).map_err(engine)?;
         txn.open_table(STORES_BY_OWNER).map_err(engine)?;
@@ -613,6 +640,142 @@ fn read_user(txn: &redb::ReadTransaction, id: &str) -> Result<Option<User>> {
     let table = txn.open_table(USERS).map_err(engine)?;
     let row = table.get(id).map_err(engine)?;
     row.map(|v| decode(v.value())).transpose()
+}
+
+/// Version 1 → 2: users gain `disabled` (false).
+fn migrate_users_v1(txn: &WriteTransaction) -> Result<()> {
+    let mut users = txn.open_table(USERS).map_err(engine)?;
+    let mut upgraded = Vec::new();
+    for entry in users.iter().map_err(engine)? {
+        let (_, v) = entry.map_err(engine)?;
+        let old: UserV1 = decode(v.value())?;
+        upgraded.push(User {
+            id: old.id,
+            username: old.username,
+            created_at: old.created_at,
+            is_admin: old.is_admin,
+            disabled: false,
+        });
+    }
+    for user in upgraded {
+        users
+            .insert(user.id.as_str(), encode(&user)?.as_slice())
+            .map_err(engine)?;
+    }
+    Ok(())
+}
+
+fn share_code(access: ShareAccess) -> u8 {
+    match access {
+        ShareAccess::Read => 1,
+        ShareAccess::Write => 2,
+    }
+}
+
+fn share_of(code: u8) -> Result<ShareAccess> {
+    match code {
+        1 => Ok(ShareAccess::Read),
+        2 => Ok(ShareAccess::Write),
+        other => Err(StorageError::Corrupt(format!("share access {other}"))),
+    }
+}
+
+/// Removes a store (its records are purged in the background) and its shares, in `txn`.
+fn delete_store_in(txn: &WriteTransaction, id: &str, post: &mut PostCommit) -> Result<bool> {
+    let Some(store) = load_store(txn, id)? else {
+        return Ok(false);
+    };
+    txn.open_table(STORES)
+        .map_err(engine)?
+        .remove(id)
+        .map_err(engine)?;
+    if let Some(name) = &store.name {
+        txn.open_table(STORE_NAMES)
+            .map_err(engine)?
+            .remove((store.user_id.as_str(), name.as_str()))
+            .map_err(engine)?;
+    }
+    txn.open_table(STORES_BY_OWNER)
+        .map_err(engine)?
+        .remove((store.user_id.as_str(), store.created_at, store.id.as_str()))
+        .map_err(engine)?;
+    let mut shares = txn.open_table(SHARES).map_err(engine)?;
+    let mut with = Vec::new();
+    for entry in shares.range((id, "")..).map_err(engine)? {
+        let (k, _) = entry.map_err(engine)?;
+        let (s, u) = k.value();
+        if s != id {
+            break;
+        }
+        with.push(u.to_owned());
+    }
+    let mut shared_with = txn.open_table(SHARED_WITH).map_err(engine)?;
+    for user in &with {
+        shares.remove((id, user.as_str())).map_err(engine)?;
+        shared_with.remove((user.as_str(), id)).map_err(engine)?;
+    }
+    if store.stats.record_count > 0 {
+        txn.open_table(PURGE)
+            .map_err(engine)?
+            .insert(id, ())
+            .map_err(engine)?;
+        post.purge_scheduled = true;
+    }
+    Ok(true)
+}
+
+/// Every token of a user, with its scope (a scan: tokens are few, and this is administration).
+fn tokens_of(txn: &impl TokenTables, user: &str) -> Result<Vec<TokenGrant>> {
+    let mut out = Vec::new();
+    for (table, read_only) in [(TOKENS, false), (READ_ONLY_TOKENS, true)] {
+        for (hash, id) in txn.token_entries(table)? {
+            if id == user {
+                out.push(TokenGrant {
+                    hash: TokenHash(hash),
+                    read_only,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reading the token tables from a read or a write transaction.
+trait TokenTables {
+    fn token_entries(
+        &self,
+        table: TableDefinition<&[u8; 32], &str>,
+    ) -> Result<Vec<([u8; 32], String)>>;
+}
+
+impl TokenTables for redb::ReadTransaction {
+    fn token_entries(
+        &self,
+        table: TableDefinition<&[u8; 32], &str>,
+    ) -> Result<Vec<([u8; 32], String)>> {
+        let table = self.open_table(table).map_err(engine)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(engine)? {
+            let (k, v) = entry.map_err(engine)?;
+            out.push((*k.value(), v.value().to_owned()));
+        }
+        Ok(out)
+    }
+}
+
+impl TokenTables for WriteTransaction {
+    fn token_entries(
+        &self,
+        table: TableDefinition<&[u8; 32], &str>,
+    ) -> Result<Vec<([u8; 32], String)>> {
+        let table = self.open_table(table).map_err(engine)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(engine)? {
+            let (k, v) = entry.map_err(engine)?;
+            out.push((*k.value(), v.value().to_owned()));
+        }
+        Ok(out)
+    }
 }
 
 fn insert_user(txn: &WriteTransaction, user: &User, token: &TokenHash) -> Result<()> {
@@ -830,14 +993,260 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn user_by_token(&self, token: &TokenHash) -> Result<Option<User>> {
+    async fn user_by_token(&self, token: &TokenHash) -> Result<Option<Authenticated>> {
         self.read_now(|txn| {
-            let tokens = txn.open_table(TOKENS).map_err(engine)?;
-            let Some(id) = tokens.get(&token.0).map_err(engine)? else {
+            let mut found = None;
+            for (table, read_only) in [(TOKENS, false), (READ_ONLY_TOKENS, true)] {
+                let tokens = txn.open_table(table).map_err(engine)?;
+                if let Some(id) = tokens.get(&token.0).map_err(engine)? {
+                    found = Some((id.value().to_owned(), read_only));
+                    break;
+                }
+            }
+            let Some((id, read_only)) = found else {
                 return Ok(None);
             };
-            read_user(txn, id.value())
+            Ok(read_user(txn, &id)?
+                .filter(|u| !u.disabled)
+                .map(|user| Authenticated { user, read_only }))
         })
+    }
+
+    async fn user_update(&self, id: &UserId, update: UserUpdate) -> Result<Option<User>> {
+        let id = id.clone();
+        self.write(move |txn, _| {
+            let mut users = txn.open_table(USERS).map_err(engine)?;
+            let Some(mut user) = users
+                .get(id.as_str())
+                .map_err(engine)?
+                .map(|v| decode::<User>(v.value()))
+                .transpose()?
+            else {
+                return Ok(None);
+            };
+            if let Some(disabled) = update.disabled {
+                user.disabled = disabled;
+            }
+            if let Some(is_admin) = update.is_admin {
+                user.is_admin = is_admin;
+            }
+            users
+                .insert(id.as_str(), encode(&user)?.as_slice())
+                .map_err(engine)?;
+            Ok(Some(user))
+        })
+        .await
+    }
+
+    async fn user_delete(&self, id: &UserId) -> Result<bool> {
+        let id = id.clone();
+        self.write_freeing(move |txn, post| {
+            let Some(user) = txn
+                .open_table(USERS)
+                .map_err(engine)?
+                .remove(id.as_str())
+                .map_err(engine)?
+                .map(|v| decode::<User>(v.value()))
+                .transpose()?
+            else {
+                return Ok(false);
+            };
+            txn.open_table(USERNAMES)
+                .map_err(engine)?
+                .remove(user.username.as_str())
+                .map_err(engine)?;
+            for grant in tokens_of(txn, id.as_str())? {
+                let table = if grant.read_only {
+                    READ_ONLY_TOKENS
+                } else {
+                    TOKENS
+                };
+                txn.open_table(table)
+                    .map_err(engine)?
+                    .remove(&grant.hash.0)
+                    .map_err(engine)?;
+            }
+            // Shares given to the user.
+            let mut shared_with = txn.open_table(SHARED_WITH).map_err(engine)?;
+            let mut stores = Vec::new();
+            for entry in shared_with.range((id.as_str(), "")..).map_err(engine)? {
+                let (k, _) = entry.map_err(engine)?;
+                let (u, s) = k.value();
+                if u != id.as_str() {
+                    break;
+                }
+                stores.push(s.to_owned());
+            }
+            let mut shares = txn.open_table(SHARES).map_err(engine)?;
+            for store in &stores {
+                shared_with
+                    .remove((id.as_str(), store.as_str()))
+                    .map_err(engine)?;
+                shares
+                    .remove((store.as_str(), id.as_str()))
+                    .map_err(engine)?;
+            }
+            drop((shares, shared_with));
+            // The user's own stores.
+            let mut owned = Vec::new();
+            for entry in txn
+                .open_table(STORES_BY_OWNER)
+                .map_err(engine)?
+                .range((id.as_str(), 0u64, "")..=(id.as_str(), u64::MAX, "~"))
+                .map_err(engine)?
+            {
+                let (k, _) = entry.map_err(engine)?;
+                owned.push(k.value().2.to_owned());
+            }
+            for store in owned {
+                delete_store_in(txn, &store, post)?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn token_add(
+        &self,
+        user: &UserId,
+        grant: TokenGrant,
+        revoke_others: bool,
+    ) -> Result<bool> {
+        let user = user.clone();
+        self.write(move |txn, _| {
+            let exists = txn
+                .open_table(USERS)
+                .map_err(engine)?
+                .get(user.as_str())
+                .map_err(engine)?
+                .is_some();
+            if !exists {
+                return Ok(false);
+            }
+            if revoke_others {
+                for old in tokens_of(txn, user.as_str())? {
+                    let table = if old.read_only {
+                        READ_ONLY_TOKENS
+                    } else {
+                        TOKENS
+                    };
+                    txn.open_table(table)
+                        .map_err(engine)?
+                        .remove(&old.hash.0)
+                        .map_err(engine)?;
+                }
+            }
+            let table = if grant.read_only {
+                READ_ONLY_TOKENS
+            } else {
+                TOKENS
+            };
+            txn.open_table(table)
+                .map_err(engine)?
+                .insert(&grant.hash.0, user.as_str())
+                .map_err(engine)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn share_set(
+        &self,
+        store: &StoreId,
+        user: &UserId,
+        access: Option<ShareAccess>,
+    ) -> Result<bool> {
+        let (store, user) = (store.clone(), user.clone());
+        self.write(move |txn, _| {
+            if load_store(txn, store.as_str())?.is_none() {
+                return Ok(false);
+            }
+            let mut shares = txn.open_table(SHARES).map_err(engine)?;
+            let mut shared_with = txn.open_table(SHARED_WITH).map_err(engine)?;
+            let (by_store, by_user) = (
+                (store.as_str(), user.as_str()),
+                (user.as_str(), store.as_str()),
+            );
+            match access {
+                Some(access) => {
+                    shares
+                        .insert(by_store, share_code(access))
+                        .map_err(engine)?;
+                    shared_with
+                        .insert(by_user, share_code(access))
+                        .map_err(engine)?;
+                }
+                None => {
+                    shares.remove(by_store).map_err(engine)?;
+                    shared_with.remove(by_user).map_err(engine)?;
+                }
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn share_get(&self, store: &StoreId, user: &UserId) -> Result<Option<ShareAccess>> {
+        self.read_now(|txn| {
+            let shares = txn.open_table(SHARES).map_err(engine)?;
+            let found = shares
+                .get((store.as_str(), user.as_str()))
+                .map_err(engine)?
+                .map(|v| v.value());
+            found.map(share_of).transpose()
+        })
+    }
+
+    async fn shares_list(&self, store: &StoreId) -> Result<Vec<(UserId, ShareAccess)>> {
+        let store = store.clone();
+        self.read(move |txn| {
+            let shares = txn.open_table(SHARES).map_err(engine)?;
+            let mut out = Vec::new();
+            for entry in shares.range((store.as_str(), "")..).map_err(engine)? {
+                let (k, v) = entry.map_err(engine)?;
+                let (s, u) = k.value();
+                if s != store.as_str() {
+                    break;
+                }
+                let user =
+                    UserId::parse(u).ok_or_else(|| StorageError::Corrupt("user id".into()))?;
+                out.push((user, share_of(v.value())?));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn stores_shared_with(&self, user: &UserId, query: &StoreListQuery) -> Result<StorePage> {
+        let (user, query) = (user.clone(), query.clone());
+        self.read(move |txn| {
+            let shared_with = txn.open_table(SHARED_WITH).map_err(engine)?;
+            let mut stores = Vec::new();
+            for entry in shared_with.range((user.as_str(), "")..).map_err(engine)? {
+                let (k, _) = entry.map_err(engine)?;
+                let (u, s) = k.value();
+                if u != user.as_str() {
+                    break;
+                }
+                if let Some(store) = read_store(txn, s)? {
+                    if query.unnamed || store.name.is_some() {
+                        stores.push(store);
+                    }
+                }
+            }
+            stores.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+            if query.desc {
+                stores.reverse();
+            }
+            let total = stores.len() as u64;
+            let items = stores
+                .into_iter()
+                .skip(usize::try_from(query.offset).unwrap_or(usize::MAX))
+                .take(usize::try_from(query.limit).unwrap_or(usize::MAX))
+                .collect();
+            Ok(StorePage { total, items })
+        })
+        .await
     }
 
     async fn user_by_name(&self, username: &Username) -> Result<Option<User>> {
@@ -1022,34 +1431,8 @@ impl Store for EmbeddedStore {
 
     async fn store_delete(&self, id: &StoreId) -> Result<bool> {
         let id = id.clone();
-        self.write_freeing(move |txn, post| {
-            let Some(store) = load_store(txn, id.as_str())? else {
-                return Ok(false);
-            };
-            txn.open_table(STORES)
-                .map_err(engine)?
-                .remove(id.as_str())
-                .map_err(engine)?;
-            if let Some(name) = &store.name {
-                txn.open_table(STORE_NAMES)
-                    .map_err(engine)?
-                    .remove((store.user_id.as_str(), name.as_str()))
-                    .map_err(engine)?;
-            }
-            txn.open_table(STORES_BY_OWNER)
-                .map_err(engine)?
-                .remove((store.user_id.as_str(), store.created_at, store.id.as_str()))
-                .map_err(engine)?;
-            if store.stats.record_count > 0 {
-                txn.open_table(PURGE)
-                    .map_err(engine)?
-                    .insert(id.as_str(), ())
-                    .map_err(engine)?;
-                post.purge_scheduled = true;
-            }
-            Ok(true)
-        })
-        .await
+        self.write_freeing(move |txn, post| delete_store_in(txn, id.as_str(), post))
+            .await
     }
 
     async fn snapshot(&self) -> Result<Box<dyn Snapshot>> {
@@ -1183,23 +1566,12 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn user_tokens(&self, user: &UserId) -> Result<Vec<TokenHash>> {
+    async fn user_tokens(&self, user: &UserId) -> Result<Vec<TokenGrant>> {
         let user = user.clone();
-        self.read(move |txn| {
-            let tokens = txn.open_table(TOKENS).map_err(engine)?;
-            let mut out = Vec::new();
-            for entry in tokens.iter().map_err(engine)? {
-                let (hash, id) = entry.map_err(engine)?;
-                if id.value() == user.as_str() {
-                    out.push(TokenHash(*hash.value()));
-                }
-            }
-            Ok(out)
-        })
-        .await
+        self.read(move |txn| tokens_of(txn, user.as_str())).await
     }
 
-    async fn user_import(&self, user: &User, tokens: &[TokenHash]) -> Result<()> {
+    async fn user_import(&self, user: &User, tokens: &[TokenGrant]) -> Result<()> {
         let (user, tokens) = (user.clone(), tokens.to_vec());
         self.write(move |txn, _| {
             let exists = txn
@@ -1221,9 +1593,16 @@ impl Store for EmbeddedStore {
                     .insert(user.id.as_str(), encode(&user)?.as_slice())
                     .map_err(engine)?;
             }
-            let mut table = txn.open_table(TOKENS).map_err(engine)?;
             for token in &tokens {
-                table.insert(&token.0, user.id.as_str()).map_err(engine)?;
+                let table = if token.read_only {
+                    READ_ONLY_TOKENS
+                } else {
+                    TOKENS
+                };
+                txn.open_table(table)
+                    .map_err(engine)?
+                    .insert(&token.hash.0, user.id.as_str())
+                    .map_err(engine)?;
             }
             Ok(())
         })
@@ -1331,21 +1710,8 @@ impl EmbeddedSnapshot {
 
 #[async_trait]
 impl Snapshot for EmbeddedSnapshot {
-    async fn users(&self) -> Result<Vec<(User, Vec<TokenHash>)>> {
+    async fn users(&self) -> Result<Vec<(User, Vec<TokenGrant>)>> {
         self.read(|txn, _| {
-            let mut tokens_of = std::collections::HashMap::<String, Vec<TokenHash>>::new();
-            for entry in txn
-                .open_table(TOKENS)
-                .map_err(engine)?
-                .iter()
-                .map_err(engine)?
-            {
-                let (hash, id) = entry.map_err(engine)?;
-                tokens_of
-                    .entry(id.value().to_owned())
-                    .or_default()
-                    .push(TokenHash(*hash.value()));
-            }
             let mut out = Vec::new();
             for entry in txn
                 .open_table(USERS)
@@ -1355,8 +1721,31 @@ impl Snapshot for EmbeddedSnapshot {
             {
                 let (_, v) = entry.map_err(engine)?;
                 let user: User = decode(v.value())?;
-                let tokens = tokens_of.remove(user.id.as_str()).unwrap_or_default();
+                let tokens = tokens_of(txn, user.id.as_str())?;
                 out.push((user, tokens));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn shares(&self) -> Result<Vec<(StoreId, UserId, ShareAccess)>> {
+        self.read(|txn, _| {
+            let mut out = Vec::new();
+            for entry in txn
+                .open_table(SHARES)
+                .map_err(engine)?
+                .iter()
+                .map_err(engine)?
+            {
+                let (k, v) = entry.map_err(engine)?;
+                let (s, u) = k.value();
+                let corrupt = || StorageError::Corrupt("share ids".into());
+                out.push((
+                    StoreId::parse(s).ok_or_else(corrupt)?,
+                    UserId::parse(u).ok_or_else(corrupt)?,
+                    share_of(v.value())?,
+                ));
             }
             Ok(out)
         })

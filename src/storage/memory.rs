@@ -10,18 +10,21 @@ use bytes::Bytes;
 
 use super::{
     apply_delta, AccessDelta, BodyInput, BodyOutput, KeyListQuery, KeyPage, Record, Result,
-    Snapshot, StorageError, Store, StoreListQuery, StorePage, StoreUpdate, WriteOutcome,
+    Snapshot, StorageError, Store, StoreListQuery, StorePage, StoreUpdate, UserUpdate,
+    WriteOutcome,
 };
 use crate::model::{
-    now_millis, Millis, RecordKey, RecordMeta, StoreId, StoreInfo, StoreName, TokenHash, User,
-    UserId, Username,
+    now_millis, Authenticated, Millis, RecordKey, RecordMeta, ShareAccess, StoreId, StoreInfo,
+    StoreName, TokenGrant, TokenHash, User, UserId, Username,
 };
 
 #[derive(Default, Clone)]
 struct State {
     users: HashMap<UserId, User>,
     usernames: HashMap<Username, UserId>,
-    tokens: HashMap<TokenHash, UserId>,
+    /// token → (user, read-only)
+    tokens: HashMap<TokenHash, (UserId, bool)>,
+    shares: BTreeMap<(StoreId, UserId), ShareAccess>,
     stores: HashMap<StoreId, StoreInfo>,
     names: HashMap<(UserId, StoreName), StoreId>,
     /// store → key → (content type, body, version)
@@ -54,6 +57,35 @@ impl MemoryStore {
     }
 }
 
+/// Removes a store with its records and shares; `false` when it did not exist.
+fn remove_store(state: &mut State, id: &StoreId) -> bool {
+    let Some(store) = state.stores.remove(id) else {
+        return false;
+    };
+    if let Some(name) = store.name {
+        state.names.remove(&(store.user_id, name));
+    }
+    state.records.remove(id);
+    state.shares.retain(|(s, _), _| s != id);
+    true
+}
+
+/// One page of stores sorted by creation time, as the listings return them.
+fn page_of(stores: &mut Vec<&StoreInfo>, query: &StoreListQuery) -> StorePage {
+    stores.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    if query.desc {
+        stores.reverse();
+    }
+    let total = stores.len() as u64;
+    let items = stores
+        .iter()
+        .skip(usize::try_from(query.offset).unwrap_or(usize::MAX))
+        .take(usize::try_from(query.limit).unwrap_or(usize::MAX))
+        .map(|s| (*s).clone())
+        .collect();
+    StorePage { total, items }
+}
+
 fn insert_user(state: &mut State, user: &User, token: TokenHash) -> Result<()> {
     if state.usernames.contains_key(&user.username) {
         return Err(StorageError::UserExists);
@@ -62,7 +94,7 @@ fn insert_user(state: &mut State, user: &User, token: TokenHash) -> Result<()> {
         .usernames
         .insert(user.username.clone(), user.id.clone());
     state.users.insert(user.id.clone(), user.clone());
-    state.tokens.insert(token, user.id.clone());
+    state.tokens.insert(token, (user.id.clone(), false));
     Ok(())
 }
 
@@ -98,13 +130,15 @@ impl Store for MemoryStore {
         Ok(Some(user))
     }
 
-    async fn user_by_token(&self, token: &TokenHash) -> Result<Option<User>> {
+    async fn user_by_token(&self, token: &TokenHash) -> Result<Option<Authenticated>> {
         let state = self.read()?;
-        Ok(state
-            .tokens
-            .get(token)
-            .and_then(|id| state.users.get(id))
-            .cloned())
+        Ok(state.tokens.get(token).and_then(|(id, read_only)| {
+            let user = state.users.get(id).filter(|u| !u.disabled)?;
+            Some(Authenticated {
+                user: user.clone(),
+                read_only: *read_only,
+            })
+        }))
     }
 
     async fn user_by_name(&self, username: &Username) -> Result<Option<User>> {
@@ -124,6 +158,107 @@ impl Store for MemoryStore {
         let mut users: Vec<User> = self.read()?.users.values().cloned().collect();
         users.sort_by(|a, b| (a.created_at, &a.username).cmp(&(b.created_at, &b.username)));
         Ok(users)
+    }
+
+    async fn user_update(&self, id: &UserId, update: UserUpdate) -> Result<Option<User>> {
+        let mut state = self.write()?;
+        let Some(user) = state.users.get_mut(id) else {
+            return Ok(None);
+        };
+        if let Some(disabled) = update.disabled {
+            user.disabled = disabled;
+        }
+        if let Some(is_admin) = update.is_admin {
+            user.is_admin = is_admin;
+        }
+        Ok(Some(user.clone()))
+    }
+
+    async fn user_delete(&self, id: &UserId) -> Result<bool> {
+        let mut state = self.write()?;
+        let Some(user) = state.users.remove(id) else {
+            return Ok(false);
+        };
+        state.usernames.remove(&user.username);
+        state.tokens.retain(|_, (owner, _)| owner != id);
+        state.shares.retain(|(_, with), _| with != id);
+        let owned: Vec<StoreId> = state
+            .stores
+            .values()
+            .filter(|s| &s.user_id == id)
+            .map(|s| s.id.clone())
+            .collect();
+        for store in owned {
+            remove_store(&mut state, &store);
+        }
+        Ok(true)
+    }
+
+    async fn token_add(
+        &self,
+        user: &UserId,
+        grant: TokenGrant,
+        revoke_others: bool,
+    ) -> Result<bool> {
+        let mut state = self.write()?;
+        if !state.users.contains_key(user) {
+            return Ok(false);
+        }
+        if revoke_others {
+            state.tokens.retain(|_, (owner, _)| owner != user);
+        }
+        state
+            .tokens
+            .insert(grant.hash, (user.clone(), grant.read_only));
+        Ok(true)
+    }
+
+    async fn share_set(
+        &self,
+        store: &StoreId,
+        user: &UserId,
+        access: Option<ShareAccess>,
+    ) -> Result<bool> {
+        let mut state = self.write()?;
+        if !state.stores.contains_key(store) {
+            return Ok(false);
+        }
+        let key = (store.clone(), user.clone());
+        match access {
+            Some(access) => state.shares.insert(key, access),
+            None => state.shares.remove(&key),
+        };
+        Ok(true)
+    }
+
+    async fn share_get(&self, store: &StoreId, user: &UserId) -> Result<Option<ShareAccess>> {
+        Ok(self
+            .read()?
+            .shares
+            .get(&(store.clone(), user.clone()))
+            .copied())
+    }
+
+    async fn shares_list(&self, store: &StoreId) -> Result<Vec<(UserId, ShareAccess)>> {
+        Ok(self
+            .read()?
+            .shares
+            .iter()
+            .filter(|((s, _), _)| s == store)
+            .map(|((_, u), a)| (u.clone(), *a))
+            .collect())
+    }
+
+    async fn stores_shared_with(&self, user: &UserId, query: &StoreListQuery) -> Result<StorePage> {
+        let state = self.read()?;
+        let mut stores: Vec<&StoreInfo> = state
+            .shares
+            .keys()
+            .filter(|(_, u)| u == user)
+            .filter_map(|(s, _)| state.stores.get(s))
+            .filter(|s| query.unnamed || s.name.is_some())
+            .collect();
+        Ok(page_of(&mut stores, query))
     }
 
     async fn store_get_or_create(&self, store: StoreInfo) -> Result<(StoreInfo, bool)> {
@@ -164,18 +299,7 @@ impl Store for MemoryStore {
             .values()
             .filter(|s| &s.user_id == owner && (query.unnamed || s.name.is_some()))
             .collect();
-        stores.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        if query.desc {
-            stores.reverse();
-        }
-        let total = stores.len() as u64;
-        let items = stores
-            .into_iter()
-            .skip(usize::try_from(query.offset).unwrap_or(usize::MAX))
-            .take(usize::try_from(query.limit).unwrap_or(usize::MAX))
-            .cloned()
-            .collect();
-        Ok(StorePage { total, items })
+        Ok(page_of(&mut stores, query))
     }
 
     async fn stores_unnamed_idle(&self, idle_since: Millis, limit: usize) -> Result<Vec<StoreId>> {
@@ -224,15 +348,7 @@ impl Store for MemoryStore {
     }
 
     async fn store_delete(&self, id: &StoreId) -> Result<bool> {
-        let mut state = self.write()?;
-        let Some(store) = state.stores.remove(id) else {
-            return Ok(false);
-        };
-        if let Some(name) = store.name {
-            state.names.remove(&(store.user_id, name));
-        }
-        state.records.remove(id);
-        Ok(true)
+        Ok(remove_store(&mut *self.write()?, id))
     }
 
     async fn keys_list(&self, store: &StoreId, query: &KeyListQuery) -> Result<Option<KeyPage>> {
@@ -334,17 +450,20 @@ impl Store for MemoryStore {
         Ok(WriteOutcome::Written)
     }
 
-    async fn user_tokens(&self, user: &UserId) -> Result<Vec<TokenHash>> {
+    async fn user_tokens(&self, user: &UserId) -> Result<Vec<TokenGrant>> {
         Ok(self
             .read()?
             .tokens
             .iter()
-            .filter(|(_, id)| *id == user)
-            .map(|(hash, _)| *hash)
+            .filter(|(_, (id, _))| id == user)
+            .map(|(hash, (_, read_only))| TokenGrant {
+                hash: *hash,
+                read_only: *read_only,
+            })
             .collect())
     }
 
-    async fn user_import(&self, user: &User, tokens: &[TokenHash]) -> Result<()> {
+    async fn user_import(&self, user: &User, tokens: &[TokenGrant]) -> Result<()> {
         let mut state = self.write()?;
         if !state.users.contains_key(&user.id) {
             if state.usernames.contains_key(&user.username) {
@@ -356,7 +475,9 @@ impl Store for MemoryStore {
             state.users.insert(user.id.clone(), user.clone());
         }
         for token in tokens {
-            state.tokens.insert(*token, user.id.clone());
+            state
+                .tokens
+                .insert(token.hash, (user.id.clone(), token.read_only));
         }
         Ok(())
     }
@@ -411,7 +532,7 @@ struct MemorySnapshot(State);
 
 #[async_trait]
 impl Snapshot for MemorySnapshot {
-    async fn users(&self) -> Result<Vec<(User, Vec<TokenHash>)>> {
+    async fn users(&self) -> Result<Vec<(User, Vec<TokenGrant>)>> {
         Ok(self
             .0
             .users
@@ -421,11 +542,23 @@ impl Snapshot for MemorySnapshot {
                     .0
                     .tokens
                     .iter()
-                    .filter(|(_, id)| **id == user.id)
-                    .map(|(hash, _)| *hash)
+                    .filter(|(_, (id, _))| *id == user.id)
+                    .map(|(hash, (_, read_only))| TokenGrant {
+                        hash: *hash,
+                        read_only: *read_only,
+                    })
                     .collect();
                 (user.clone(), tokens)
             })
+            .collect())
+    }
+
+    async fn shares(&self) -> Result<Vec<(StoreId, UserId, ShareAccess)>> {
+        Ok(self
+            .0
+            .shares
+            .iter()
+            .map(|((s, u), a)| (s.clone(), u.clone(), *a))
             .collect())
     }
 

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::model::{
-    GeneralAccess, Millis, RecordKey, RecordMeta, StoreId, StoreInfo, StoreName, Token, TokenHash,
-    User, UserId, Username,
+    Authenticated, GeneralAccess, Millis, RecordKey, RecordMeta, ShareAccess, StoreId, StoreInfo,
+    StoreName, Token, TokenGrant, TokenHash, User, UserId, Username,
 };
 
 pub use access::{apply_delta, AccessCounters, AccessDelta, AccessKind};
@@ -81,6 +81,13 @@ pub struct KeyPage {
     pub is_truncated: bool,
 }
 
+/// A change to a user; `None` leaves a field as it is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UserUpdate {
+    pub disabled: Option<bool>,
+    pub is_admin: Option<bool>,
+}
+
 /// A change to a store's settings; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
 pub struct StoreUpdate {
@@ -111,10 +118,41 @@ pub trait Store: Send + Sync + 'static {
     /// Several nodes starting together on one empty database create it once.
     async fn user_create_first(&self, username: Username, token: TokenHash)
         -> Result<Option<User>>;
-    async fn user_by_token(&self, token: &TokenHash) -> Result<Option<User>>;
+    /// The user a token belongs to, with the token's scope; `None` for an unknown token or a
+    /// disabled user.
+    async fn user_by_token(&self, token: &TokenHash) -> Result<Option<Authenticated>>;
     async fn user_by_name(&self, username: &Username) -> Result<Option<User>>;
     async fn user_by_id(&self, id: &UserId) -> Result<Option<User>>;
     async fn users_list(&self) -> Result<Vec<User>>;
+    /// `Ok(None)` when the user does not exist.
+    async fn user_update(&self, id: &UserId, update: UserUpdate) -> Result<Option<User>>;
+    /// Deletes the user, its tokens, the shares it was given, and its stores (with their records,
+    /// as `store_delete` does). `false` when it did not exist.
+    async fn user_delete(&self, id: &UserId) -> Result<bool>;
+    /// Adds a token to a user; with `revoke_others`, every other token of the user stops working
+    /// in the same transaction. `false` when the user does not exist.
+    async fn token_add(
+        &self,
+        user: &UserId,
+        grant: TokenGrant,
+        revoke_others: bool,
+    ) -> Result<bool>;
+
+    // --- sharing ---
+
+    /// Shares a store with a user (`Some`), or stops sharing it (`None`). `false` when the store
+    /// does not exist.
+    async fn share_set(
+        &self,
+        store: &StoreId,
+        user: &UserId,
+        access: Option<ShareAccess>,
+    ) -> Result<bool>;
+    async fn share_get(&self, store: &StoreId, user: &UserId) -> Result<Option<ShareAccess>>;
+    /// Who a store is shared with.
+    async fn shares_list(&self, store: &StoreId) -> Result<Vec<(UserId, ShareAccess)>>;
+    /// Stores other users shared with `user`, paged like [`Store::stores_list`].
+    async fn stores_shared_with(&self, user: &UserId, query: &StoreListQuery) -> Result<StorePage>;
 
     // --- stores ---
 
@@ -167,11 +205,11 @@ pub trait Store: Send + Sync + 'static {
 
     // --- copying between backends (`kvstore copy`) ---
 
-    /// The hashes of a user's tokens.
-    async fn user_tokens(&self, user: &UserId) -> Result<Vec<TokenHash>>;
-    /// Saves a user exactly as given (id, name, creation time) unless it exists, and adds the
-    /// token hashes it does not have yet. [`StorageError::UserExists`] if another user has the name.
-    async fn user_import(&self, user: &User, tokens: &[TokenHash]) -> Result<()>;
+    /// A user's tokens (hashes and scopes).
+    async fn user_tokens(&self, user: &UserId) -> Result<Vec<TokenGrant>>;
+    /// Saves a user exactly as given (id, name, creation time, flags) unless it exists, and adds
+    /// the tokens it does not have yet. [`StorageError::UserExists`] if another user has the name.
+    async fn user_import(&self, user: &User, tokens: &[TokenGrant]) -> Result<()>;
     /// Saves a store row exactly as given (id, timestamps, stats, secret), creating or replacing
     /// it. Records are not touched. [`StorageError::NameTaken`] if another store has the name.
     async fn store_import(&self, store: &StoreInfo) -> Result<()>;
@@ -198,8 +236,10 @@ pub trait Store: Send + Sync + 'static {
 /// through it are those of that instant even if records are overwritten or deleted meanwhile.
 #[async_trait]
 pub trait Snapshot: Send + Sync {
-    /// Every user with the hashes of its tokens.
-    async fn users(&self) -> Result<Vec<(User, Vec<TokenHash>)>>;
+    /// Every user with its tokens.
+    async fn users(&self) -> Result<Vec<(User, Vec<TokenGrant>)>>;
+    /// Every share: (store, user it is shared with, access).
+    async fn shares(&self) -> Result<Vec<(StoreId, UserId, ShareAccess)>>;
     /// Every store of every user (deleted ones excluded).
     async fn stores(&self) -> Result<Vec<StoreInfo>>;
     /// Up to `limit` records of `store` with keys after `after`, in key order.
@@ -246,8 +286,8 @@ pub async fn open(backend: &Backend) -> Result<Arc<dyn Store>> {
             let store = tokio::task::spawn_blocking(move || {
                 embedded::EmbeddedStore::open_with_options(&dir, &options)
             })
-                .await
-                .map_err(|e| StorageError::Engine(e.to_string()))??;
+            .await
+            .map_err(|e| StorageError::Engine(e.to_string()))??;
             Ok(Arc::new(store))
         }
         Backend::Memory => Ok(Arc::new(memory::MemoryStore::new()?)),

@@ -16,11 +16,11 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::{
     AccessDelta, BodyInput, BodyOutput, KeyListQuery, KeyPage, Record, Result, Snapshot,
-    StorageError, Store, StoreListQuery, StorePage, StoreUpdate, WriteOutcome,
+    StorageError, Store, StoreListQuery, StorePage, StoreUpdate, UserUpdate, WriteOutcome,
 };
 use crate::model::{
-    now_millis, GeneralAccess, Millis, RecordKey, RecordMeta, StoreId, StoreInfo, StoreName,
-    StoreStats, TokenHash, User, UserId, Username,
+    now_millis, Authenticated, GeneralAccess, Millis, RecordKey, RecordMeta, ShareAccess, StoreId,
+    StoreInfo, StoreName, StoreStats, TokenGrant, TokenHash, User, UserId, Username,
 };
 
 /// Bodies up to this size are kept in the `records` row itself.
@@ -87,7 +87,24 @@ ALTER TABLE records ADD COLUMN version bigint NOT NULL DEFAULT 0;
     r#"
 CREATE INDEX stores_unnamed_accessed ON stores (accessed_at) WHERE name IS NULL AND NOT deleted;
 "#,
+    // Users can be disabled and deleted, tokens can be read-only, stores can be shared. A deleted
+    // user's stores are purged in the background like any deleted store, so their rows outlive
+    // the user row: the owner key is checked by the application from now on.
+    r#"
+ALTER TABLE users ADD COLUMN disabled boolean NOT NULL DEFAULT false;
+ALTER TABLE tokens ADD COLUMN read_only boolean NOT NULL DEFAULT false;
+ALTER TABLE stores DROP CONSTRAINT IF EXISTS stores_user_id_fkey;
+CREATE TABLE store_shares (
+    store_id text NOT NULL,
+    user_id text NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    access text NOT NULL,
+    PRIMARY KEY (store_id, user_id)
+);
+CREATE INDEX store_shares_user ON store_shares (user_id, store_id);
+"#,
 ];
+
+const USER_COLS: &str = "id, username, created_at, is_admin, disabled";
 
 const STORE_COLS: &str =
     "id, name, user_id, created_at, modified_at, accessed_at, general_access, \
@@ -185,7 +202,28 @@ fn user_from_row(row: &PgRow) -> Result<User> {
         username: Username::parse(row.try_get("username").map_err(db_err)?).map_err(corrupt)?,
         created_at: to_u64(row.try_get("created_at").map_err(db_err)?),
         is_admin: row.try_get("is_admin").map_err(db_err)?,
+        disabled: row.try_get("disabled").map_err(db_err)?,
     })
+}
+
+fn token_row(row: &PgRow) -> Result<TokenGrant> {
+    let hash: Vec<u8> = row.try_get("hash").map_err(db_err)?;
+    Ok(TokenGrant {
+        hash: <[u8; 32]>::try_from(hash.as_slice())
+            .map(TokenHash)
+            .map_err(|_| corrupt("token hash"))?,
+        read_only: row.try_get("read_only").map_err(db_err)?,
+    })
+}
+
+/// A `store_shares` row: (store, user, access).
+fn share_row(row: &PgRow) -> Result<(StoreId, UserId, ShareAccess)> {
+    let store = StoreId::parse(row.try_get("store_id").map_err(db_err)?)
+        .ok_or_else(|| corrupt("store id"))?;
+    let user =
+        UserId::parse(row.try_get("user_id").map_err(db_err)?).ok_or_else(|| corrupt("user id"))?;
+    let access: String = row.try_get("access").map_err(db_err)?;
+    Ok((store, user, ShareAccess::parse(&access).map_err(corrupt)?))
 }
 
 fn store_from_row(row: &PgRow) -> Result<StoreInfo> {
@@ -244,7 +282,7 @@ impl PgStore {
         })
     }
 
-    /// The one user a query selects (columns id, username, created_at, is_admin), if any.
+    /// The one user a query selects (the columns of `USER_COLS`), if any.
     async fn fetch_user(
         &self,
         query: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
@@ -510,38 +548,248 @@ impl Store for PgStore {
         .await
     }
 
-    async fn user_by_token(&self, token: &TokenHash) -> Result<Option<User>> {
-        self.fetch_user(
-            sqlx::query(
-                "SELECT u.id, u.username, u.created_at, u.is_admin
-                 FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = $1",
+    async fn user_by_token(&self, token: &TokenHash) -> Result<Option<Authenticated>> {
+        self.bounded(self.op_timeout, async {
+            let row = sqlx::query(
+                "SELECT u.id, u.username, u.created_at, u.is_admin, u.disabled, t.read_only
+                 FROM tokens t JOIN users u ON u.id = t.user_id
+                 WHERE t.hash = $1 AND NOT u.disabled",
             )
-            .bind(token.0.as_slice()),
-        )
+            .bind(token.0.as_slice())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+            row.map(|row| {
+                Ok(Authenticated {
+                    user: user_from_row(&row)?,
+                    read_only: row.try_get("read_only").map_err(db_err)?,
+                })
+            })
+            .transpose()
+        })
         .await
     }
 
     async fn user_by_name(&self, username: &Username) -> Result<Option<User>> {
         self.fetch_user(
-            sqlx::query("SELECT id, username, created_at, is_admin FROM users WHERE username = $1")
-                .bind(username.as_str()),
+            sqlx::query(&format!(
+                "SELECT {USER_COLS} FROM users WHERE username = $1"
+            ))
+            .bind(username.as_str()),
         )
         .await
     }
 
     async fn user_by_id(&self, id: &UserId) -> Result<Option<User>> {
         self.fetch_user(
-            sqlx::query("SELECT id, username, created_at, is_admin FROM users WHERE id = $1")
-                .bind(id.as_str()),
+            sqlx::query(&format!("SELECT {USER_COLS} FROM users WHERE id = $1")).bind(id.as_str()),
         )
+        .await
+    }
+
+    async fn user_update(&self, id: &UserId, update: UserUpdate) -> Result<Option<User>> {
+        self.fetch_user(
+            sqlx::query(&format!(
+                "UPDATE users SET disabled = coalesce($2, disabled), is_admin = coalesce($3, is_admin)
+                 WHERE id = $1 RETURNING {USER_COLS}"
+            ))
+            .bind(id.as_str())
+            .bind(update.disabled)
+            .bind(update.is_admin),
+        )
+        .await
+    }
+
+    async fn user_delete(&self, id: &UserId) -> Result<bool> {
+        let deleted = self
+            .bounded(self.op_timeout, async move {
+                let mut txn = self.begin().await?;
+                sqlx::query(
+                    "DELETE FROM store_shares WHERE store_id IN
+                         (SELECT id FROM stores WHERE user_id = $1 AND NOT deleted)",
+                )
+                .bind(id.as_str())
+                .execute(&mut *txn)
+                .await
+                .map_err(db_err)?;
+                sqlx::query(
+                    "UPDATE stores SET deleted = true, modified_at = $2
+                     WHERE user_id = $1 AND NOT deleted",
+                )
+                .bind(id.as_str())
+                .bind(to_i64(now_millis()))
+                .execute(&mut *txn)
+                .await
+                .map_err(db_err)?;
+                // Tokens and shares given to the user go with it (ON DELETE CASCADE).
+                let gone = sqlx::query("DELETE FROM users WHERE id = $1")
+                    .bind(id.as_str())
+                    .execute(&mut *txn)
+                    .await
+                    .map_err(db_err)?
+                    .rows_affected()
+                    == 1;
+                txn.commit().await.map_err(db_err)?;
+                Ok(gone)
+            })
+            .await?;
+        if deleted {
+            tokio::spawn(purge_deleted(self.pool.clone()));
+        }
+        Ok(deleted)
+    }
+
+    async fn token_add(
+        &self,
+        user: &UserId,
+        grant: TokenGrant,
+        revoke_others: bool,
+    ) -> Result<bool> {
+        self.bounded(self.op_timeout, async move {
+            let mut txn = self.begin().await?;
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 FOR UPDATE)")
+                    .bind(user.as_str())
+                    .fetch_one(&mut *txn)
+                    .await
+                    .map_err(db_err)?;
+            if !exists {
+                return Ok(false);
+            }
+            if revoke_others {
+                sqlx::query("DELETE FROM tokens WHERE user_id = $1")
+                    .bind(user.as_str())
+                    .execute(&mut *txn)
+                    .await
+                    .map_err(db_err)?;
+            }
+            sqlx::query("INSERT INTO tokens (hash, user_id, read_only) VALUES ($1, $2, $3)")
+                .bind(grant.hash.0.as_slice())
+                .bind(user.as_str())
+                .bind(grant.read_only)
+                .execute(&mut *txn)
+                .await
+                .map_err(db_err)?;
+            txn.commit().await.map_err(db_err)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn share_set(
+        &self,
+        store: &StoreId,
+        user: &UserId,
+        access: Option<ShareAccess>,
+    ) -> Result<bool> {
+        self.bounded(self.op_timeout, async move {
+            let mut txn = self.begin().await?;
+            let exists: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM stores WHERE id = $1 AND NOT deleted FOR UPDATE)",
+            )
+            .bind(store.as_str())
+            .fetch_one(&mut *txn)
+            .await
+            .map_err(db_err)?;
+            if !exists {
+                return Ok(false);
+            }
+            match access {
+                Some(access) => sqlx::query(
+                    "INSERT INTO store_shares (store_id, user_id, access) VALUES ($1, $2, $3)
+                     ON CONFLICT (store_id, user_id) DO UPDATE SET access = EXCLUDED.access",
+                )
+                .bind(store.as_str())
+                .bind(user.as_str())
+                .bind(access.as_str()),
+                None => {
+                    sqlx::query("DELETE FROM store_shares WHERE store_id = $1 AND user_id = $2")
+                        .bind(store.as_str())
+                        .bind(user.as_str())
+                }
+            }
+            .execute(&mut *txn)
+            .await
+            .map_err(db_err)?;
+            txn.commit().await.map_err(db_err)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn share_get(&self, store: &StoreId, user: &UserId) -> Result<Option<ShareAccess>> {
+        self.bounded(self.op_timeout, async move {
+            let access: Option<String> = sqlx::query_scalar(
+                "SELECT access FROM store_shares WHERE store_id = $1 AND user_id = $2",
+            )
+            .bind(store.as_str())
+            .bind(user.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+            access
+                .map(|a| ShareAccess::parse(&a).map_err(corrupt))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn shares_list(&self, store: &StoreId) -> Result<Vec<(UserId, ShareAccess)>> {
+        self.bounded(self.op_timeout, async move {
+            sqlx::query(
+                "SELECT store_id, user_id, access FROM store_shares WHERE store_id = $1 ORDER BY user_id",
+            )
+            .bind(store.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(share_row)
+            .map(|r| r.map(|(_, user, access)| (user, access)))
+            .collect()
+        })
+        .await
+    }
+
+    async fn stores_shared_with(&self, user: &UserId, query: &StoreListQuery) -> Result<StorePage> {
+        self.bounded(self.op_timeout, async move {
+            let filter = "id IN (SELECT store_id FROM store_shares WHERE user_id = $1)
+                          AND NOT deleted AND ($2 OR name IS NOT NULL)";
+            let total: i64 =
+                sqlx::query_scalar(&format!("SELECT count(*) FROM stores WHERE {filter}"))
+                    .bind(user.as_str())
+                    .bind(query.unnamed)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(db_err)?;
+            let order = if query.desc { "DESC" } else { "ASC" };
+            let items = sqlx::query(&format!(
+                "SELECT {STORE_COLS} FROM stores WHERE {filter}
+                 ORDER BY created_at {order}, id {order} OFFSET $3 LIMIT $4"
+            ))
+            .bind(user.as_str())
+            .bind(query.unnamed)
+            .bind(to_i64(query.offset))
+            .bind(to_i64(query.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(store_from_row)
+            .collect::<Result<Vec<_>>>()?;
+            Ok(StorePage {
+                total: to_u64(total),
+                items,
+            })
+        })
         .await
     }
 
     async fn users_list(&self) -> Result<Vec<User>> {
         self.bounded(self.op_timeout, async move {
-            sqlx::query(
-                "SELECT id, username, created_at, is_admin FROM users ORDER BY created_at, username",
-            )
+            sqlx::query(&format!(
+                "SELECT {USER_COLS} FROM users ORDER BY created_at, username"
+            ))
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?
@@ -707,7 +955,8 @@ impl Store for PgStore {
     async fn store_delete(&self, id: &StoreId) -> Result<bool> {
         self.bounded(self.op_timeout, async move {
             let deleted = sqlx::query(
-                "UPDATE stores SET deleted = true, modified_at = $2 WHERE id = $1 AND NOT deleted",
+                "WITH unshared AS (DELETE FROM store_shares WHERE store_id = $1)
+                 UPDATE stores SET deleted = true, modified_at = $2 WHERE id = $1 AND NOT deleted",
             )
             .bind(id.as_str())
             .bind(to_i64(now_millis()))
@@ -1075,37 +1324,32 @@ impl Store for PgStore {
         .await
     }
 
-    async fn user_tokens(&self, user: &UserId) -> Result<Vec<TokenHash>> {
+    async fn user_tokens(&self, user: &UserId) -> Result<Vec<TokenGrant>> {
         self.bounded(self.op_timeout, async move {
-            let hashes: Vec<Vec<u8>> =
-                sqlx::query_scalar("SELECT hash FROM tokens WHERE user_id = $1")
-                    .bind(user.as_str())
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-            hashes
-                .into_iter()
-                .map(|h| {
-                    <[u8; 32]>::try_from(h.as_slice())
-                        .map(TokenHash)
-                        .map_err(|_| corrupt("token hash"))
-                })
+            sqlx::query("SELECT hash, read_only FROM tokens WHERE user_id = $1")
+                .bind(user.as_str())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(token_row)
                 .collect()
         })
         .await
     }
 
-    async fn user_import(&self, user: &User, tokens: &[TokenHash]) -> Result<()> {
+    async fn user_import(&self, user: &User, tokens: &[TokenGrant]) -> Result<()> {
         self.bounded(self.op_timeout, async move {
             let mut txn = self.begin().await?;
             let inserted = sqlx::query(
-                "INSERT INTO users (id, username, created_at, is_admin) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO users (id, username, created_at, is_admin, disabled)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
             )
             .bind(user.id.as_str())
             .bind(user.username.as_str())
             .bind(to_i64(user.created_at))
             .bind(user.is_admin)
+            .bind(user.disabled)
             .execute(&mut *txn)
             .await;
             match inserted {
@@ -1114,10 +1358,12 @@ impl Store for PgStore {
             };
             for token in tokens {
                 sqlx::query(
-                    "INSERT INTO tokens (hash, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    "INSERT INTO tokens (hash, user_id, read_only) VALUES ($1, $2, $3)
+                     ON CONFLICT DO NOTHING",
                 )
-                .bind(token.0.as_slice())
+                .bind(token.hash.0.as_slice())
                 .bind(user.id.as_str())
+                .bind(token.read_only)
                 .execute(&mut *txn)
                 .await
                 .map_err(db_err)?;
@@ -1237,25 +1483,21 @@ impl PgSnapshot {
 
 #[async_trait]
 impl Snapshot for PgSnapshot {
-    async fn users(&self) -> Result<Vec<(User, Vec<TokenHash>)>> {
+    async fn users(&self) -> Result<Vec<(User, Vec<TokenGrant>)>> {
         let mut txn = self.txn.lock().await;
         self.bounded(self.op_timeout, async {
-            let users = sqlx::query("SELECT id, username, created_at, is_admin FROM users")
+            let users = sqlx::query(&format!("SELECT {USER_COLS} FROM users"))
                 .fetch_all(&mut **txn)
                 .await
                 .map_err(db_err)?;
-            let tokens = sqlx::query("SELECT hash, user_id FROM tokens")
+            let tokens = sqlx::query("SELECT hash, user_id, read_only FROM tokens")
                 .fetch_all(&mut **txn)
                 .await
                 .map_err(db_err)?;
-            let mut tokens_of = std::collections::HashMap::<String, Vec<TokenHash>>::new();
+            let mut tokens_of = std::collections::HashMap::<String, Vec<TokenGrant>>::new();
             for row in &tokens {
-                let hash: Vec<u8> = row.try_get("hash").map_err(db_err)?;
-                let hash = <[u8; 32]>::try_from(hash.as_slice())
-                    .map(TokenHash)
-                    .map_err(|_| corrupt("token hash"))?;
                 let user: String = row.try_get("user_id").map_err(db_err)?;
-                tokens_of.entry(user).or_default().push(hash);
+                tokens_of.entry(user).or_default().push(token_row(row)?);
             }
             users
                 .iter()
@@ -1265,6 +1507,23 @@ impl Snapshot for PgSnapshot {
                     Ok((user, tokens))
                 })
                 .collect()
+        })
+        .await
+    }
+
+    async fn shares(&self) -> Result<Vec<(StoreId, UserId, ShareAccess)>> {
+        let mut txn = self.txn.lock().await;
+        self.bounded(self.op_timeout, async {
+            sqlx::query(
+                "SELECT sh.store_id, sh.user_id, sh.access FROM store_shares sh
+                 JOIN stores s ON s.id = sh.store_id AND NOT s.deleted",
+            )
+            .fetch_all(&mut **txn)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(share_row)
+            .collect()
         })
         .await
     }
