@@ -243,6 +243,23 @@ async fn a_backup_cut_short_or_damaged_restores_nothing() {
         .store_get_or_create(kvstore::model::StoreInfo::new(user.id.clone(), None, None))
         .await
         .unwrap();
+    // A read-only token and a share travel too.
+    let read_only = Token::generate();
+    let grant = kvstore::model::TokenGrant {
+        hash: read_only.hash(),
+        read_only: true,
+    };
+    source.token_add(&user.id, grant, false).await.unwrap();
+    let bob = source
+        .user_create(
+            Username::parse("bob").unwrap(),
+            false,
+            Token::generate().hash(),
+        )
+        .await
+        .unwrap();
+    let write = Some(kvstore::model::ShareAccess::Write);
+    source.share_set(&info.id, &bob.id, write).await.unwrap();
     for i in 0..20 {
         source
             .record_put(
@@ -311,6 +328,13 @@ async fn a_backup_cut_short_or_damaged_restores_nothing() {
     assert_eq!(page.items.len(), 1);
     assert_eq!(page.items[0].stats.record_count, 20);
     assert_eq!(page.items[0].stats.storage_bytes, 20 * 5000);
+    let who = target
+        .user_by_token(&read_only.hash())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(who.read_only);
+    assert_eq!(target.share_get(&info.id, &bob.id).await.unwrap(), write);
 }
 
 #[tokio::test]

@@ -738,3 +738,117 @@ async fn backup_of_a_running_server_restores_into_a_new_data_directory() {
     let store: Value = resp.json().await.unwrap();
     assert_eq!(store["data"]["stats"]["recordCount"], 2);
 }
+
+/// The last line of a command's standard output (where tokens are printed).
+fn last_line(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        stdout_of(out),
+        stderr_of(out)
+    );
+    stdout_of(out)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn users_are_administered_offline_and_through_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+
+    // Offline, on the data directory.
+    let alice = last_line(&run(&["users", "create", "alice", "--data-dir", d]));
+    let out = run(&["users", "disable", "alice", "--data-dir", d]);
+    assert!(stdout_of(&out).contains("disabled"), "{}", stdout_of(&out));
+    let list = stdout_of(&run(&["users", "list", "--data-dir", d]));
+    let row = list.lines().find(|l| l.contains("alice")).unwrap();
+    assert!(row.contains("true"), "alice is not shown disabled: {list}");
+    assert!(run(&["users", "enable", "alice", "--data-dir", d])
+        .status
+        .success());
+    let rotated = last_line(&run(&["users", "rotate-token", "alice", "--data-dir", d]));
+    let read_only = last_line(&run(&[
+        "users",
+        "add-token",
+        "alice",
+        "--read-only",
+        "--data-dir",
+        d,
+    ]));
+    let out = run(&["users", "disable", "nobody", "--data-dir", d]);
+    assert!(!out.status.success());
+    assert!(
+        stderr_of(&out).contains("no user named \"nobody\""),
+        "{}",
+        stderr_of(&out)
+    );
+
+    // Through a running server, with an administrator's token (the directory has users, so no
+    // `admin` is made at start: make one offline).
+    let admin = last_line(&run(&[
+        "users",
+        "create",
+        "root",
+        "--admin",
+        "--data-dir",
+        d,
+    ]));
+    let admin = admin.as_str();
+    let server = Server::start(&data, &[], &[]);
+    let url = server.url.clone();
+    let me = format!("{url}/v2/users/me");
+    assert_eq!(get(&me, Some(&alice)).await.status(), 401, "rotated away");
+    assert_eq!(get(&me, Some(&rotated)).await.status(), 200);
+    let remote = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--server", url.as_str(), "--token", admin]);
+        run(&all)
+    };
+    let bob = last_line(&remote(&["users", "create", "bob"]));
+    assert_eq!(get(&me, Some(&bob)).await.status(), 200);
+
+    // Sharing: alice's store with bob, for reading.
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("{url}/v2/key-value-stores?name=notes"))
+        .bearer_auth(&rotated)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let notes = format!("{url}/v2/key-value-stores/alice~notes");
+    assert_eq!(get(&notes, Some(&bob)).await.status(), 404);
+    let out = remote(&["share", "alice~notes", "--with", "bob", "--access", "read"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(get(&notes, Some(&bob)).await.status(), 200);
+    // The read-only token reads alice's store but may not write to it.
+    assert_eq!(get(&notes, Some(&read_only)).await.status(), 200);
+    let resp = client
+        .put(format!("{notes}/records/k"))
+        .bearer_auth(&read_only)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+
+    // Rotation through the server stops the old token at once; deletion removes the user.
+    let bob2 = last_line(&remote(&["users", "rotate-token", "bob"]));
+    assert_eq!(get(&me, Some(&bob)).await.status(), 401);
+    assert_eq!(get(&me, Some(&bob2)).await.status(), 200);
+    assert!(remote(&["users", "delete", "bob"]).status.success());
+    assert_eq!(get(&me, Some(&bob2)).await.status(), 401);
+
+    // A token that is not an administrator's is refused with the server's answer.
+    let out = run(&["users", "list", "--server", &url, "--token", &rotated]);
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("403"), "{}", stderr_of(&out));
+    // And offline commands on a running server's data directory are refused.
+    let out = run(&["users", "list", "--data-dir", d]);
+    assert!(!out.status.success());
+}
