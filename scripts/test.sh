@@ -38,10 +38,10 @@ fi
 
 stage "cargo test (embedded engine; conformance on every backend)" cargo test --all-targets
 stage "HTTP suites on the in-memory backend" \
-  env KVSTORE_TEST_BACKEND=memory cargo test --test stores --test keys --test records --test access --test caching --test backup --test admin
+  env KVSTORE_TEST_BACKEND=memory cargo test --test stores --test keys --test records --test access --test caching --test backup --test admin --test access_matrix
 if [[ $have_pg == 1 ]]; then
   stage "HTTP suites on PostgreSQL" \
-    env KVSTORE_TEST_BACKEND=postgres cargo test --test stores --test keys --test records --test access --test caching --test backup --test admin
+    env KVSTORE_TEST_BACKEND=postgres cargo test --test stores --test keys --test records --test access --test caching --test backup --test admin --test access_matrix
 else
   echo "!! SKIPPED: HTTP suites on PostgreSQL (no database at ${pg_host}:${pg_port})"
 fi

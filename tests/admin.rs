@@ -305,8 +305,34 @@ async fn a_shared_store_opens_to_its_user_for_reading_or_writing() {
     assert_eq!(listed["items"][0]["id"], id.as_str());
     assert_eq!(listed["items"][0]["username"], "alice");
     assert!(listed["items"][0].get("urlSigningSecretKey").is_none());
-    let resp = srv.get("/v2/key-value-stores", &bob).send().await.unwrap();
+    let resp = srv
+        .get("/v2/key-value-stores?ownership=ownedByMe", &bob)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(data(resp).await["total"], 0, "ownedByMe stays bob's own");
+    // Without `ownership`, both: bob's own store and the shared one, in creation order.
+    let own = srv.create_store(&bob, Some("bobs")).await;
+    for (query, ids) in [
+        ("", vec![id.as_str(), own["id"].as_str().unwrap()]),
+        ("&desc=1", vec![own["id"].as_str().unwrap(), id.as_str()]),
+        ("&offset=1&limit=1", vec![own["id"].as_str().unwrap()]),
+    ] {
+        let resp = srv
+            .get(&format!("/v2/key-value-stores?unnamed=1{query}"), &bob)
+            .send()
+            .await
+            .unwrap();
+        let page = data(resp).await;
+        assert_eq!(page["total"], 2, "{query}");
+        let got: Vec<&str> = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(got, ids, "{query}");
+    }
     let resp = srv
         .req(Method::PUT, &record, Some(&bob))
         .body("x")

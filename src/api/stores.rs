@@ -21,7 +21,7 @@ use super::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{now_millis, GeneralAccess, ShareAccess, StoreInfo, StoreName, User};
-use crate::storage::{AccessKind, StorageError, StoreListQuery, StoreUpdate};
+use crate::storage::{AccessKind, StorageError, StoreListQuery, StorePage, StoreUpdate};
 
 fn require_user(caller: &Caller) -> ApiResult<&User> {
     caller.user().ok_or(ApiError::TokenNotProvided)
@@ -53,7 +53,7 @@ fn dto(state: &AppState, store: &StoreInfo, owner: Option<&User>, may_write: boo
         ("desc" = Option<QueryBool>, Query, description = "Newest first"),
         ("unnamed" = Option<QueryBool>, Query, description = "Also list unnamed stores"),
         ("ownership" = Option<String>, Query, pattern = "^(?:ownedByMe|sharedWithMe)?$",
-            description = "`ownedByMe` (the default) or `sharedWithMe` (stores other users shared with the caller)"),
+            description = "`ownedByMe` (the caller's own stores) or `sharedWithMe` (stores other users shared with the caller); absent: both"),
     ),
     responses(
         (status = 200, description = "A page of stores", body = Data<StoreListDto>),
@@ -77,9 +77,10 @@ pub async fn stores_list(
         desc: params.bool("desc")?,
         unnamed: params.bool("unnamed")?,
     };
-    let shared_only = match params.get("ownership")? {
-        None | Some("ownedByMe") => false,
-        Some("sharedWithMe") => true,
+    let (owned, shared) = match params.get("ownership")? {
+        None => (true, true),
+        Some("ownedByMe") => (true, false),
+        Some("sharedWithMe") => (false, true),
         Some(other) => {
             return Err(ApiError::InvalidParameter(format!(
                 "Parameter \"ownership\" must be \"ownedByMe\" or \"sharedWithMe\", got \"{}\".",
@@ -87,25 +88,22 @@ pub async fn stores_list(
             )))
         }
     };
-    let mut items: Vec<StoreDto> = Vec::new();
-    let page = if shared_only {
-        let page = state.store.stores_shared_with(&user.id, &query).await?;
-        for store in &page.items {
+    let page = match (owned, shared) {
+        (true, false) => state.store.stores_list(&user.id, &query).await?,
+        (false, _) => state.store.stores_shared_with(&user.id, &query).await?,
+        (true, true) => owned_and_shared(&state, user, &query).await?,
+    };
+    let mut items: Vec<StoreDto> = Vec::with_capacity(page.items.len());
+    for store in &page.items {
+        if store.user_id == user.id {
+            items.push(dto(&state, store, Some(user), !caller.read_only()));
+        } else {
             let owner = state.store.user_by_id(&store.user_id).await?;
             let access = state.store.share_get(&store.id, &user.id).await?;
             let may_write = access == Some(ShareAccess::Write) && !caller.read_only();
             items.push(dto(&state, store, owner.as_ref(), may_write));
         }
-        page
-    } else {
-        let page = state.store.stores_list(&user.id, &query).await?;
-        items.extend(
-            page.items
-                .iter()
-                .map(|s| dto(&state, s, Some(user), !caller.read_only())),
-        );
-        page
-    };
+    }
     Ok(Json(Data {
         data: StoreListDto {
             total: page.total,
@@ -117,6 +115,47 @@ pub async fn stores_list(
             items,
         },
     }))
+}
+
+/// The default listing: the caller's own stores and those shared with it, in one order. Shares
+/// are few, so all of them are merged with the first `offset + limit` owned stores.
+async fn owned_and_shared(
+    state: &AppState,
+    user: &User,
+    query: &StoreListQuery,
+) -> ApiResult<StorePage> {
+    let everything = StoreListQuery {
+        offset: 0,
+        limit: u64::MAX,
+        ..query.clone()
+    };
+    let shared = state
+        .store
+        .stores_shared_with(&user.id, &everything)
+        .await?;
+    if shared.items.is_empty() {
+        return Ok(state.store.stores_list(&user.id, query).await?);
+    }
+    let head = StoreListQuery {
+        offset: 0,
+        limit: query.offset.saturating_add(query.limit),
+        ..query.clone()
+    };
+    let owned = state.store.stores_list(&user.id, &head).await?;
+    let mut merged: Vec<StoreInfo> = owned.items.into_iter().chain(shared.items).collect();
+    merged.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    if query.desc {
+        merged.reverse();
+    }
+    let items = merged
+        .into_iter()
+        .skip(usize::try_from(query.offset).unwrap_or(usize::MAX))
+        .take(usize::try_from(query.limit).unwrap_or(usize::MAX))
+        .collect();
+    Ok(StorePage {
+        total: owned.total + shared.total,
+        items,
+    })
 }
 
 /// Checks a key-value store schema (Apify's `actorKeyValueStoreSchemaVersion` format) and returns
