@@ -102,14 +102,105 @@ CREATE TABLE store_shares (
 );
 CREATE INDEX store_shares_user ON store_shares (user_id, store_id);
 "#,
+    // Writers of one store no longer lock its row until commit: each write adds its counter
+    // changes to one of a few shard rows, and a record's previous size comes back from the
+    // upsert itself (prev_size), so that a write is one statement.
+    r#"
+CREATE TABLE store_counters (
+    store_id text NOT NULL,
+    shard smallint NOT NULL,
+    record_count bigint NOT NULL DEFAULT 0,
+    storage_bytes bigint NOT NULL DEFAULT 0,
+    write_count bigint NOT NULL DEFAULT 0,
+    delete_count bigint NOT NULL DEFAULT 0,
+    modified_at bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (store_id, shard)
+);
+ALTER TABLE records ADD COLUMN prev_size bigint, ADD COLUMN prev_blob_id bigint;
+"#,
 ];
 
-const USER_COLS: &str = "id, username, created_at, is_admin, disabled";
+/// Stores a record in one statement: the store must exist (a shared row lock, so that a delete
+/// of the store waits, but other writers do not), the upsert keeps the previous size and blob,
+/// the previous blob's chunks go, and one counter shard takes the changes. $1 store, $2 key,
+/// $3 content type, $4 size, $5 inline body, $6 blob id, $7 version, $8 shard, $9 now.
+const PUT_RECORD: &str = "
+WITH s AS (SELECT id FROM stores WHERE id = $1 AND NOT deleted FOR SHARE),
+up AS (
+    INSERT INTO records AS r (store_id, key, content_type, size, body, blob_id, version,
+        prev_size, prev_blob_id)
+    SELECT $1, $2, $3, $4, $5, $6, $7, NULL, NULL FROM s
+    ON CONFLICT (store_id, key) DO UPDATE SET content_type = EXCLUDED.content_type,
+        size = EXCLUDED.size, body = EXCLUDED.body, blob_id = EXCLUDED.blob_id,
+        version = EXCLUDED.version, prev_size = r.size, prev_blob_id = r.blob_id
+    RETURNING prev_size, prev_blob_id),
+gone AS (DELETE FROM record_chunks
+    WHERE blob_id IN (SELECT prev_blob_id FROM up WHERE prev_blob_id IS NOT NULL)),
+counted AS (
+    INSERT INTO store_counters AS c (store_id, shard, record_count, storage_bytes, write_count,
+        modified_at)
+    SELECT $1, $8, CASE WHEN prev_size IS NULL THEN 1 ELSE 0 END, $4 - coalesce(prev_size, 0),
+        1, $9 FROM up
+    ON CONFLICT (store_id, shard) DO UPDATE SET
+        record_count = c.record_count + EXCLUDED.record_count,
+        storage_bytes = c.storage_bytes + EXCLUDED.storage_bytes,
+        write_count = c.write_count + 1,
+        modified_at = greatest(c.modified_at, EXCLUDED.modified_at))
+SELECT count(*) AS written FROM up";
 
-const STORE_COLS: &str =
-    "id, name, user_id, created_at, modified_at, accessed_at, general_access, \
-     url_signing_secret_key, schema, record_count, storage_bytes, read_count, write_count, \
-     delete_count, list_count";
+/// Deletes a record in one statement, as [`PUT_RECORD`] stores one. $1 store, $2 key, $3 shard,
+/// $4 now. Deleting a missing record still counts as a delete of an existing store.
+const DELETE_RECORD: &str = "
+WITH s AS (SELECT id FROM stores WHERE id = $1 AND NOT deleted FOR SHARE),
+d AS (DELETE FROM records WHERE store_id = $1 AND key = $2 AND EXISTS (SELECT 1 FROM s)
+    RETURNING size, blob_id),
+gone AS (DELETE FROM record_chunks
+    WHERE blob_id IN (SELECT blob_id FROM d WHERE blob_id IS NOT NULL)),
+counted AS (
+    INSERT INTO store_counters AS c (store_id, shard, record_count, storage_bytes, delete_count,
+        modified_at)
+    SELECT $1, $3, -(SELECT count(*) FROM d), -(SELECT coalesce(sum(size), 0) FROM d)::bigint,
+        1, $4 FROM s
+    ON CONFLICT (store_id, shard) DO UPDATE SET
+        record_count = c.record_count + EXCLUDED.record_count,
+        storage_bytes = c.storage_bytes + EXCLUDED.storage_bytes,
+        delete_count = c.delete_count + 1,
+        modified_at = greatest(c.modified_at, EXCLUDED.modified_at))
+SELECT count(*) AS store_exists FROM s";
+
+/// Counter shard rows per store: writers of one store spread over this many rows.
+const COUNTER_SHARDS: i16 = 16;
+
+/// `SELECT` of store rows with their counters (the row's base plus every shard), for `filter`
+/// (a `WHERE` clause over the `stores` columns, which are unambiguous) and `tail` (ORDER BY…).
+fn select_stores(filter: &str, tail: &str) -> String {
+    format!(
+        "SELECT s.id, s.name, s.user_id, s.created_at,
+             greatest(s.modified_at, coalesce(c.modified_at, 0)) AS modified_at,
+             greatest(s.accessed_at, coalesce(c.modified_at, 0)) AS accessed_at,
+             s.general_access, s.url_signing_secret_key, s.schema,
+             s.record_count + coalesce(c.record_count, 0) AS record_count,
+             s.storage_bytes + coalesce(c.storage_bytes, 0) AS storage_bytes,
+             s.read_count,
+             s.write_count + coalesce(c.write_count, 0) AS write_count,
+             s.delete_count + coalesce(c.delete_count, 0) AS delete_count,
+             s.list_count
+         FROM stores s LEFT JOIN LATERAL (
+             SELECT sum(record_count)::bigint AS record_count,
+                 sum(storage_bytes)::bigint AS storage_bytes,
+                 sum(write_count)::bigint AS write_count,
+                 sum(delete_count)::bigint AS delete_count,
+                 max(modified_at) AS modified_at
+             FROM store_counters WHERE store_id = s.id) c ON true
+         WHERE {filter} {tail}"
+    )
+}
+
+fn random_shard() -> i16 {
+    rand::random::<u16>().rem_euclid(COUNTER_SHARDS as u16) as i16
+}
+
+const USER_COLS: &str = "id, username, created_at, is_admin, disabled";
 
 /// Connection settings.
 #[derive(Debug, Clone)]
@@ -404,6 +495,11 @@ async fn purge_deleted_once(pool: &PgPool) -> Result<()> {
             }
             let _ = removed;
         }
+        sqlx::query("DELETE FROM store_counters WHERE store_id = $1")
+            .bind(&id)
+            .execute(pool)
+            .await
+            .map_err(db_err)?;
         sqlx::query("DELETE FROM stores WHERE id = $1 AND deleted")
             .bind(&id)
             .execute(pool)
@@ -438,18 +534,6 @@ async fn insert_user(
         .await
         .map_err(db_err)?;
     Ok(())
-}
-
-/// Locks a live store's row for the rest of the transaction; `false` when it does not exist.
-async fn lock_store(txn: &mut Transaction<'_, Postgres>, id: &StoreId) -> Result<bool> {
-    Ok(
-        sqlx::query("SELECT 1 FROM stores WHERE id = $1 AND NOT deleted FOR UPDATE")
-            .bind(id.as_str())
-            .fetch_optional(&mut **txn)
-            .await
-            .map_err(db_err)?
-            .is_some(),
-    )
 }
 
 /// Writes a large body as chunks under a new blob id.
@@ -763,9 +847,9 @@ impl Store for PgStore {
                     .await
                     .map_err(db_err)?;
             let order = if query.desc { "DESC" } else { "ASC" };
-            let items = sqlx::query(&format!(
-                "SELECT {STORE_COLS} FROM stores WHERE {filter}
-                 ORDER BY created_at {order}, id {order} OFFSET $3 LIMIT $4"
+            let items = sqlx::query(&select_stores(
+                filter,
+                &format!("ORDER BY created_at {order}, id {order} OFFSET $3 LIMIT $4"),
             ))
             .bind(user.as_str())
             .bind(query.unnamed)
@@ -840,16 +924,14 @@ impl Store for PgStore {
 
     async fn store_get(&self, id: &StoreId) -> Result<Option<StoreInfo>> {
         self.bounded(self.op_timeout, async move {
-            sqlx::query(&format!(
-                "SELECT {STORE_COLS} FROM stores WHERE id = $1 AND NOT deleted"
-            ))
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?
-            .as_ref()
-            .map(store_from_row)
-            .transpose()
+            sqlx::query(&select_stores("id = $1 AND NOT deleted", ""))
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?
+                .as_ref()
+                .map(store_from_row)
+                .transpose()
         })
         .await
     }
@@ -860,8 +942,9 @@ impl Store for PgStore {
         name: &StoreName,
     ) -> Result<Option<StoreInfo>> {
         self.bounded(self.op_timeout, async move {
-            sqlx::query(&format!(
-                "SELECT {STORE_COLS} FROM stores WHERE user_id = $1 AND name = $2 AND NOT deleted"
+            sqlx::query(&select_stores(
+                "user_id = $1 AND name = $2 AND NOT deleted",
+                "",
             ))
             .bind(owner.as_str())
             .bind(name.as_str())
@@ -886,9 +969,9 @@ impl Store for PgStore {
                     .await
                     .map_err(db_err)?;
             let order = if query.desc { "DESC" } else { "ASC" };
-            let items = sqlx::query(&format!(
-                "SELECT {STORE_COLS} FROM stores WHERE {filter}
-                 ORDER BY created_at {order}, id {order} OFFSET $3 LIMIT $4"
+            let items = sqlx::query(&select_stores(
+                filter,
+                &format!("ORDER BY created_at {order}, id {order} OFFSET $3 LIMIT $4"),
             ))
             .bind(owner.as_str())
             .bind(query.unnamed)
@@ -911,8 +994,9 @@ impl Store for PgStore {
     async fn store_update(&self, id: &StoreId, update: StoreUpdate) -> Result<Option<StoreInfo>> {
         self.bounded(self.op_timeout, async move {
             let mut txn = self.begin().await?;
-            let Some(row) = sqlx::query(&format!(
-                "SELECT {STORE_COLS} FROM stores WHERE id = $1 AND NOT deleted FOR UPDATE"
+            let Some(row) = sqlx::query(&select_stores(
+                "id = $1 AND NOT deleted",
+                "FOR UPDATE OF s",
             ))
             .bind(id.as_str())
             .fetch_optional(&mut *txn)
@@ -1202,124 +1286,69 @@ impl Store for PgStore {
         let budget = body_budget(self.op_timeout, body.len());
         self.bounded(budget, async move {
             let size = body.len();
-            let mut txn = self.begin().await?;
-            // Chunks are written before the store row is locked, so a large upload does not hold
-            // up other writers of the same store; they vanish with the transaction if it fails.
-            let (inline, blob_id) = if size > INLINE_MAX {
-                (None, Some(write_chunks(&mut txn, body).await?))
+            let write = |inline: Option<Vec<u8>>, blob_id: Option<i64>| {
+                sqlx::query(PUT_RECORD)
+                    .bind(store.as_str())
+                    .bind(key.as_str())
+                    .bind(content_type)
+                    .bind(to_i64(size))
+                    .bind(inline)
+                    .bind(blob_id)
+                    .bind(i64::from_ne_bytes(version.to_ne_bytes()))
+                    .bind(random_shard())
+                    .bind(to_i64(now_millis()))
+            };
+            let written: i64 = if size > INLINE_MAX {
+                // Chunks first, in the same transaction; they vanish with it if it fails.
+                let mut txn = self.begin().await?;
+                let blob_id = write_chunks(&mut txn, body).await?;
+                let written = write(None, Some(blob_id))
+                    .fetch_one(&mut *txn)
+                    .await
+                    .map_err(db_err)?
+                    .try_get("written")
+                    .map_err(db_err)?;
+                txn.commit().await.map_err(db_err)?;
+                written
             } else {
                 let bytes = match body {
                     BodyInput::Bytes(b) => b.to_vec(),
                     BodyInput::File { path, .. } => tokio::fs::read(&path).await?,
                 };
-                (Some(bytes), None)
-            };
-            if !lock_store(&mut txn, store).await? {
-                return Ok(WriteOutcome::StoreMissing);
-            }
-            let old =
-                sqlx::query("SELECT size, blob_id FROM records WHERE store_id = $1 AND key = $2")
-                    .bind(store.as_str())
-                    .bind(key.as_str())
-                    .fetch_optional(&mut *txn)
+                // One statement, one round trip: its own transaction.
+                write(Some(bytes), None)
+                    .fetch_one(&self.pool)
                     .await
-                    .map_err(db_err)?;
-            let (old_size, old_blob): (Option<i64>, Option<i64>) = match &old {
-                Some(row) => (
-                    Some(row.try_get("size").map_err(db_err)?),
-                    row.try_get("blob_id").map_err(db_err)?,
-                ),
-                None => (None, None),
+                    .map_err(db_err)?
+                    .try_get("written")
+                    .map_err(db_err)?
             };
-            sqlx::query(
-                "INSERT INTO records (store_id, key, content_type, size, body, blob_id, version)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (store_id, key) DO UPDATE SET content_type = EXCLUDED.content_type,
-                     size = EXCLUDED.size, body = EXCLUDED.body, blob_id = EXCLUDED.blob_id,
-                     version = EXCLUDED.version",
-            )
-            .bind(store.as_str())
-            .bind(key.as_str())
-            .bind(content_type)
-            .bind(to_i64(size))
-            .bind(inline)
-            .bind(blob_id)
-            .bind(i64::from_ne_bytes(version.to_ne_bytes()))
-            .execute(&mut *txn)
-            .await
-            .map_err(db_err)?;
-            if let Some(old_blob) = old_blob {
-                sqlx::query("DELETE FROM record_chunks WHERE blob_id = $1")
-                    .bind(old_blob)
-                    .execute(&mut *txn)
-                    .await
-                    .map_err(db_err)?;
-            }
-            let now = to_i64(now_millis());
-            sqlx::query(
-                "UPDATE stores SET record_count = record_count + $2,
-                     storage_bytes = storage_bytes - $3 + $4, write_count = write_count + 1,
-                     modified_at = $5, accessed_at = greatest(accessed_at, $5)
-                 WHERE id = $1",
-            )
-            .bind(store.as_str())
-            .bind(if old_size.is_some() { 0i64 } else { 1i64 })
-            .bind(old_size.unwrap_or(0))
-            .bind(to_i64(size))
-            .bind(now)
-            .execute(&mut *txn)
-            .await
-            .map_err(db_err)?;
-            txn.commit().await.map_err(db_err)?;
-            Ok(WriteOutcome::Written)
+            Ok(if written == 1 {
+                WriteOutcome::Written
+            } else {
+                WriteOutcome::StoreMissing
+            })
         })
         .await
     }
 
     async fn record_delete(&self, store: &StoreId, key: &RecordKey) -> Result<WriteOutcome> {
         self.bounded(self.op_timeout, async move {
-            let mut txn = self.begin().await?;
-            if !lock_store(&mut txn, store).await? {
-                return Ok(WriteOutcome::StoreMissing);
-            }
-            let old = sqlx::query(
-                "DELETE FROM records WHERE store_id = $1 AND key = $2 RETURNING size, blob_id",
-            )
-            .bind(store.as_str())
-            .bind(key.as_str())
-            .fetch_optional(&mut *txn)
-            .await
-            .map_err(db_err)?;
-            let (removed, old_size) = match &old {
-                Some(row) => {
-                    let blob: Option<i64> = row.try_get("blob_id").map_err(db_err)?;
-                    if let Some(blob) = blob {
-                        sqlx::query("DELETE FROM record_chunks WHERE blob_id = $1")
-                            .bind(blob)
-                            .execute(&mut *txn)
-                            .await
-                            .map_err(db_err)?;
-                    }
-                    (1i64, row.try_get::<i64, _>("size").map_err(db_err)?)
-                }
-                None => (0, 0),
-            };
-            let now = to_i64(now_millis());
-            sqlx::query(
-                "UPDATE stores SET record_count = record_count - $2, storage_bytes = storage_bytes - $3,
-                     delete_count = delete_count + 1, modified_at = $4,
-                     accessed_at = greatest(accessed_at, $4)
-                 WHERE id = $1",
-            )
-            .bind(store.as_str())
-            .bind(removed)
-            .bind(old_size)
-            .bind(now)
-            .execute(&mut *txn)
-            .await
-            .map_err(db_err)?;
-            txn.commit().await.map_err(db_err)?;
-            Ok(WriteOutcome::Written)
+            let exists: i64 = sqlx::query(DELETE_RECORD)
+                .bind(store.as_str())
+                .bind(key.as_str())
+                .bind(random_shard())
+                .bind(to_i64(now_millis()))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_err)?
+                .try_get("store_exists")
+                .map_err(db_err)?;
+            Ok(if exists == 1 {
+                WriteOutcome::Written
+            } else {
+                WriteOutcome::StoreMissing
+            })
         })
         .await
     }
@@ -1407,9 +1436,16 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await;
             match saved {
-                Err(e) if is_unique_violation(&e) => Err(StorageError::NameTaken),
-                other => other.map(|_| ()).map_err(db_err),
-            }
+                Err(e) if is_unique_violation(&e) => return Err(StorageError::NameTaken),
+                other => other.map_err(db_err)?,
+            };
+            // The row now holds the exact counters: drop the shards' share of them.
+            sqlx::query("DELETE FROM store_counters WHERE store_id = $1")
+                .bind(store.id.as_str())
+                .execute(&self.pool)
+                .await
+                .map_err(db_err)?;
+            Ok(())
         })
         .await
     }
@@ -1531,15 +1567,13 @@ impl Snapshot for PgSnapshot {
     async fn stores(&self) -> Result<Vec<StoreInfo>> {
         let mut txn = self.txn.lock().await;
         self.bounded(self.op_timeout, async {
-            sqlx::query(&format!(
-                "SELECT {STORE_COLS} FROM stores WHERE NOT deleted"
-            ))
-            .fetch_all(&mut **txn)
-            .await
-            .map_err(db_err)?
-            .iter()
-            .map(store_from_row)
-            .collect()
+            sqlx::query(&select_stores("NOT deleted", ""))
+                .fetch_all(&mut **txn)
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(store_from_row)
+                .collect()
         })
         .await
     }
