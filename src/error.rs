@@ -41,6 +41,8 @@ pub enum ApiError {
     StoreSchemaInvalid(String),
     #[error("You already have a store named \"{0}\".")]
     StoreNameNotUnique(String),
+    #[error("A user named \"{0}\" already exists.")]
+    UsernameNotUnique(String),
     #[error("The request body is too large (limit: {limit} bytes).")]
     RequestTooLarge { limit: u64 },
     #[error("Content-Encoding \"{0}\" is not supported.")]
@@ -83,7 +85,9 @@ impl ApiError {
             | ApiError::InvalidCollection(_)
             | ApiError::StoreSchemaInvalid(_)
             | ApiError::InvalidRequestBody(_) => StatusCode::BAD_REQUEST,
-            ApiError::StoreNameNotUnique(_) => StatusCode::CONFLICT,
+            ApiError::StoreNameNotUnique(_) | ApiError::UsernameNotUnique(_) => {
+                StatusCode::CONFLICT
+            }
             ApiError::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedContentEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
@@ -115,6 +119,7 @@ impl ApiError {
             ApiError::InvalidCollection(_) => "invalid-collection",
             ApiError::StoreSchemaInvalid(_) => "store-schema-invalid",
             ApiError::StoreNameNotUnique(_) => "store-name-not-unique",
+            ApiError::UsernameNotUnique(_) => "username-not-unique",
             ApiError::RequestTooLarge { .. } => "request-too-large",
             ApiError::UnsupportedContentEncoding(_) => "unsupported-content-encoding",
             ApiError::RangeNotSatisfiable { .. } => "range-not-satisfiable",
@@ -193,7 +198,8 @@ impl From<crate::admin::AdminError> for ApiError {
         match e {
             AdminError::NoSuchUser(_) => ApiError::UserNotFound,
             AdminError::NoSuchStore(_) => ApiError::StoreNotFound,
-            AdminError::UserExists(_) | AdminError::Invalid(_) => {
+            AdminError::UserExists(name) => ApiError::UsernameNotUnique(name),
+            AdminError::Invalid(_) => {
                 ApiError::InvalidInput(format!("{}.", capitalized(&e.to_string())))
             }
             AdminError::Storage(e) => e.into(),

@@ -303,9 +303,9 @@ impl ShareAccess {
         }
     }
 
-    /// `READ` or `WRITE` (any case).
+    /// `READ` or `WRITE`.
     pub fn parse(s: &str) -> Result<Self, Invalid> {
-        match s.to_ascii_uppercase().as_str() {
+        match s {
             "READ" => Ok(ShareAccess::Read),
             "WRITE" => Ok(ShareAccess::Write),
             _ => Err(Invalid(format!(

@@ -1079,3 +1079,116 @@ async fn users_are_disabled_deleted_and_given_tokens() {
             .unwrap();
     }
 }
+
+#[tokio::test]
+async fn record_read_gathers_caller_store_share_and_record() {
+    use kvstore::model::TokenGrant;
+    for (backend, s) in backends().await {
+        let store = &*s.store;
+        let alice_token = Token::generate();
+        let alice = store
+            .user_create(Username::parse("alice").unwrap(), false, alice_token.hash())
+            .await
+            .unwrap();
+        let bob_token = Token::generate();
+        let bob = store
+            .user_create(Username::parse("bob").unwrap(), false, bob_token.hash())
+            .await
+            .unwrap();
+        let (info, _) = store
+            .store_get_or_create(StoreInfo::new(alice.id.clone(), Some(name("read")), None))
+            .await
+            .unwrap();
+        let big = vec![5u8; 300 * 1024];
+        for (k, body) in [("small", b"tiny".to_vec()), ("big", big.clone())] {
+            store
+                .record_put(
+                    &info.id,
+                    &key(k),
+                    "application/x-test",
+                    BodyInput::Bytes(Bytes::from(body)),
+                )
+                .await
+                .unwrap();
+        }
+        let body_of = |r: kvstore::storage::Record| match r.body {
+            BodyOutput::Bytes(b) => b.to_vec(),
+            BodyOutput::File(mut f) => {
+                let mut v = Vec::new();
+                std::io::Read::read_to_end(&mut f, &mut v).unwrap();
+                v
+            }
+        };
+
+        // Owner, inline and chunked/blob bodies.
+        let read = store
+            .record_read(Some(&alice_token.hash()), &info.id, &key("small"))
+            .await
+            .unwrap();
+        assert_eq!(read.caller.as_ref().unwrap().user.id, alice.id, "{backend}");
+        assert_eq!(read.store.as_ref().unwrap().id, info.id);
+        assert_eq!(read.share, None);
+        let record = read.record.unwrap();
+        assert_eq!(record.meta.content_type, "application/x-test");
+        assert_eq!(body_of(record), b"tiny");
+        let read = store
+            .record_read(None, &info.id, &key("big"))
+            .await
+            .unwrap();
+        assert!(read.caller.is_none());
+        assert_eq!(body_of(read.record.unwrap()), big, "{backend}");
+
+        // Another user with a share; an unknown token; a missing record; a missing store.
+        store
+            .share_set(&info.id, &bob.id, Some(ShareAccess::Read))
+            .await
+            .unwrap();
+        let read = store
+            .record_read(Some(&bob_token.hash()), &info.id, &key("nope"))
+            .await
+            .unwrap();
+        assert_eq!(read.caller.unwrap().user.id, bob.id);
+        assert_eq!(read.share, Some(ShareAccess::Read), "{backend}");
+        assert!(read.record.is_none());
+        let read = store
+            .record_read(Some(&Token::generate().hash()), &info.id, &key("small"))
+            .await
+            .unwrap();
+        assert!(
+            read.caller.is_none(),
+            "{backend}: an unknown token finds nobody"
+        );
+        let missing = kvstore::model::StoreId::parse("zzzzzzzzzzzzzzzzz").unwrap();
+        let read = store
+            .record_read(Some(&alice_token.hash()), &missing, &key("small"))
+            .await
+            .unwrap();
+        assert!(read.store.is_none() && read.record.is_none() && read.caller.is_some());
+
+        // Read-only and disabled.
+        let ro = Token::generate();
+        let grant = TokenGrant {
+            hash: ro.hash(),
+            read_only: true,
+        };
+        store.token_add(&alice.id, grant, false).await.unwrap();
+        let read = store
+            .record_read(Some(&ro.hash()), &info.id, &key("small"))
+            .await
+            .unwrap();
+        assert!(read.caller.unwrap().read_only, "{backend}");
+        let disable = kvstore::storage::UserUpdate {
+            disabled: Some(true),
+            is_admin: None,
+        };
+        store.user_update(&bob.id, disable).await.unwrap();
+        let read = store
+            .record_read(Some(&bob_token.hash()), &info.id, &key("small"))
+            .await
+            .unwrap();
+        assert!(
+            read.caller.is_none(),
+            "{backend}: a disabled user's token finds nobody"
+        );
+    }
+}

@@ -1357,7 +1357,7 @@ async fn real_responses_match_the_document() {
     let got = s
         .check("post", USERS, s.req(M::POST, USERS, r).json(&dave))
         .await;
-    assert_eq!(got.status, 400, "a taken username");
+    assert_eq!(got.status, 409, "a taken username");
     let got = s
         .check("post", USERS, s.req(M::POST, USERS, a).json(&dave))
         .await;

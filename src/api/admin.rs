@@ -15,7 +15,8 @@ use utoipa::ToSchema;
 use super::body::read_json;
 use super::dto::Data;
 use super::openapi::{
-    BadRequest, Forbidden, InternalServerError, NotFound, ServiceUnavailable, Unauthorized,
+    BadRequest, Conflict, Forbidden, InternalServerError, NotFound, ServiceUnavailable,
+    Unauthorized,
 };
 use super::paths::AdminUserPath;
 use super::AppState;
@@ -31,6 +32,10 @@ fn require_admin(caller: &Caller) -> ApiResult<()> {
         Some(user) if user.is_admin && !caller.read_only() => Ok(()),
         Some(_) => Err(ApiError::InsufficientPermissions),
     }
+}
+
+fn is_self(caller: &Caller, user: &crate::model::User) -> bool {
+    caller.user().is_some_and(|me| me.id == user.id)
 }
 
 /// A backup of all data
@@ -102,6 +107,7 @@ pub struct UserListDto {
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateUserBody {
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$", min_length = 1, max_length = 64)]
     pub username: String,
     #[serde(default)]
     pub is_admin: bool,
@@ -187,6 +193,7 @@ pub async fn users_list(
     responses(
         (status = 201, description = "The new user and its token", body = Data<IssuedToken>),
         (status = 400, response = BadRequest),
+        (status = 409, response = Conflict),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 500, response = InternalServerError),
@@ -221,8 +228,8 @@ pub async fn users_create(
     path = "/v2/admin/users/{user}",
     tag = "admin",
     operation_id = "admin_user_update",
-    params(("user" = String, Path, description = "A user id or username")),
-    request_body(content = UpdateUserBody, content_type = "application/json"),
+    params(("user" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$", description = "A user id or username")),
+    request_body(content = Option<UpdateUserBody>, content_type = "application/json"),
     responses(
         (status = 200, description = "The user", body = Data<UserInfo>),
         (status = 400, response = BadRequest),
@@ -253,6 +260,13 @@ pub async fn user_update(
         disabled: body.disabled,
         is_admin: body.is_admin,
     };
+    // An administrator cannot lock itself out.
+    if is_self(&caller, &user) && (update.disabled == Some(true) || update.is_admin == Some(false))
+    {
+        return Err(ApiError::InvalidInput(
+            "You cannot disable yourself or take away your own admin rights.".into(),
+        ));
+    }
     let info = local.update_user(&user.username, update).await?;
     Ok(Json(Data { data: info }))
 }
@@ -265,9 +279,10 @@ pub async fn user_update(
     path = "/v2/admin/users/{user}",
     tag = "admin",
     operation_id = "admin_user_delete",
-    params(("user" = String, Path, description = "A user id or username")),
+    params(("user" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$", description = "A user id or username")),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
@@ -284,6 +299,9 @@ pub async fn user_delete(
     require_admin(&caller)?;
     let local = Local(state.store.clone());
     let user = local.user_by_ref(&raw).await?;
+    if is_self(&caller, &user) {
+        return Err(ApiError::InvalidInput("You cannot delete yourself.".into()));
+    }
     local.delete_user(&user.username).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -297,7 +315,7 @@ pub async fn user_delete(
     path = "/v2/admin/users/{user}/tokens",
     tag = "admin",
     operation_id = "admin_user_token_create",
-    params(("user" = String, Path, description = "A user id or username")),
+    params(("user" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$", description = "A user id or username")),
     request_body(content = Option<NewTokenBody>, content_type = "application/json"),
     responses(
         (status = 201, description = "The new token", body = Data<IssuedToken>),

@@ -188,6 +188,42 @@ fn token_of(parts: &Parts) -> Result<Option<Token>, ApiError> {
         .map(|t| Token::from_secret(t.to_owned())))
 }
 
+/// The request's token, parsed but not yet checked: `GET record` checks it in the same storage
+/// round trip as the store and the record (see [`crate::storage::Store::record_read`]).
+pub struct BearerToken(Option<Token>);
+
+impl BearerToken {
+    pub fn hash(&self) -> Option<crate::model::TokenHash> {
+        self.0.as_ref().map(Token::hash)
+    }
+
+    /// The caller, looked up now.
+    pub async fn verify(&self, state: &AppState) -> Result<Caller, ApiError> {
+        let found = match &self.0 {
+            Some(token) => state.store.user_by_token(&token.hash()).await?,
+            None => None,
+        };
+        self.caller(found)
+    }
+
+    /// The caller, given what the backend found for the token.
+    pub fn caller(&self, found: Option<crate::model::Authenticated>) -> Result<Caller, ApiError> {
+        match (&self.0, found) {
+            (None, _) => Ok(Caller::anonymous()),
+            (Some(_), Some(who)) => Ok(Caller::authenticated(who)),
+            (Some(_), None) => Err(ApiError::InvalidToken),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for BearerToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Ok(BearerToken(token_of(parts)?))
+    }
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 

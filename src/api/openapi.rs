@@ -350,6 +350,7 @@ fn every_error() -> Vec<ApiError> {
             | ApiError::InvalidCollection(_)
             | ApiError::StoreSchemaInvalid(_)
             | ApiError::StoreNameNotUnique(_)
+            | ApiError::UsernameNotUnique(_)
             | ApiError::RequestTooLarge { .. }
             | ApiError::UnsupportedContentEncoding(_)
             | ApiError::InvalidRequestBody(_)
@@ -378,6 +379,7 @@ fn every_error() -> Vec<ApiError> {
         ApiError::InvalidCollection(String::new()),
         ApiError::StoreSchemaInvalid(String::new()),
         ApiError::StoreNameNotUnique(String::new()),
+        ApiError::UsernameNotUnique(String::new()),
         ApiError::RequestTooLarge { limit: 0 },
         ApiError::UnsupportedContentEncoding(String::new()),
         ApiError::InvalidRequestBody(String::new()),
@@ -502,7 +504,7 @@ error_responses! {
     NotFound = 404, "No such store, record, user or page, or one the caller may not read";
     MethodNotAllowed = 405, "A method the path does not serve (any method not listed for a path)";
     RequestTimeout = 408, "The client stopped sending the body for longer than the idle timeout";
-    Conflict = 409, "The caller already has a store with that name";
+    Conflict = 409, "The caller already has a store with that name (or, creating a user, the username is taken)";
     PayloadTooLarge = 413, "The body is over the limit (measured after decompression)";
     UnsupportedMediaType = 415, "A `Content-Encoding` other than gzip, br, deflate or identity";
     RangeNotSatisfiable = 416, "The `Range` starts past the record's end";

@@ -18,11 +18,11 @@ use super::openapi::{
 };
 use super::params::Params;
 use super::paths::{RecordPath, StorePath};
-use super::resolve::{resolve, Need, Resolved, Signed};
-use super::AppState;
+use super::resolve::{decide, missing_store, resolve, Need, ReachedBy, Resolved, Signed};
+use super::{AppState, BearerToken};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::model::{now_millis, RecordKey, RecordMeta};
+use crate::model::{now_millis, RecordKey, RecordMeta, StoreId};
 use crate::storage::{AccessKind, BodyOutput, WriteOutcome};
 
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
@@ -206,19 +206,24 @@ fn body_of(body: BodyOutput) -> Body {
 )]
 pub async fn record_get(
     State(state): State<AppState>,
-    caller: Caller,
+    token: BearerToken,
     path: RecordPath,
     uri: Uri,
     request_headers: HeaderMap,
 ) -> ApiResult<Response> {
     let params = Params::from_query(uri.query());
+    let (resolved, record) = match read_by_id(&state, &token, &path, &params).await {
+        Some(read) => read?,
+        None => {
+            // `~name` and `user~name` references: the general path.
+            let caller = token.verify(&state).await?;
+            let (resolved, key) = resolve_for_reading(&state, &caller, path, &params).await?;
+            let record = state.store.record_get(&resolved.store.id, &key).await?;
+            (resolved, record)
+        }
+    };
     let attachment = params.bool("attachment")?;
-    let (resolved, key) = resolve_for_reading(&state, &caller, path, &params).await?;
-    let record = state
-        .store
-        .record_get(&resolved.store.id, &key)
-        .await?
-        .ok_or(ApiError::RecordNotFound)?;
+    let record = record.ok_or(ApiError::RecordNotFound)?;
     state
         .access
         .record(&resolved.store.id, AccessKind::Read, now_millis());
@@ -245,6 +250,46 @@ pub async fn record_get(
             Ok((StatusCode::PARTIAL_CONTENT, headers, body).into_response())
         }
     }
+}
+
+/// The fast path of `GET record` for a store named by id: the token, the store, the caller's
+/// share and the record come from one storage call, then the usual access decision runs on them.
+/// `None` for `~name` references (and for a key that is not valid, so that a bad token is still
+/// answered first).
+async fn read_by_id(
+    state: &AppState,
+    token: &BearerToken,
+    path: &RecordPath,
+    params: &Params,
+) -> Option<ApiResult<(Resolved, Option<crate::storage::Record>)>> {
+    let id = StoreId::parse(&path.store)?;
+    let key = RecordKey::parse(path.key.as_deref()?).ok()?;
+    Some(
+        async {
+            let hash = token.hash();
+            let read = state.store.record_read(hash.as_ref(), &id, &key).await?;
+            let caller = token.caller(read.caller)?;
+            let store = read.store.ok_or_else(|| missing_store(&caller))?;
+            let signed = match params.get("signature")? {
+                Some(signature) => Signed::Record {
+                    key: key.as_str(),
+                    signature,
+                },
+                None => Signed::None,
+            };
+            let resolved = decide(
+                state,
+                &caller,
+                store,
+                ReachedBy::Id,
+                read.share,
+                Need::Read,
+                signed,
+            )?;
+            Ok((resolved, read.record))
+        }
+        .await,
+    )
 }
 
 /// `len` bytes of a body from `first` on.

@@ -4,9 +4,10 @@
 //! never revealed); may read but not write → 403; missing store, caller may look → 404
 //! `record-not-found`.
 
-use crate::auth::{self, Access, Caller, ReachedBy, SignatureError};
+pub use crate::auth::ReachedBy;
+use crate::auth::{self, Access, Caller, SignatureError};
 use crate::error::{ApiError, ApiResult};
-use crate::model::{now_millis, StoreId, StoreInfo, StoreName, Username};
+use crate::model::{now_millis, ShareAccess, StoreId, StoreInfo, StoreName, Username};
 
 use super::AppState;
 
@@ -83,8 +84,7 @@ pub async fn resolve(
         }
         StoreRef::Id(id) => match state.store.store_get(&id).await? {
             Some(store) => (store, ReachedBy::Id),
-            None if caller.user().is_some() => return Err(ApiError::StoreNotFound),
-            None => return Err(ApiError::RecordOrTokenNotFound),
+            None => return Err(missing_store(caller)),
         },
         StoreRef::OwnName(name) => {
             let user = caller.user().ok_or(ApiError::TokenNotProvided)?;
@@ -114,6 +114,31 @@ pub async fn resolve(
         }
         _ => None,
     };
+    decide(state, caller, store, reached_by, shared, need, signed)
+}
+
+/// The answer when a store named by id does not exist: existence is never revealed to anonymous
+/// callers.
+pub fn missing_store(caller: &Caller) -> ApiError {
+    match caller.user() {
+        Some(_) => ApiError::StoreNotFound,
+        None => ApiError::RecordOrTokenNotFound,
+    }
+}
+
+/// The access decision once the store (and the caller's share of it) is known.
+pub fn decide(
+    state: &AppState,
+    caller: &Caller,
+    store: StoreInfo,
+    reached_by: ReachedBy,
+    shared: Option<ShareAccess>,
+    need: Need,
+    signed: Signed<'_>,
+) -> ApiResult<Resolved> {
+    if need == Need::Write && caller.user().is_none() {
+        return Err(ApiError::TokenNotProvided);
+    }
     let mut access = auth::access(
         caller,
         &store,

@@ -35,6 +35,7 @@ pub struct ShareListDto {
 #[serde(deny_unknown_fields)]
 pub struct ShareBody {
     /// `READ` or `WRITE`.
+    #[schema(pattern = "^(READ|WRITE)$")]
     pub access: String,
 }
 
@@ -90,7 +91,7 @@ pub async fn shares_list(
     path = "/v2/key-value-stores/{store}/shares/{username}",
     tag = "key-value-stores",
     operation_id = "keyValueStore_share_put",
-    params(("store" = StoreRef, Path), ("username" = String, Path, description = "Who to share it with")),
+    params(("store" = StoreRef, Path), ("username" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$", description = "Who to share it with")),
     request_body(content = ShareBody, content_type = "application/json"),
     responses(
         (status = 200, description = "The share", body = Data<ShareInfo>),
@@ -135,7 +136,7 @@ pub async fn share_put(
     path = "/v2/key-value-stores/{store}/shares/{username}",
     tag = "key-value-stores",
     operation_id = "keyValueStore_share_delete",
-    params(("store" = StoreRef, Path), ("username" = String, Path, description = "Who to stop sharing it with")),
+    params(("store" = StoreRef, Path), ("username" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$", description = "Who to stop sharing it with")),
     responses(
         (status = 204, description = "No longer shared (also when it was not)"),
         (status = 400, response = BadRequest),

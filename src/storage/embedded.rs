@@ -30,8 +30,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::{
-    apply_delta, AccessDelta, BodyInput, BodyOutput, KeyListQuery, KeyPage, Record, Result,
-    Snapshot, StorageError, Store, StoreListQuery, StorePage, StoreUpdate, UserUpdate,
+    apply_delta, AccessDelta, BodyInput, BodyOutput, KeyListQuery, KeyPage, Record, RecordRead,
+    Result, Snapshot, StorageError, Store, StoreListQuery, StorePage, StoreUpdate, UserUpdate,
     WriteOutcome,
 };
 use crate::model::{
@@ -778,6 +778,37 @@ impl TokenTables for WriteTransaction {
     }
 }
 
+/// The user of a token (full or read-only), unless disabled.
+fn authenticate(txn: &redb::ReadTransaction, token: &TokenHash) -> Result<Option<Authenticated>> {
+    let mut found = None;
+    for (table, read_only) in [(TOKENS, false), (READ_ONLY_TOKENS, true)] {
+        let tokens = txn.open_table(table).map_err(engine)?;
+        if let Some(id) = tokens.get(&token.0).map_err(engine)? {
+            found = Some((id.value().to_owned(), read_only));
+            break;
+        }
+    }
+    let Some((id, read_only)) = found else {
+        return Ok(None);
+    };
+    Ok(read_user(txn, &id)?
+        .filter(|u| !u.disabled)
+        .map(|user| Authenticated { user, read_only }))
+}
+
+fn share_in(
+    txn: &redb::ReadTransaction,
+    store: &StoreId,
+    user: &UserId,
+) -> Result<Option<ShareAccess>> {
+    let shares = txn.open_table(SHARES).map_err(engine)?;
+    let found = shares
+        .get((store.as_str(), user.as_str()))
+        .map_err(engine)?
+        .map(|v| v.value());
+    found.map(share_of).transpose()
+}
+
 fn insert_user(txn: &WriteTransaction, user: &User, token: &TokenHash) -> Result<()> {
     let mut names = txn.open_table(USERNAMES).map_err(engine)?;
     if names.get(user.username.as_str()).map_err(engine)?.is_some() {
@@ -994,22 +1025,56 @@ impl Store for EmbeddedStore {
     }
 
     async fn user_by_token(&self, token: &TokenHash) -> Result<Option<Authenticated>> {
-        self.read_now(|txn| {
-            let mut found = None;
-            for (table, read_only) in [(TOKENS, false), (READ_ONLY_TOKENS, true)] {
-                let tokens = txn.open_table(table).map_err(engine)?;
-                if let Some(id) = tokens.get(&token.0).map_err(engine)? {
-                    found = Some((id.value().to_owned(), read_only));
-                    break;
-                }
-            }
-            let Some((id, read_only)) = found else {
-                return Ok(None);
+        self.read_now(|txn| authenticate(txn, token))
+    }
+
+    async fn record_read(
+        &self,
+        token: Option<&TokenHash>,
+        store: &StoreId,
+        key: &RecordKey,
+    ) -> Result<RecordRead> {
+        // Everything from one read transaction; only a blob removed by a concurrent overwrite
+        // between the header and the open sends the record through `record_get`'s retries.
+        let (mut read, blob_gone) = self.read_now(|txn| {
+            let caller = match token {
+                Some(token) => authenticate(txn, token)?,
+                None => None,
             };
-            Ok(read_user(txn, &id)?
-                .filter(|u| !u.disabled)
-                .map(|user| Authenticated { user, read_only }))
-        })
+            let Some(info) = read_store(txn, store.as_str())? else {
+                return Ok((
+                    RecordRead {
+                        caller,
+                        ..RecordRead::default()
+                    },
+                    false,
+                ));
+            };
+            let share = match &caller {
+                Some(who) if who.user.id != info.user_id => share_in(txn, store, &who.user.id)?,
+                _ => None,
+            };
+            let (record, blob_gone) = match read_record(txn, &self.paths, store, key) {
+                Ok(record) => (record, false),
+                Err(StorageError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                    (None, true)
+                }
+                Err(e) => return Err(e),
+            };
+            Ok((
+                RecordRead {
+                    caller,
+                    store: Some(info),
+                    share,
+                    record,
+                },
+                blob_gone,
+            ))
+        })?;
+        if blob_gone {
+            read.record = self.record_get(store, key).await?;
+        }
+        Ok(read)
     }
 
     async fn user_update(&self, id: &UserId, update: UserUpdate) -> Result<Option<User>> {
@@ -1187,14 +1252,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn share_get(&self, store: &StoreId, user: &UserId) -> Result<Option<ShareAccess>> {
-        self.read_now(|txn| {
-            let shares = txn.open_table(SHARES).map_err(engine)?;
-            let found = shares
-                .get((store.as_str(), user.as_str()))
-                .map_err(engine)?
-                .map(|v| v.value());
-            found.map(share_of).transpose()
-        })
+        self.read_now(|txn| share_in(txn, store, user))
     }
 
     async fn shares_list(&self, store: &StoreId) -> Result<Vec<(UserId, ShareAccess)>> {

@@ -81,6 +81,17 @@ pub struct KeyPage {
     pub is_truncated: bool,
 }
 
+/// What [`Store::record_read`] found.
+#[derive(Debug, Default)]
+pub struct RecordRead {
+    /// The token's user; `None` without a token, or for a token that authenticates nobody.
+    pub caller: Option<Authenticated>,
+    pub store: Option<StoreInfo>,
+    /// The caller's share of the store, when the caller is not its owner.
+    pub share: Option<ShareAccess>,
+    pub record: Option<Record>,
+}
+
 /// A change to a user; `None` leaves a field as it is.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UserUpdate {
@@ -175,6 +186,38 @@ pub trait Store: Send + Sync + 'static {
     async fn stores_unnamed_idle(&self, idle_since: Millis, limit: usize) -> Result<Vec<StoreId>>;
 
     // --- records ---
+
+    /// The hot path of `GET record` by store id: the token's user, the store, the caller's share
+    /// of it and the record, in one read transaction or round trip where the backend can. The
+    /// store's counters are not loaded (its stats may read zero). Nothing here decides access.
+    async fn record_read(
+        &self,
+        token: Option<&TokenHash>,
+        store: &StoreId,
+        key: &RecordKey,
+    ) -> Result<RecordRead> {
+        let caller = match token {
+            Some(token) => self.user_by_token(token).await?,
+            None => None,
+        };
+        let Some(info) = self.store_get(store).await? else {
+            return Ok(RecordRead {
+                caller,
+                ..RecordRead::default()
+            });
+        };
+        let share = match &caller {
+            Some(who) if who.user.id != info.user_id => self.share_get(store, &who.user.id).await?,
+            _ => None,
+        };
+        let record = self.record_get(store, key).await?;
+        Ok(RecordRead {
+            caller,
+            store: Some(info),
+            share,
+            record,
+        })
+    }
 
     /// `None` when the store does not exist.
     async fn keys_list(&self, store: &StoreId, query: &KeyListQuery) -> Result<Option<KeyPage>>;

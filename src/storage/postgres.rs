@@ -15,8 +15,9 @@ use sqlx::{Postgres, Row, Transaction};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::{
-    AccessDelta, BodyInput, BodyOutput, KeyListQuery, KeyPage, Record, Result, Snapshot,
-    StorageError, Store, StoreListQuery, StorePage, StoreUpdate, UserUpdate, WriteOutcome,
+    AccessDelta, BodyInput, BodyOutput, KeyListQuery, KeyPage, Record, RecordRead, Result,
+    Snapshot, StorageError, Store, StoreListQuery, StorePage, StoreUpdate, UserUpdate,
+    WriteOutcome,
 };
 use crate::model::{
     now_millis, Authenticated, GeneralAccess, Millis, RecordKey, RecordMeta, ShareAccess, StoreId,
@@ -167,6 +168,22 @@ counted AS (
         delete_count = c.delete_count + 1,
         modified_at = greatest(c.modified_at, EXCLUDED.modified_at))
 SELECT count(*) AS store_exists FROM s";
+
+/// [`Store::record_read`] in one round trip: the token's user, the store row (counters not
+/// summed), the caller's share and the record. $1 store, $2 key, $3 token hash (or NULL).
+const RECORD_READ: &str = "
+SELECT s.id, s.name, s.user_id, s.created_at, s.modified_at, s.accessed_at, s.general_access,
+    s.url_signing_secret_key, s.schema, s.record_count, s.storage_bytes, s.read_count,
+    s.write_count, s.delete_count, s.list_count,
+    u.id AS u_id, u.username AS u_username, u.created_at AS u_created_at,
+    u.is_admin AS u_is_admin, t.read_only AS t_read_only,
+    sh.access AS share_access,
+    r.content_type, r.size, r.body, r.blob_id, r.version
+FROM (SELECT 1) AS one
+LEFT JOIN (tokens t JOIN users u ON u.id = t.user_id AND NOT u.disabled) ON t.hash = $3
+LEFT JOIN stores s ON s.id = $1 AND NOT s.deleted
+LEFT JOIN store_shares sh ON sh.store_id = s.id AND sh.user_id = u.id AND u.id <> s.user_id
+LEFT JOIN records r ON r.store_id = s.id AND r.key = $2";
 
 /// Counter shard rows per store: writers of one store spread over this many rows.
 const COUNTER_SHARDS: i16 = 16;
@@ -1169,6 +1186,83 @@ impl Store for PgStore {
             }))
         })
         .await
+    }
+
+    async fn record_read(
+        &self,
+        token: Option<&TokenHash>,
+        store: &StoreId,
+        key: &RecordKey,
+    ) -> Result<RecordRead> {
+        let row = self
+            .bounded(self.op_timeout, async {
+                sqlx::query(RECORD_READ)
+                    .bind(store.as_str())
+                    .bind(key.as_str())
+                    .bind(token.map(|t| t.0.to_vec()))
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        let caller = match row.try_get::<Option<String>, _>("u_id").map_err(db_err)? {
+            Some(id) => Some(Authenticated {
+                user: User {
+                    id: UserId::parse(&id).ok_or_else(|| corrupt("user id"))?,
+                    username: Username::parse(
+                        &row.try_get::<String, _>("u_username").map_err(db_err)?,
+                    )
+                    .map_err(corrupt)?,
+                    created_at: to_u64(row.try_get("u_created_at").map_err(db_err)?),
+                    is_admin: row.try_get("u_is_admin").map_err(db_err)?,
+                    disabled: false,
+                },
+                read_only: row.try_get("t_read_only").map_err(db_err)?,
+            }),
+            None => None,
+        };
+        if row
+            .try_get::<Option<String>, _>("id")
+            .map_err(db_err)?
+            .is_none()
+        {
+            return Ok(RecordRead {
+                caller,
+                ..RecordRead::default()
+            });
+        }
+        let info = store_from_row(&row)?;
+        let share = row
+            .try_get::<Option<String>, _>("share_access")
+            .map_err(db_err)?
+            .map(|a| ShareAccess::parse(&a).map_err(corrupt))
+            .transpose()?;
+        let record = if row
+            .try_get::<Option<i64>, _>("size")
+            .map_err(db_err)?
+            .is_none()
+        {
+            None
+        } else if row
+            .try_get::<Option<i64>, _>("blob_id")
+            .map_err(db_err)?
+            .is_some()
+        {
+            // A chunked body is read from its own snapshot.
+            self.record_get(store, key).await?
+        } else {
+            let body: Option<Vec<u8>> = row.try_get("body").map_err(db_err)?;
+            Some(Record {
+                meta: meta_of(key, &row)?,
+                body: BodyOutput::Bytes(Bytes::from(body.unwrap_or_default())),
+            })
+        };
+        Ok(RecordRead {
+            caller,
+            store: Some(info),
+            share,
+            record,
+        })
     }
 
     async fn record_get(&self, store: &StoreId, key: &RecordKey) -> Result<Option<Record>> {
