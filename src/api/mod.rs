@@ -57,7 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/v2/openapi.json", get(openapi::openapi_get));
-    Router::new()
+    let api = Router::new()
         .route("/v2/users/me", get(users::users_me))
         .route("/v2/admin/backup", get(admin::backup_get))
         .route(
@@ -103,11 +103,8 @@ pub fn router(state: AppState) -> Router {
                 .put(records::record_put)
                 .post(records::record_put)
                 .delete(records::record_delete),
-        )
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            rate_limit::limit,
-        ))
+        );
+    with_rate_limit(api, &state)
         .merge(unlimited)
         .fallback(page_not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -115,6 +112,18 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(observe::observe))
         .layer(cors)
         .with_state(state)
+}
+
+/// The rate limiter in front of the API routes, only when `--rate-limit` is set (without it, not
+/// even a pass-through layer runs).
+fn with_rate_limit(api: Router<AppState>, state: &AppState) -> Router<AppState> {
+    match state.rate_limiter {
+        Some(_) => api.route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit::limit,
+        )),
+        None => api,
+    }
 }
 
 /// CORS for browsers (the JS client runs in them): tokens travel in headers, never in cookies, so

@@ -4,6 +4,8 @@
 //! Only the path's route pattern is recorded, never the query string: `?token=` must not reach logs
 //! or metrics.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -66,6 +68,71 @@ pub async fn metrics_get() -> Response {
         .into_response()
 }
 
+type Handles = (
+    metrics::Counter,
+    metrics::Histogram,
+    metrics::Counter,
+    metrics::Counter,
+);
+
+thread_local! {
+    /// Route patterns as `&'static str`: the router's patterns are a fixed, small set.
+    static ROUTES: RefCell<HashMap<Box<str>, &'static str>> = RefCell::new(HashMap::new());
+    /// Metric handles by (route, method, status), so that a request records its metrics without
+    /// building label sets or looking them up in the registry. Per thread: no lock on the hot path.
+    static HANDLES: RefCell<HashMap<(&'static str, &'static str, u16), Handles>> =
+        RefCell::new(HashMap::new());
+}
+
+fn intern_route(route: &str) -> &'static str {
+    ROUTES.with(|routes| {
+        if let Some(found) = routes.borrow().get(route) {
+            return *found;
+        }
+        let interned: &'static str = Box::leak(route.into());
+        routes.borrow_mut().insert(route.into(), interned);
+        interned
+    })
+}
+
+/// Methods as static labels; anything unusual is `OTHER` (a client must not grow the label set).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "OTHER",
+    }
+}
+
+fn handles(route: &'static str, method: &'static str, status: u16) -> Handles {
+    HANDLES.with(|cache| {
+        if let Some(found) = cache.borrow().get(&(route, method, status)) {
+            return found.clone();
+        }
+        let labels = [
+            ("route", route.to_owned()),
+            ("method", method.to_owned()),
+            ("status", status.to_string()),
+        ];
+        let made = (
+            metrics::counter!("kvstore_http_requests_total", &labels),
+            metrics::histogram!("kvstore_http_request_duration_seconds", &labels[..2]),
+            metrics::counter!("kvstore_http_received_bytes_total"),
+            metrics::counter!("kvstore_http_sent_bytes_total"),
+        );
+        cache
+            .borrow_mut()
+            .insert((route, method, status), made.clone());
+        made
+    })
+}
+
 fn request_id(request: &Request) -> String {
     request
         .headers()
@@ -91,28 +158,22 @@ fn content_length(headers: &axum::http::HeaderMap) -> u64 {
 
 pub async fn observe(matched: Option<MatchedPath>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = matched.map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+    let route = matched.map_or("unmatched", |m| intern_route(m.as_str()));
+    let method = method_label(request.method());
     let id = request_id(&request);
     let bytes_in = content_length(request.headers());
-    let span = tracing::info_span!("request", request_id = %id, %method, %route);
+    let span = tracing::info_span!("request", request_id = %id, method, route);
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", v);
     }
     let elapsed = started.elapsed();
-    let labels = [
-        ("route", route),
-        ("method", method),
-        ("status", status.as_u16().to_string()),
-    ];
-    metrics::counter!("kvstore_http_requests_total", &labels).increment(1);
-    metrics::histogram!("kvstore_http_request_duration_seconds", &labels[..2])
-        .record(elapsed.as_secs_f64());
-    metrics::counter!("kvstore_http_received_bytes_total").increment(bytes_in);
-    metrics::counter!("kvstore_http_sent_bytes_total")
-        .increment(content_length(response.headers()));
+    let (requests, duration, received, sent) = handles(route, method, status.as_u16());
+    requests.increment(1);
+    duration.record(elapsed.as_secs_f64());
+    received.increment(bytes_in);
+    sent.increment(content_length(response.headers()));
     let _entered = span.enter();
     if status.is_server_error() {
         tracing::warn!(
