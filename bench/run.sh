@@ -509,7 +509,12 @@ start_kvstore() {
     local backend=$1 where=$2 name=$3 t0
     port_free "$KV_PORT" || die "port $KV_PORT is in use"
     local args=(serve --listen "127.0.0.1:$KV_PORT" --admin-token "$TOKEN")
-    if [ "$backend" = embedded ]; then args+=(--data-dir "$where"); else args+=(--database-url "$where"); fi
+    # On PostgreSQL, as many database connections as pgbench gets clients (the same concurrency).
+    if [ "$backend" = embedded ]; then
+        args+=(--data-dir "$where")
+    else
+        args+=(--database-url "$where" --db-max-connections "$CONNS")
+    fi
     t0=$(now)
     KVSTORE_LOG=warn start_bg "$RUN_DIR/kvstore-$name.log" taskset -c "$SERVER_CPU" "$KVSTORE" "${args[@]}"
     KV_PID=$LAST_PID
@@ -892,7 +897,7 @@ write_report() {
         echo
         echo '```'
         echo "bench/run.sh$ARGS_TEXT"
-        echo "taskset -c $SERVER_CPU target/release/kvstore serve --listen 127.0.0.1:$KV_PORT --admin-token <token> --data-dir <dir> | --database-url postgres://…"
+        echo "taskset -c $SERVER_CPU target/release/kvstore serve --listen 127.0.0.1:$KV_PORT --admin-token <token> --data-dir <dir> | --database-url postgres://… --db-max-connections $CONNS"
         echo "taskset -c $SERVER_CPU target/release/examples/bench_hello 127.0.0.1:$HELLO_PORT"
         echo "taskset -c $SERVER_CPU nginx -c bench/nginx.conf (placeholders filled in)"
         echo "taskset -c $SERVER_CPU etcd --config-file bench/etcd.conf.yml (placeholders filled in)"
