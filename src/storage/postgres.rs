@@ -409,6 +409,44 @@ impl PgStore {
 
     /// Runs `op`, failing with [`StorageError::Unavailable`] when it takes longer than `limit`.
     /// A timed-out transaction is dropped, which rolls it back (or the connection is discarded).
+    /// One page of stores in creation order: `filter` takes the user id as $1 and `unnamed` as $2.
+    async fn stores_page(
+        &self,
+        filter: &str,
+        user: &str,
+        query: &StoreListQuery,
+    ) -> Result<StorePage> {
+        self.bounded(self.op_timeout, async move {
+            let total: i64 =
+                sqlx::query_scalar(&format!("SELECT count(*) FROM stores WHERE {filter}"))
+                    .bind(user)
+                    .bind(query.unnamed)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(db_err)?;
+            let order = if query.desc { "DESC" } else { "ASC" };
+            let items = sqlx::query(&select_stores(
+                filter,
+                &format!("ORDER BY created_at {order}, id {order} OFFSET $3 LIMIT $4"),
+            ))
+            .bind(user)
+            .bind(query.unnamed)
+            .bind(to_i64(query.offset))
+            .bind(to_i64(query.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(store_from_row)
+            .collect::<Result<Vec<_>>>()?;
+            Ok(StorePage {
+                total: to_u64(total),
+                items,
+            })
+        })
+        .await
+    }
+
     async fn bounded<T>(
         &self,
         limit: Duration,
@@ -853,37 +891,9 @@ impl Store for PgStore {
     }
 
     async fn stores_shared_with(&self, user: &UserId, query: &StoreListQuery) -> Result<StorePage> {
-        self.bounded(self.op_timeout, async move {
-            let filter = "id IN (SELECT store_id FROM store_shares WHERE user_id = $1)
-                          AND NOT deleted AND ($2 OR name IS NOT NULL)";
-            let total: i64 =
-                sqlx::query_scalar(&format!("SELECT count(*) FROM stores WHERE {filter}"))
-                    .bind(user.as_str())
-                    .bind(query.unnamed)
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-            let order = if query.desc { "DESC" } else { "ASC" };
-            let items = sqlx::query(&select_stores(
-                filter,
-                &format!("ORDER BY created_at {order}, id {order} OFFSET $3 LIMIT $4"),
-            ))
-            .bind(user.as_str())
-            .bind(query.unnamed)
-            .bind(to_i64(query.offset))
-            .bind(to_i64(query.limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?
-            .iter()
-            .map(store_from_row)
-            .collect::<Result<Vec<_>>>()?;
-            Ok(StorePage {
-                total: to_u64(total),
-                items,
-            })
-        })
-        .await
+        let filter = "id IN (SELECT store_id FROM store_shares WHERE user_id = $1)
+                      AND NOT deleted AND ($2 OR name IS NOT NULL)";
+        self.stores_page(filter, user.as_str(), query).await
     }
 
     async fn users_list(&self) -> Result<Vec<User>> {
@@ -976,36 +986,8 @@ impl Store for PgStore {
     }
 
     async fn stores_list(&self, owner: &UserId, query: &StoreListQuery) -> Result<StorePage> {
-        self.bounded(self.op_timeout, async move {
-            let filter = "user_id = $1 AND NOT deleted AND ($2 OR name IS NOT NULL)";
-            let total: i64 =
-                sqlx::query_scalar(&format!("SELECT count(*) FROM stores WHERE {filter}"))
-                    .bind(owner.as_str())
-                    .bind(query.unnamed)
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(db_err)?;
-            let order = if query.desc { "DESC" } else { "ASC" };
-            let items = sqlx::query(&select_stores(
-                filter,
-                &format!("ORDER BY created_at {order}, id {order} OFFSET $3 LIMIT $4"),
-            ))
-            .bind(owner.as_str())
-            .bind(query.unnamed)
-            .bind(to_i64(query.offset))
-            .bind(to_i64(query.limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?
-            .iter()
-            .map(store_from_row)
-            .collect::<Result<Vec<_>>>()?;
-            Ok(StorePage {
-                total: to_u64(total),
-                items,
-            })
-        })
-        .await
+        let filter = "user_id = $1 AND NOT deleted AND ($2 OR name IS NOT NULL)";
+        self.stores_page(filter, owner.as_str(), query).await
     }
 
     async fn store_update(&self, id: &StoreId, update: StoreUpdate) -> Result<Option<StoreInfo>> {
