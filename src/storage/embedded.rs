@@ -753,13 +753,7 @@ impl TokenTables for redb::ReadTransaction {
         &self,
         table: TableDefinition<&[u8; 32], &str>,
     ) -> Result<Vec<([u8; 32], String)>> {
-        let table = self.open_table(table).map_err(engine)?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(engine)? {
-            let (k, v) = entry.map_err(engine)?;
-            out.push((*k.value(), v.value().to_owned()));
-        }
-        Ok(out)
+        entries_of(&self.open_table(table).map_err(engine)?)
     }
 }
 
@@ -768,14 +762,19 @@ impl TokenTables for WriteTransaction {
         &self,
         table: TableDefinition<&[u8; 32], &str>,
     ) -> Result<Vec<([u8; 32], String)>> {
-        let table = self.open_table(table).map_err(engine)?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(engine)? {
-            let (k, v) = entry.map_err(engine)?;
-            out.push((*k.value(), v.value().to_owned()));
-        }
-        Ok(out)
+        entries_of(&self.open_table(table).map_err(engine)?)
     }
+}
+
+fn entries_of(
+    table: &impl ReadableTable<&'static [u8; 32], &'static str>,
+) -> Result<Vec<([u8; 32], String)>> {
+    let mut out = Vec::new();
+    for entry in table.iter().map_err(engine)? {
+        let (k, v) = entry.map_err(engine)?;
+        out.push((*k.value(), v.value().to_owned()));
+    }
+    Ok(out)
 }
 
 /// The user of a token (full or read-only), unless disabled.
