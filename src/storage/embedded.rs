@@ -740,6 +740,34 @@ fn tokens_of(txn: &impl TokenTables, user: &str) -> Result<Vec<TokenGrant>> {
     Ok(out)
 }
 
+/// The table a token of this scope lives in.
+fn token_table(read_only: bool) -> TableDefinition<'static, &'static [u8; 32], &'static str> {
+    if read_only {
+        READ_ONLY_TOKENS
+    } else {
+        TOKENS
+    }
+}
+
+fn save_token(txn: &WriteTransaction, grant: &TokenGrant, user: &str) -> Result<()> {
+    txn.open_table(token_table(grant.read_only))
+        .map_err(engine)?
+        .insert(&grant.hash.0, user)
+        .map_err(engine)?;
+    Ok(())
+}
+
+/// Removes every token of a user.
+fn revoke_tokens(txn: &WriteTransaction, user: &str) -> Result<()> {
+    for grant in tokens_of(txn, user)? {
+        txn.open_table(token_table(grant.read_only))
+            .map_err(engine)?
+            .remove(&grant.hash.0)
+            .map_err(engine)?;
+    }
+    Ok(())
+}
+
 /// Reading the token tables from a read or a write transaction.
 trait TokenTables {
     fn token_entries(
@@ -1119,17 +1147,7 @@ impl Store for EmbeddedStore {
                 .map_err(engine)?
                 .remove(user.username.as_str())
                 .map_err(engine)?;
-            for grant in tokens_of(txn, id.as_str())? {
-                let table = if grant.read_only {
-                    READ_ONLY_TOKENS
-                } else {
-                    TOKENS
-                };
-                txn.open_table(table)
-                    .map_err(engine)?
-                    .remove(&grant.hash.0)
-                    .map_err(engine)?;
-            }
+            revoke_tokens(txn, id.as_str())?;
             // Shares given to the user.
             let mut shared_with = txn.open_table(SHARED_WITH).map_err(engine)?;
             let mut stores = Vec::new();
@@ -1188,27 +1206,9 @@ impl Store for EmbeddedStore {
                 return Ok(false);
             }
             if revoke_others {
-                for old in tokens_of(txn, user.as_str())? {
-                    let table = if old.read_only {
-                        READ_ONLY_TOKENS
-                    } else {
-                        TOKENS
-                    };
-                    txn.open_table(table)
-                        .map_err(engine)?
-                        .remove(&old.hash.0)
-                        .map_err(engine)?;
-                }
+                revoke_tokens(txn, user.as_str())?;
             }
-            let table = if grant.read_only {
-                READ_ONLY_TOKENS
-            } else {
-                TOKENS
-            };
-            txn.open_table(table)
-                .map_err(engine)?
-                .insert(&grant.hash.0, user.as_str())
-                .map_err(engine)?;
+            save_token(txn, &grant, user.as_str())?;
             Ok(true)
         })
         .await
@@ -1651,15 +1651,7 @@ impl Store for EmbeddedStore {
                     .map_err(engine)?;
             }
             for token in &tokens {
-                let table = if token.read_only {
-                    READ_ONLY_TOKENS
-                } else {
-                    TOKENS
-                };
-                txn.open_table(table)
-                    .map_err(engine)?
-                    .insert(&token.hash.0, user.id.as_str())
-                    .map_err(engine)?;
+                save_token(txn, token, user.id.as_str())?;
             }
             Ok(())
         })

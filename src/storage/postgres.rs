@@ -591,6 +591,28 @@ async fn insert_user(
     Ok(())
 }
 
+/// A chunked body copied chunk by chunk into an anonymous file in `spool`, rewound: memory holds
+/// one chunk, and no connection is held while a slow client downloads the file.
+async fn chunks_to_file(
+    conn: &mut sqlx::PgConnection,
+    blob_id: i64,
+    spool: &std::path::Path,
+) -> Result<std::fs::File> {
+    let file = tempfile::tempfile_in(spool)?;
+    let mut file = tokio::fs::File::from_std(file);
+    let mut chunks = sqlx::query("SELECT data FROM record_chunks WHERE blob_id = $1 ORDER BY seq")
+        .bind(blob_id)
+        .fetch(conn);
+    while let Some(chunk) = chunks.try_next().await.map_err(db_err)? {
+        let data: Vec<u8> = chunk.try_get("data").map_err(db_err)?;
+        file.write_all(&data).await?;
+    }
+    drop(chunks);
+    file.flush().await?;
+    file.rewind().await?;
+    Ok(file.into_std().await)
+}
+
 /// Writes a large body as chunks under a new blob id.
 async fn write_chunks(txn: &mut Transaction<'_, Postgres>, body: BodyInput) -> Result<i64> {
     let blob_id: i64 = sqlx::query_scalar("SELECT nextval('record_blob_ids')")
@@ -1302,26 +1324,10 @@ impl Store for PgStore {
                 BodyOutput::Bytes(Bytes::from(body.unwrap_or_default()))
             }
             Some(blob_id) => {
-                // Copied chunk by chunk to an anonymous file: memory stays at one chunk, and no
-                // database connection is held while a slow client downloads.
                 let budget = body_budget(self.op_timeout, meta.size);
                 let file = self
                     .bounded(budget, async {
-                        let file = tempfile::tempfile_in(self.spool.path())?;
-                        let mut file = tokio::fs::File::from_std(file);
-                        let mut chunks = sqlx::query(
-                            "SELECT data FROM record_chunks WHERE blob_id = $1 ORDER BY seq",
-                        )
-                        .bind(blob_id)
-                        .fetch(&mut *txn);
-                        while let Some(chunk) = chunks.try_next().await.map_err(db_err)? {
-                            let data: Vec<u8> = chunk.try_get("data").map_err(db_err)?;
-                            file.write_all(&data).await?;
-                        }
-                        drop(chunks);
-                        file.flush().await?;
-                        file.rewind().await?;
-                        Ok(file.into_std().await)
+                        chunks_to_file(&mut txn, blob_id, self.spool.path()).await
                     })
                     .await?;
                 BodyOutput::File(file)
@@ -1706,21 +1712,7 @@ impl Snapshot for PgSnapshot {
                 let budget = body_budget(self.op_timeout, meta.size);
                 let file = self
                     .bounded(budget, async {
-                        let file = tempfile::tempfile_in(&self.spool)?;
-                        let mut file = tokio::fs::File::from_std(file);
-                        let mut chunks = sqlx::query(
-                            "SELECT data FROM record_chunks WHERE blob_id = $1 ORDER BY seq",
-                        )
-                        .bind(blob_id)
-                        .fetch(&mut **txn);
-                        while let Some(chunk) = chunks.try_next().await.map_err(db_err)? {
-                            let data: Vec<u8> = chunk.try_get("data").map_err(db_err)?;
-                            file.write_all(&data).await?;
-                        }
-                        drop(chunks);
-                        file.flush().await?;
-                        file.rewind().await?;
-                        Ok(file.into_std().await)
+                        chunks_to_file(&mut txn, blob_id, &self.spool).await
                     })
                     .await?;
                 BodyOutput::File(file)
