@@ -80,6 +80,9 @@ pub async fn serve(
     let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
     let graceful = GracefulShutdown::new();
+    // Tells connections that have not sent a byte yet (so hyper does not watch them) to close:
+    // a client's spare keep-alive connection must not hold shutdown for the idle timeout.
+    let stopping = tokio_util::sync::CancellationToken::new();
     tokio::pin!(shutdown);
     loop {
         // At the connection limit, new connections wait in the listen backlog.
@@ -115,15 +118,17 @@ pub async fn serve(
             });
         let idle_timeout = config.idle_timeout;
         let tls = tls.clone();
+        let stopping = stopping.clone();
         metrics::gauge!("kvstore_open_connections").increment(1.0);
         tokio::spawn(async move {
             // hyper-util reads the first bytes to tell HTTP/1 from HTTP/2 without a time limit,
             // before the header read timeout starts: a client that never sends a byte must not
             // hold a connection slot forever.
             let mut first = [0u8; 1];
-            let spoke = tokio::time::timeout(idle_timeout, stream.peek(&mut first))
-                .await
-                .is_ok();
+            let spoke = tokio::select! {
+                peeked = tokio::time::timeout(idle_timeout, stream.peek(&mut first)) => peeked.is_ok(),
+                () = stopping.cancelled() => false,
+            };
             let served = match (&tls, spoke) {
                 (_, false) => Ok(()),
                 (None, true) => {
@@ -134,7 +139,11 @@ pub async fn serve(
                     watcher.watch(connection).await
                 }
                 (Some(acceptor), true) => {
-                    match tokio::time::timeout(idle_timeout, acceptor.accept(stream)).await {
+                    let handshake = tokio::select! {
+                        done = tokio::time::timeout(idle_timeout, acceptor.accept(stream)) => done,
+                        () = stopping.cancelled() => Ok(Err(std::io::Error::other("shutting down"))),
+                    };
+                    match handshake {
                         Ok(Ok(stream)) => {
                             let connection = builder.serve_connection_with_upgrades(
                                 TokioIo::new(stream),
@@ -155,6 +164,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    stopping.cancel();
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
         .is_err()
