@@ -162,7 +162,9 @@ pub async fn observe(matched: Option<MatchedPath>, request: Request, next: Next)
     let method = method_label(request.method());
     let id = request_id(&request);
     let bytes_in = content_length(request.headers());
-    let span = tracing::info_span!("request", request_id = %id, method, route);
+    // Only the id in the span: the fmt subscriber formats a span's fields when it is created, on
+    // every request; the method and route go into the request's own log line below.
+    let span = tracing::info_span!("request", request_id = id.as_str());
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
     if let Ok(v) = HeaderValue::from_str(&id) {
@@ -177,12 +179,16 @@ pub async fn observe(matched: Option<MatchedPath>, request: Request, next: Next)
     let _entered = span.enter();
     if status.is_server_error() {
         tracing::warn!(
+            method,
+            route,
             status = status.as_u16(),
             elapsed_ms = elapsed.as_millis() as u64,
             "request failed"
         );
     } else {
         tracing::debug!(
+            method,
+            route,
             status = status.as_u16(),
             elapsed_ms = elapsed.as_millis() as u64,
             "request"

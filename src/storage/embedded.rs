@@ -29,6 +29,7 @@ use redb::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use super::auth_cache::AuthCache;
 use super::{
     apply_delta, AccessDelta, BodyInput, BodyOutput, KeyListQuery, KeyPage, Record, RecordRead,
     Result, Snapshot, StorageError, Store, StoreListQuery, StorePage, StoreUpdate, UserUpdate,
@@ -224,6 +225,8 @@ trait Job: Send {
     fn finish(self: Box<Self>, committed: std::result::Result<(), BatchError>);
     /// Whether the job only removes data (allowed even when the disk is nearly full).
     fn frees_space(&self) -> bool;
+    /// Whether the job may change users or tokens (see [`AuthCache`]).
+    fn changes_auth(&self) -> bool;
 }
 
 /// Why a batch failed, as every job in it is told.
@@ -244,8 +247,36 @@ struct PostCommit {
 
 type JobFn<R> = Box<dyn FnOnce(&WriteTransaction, &mut PostCommit) -> Result<R> + Send>;
 
-struct TypedJob<R> {
+/// What a write may do, for the writer's bookkeeping.
+#[derive(Clone, Copy)]
+struct WriteKind {
     frees_space: bool,
+    changes_auth: bool,
+}
+
+impl WriteKind {
+    /// Users, tokens: the conservative default; every such commit invalidates the token cache.
+    const AUTH: Self = Self {
+        frees_space: false,
+        changes_auth: true,
+    };
+    /// Stores, records, shares, counters.
+    const DATA: Self = Self {
+        frees_space: false,
+        changes_auth: false,
+    };
+    const FREEING_DATA: Self = Self {
+        frees_space: true,
+        changes_auth: false,
+    };
+    const FREEING_AUTH: Self = Self {
+        frees_space: true,
+        changes_auth: true,
+    };
+}
+
+struct TypedJob<R> {
+    kind: WriteKind,
     run: Option<JobFn<R>>,
     outcome: Option<Result<R>>,
     reply: oneshot::Sender<Result<R>>,
@@ -257,7 +288,11 @@ fn is_logical(e: &StorageError) -> bool {
 
 impl<R: Send + 'static> Job for TypedJob<R> {
     fn frees_space(&self) -> bool {
-        self.frees_space
+        self.kind.frees_space
+    }
+
+    fn changes_auth(&self) -> bool {
+        self.kind.changes_auth
     }
 
     fn apply(&mut self, txn: &WriteTransaction, post: &mut PostCommit) -> Result<()> {
@@ -288,6 +323,7 @@ impl<R: Send + 'static> Job for TypedJob<R> {
 pub struct EmbeddedStore {
     db: Arc<Database>,
     paths: Arc<Paths>,
+    auth: Arc<AuthCache>,
     writer: RwLock<Option<mpsc::Sender<Box<dyn Job>>>>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -334,45 +370,35 @@ impl EmbeddedStore {
         let purge_pending = init_tables(&db)?;
         let db = Arc::new(db);
         let paths = Arc::new(paths);
+        let auth = Arc::new(AuthCache::default());
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
         let thread = {
             let db = db.clone();
             let paths = paths.clone();
+            let auth = auth.clone();
             std::thread::Builder::new()
                 .name("kvstore-writer".into())
-                .spawn(move || writer_loop(&db, &paths, rx, purge_pending))?
+                .spawn(move || writer_loop(&db, &paths, &auth, rx, purge_pending))?
         };
         Ok(Self {
             db,
             paths,
+            auth,
             writer: RwLock::new(Some(tx)),
             writer_thread: Mutex::new(Some(thread)),
         })
     }
 
+    /// A write to the writer thread. `kind` says whether it only frees space (it then runs even
+    /// when the disk is nearly full) and whether it may change users or tokens.
     async fn write<R: Send + 'static>(
         &self,
-        run: impl FnOnce(&WriteTransaction, &mut PostCommit) -> Result<R> + Send + 'static,
-    ) -> Result<R> {
-        self.submit(false, run).await
-    }
-
-    /// A write that only removes data: it runs even when the disk is nearly full.
-    async fn write_freeing<R: Send + 'static>(
-        &self,
-        run: impl FnOnce(&WriteTransaction, &mut PostCommit) -> Result<R> + Send + 'static,
-    ) -> Result<R> {
-        self.submit(true, run).await
-    }
-
-    async fn submit<R: Send + 'static>(
-        &self,
-        frees_space: bool,
+        kind: WriteKind,
         run: impl FnOnce(&WriteTransaction, &mut PostCommit) -> Result<R> + Send + 'static,
     ) -> Result<R> {
         let (reply, rx) = oneshot::channel();
         let job: Box<dyn Job> = Box::new(TypedJob {
-            frees_space,
+            kind,
             run: Some(Box::new(run)),
             outcome: None,
             reply,
@@ -464,6 +490,7 @@ fn init_tables(db: &Database) -> Result<bool> {
 fn writer_loop(
     db: &Database,
     paths: &Paths,
+    auth: &AuthCache,
     rx: mpsc::Receiver<Box<dyn Job>>,
     mut purge_pending: bool,
 ) {
@@ -513,12 +540,16 @@ fn writer_loop(
                 continue;
             }
         }
-        purge_pending |= run_batch(db, paths, batch);
+        purge_pending |= run_batch(db, paths, auth, batch);
     }
 }
 
 /// Applies a batch in one transaction and answers every job. Returns whether a purge was scheduled.
-fn run_batch(db: &Database, paths: &Paths, mut batch: Vec<Box<dyn Job>>) -> bool {
+fn run_batch(db: &Database, paths: &Paths, auth: &AuthCache, mut batch: Vec<Box<dyn Job>>) -> bool {
+    let changes_auth = batch.iter().any(|job| job.changes_auth());
+    if changes_auth {
+        auth.change_begins();
+    }
     let mut post = PostCommit::default();
     // Whether `commit()` itself was reached: a commit that fails (say, at its fsync) may still have
     // written pages that a restart accepts, so its fate is unknown, unlike a transaction abandoned
@@ -533,6 +564,9 @@ fn run_batch(db: &Database, paths: &Paths, mut batch: Vec<Box<dyn Job>>) -> bool
         commit_reached = true;
         txn.commit().map_err(engine)
     })();
+    if changes_auth {
+        auth.change_ends();
+    }
     let committed = committed.map_err(|e| match e {
         StorageError::Full => {
             tracing::warn!("write transaction failed: the disk is full");
@@ -870,6 +904,16 @@ fn find_record(
     if !store_exists(txn, store.as_str())? {
         return Ok(None);
     }
+    record_row(txn, store, key, with_body)
+}
+
+/// [`find_record`] for a caller that has already seen the store live in this transaction.
+fn record_row(
+    txn: &redb::ReadTransaction,
+    store: &StoreId,
+    key: &RecordKey,
+    with_body: bool,
+) -> Result<Option<(RecordHeader, Bytes)>> {
     let records = txn.open_table(RECORDS).map_err(engine)?;
     let Some(v) = records
         .get((store.as_str(), key.as_str()))
@@ -947,7 +991,20 @@ fn read_record(
     store: &StoreId,
     key: &RecordKey,
 ) -> Result<Option<Record>> {
-    let Some((header, inline)) = find_record(txn, store, key, true)? else {
+    if !store_exists(txn, store.as_str())? {
+        return Ok(None);
+    }
+    open_record(txn, paths, store, key)
+}
+
+/// [`read_record`] for a caller that has already seen the store live in this transaction.
+fn open_record(
+    txn: &redb::ReadTransaction,
+    paths: &Paths,
+    store: &StoreId,
+    key: &RecordKey,
+) -> Result<Option<Record>> {
+    let Some((header, inline)) = record_row(txn, store, key, true)? else {
         return Ok(None);
     };
     let body = match header.blob {
@@ -1023,7 +1080,7 @@ impl Store for EmbeddedStore {
         token: TokenHash,
     ) -> Result<User> {
         let user = User::new(username, is_admin);
-        self.write(move |txn, _| {
+        self.write(WriteKind::AUTH, move |txn, _| {
             insert_user(txn, &user, &token)?;
             Ok(user)
         })
@@ -1036,7 +1093,7 @@ impl Store for EmbeddedStore {
         token: TokenHash,
     ) -> Result<Option<User>> {
         let user = User::new(username, true);
-        self.write(move |txn, _| {
+        self.write(WriteKind::AUTH, move |txn, _| {
             if !txn
                 .open_table(USERS)
                 .map_err(engine)?
@@ -1052,7 +1109,15 @@ impl Store for EmbeddedStore {
     }
 
     async fn user_by_token(&self, token: &TokenHash) -> Result<Option<Authenticated>> {
-        self.read_now(|txn| authenticate(txn, token))
+        let at = self.auth.generation();
+        if let Some(hit) = self.auth.get(at, token) {
+            return Ok(Some(hit));
+        }
+        let found = self.read_now(|txn| authenticate(txn, token))?;
+        if let Some(who) = &found {
+            self.auth.fill(at, token, who);
+        }
+        Ok(found)
     }
 
     async fn record_read(
@@ -1063,10 +1128,14 @@ impl Store for EmbeddedStore {
     ) -> Result<RecordRead> {
         // Everything from one read transaction; only a blob removed by a concurrent overwrite
         // between the header and the open sends the record through `record_get`'s retries.
+        let at = self.auth.generation();
+        let cached = token.and_then(|token| self.auth.get(at, token));
+        let hit = cached.is_some();
         let (mut read, blob_gone) = self.read_now(|txn| {
-            let caller = match token {
-                Some(token) => authenticate(txn, token)?,
-                None => None,
+            let caller = match (cached, token) {
+                (Some(caller), _) => Some(caller),
+                (None, Some(token)) => authenticate(txn, token)?,
+                (None, None) => None,
             };
             let Some(info) = read_store(txn, store.as_str())? else {
                 return Ok((
@@ -1081,7 +1150,7 @@ impl Store for EmbeddedStore {
                 Some(who) if who.user.id != info.user_id => share_in(txn, store, &who.user.id)?,
                 _ => None,
             };
-            let (record, blob_gone) = match read_record(txn, &self.paths, store, key) {
+            let (record, blob_gone) = match open_record(txn, &self.paths, store, key) {
                 Ok(record) => (record, false),
                 Err(StorageError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                     (None, true)
@@ -1098,6 +1167,9 @@ impl Store for EmbeddedStore {
                 blob_gone,
             ))
         })?;
+        if let (false, Some(token), Some(who)) = (hit, token, &read.caller) {
+            self.auth.fill(at, token, who);
+        }
         if blob_gone {
             read.record = self.record_get(store, key).await?;
         }
@@ -1106,7 +1178,7 @@ impl Store for EmbeddedStore {
 
     async fn user_update(&self, id: &UserId, update: UserUpdate) -> Result<Option<User>> {
         let id = id.clone();
-        self.write(move |txn, _| {
+        self.write(WriteKind::AUTH, move |txn, _| {
             let mut users = txn.open_table(USERS).map_err(engine)?;
             let Some(mut user) = users
                 .get(id.as_str())
@@ -1132,7 +1204,7 @@ impl Store for EmbeddedStore {
 
     async fn user_delete(&self, id: &UserId) -> Result<bool> {
         let id = id.clone();
-        self.write_freeing(move |txn, post| {
+        self.write(WriteKind::FREEING_AUTH, move |txn, post| {
             let Some(user) = txn
                 .open_table(USERS)
                 .map_err(engine)?
@@ -1195,7 +1267,7 @@ impl Store for EmbeddedStore {
         revoke_others: bool,
     ) -> Result<bool> {
         let user = user.clone();
-        self.write(move |txn, _| {
+        self.write(WriteKind::AUTH, move |txn, _| {
             let exists = txn
                 .open_table(USERS)
                 .map_err(engine)?
@@ -1221,7 +1293,7 @@ impl Store for EmbeddedStore {
         access: Option<ShareAccess>,
     ) -> Result<bool> {
         let (store, user) = (store.clone(), user.clone());
-        self.write(move |txn, _| {
+        self.write(WriteKind::DATA, move |txn, _| {
             if load_store(txn, store.as_str())?.is_none() {
                 return Ok(false);
             }
@@ -1335,7 +1407,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn store_get_or_create(&self, store: StoreInfo) -> Result<(StoreInfo, bool)> {
-        self.write(move |txn, _| {
+        self.write(WriteKind::DATA, move |txn, _| {
             let mut names = txn.open_table(STORE_NAMES).map_err(engine)?;
             if let Some(name) = &store.name {
                 let key = (store.user_id.as_str(), name.as_str());
@@ -1438,7 +1510,7 @@ impl Store for EmbeddedStore {
 
     async fn store_update(&self, id: &StoreId, update: StoreUpdate) -> Result<Option<StoreInfo>> {
         let id = id.clone();
-        self.write(move |txn, _| {
+        self.write(WriteKind::DATA, move |txn, _| {
             let Some(mut store) = load_store(txn, id.as_str())? else {
                 return Ok(None);
             };
@@ -1488,8 +1560,10 @@ impl Store for EmbeddedStore {
 
     async fn store_delete(&self, id: &StoreId) -> Result<bool> {
         let id = id.clone();
-        self.write_freeing(move |txn, post| delete_store_in(txn, id.as_str(), post))
-            .await
+        self.write(WriteKind::FREEING_DATA, move |txn, post| {
+            delete_store_in(txn, id.as_str(), post)
+        })
+        .await
     }
 
     async fn snapshot(&self) -> Result<Box<dyn Snapshot>> {
@@ -1545,7 +1619,7 @@ impl Store for EmbeddedStore {
         let (store, key) = (store.clone(), key.clone());
         let content_type = content_type.to_owned();
         let paths = self.paths.clone();
-        self.write(move |txn, post| {
+        self.write(WriteKind::DATA, move |txn, post| {
             let new_blob = match &prepared {
                 PreparedBody::Blob(id) => Some(*id),
                 PreparedBody::Inline(_) => None,
@@ -1597,7 +1671,7 @@ impl Store for EmbeddedStore {
     async fn record_delete(&self, store: &StoreId, key: &RecordKey) -> Result<WriteOutcome> {
         let (store, key) = (store.clone(), key.clone());
         let paths = self.paths.clone();
-        self.write_freeing(move |txn, post| {
+        self.write(WriteKind::FREEING_DATA, move |txn, post| {
             let Some(mut info) = load_store(txn, store.as_str())? else {
                 return Ok(WriteOutcome::StoreMissing);
             };
@@ -1630,7 +1704,7 @@ impl Store for EmbeddedStore {
 
     async fn user_import(&self, user: &User, tokens: &[TokenGrant]) -> Result<()> {
         let (user, tokens) = (user.clone(), tokens.to_vec());
-        self.write(move |txn, _| {
+        self.write(WriteKind::AUTH, move |txn, _| {
             let exists = txn
                 .open_table(USERS)
                 .map_err(engine)?
@@ -1660,7 +1734,7 @@ impl Store for EmbeddedStore {
 
     async fn store_import(&self, store: &StoreInfo) -> Result<()> {
         let store = store.clone();
-        self.write(move |txn, _| {
+        self.write(WriteKind::DATA, move |txn, _| {
             let mut names = txn.open_table(STORE_NAMES).map_err(engine)?;
             if let Some(name) = &store.name {
                 let holder = names
@@ -1700,7 +1774,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn apply_access(&self, batch: Vec<(StoreId, AccessDelta)>) -> Result<()> {
-        self.write(move |txn, _| {
+        self.write(WriteKind::DATA, move |txn, _| {
             for (id, delta) in &batch {
                 if let Some(mut store) = load_store(txn, id.as_str())? {
                     apply_delta(&mut store, delta);

@@ -4,6 +4,7 @@
 //! Absence is `Option`/`bool`; the HTTP layer decides what it means for the client.
 
 mod access;
+mod auth_cache;
 pub mod body;
 pub mod embedded;
 pub mod memory;
