@@ -3,6 +3,7 @@
 //! get-or-create of one name yields one store, nodes starting together on an empty database
 //! migrate it once and create one `admin`; and one node whose database connection is cut (by a TCP
 //! proxy inside the test) answers 503 quickly, recovers by itself and loses no acknowledged write.
+//! Connections the database dropped while idle are replaced before a request meets them.
 //! Also: what a 503 to an upload it did not read does to the client's kept-alive connection, and
 //! (ignored: a known server bug, slow) a database that goes silent instead of refusing.
 //!
@@ -1321,4 +1322,50 @@ async fn a_node_whose_database_goes_silent_still_answers_in_bounded_time() {
         wrong.join("\n"),
         node.stderr_tail()
     );
+}
+
+/// The pool does not ping a connection it hands out unless it sat idle (a round trip per query
+/// otherwise); connections the database dropped while idle are still found out and replaced
+/// before a request uses them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_the_database_dropped_while_idle_are_replaced_unseen() {
+    use sqlx::Connection;
+    let Some((db, api, a, _b)) = two_nodes().await else {
+        return;
+    };
+    let a = a.url.as_str();
+    let id = api.create_store(a, "survivor").await;
+    // Several connections in the pool, all used.
+    let puts = (0..16).map(|i| api.send(api.put(a, &id, &format!("k{i}"), b"v".to_vec())));
+    for (status, text) in futures_util::future::join_all(puts).await {
+        assert_eq!(status, 201, "{text}");
+    }
+
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(
+        killed.len() >= 2,
+        "the nodes held {} connections",
+        killed.len()
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let (api, id) = (&api, id.as_str());
+    let gets = (0..16).map(|i| async move {
+        let resp = api
+            .record(Method::GET, a, id, &format!("k{i}"))
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    });
+    for (status, text) in futures_util::future::join_all(gets).await {
+        assert_eq!((status, text.as_str()), (200, "v"));
+    }
 }

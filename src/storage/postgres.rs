@@ -24,6 +24,9 @@ use crate::model::{
     StoreInfo, StoreName, StoreStats, TokenGrant, TokenHash, User, UserId, Username,
 };
 
+/// A pooled connection idle longer than this is pinged before use.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// Bodies up to this size are kept in the `records` row itself.
 const INLINE_MAX: u64 = 256 * 1024;
 const CHUNK: usize = 1024 * 1024;
@@ -378,6 +381,18 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
+            // sqlx pings every connection it hands out by default: a whole extra round trip per
+            // request. A connection that was just in use is known alive; one idle for a while
+            // (the database may have restarted meanwhile) is still checked.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > PING_IF_IDLE_FOR {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect(url)
             .await
             .map_err(db_err)?;
