@@ -29,7 +29,7 @@ use redb::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use super::auth_cache::AuthCache;
+use super::auth_cache::{AuthCache, Generation};
 use super::{
     apply_delta, AccessDelta, BodyInput, BodyOutput, KeyListQuery, KeyPage, Record, RecordRead,
     Result, Snapshot, StorageError, Store, StoreListQuery, StorePage, StoreUpdate, UserUpdate,
@@ -417,6 +417,24 @@ impl EmbeddedStore {
     fn read_now<R>(&self, f: impl FnOnce(&redb::ReadTransaction) -> Result<R>) -> Result<R> {
         let txn = self.db.begin_read().map_err(engine)?;
         f(&txn)
+    }
+
+    /// The caller behind `token`: cached, or read from `txn`, which must have begun after `at`
+    /// was taken (else a change committed in between could be cached under the new generation).
+    fn caller_in(
+        &self,
+        at: Generation,
+        txn: &redb::ReadTransaction,
+        token: &TokenHash,
+    ) -> Result<Option<Authenticated>> {
+        if let Some(hit) = self.auth.get(at, token) {
+            return Ok(Some(hit));
+        }
+        let found = authenticate(txn, token)?;
+        if let Some(who) = &found {
+            self.auth.fill(at, token, who);
+        }
+        Ok(found)
     }
 
     async fn read<R: Send + 'static>(
@@ -1110,14 +1128,7 @@ impl Store for EmbeddedStore {
 
     async fn user_by_token(&self, token: &TokenHash) -> Result<Option<Authenticated>> {
         let at = self.auth.generation();
-        if let Some(hit) = self.auth.get(at, token) {
-            return Ok(Some(hit));
-        }
-        let found = self.read_now(|txn| authenticate(txn, token))?;
-        if let Some(who) = &found {
-            self.auth.fill(at, token, who);
-        }
-        Ok(found)
+        self.read_now(|txn| self.caller_in(at, txn, token))
     }
 
     async fn record_read(
@@ -1129,13 +1140,10 @@ impl Store for EmbeddedStore {
         // Everything from one read transaction; only a blob removed by a concurrent overwrite
         // between the header and the open sends the record through `record_get`'s retries.
         let at = self.auth.generation();
-        let cached = token.and_then(|token| self.auth.get(at, token));
-        let hit = cached.is_some();
         let (mut read, blob_gone) = self.read_now(|txn| {
-            let caller = match (cached, token) {
-                (Some(caller), _) => Some(caller),
-                (None, Some(token)) => authenticate(txn, token)?,
-                (None, None) => None,
+            let caller = match token {
+                Some(token) => self.caller_in(at, txn, token)?,
+                None => None,
             };
             let Some(info) = read_store(txn, store.as_str())? else {
                 return Ok((
@@ -1167,9 +1175,6 @@ impl Store for EmbeddedStore {
                 blob_gone,
             ))
         })?;
-        if let (false, Some(token), Some(who)) = (hit, token, &read.caller) {
-            self.auth.fill(at, token, who);
-        }
         if blob_gone {
             read.record = self.record_get(store, key).await?;
         }
