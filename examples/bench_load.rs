@@ -1,7 +1,6 @@
 //! Bulk loader for the benchmark suite (`bench/run.sh`): fills one store with N records through the
-//! public storage API (`kvstore::storage`), not through HTTP, with many `record_put` calls in flight
-//! at once so that the embedded writer's group commit batches them (up to 512 writes per
-//! transaction and fsync).
+//! public storage API (`kvstore::storage`), not through HTTP: `records_import` batches of 1000
+//! records (one transaction each), a few batches in flight.
 //!
 //! ```sh
 //! cargo run --release --example bench_load -- --data-dir DIR --keys 1000000 --token TOKEN
@@ -24,7 +23,7 @@ use futures_util::stream::{self, StreamExt};
 
 use kvstore::model::{RecordKey, StoreInfo, StoreName, Token};
 use kvstore::storage::postgres::PgOptions;
-use kvstore::storage::{self, Backend, BodyInput, Store, WriteOutcome};
+use kvstore::storage::{self, Backend, BodyInput, ImportRecord, Store, WriteOutcome};
 
 struct Args {
     backend: Backend,
@@ -40,7 +39,10 @@ struct Args {
 
 const USAGE: &str = "usage: bench_load (--data-dir DIR | --database-url URL) --token TOKEN \
 [--keys N (10000)] [--value-bytes B (64)] [--hot H (1000)] [--hot-bytes B (1024)] \
-[--store NAME (bench)] [--extra-stores M (0)] [--concurrency C (4096 embedded, 64 PostgreSQL)]";
+[--store NAME (bench)] [--extra-stores M (0)] [--concurrency C (batches in flight, 4)]";
+
+/// Records per `records_import` call.
+const BATCH: u64 = 1000;
 
 fn parse_args() -> Result<Args, String> {
     let mut data_dir = None;
@@ -80,7 +82,7 @@ fn parse_args() -> Result<Args, String> {
         return Err("--keys: at most 99999999 (keys are k + 8 digits)".to_owned());
     }
     let (backend, default_concurrency) = match (data_dir, database_url) {
-        (Some(dir), None) => (Backend::embedded(dir), 4096),
+        (Some(dir), None) => (Backend::embedded(dir), 4),
         (None, Some(url)) => (
             Backend::Postgres {
                 url,
@@ -90,7 +92,7 @@ fn parse_args() -> Result<Args, String> {
                     op_timeout: Duration::from_secs(120),
                 },
             },
-            64,
+            4,
         ),
         _ => {
             return Err(format!(
@@ -176,43 +178,50 @@ async fn fill(store: &Arc<dyn Store>, args: &Args) -> Result<String, Box<dyn std
     let started = Instant::now();
     let report_every = (args.keys / 20).max(1);
     let id = info.id.clone();
-    let mut puts = stream::iter(0..args.keys)
-        .map(|i| {
+    // Batches of BATCH records through `records_import` (one transaction each), a few in flight so
+    // that the embedded writer's group commit and PostgreSQL's backends overlap them.
+    let batches = (0..args.keys).step_by(BATCH as usize);
+    let mut imports = stream::iter(batches)
+        .map(|first| {
             let store = store.clone();
             let id = id.clone();
-            let body = if i % step == 0 && i / step < args.hot {
-                big.clone()
-            } else {
-                small.clone()
-            };
+            let records = (first..(first + BATCH).min(args.keys))
+                .map(|i| {
+                    let body = if i % step == 0 && i / step < args.hot {
+                        big.clone()
+                    } else {
+                        small.clone()
+                    };
+                    Ok(ImportRecord {
+                        key: RecordKey::parse(&format!("k{i:08}"))?,
+                        content_type: "application/octet-stream".to_owned(),
+                        body: BodyInput::Bytes(body),
+                        version: rand::random(),
+                    })
+                })
+                .collect::<Result<Vec<_>, kvstore::model::Invalid>>();
             let done = done.clone();
             async move {
-                let key = RecordKey::parse(&format!("k{i:08}"))?;
-                let outcome = store
-                    .record_put(
-                        &id,
-                        &key,
-                        "application/octet-stream",
-                        BodyInput::Bytes(body),
-                    )
-                    .await?;
-                if outcome != WriteOutcome::Written {
+                let records = records?;
+                let n = records.len() as u64;
+                if store.records_import(&id, records).await? != WriteOutcome::Written {
                     return Err("the store vanished during the load".into());
                 }
-                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                if n % report_every == 0 {
+                let before = done.fetch_add(n, Ordering::Relaxed);
+                if (before + n) / report_every > before / report_every {
                     let secs = started.elapsed().as_secs_f64();
                     eprintln!(
-                        "bench_load: {n}/{} records, {:.0} records/s",
+                        "bench_load: {}/{} records, {:.0} records/s",
+                        before + n,
                         args.keys,
-                        n as f64 / secs.max(1e-9)
+                        (before + n) as f64 / secs.max(1e-9)
                     );
                 }
                 Ok::<(), Box<dyn std::error::Error>>(())
             }
         })
         .buffer_unordered(args.concurrency);
-    while let Some(result) = puts.next().await {
+    while let Some(result) = imports.next().await {
         result?;
     }
     let secs = started.elapsed().as_secs_f64();

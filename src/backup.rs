@@ -22,7 +22,9 @@ use crate::model::{
     RecordKey, ShareAccess, StoreId, StoreInfo, StoreName, TokenGrant, TokenHash, User, UserId,
     Username,
 };
-use crate::storage::{BodyInput, BodyOutput, Snapshot, StorageError, Store};
+use crate::storage::{
+    BodyInput, BodyOutput, ImportBatcher, ImportRecord, Snapshot, StorageError, Store,
+};
 
 const MAGIC: &[u8] = b"kvstore-backup 1\n";
 /// Records listed from the snapshot at a time.
@@ -370,6 +372,8 @@ pub async fn restore(
     }
     let mut reader = Reader::open(path).await?;
     let mut stores = Vec::new();
+    // Records go in batches: one commit (one fsync) per record would take hours for a large store.
+    let mut batch = ImportBatcher::default();
     loop {
         match reader.item().await? {
             Item::User {
@@ -418,14 +422,19 @@ pub async fn restore(
             } => {
                 let key = RecordKey::parse(&key).map_err(|e| BackupError::Invalid(e.0))?;
                 let body = read_body(&mut reader, size, store.spool_dir()).await?;
-                store
-                    .record_put_versioned(&id, &key, &content_type, body, version)
-                    .await?;
+                let record = ImportRecord {
+                    key,
+                    content_type,
+                    body,
+                    version,
+                };
+                batch.push(&**store, &id, record).await?;
                 bar.inc(1);
             }
             Item::End { .. } => break,
         }
     }
+    batch.flush(&**store).await?;
     // Writing the records moved counters and timestamps: set every store back exactly.
     for info in &stores {
         store.store_import(info).await?;

@@ -9,7 +9,10 @@ use std::sync::Arc;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::model::StoreInfo;
-use crate::storage::{BodyInput, BodyOutput, KeyListQuery, StorageError, Store, StoreListQuery};
+use crate::storage::{
+    BodyInput, BodyOutput, ImportBatcher, ImportRecord, KeyListQuery, StorageError, Store,
+    StoreListQuery,
+};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CopyReport {
@@ -84,6 +87,7 @@ async fn copy_records(
     report: &mut CopyReport,
 ) -> Result<(), StorageError> {
     let mut start: Option<String> = None;
+    let mut batch = ImportBatcher::default();
     loop {
         let query = KeyListQuery {
             exclusive_start_key: start.clone(),
@@ -91,7 +95,7 @@ async fn copy_records(
             limit: 1000,
         };
         let Some(page) = from.keys_list(&store.id, &query).await? else {
-            return Ok(()); // deleted meanwhile
+            return batch.flush(&**to).await; // deleted meanwhile
         };
         for meta in &page.items {
             let existing = to.record_meta(&store.id, &meta.key).await?;
@@ -107,20 +111,19 @@ async fn copy_records(
                 BodyOutput::Bytes(bytes) => BodyInput::Bytes(bytes),
                 BodyOutput::File(file) => spool(file, to.spool_dir(), record.meta.size).await?,
             };
-            to.record_put_versioned(
-                &store.id,
-                &meta.key,
-                &record.meta.content_type,
+            let record = ImportRecord {
+                key: meta.key.clone(),
+                content_type: record.meta.content_type,
                 body,
-                record.meta.version,
-            )
-            .await?;
+                version: record.meta.version,
+            };
+            batch.push(&**to, &store.id, record).await?;
             report.records_copied += 1;
             bar.inc(1);
         }
         match (page.is_truncated, page.items.last()) {
             (true, Some(last)) => start = Some(last.key.to_string()),
-            _ => return Ok(()),
+            _ => return batch.flush(&**to).await,
         }
     }
 }

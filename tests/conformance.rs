@@ -8,8 +8,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kvstore::model::{RecordKey, ShareAccess, StoreInfo, StoreName, Token, UserId, Username};
 use kvstore::storage::{
-    self, AccessDelta, Backend, BodyInput, BodyOutput, KeyListQuery, StorageError, Store,
-    StoreListQuery, StoreUpdate, WriteOutcome,
+    self, AccessDelta, Backend, BodyInput, BodyOutput, ImportRecord, KeyListQuery, StorageError,
+    Store, StoreListQuery, StoreUpdate, WriteOutcome,
 };
 use rand::{Rng, SeedableRng};
 
@@ -457,6 +457,75 @@ async fn records_and_exact_stats() {
         let after = store.store_get(&sid).await.unwrap().unwrap();
         assert_eq!((after.stats.read_count, after.stats.list_count), (5, 2));
         assert_eq!(after.accessed_at, u64::MAX / 2);
+        store.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_batch_import_writes_every_record_with_its_version_and_exact_stats() {
+    for (backend, s) in backends().await {
+        let store = &*s.store;
+        let alice = new_user(store, "alice").await;
+        let (info, _) = store
+            .store_get_or_create(StoreInfo::new(alice, Some(name("batch")), None))
+            .await
+            .unwrap();
+        let sid = info.id.clone();
+        store
+            .record_put(
+                &sid,
+                &key("old"),
+                "text/plain",
+                BodyInput::Bytes(vec![1; 100].into()),
+            )
+            .await
+            .unwrap();
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let record = |k: &str, body: Vec<u8>, version: u64| ImportRecord {
+            key: key(k),
+            content_type: format!("type/{k}"),
+            body: BodyInput::Bytes(body.into()),
+            version,
+        };
+        let batch = vec![
+            record("a", b"first".to_vec(), 1),
+            record("old", b"xy".to_vec(), 2), // overwrites 100 bytes with 2
+            record("big", big.clone(), 3),
+            record("a", b"second".to_vec(), 4), // the later one of a key wins
+            record("b", Vec::new(), u64::MAX),
+        ];
+        assert_eq!(
+            store.records_import(&sid, batch).await.unwrap(),
+            WriteOutcome::Written,
+            "{backend}"
+        );
+        assert_eq!(body_bytes(store, &sid, "a").await.unwrap(), b"second");
+        assert_eq!(body_bytes(store, &sid, "old").await.unwrap(), b"xy");
+        assert_eq!(
+            body_bytes(store, &sid, "big").await.unwrap(),
+            big,
+            "{backend}"
+        );
+        assert_eq!(body_bytes(store, &sid, "b").await.unwrap(), b"");
+        let meta = |k: &'static str| {
+            let sid = sid.clone();
+            async move { store.record_meta(&sid, &key(k)).await.unwrap().unwrap() }
+        };
+        assert_eq!(meta("a").await.version, 4, "{backend}");
+        assert_eq!(meta("a").await.content_type, "type/a");
+        assert_eq!(meta("b").await.version, u64::MAX, "{backend}");
+        assert_eq!(meta("big").await.size, big.len() as u64);
+        let stats = store.store_get(&sid).await.unwrap().unwrap().stats;
+        assert_eq!(stats.record_count, 4, "{backend}");
+        assert_eq!(stats.storage_bytes, 6 + 2 + big.len() as u64, "{backend}");
+
+        // A missing store takes nothing.
+        store.store_delete(&sid).await.unwrap();
+        let outcome = store
+            .records_import(&sid, vec![record("c", b"c".to_vec(), 5)])
+            .await
+            .unwrap();
+        assert_eq!(outcome, WriteOutcome::StoreMissing, "{backend}");
         store.close().await.unwrap();
     }
 }
@@ -1122,7 +1191,7 @@ async fn record_read_gathers_caller_store_share_and_record() {
 
         // Owner, inline and chunked/blob bodies.
         let read = store
-            .record_read(Some(&alice_token.hash()), &info.id, &key("small"))
+            .record_read(Some(&alice_token.hash()), &info.id, Some(&key("small")))
             .await
             .unwrap();
         assert_eq!(read.caller.as_ref().unwrap().user.id, alice.id, "{backend}");
@@ -1132,11 +1201,19 @@ async fn record_read_gathers_caller_store_share_and_record() {
         assert_eq!(record.meta.content_type, "application/x-test");
         assert_eq!(body_of(record), b"tiny");
         let read = store
-            .record_read(None, &info.id, &key("big"))
+            .record_read(None, &info.id, Some(&key("big")))
             .await
             .unwrap();
         assert!(read.caller.is_none());
         assert_eq!(body_of(read.record.unwrap()), big, "{backend}");
+        // Without a key (a write checking access): the caller and the store, no record.
+        let read = store
+            .record_read(Some(&alice_token.hash()), &info.id, None)
+            .await
+            .unwrap();
+        assert_eq!(read.caller.as_ref().unwrap().user.id, alice.id, "{backend}");
+        assert_eq!(read.store.as_ref().unwrap().id, info.id, "{backend}");
+        assert!(read.record.is_none(), "{backend}");
 
         // Another user with a share; an unknown token; a missing record; a missing store.
         store
@@ -1144,14 +1221,18 @@ async fn record_read_gathers_caller_store_share_and_record() {
             .await
             .unwrap();
         let read = store
-            .record_read(Some(&bob_token.hash()), &info.id, &key("nope"))
+            .record_read(Some(&bob_token.hash()), &info.id, Some(&key("nope")))
             .await
             .unwrap();
         assert_eq!(read.caller.unwrap().user.id, bob.id);
         assert_eq!(read.share, Some(ShareAccess::Read), "{backend}");
         assert!(read.record.is_none());
         let read = store
-            .record_read(Some(&Token::generate().hash()), &info.id, &key("small"))
+            .record_read(
+                Some(&Token::generate().hash()),
+                &info.id,
+                Some(&key("small")),
+            )
             .await
             .unwrap();
         assert!(
@@ -1160,7 +1241,7 @@ async fn record_read_gathers_caller_store_share_and_record() {
         );
         let missing = kvstore::model::StoreId::parse("zzzzzzzzzzzzzzzzz").unwrap();
         let read = store
-            .record_read(Some(&alice_token.hash()), &missing, &key("small"))
+            .record_read(Some(&alice_token.hash()), &missing, Some(&key("small")))
             .await
             .unwrap();
         assert!(read.store.is_none() && read.record.is_none() && read.caller.is_some());
@@ -1173,7 +1254,7 @@ async fn record_read_gathers_caller_store_share_and_record() {
         };
         store.token_add(&alice.id, grant, false).await.unwrap();
         let read = store
-            .record_read(Some(&ro.hash()), &info.id, &key("small"))
+            .record_read(Some(&ro.hash()), &info.id, Some(&key("small")))
             .await
             .unwrap();
         assert!(read.caller.unwrap().read_only, "{backend}");
@@ -1183,7 +1264,7 @@ async fn record_read_gathers_caller_store_share_and_record() {
         };
         store.user_update(&bob.id, disable).await.unwrap();
         let read = store
-            .record_read(Some(&bob_token.hash()), &info.id, &key("small"))
+            .record_read(Some(&bob_token.hash()), &info.id, Some(&key("small")))
             .await
             .unwrap();
         assert!(

@@ -202,6 +202,11 @@ fn token_of(parts: &Parts) -> Result<Option<Token>, ApiError> {
 pub struct BearerToken(Option<Token>);
 
 impl BearerToken {
+    /// Whether the request carries a token at all (valid or not).
+    pub fn given(&self) -> bool {
+        self.0.is_some()
+    }
+
     pub fn hash(&self) -> Option<crate::model::TokenHash> {
         self.0.as_ref().map(Token::hash)
     }

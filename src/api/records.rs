@@ -39,6 +39,43 @@ fn record_path(path: RecordPath) -> ApiResult<(String, RecordKey)> {
     Ok((path.store, key))
 }
 
+/// The store and key of a PUT/DELETE record request that the caller may write. By store id (what
+/// the clients send) the caller, the store and the caller's share come from one storage call, as
+/// for `GET` (see [`crate::storage::Store::record_read`]); otherwise as for any other request.
+async fn resolve_for_writing(
+    state: &AppState,
+    token: &BearerToken,
+    path: RecordPath,
+) -> ApiResult<(Resolved, RecordKey)> {
+    if !token.given() {
+        record_path(path)?; // a bad key is a 400 first, whoever asks
+        return Err(ApiError::TokenNotProvided);
+    }
+    let by_id = StoreId::parse(&path.store).zip(path.key.as_deref().map(RecordKey::parse));
+    if let Some((id, Ok(key))) = by_id {
+        let read = state
+            .store
+            .record_read(token.hash().as_ref(), &id, None)
+            .await?;
+        let caller = token.caller(read.caller)?;
+        let store = read.store.ok_or_else(|| missing_store(&caller))?;
+        let resolved = decide(
+            state,
+            &caller,
+            store,
+            ReachedBy::Id,
+            read.share,
+            Need::Write,
+            Signed::None,
+        )?;
+        return Ok((resolved, key));
+    }
+    let caller = token.verify(state).await?;
+    let (store_ref, key) = record_path(path)?;
+    let resolved = resolve(state, &caller, &store_ref, Need::Write, Signed::None).await?;
+    Ok((resolved, key))
+}
+
 /// The store and key of a GET/HEAD record request that the caller (or its record signature) may
 /// read.
 async fn resolve_for_reading(
@@ -267,7 +304,10 @@ async fn read_by_id(
     Some(
         async {
             let hash = token.hash();
-            let read = state.store.record_read(hash.as_ref(), &id, &key).await?;
+            let read = state
+                .store
+                .record_read(hash.as_ref(), &id, Some(&key))
+                .await?;
             let caller = token.caller(read.caller)?;
             let store = read.store.ok_or_else(|| missing_store(&caller))?;
             let signed = match params.get("signature")? {
@@ -399,14 +439,12 @@ pub async fn record_head(
 )]
 pub async fn record_put(
     State(state): State<AppState>,
-    caller: Caller,
+    token: BearerToken,
     path: RecordPath,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let (store_ref, key) = record_path(path)?;
-    let Resolved { store, .. } =
-        resolve(&state, &caller, &store_ref, Need::Write, Signed::None).await?;
+    let (Resolved { store, .. }, key) = resolve_for_writing(&state, &token, path).await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -466,12 +504,10 @@ pub async fn record_put(
 )]
 pub async fn record_delete(
     State(state): State<AppState>,
-    caller: Caller,
+    token: BearerToken,
     path: RecordPath,
 ) -> ApiResult<StatusCode> {
-    let (store_ref, key) = record_path(path)?;
-    let Resolved { store, .. } =
-        resolve(&state, &caller, &store_ref, Need::Write, Signed::None).await?;
+    let (Resolved { store, .. }, key) = resolve_for_writing(&state, &token, path).await?;
     match state.store.record_delete(&store.id, &key).await? {
         WriteOutcome::Written => Ok(StatusCode::NO_CONTENT),
         WriteOutcome::StoreMissing => Err(ApiError::StoreNotFound),

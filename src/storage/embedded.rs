@@ -31,9 +31,9 @@ use tokio::sync::oneshot;
 
 use super::auth_cache::{AuthCache, Generation};
 use super::{
-    apply_delta, AccessDelta, BodyInput, BodyOutput, KeyListQuery, KeyPage, Record, RecordRead,
-    Result, Snapshot, StorageError, Store, StoreListQuery, StorePage, StoreUpdate, UserUpdate,
-    WriteOutcome,
+    apply_delta, AccessDelta, BodyInput, BodyOutput, ImportRecord, KeyListQuery, KeyPage, Record,
+    RecordRead, Result, Snapshot, StorageError, Store, StoreListQuery, StorePage, StoreUpdate,
+    UserUpdate, WriteOutcome,
 };
 use crate::model::{
     now_millis, Authenticated, Millis, RecordKey, RecordMeta, ShareAccess, StoreId, StoreInfo,
@@ -1047,7 +1047,43 @@ enum PreparedBody {
     Blob([u8; 16]),
 }
 
+/// A record whose body is ready to be committed.
+struct PreparedRecord {
+    key: RecordKey,
+    content_type: String,
+    size: u64,
+    body: PreparedBody,
+    version: u64,
+}
+
 impl EmbeddedStore {
+    /// Prepares every body of a batch; when one fails, the blobs already written for the others
+    /// are removed (no commit will point at them).
+    fn prepare_records(paths: &Paths, records: Vec<ImportRecord>) -> Result<Vec<PreparedRecord>> {
+        let mut prepared = Vec::with_capacity(records.len());
+        for record in records {
+            let size = record.body.len();
+            match Self::prepare_body(paths, record.body) {
+                Ok(body) => prepared.push(PreparedRecord {
+                    key: record.key,
+                    content_type: record.content_type,
+                    size,
+                    body,
+                    version: record.version,
+                }),
+                Err(e) => {
+                    for done in &prepared {
+                        if let PreparedBody::Blob(id) = &done.body {
+                            let _ = fs::remove_file(paths.blob(id));
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(prepared)
+    }
+
     /// Moves or writes a large body into `blobs/` and syncs it, before the commit that points at it.
     fn prepare_body(paths: &Paths, body: BodyInput) -> Result<PreparedBody> {
         if body.len() <= INLINE_MAX {
@@ -1135,7 +1171,7 @@ impl Store for EmbeddedStore {
         &self,
         token: Option<&TokenHash>,
         store: &StoreId,
-        key: &RecordKey,
+        key: Option<&RecordKey>,
     ) -> Result<RecordRead> {
         // Everything from one read transaction; only a blob removed by a concurrent overwrite
         // between the header and the open sends the record through `record_get`'s retries.
@@ -1158,6 +1194,17 @@ impl Store for EmbeddedStore {
                 Some(who) if who.user.id != info.user_id => share_in(txn, store, &who.user.id)?,
                 _ => None,
             };
+            let Some(key) = key else {
+                return Ok((
+                    RecordRead {
+                        caller,
+                        store: Some(info),
+                        share,
+                        record: None,
+                    },
+                    false,
+                ));
+            };
             let (record, blob_gone) = match open_record(txn, &self.paths, store, key) {
                 Ok(record) => (record, false),
                 Err(StorageError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -1175,7 +1222,7 @@ impl Store for EmbeddedStore {
                 blob_gone,
             ))
         })?;
-        if blob_gone {
+        if let (true, Some(key)) = (blob_gone, key) {
             read.record = self.record_get(store, key).await?;
         }
         Ok(read)
@@ -1616,53 +1663,70 @@ impl Store for EmbeddedStore {
         body: BodyInput,
         version: u64,
     ) -> Result<WriteOutcome> {
-        let size = body.len();
+        let record = ImportRecord {
+            key: key.clone(),
+            content_type: content_type.to_owned(),
+            body,
+            version,
+        };
+        self.records_import(store, vec![record]).await
+    }
+
+    async fn records_import(
+        &self,
+        store: &StoreId,
+        records: Vec<ImportRecord>,
+    ) -> Result<WriteOutcome> {
         let paths = self.paths.clone();
-        let prepared = tokio::task::spawn_blocking(move || Self::prepare_body(&paths, body))
+        let prepared = tokio::task::spawn_blocking(move || Self::prepare_records(&paths, records))
             .await
             .map_err(|e| StorageError::Engine(e.to_string()))??;
-        let (store, key) = (store.clone(), key.clone());
-        let content_type = content_type.to_owned();
+        let store = store.clone();
         let paths = self.paths.clone();
         self.write(WriteKind::DATA, move |txn, post| {
-            let new_blob = match &prepared {
-                PreparedBody::Blob(id) => Some(*id),
-                PreparedBody::Inline(_) => None,
-            };
-            if let Some(id) = &new_blob {
-                post.unlink_if_failed.push(paths.blob(id));
-            }
+            let new_blobs: Vec<PathBuf> = prepared
+                .iter()
+                .filter_map(|r| match r.body {
+                    PreparedBody::Blob(id) => Some(paths.blob(&id)),
+                    PreparedBody::Inline(_) => None,
+                })
+                .collect();
+            post.unlink_if_failed.extend(new_blobs.iter().cloned());
             let Some(mut info) = load_store(txn, store.as_str())? else {
-                if let Some(id) = &new_blob {
-                    post.unlink_if_committed.push(paths.blob(id));
-                }
+                post.unlink_if_committed.extend(new_blobs);
                 return Ok(WriteOutcome::StoreMissing);
             };
-            let header = RecordHeader {
-                content_type,
-                size,
-                blob: new_blob,
-                version,
-            };
-            let mut value = encode(&header)?;
-            if let PreparedBody::Inline(bytes) = &prepared {
-                value.extend_from_slice(bytes);
-            }
             let mut records = txn.open_table(RECORDS).map_err(engine)?;
-            let old = records
-                .insert((store.as_str(), key.as_str()), value.as_slice())
-                .map_err(engine)?
-                .map(|old| decode_record(old.value()).map(|(header, _)| header))
-                .transpose()?;
-            match old {
-                Some(old) => {
-                    info.stats.storage_bytes = info.stats.storage_bytes.saturating_sub(old.size);
-                    remove_blob_later(&paths, &old, post);
+            for record in prepared {
+                let header = RecordHeader {
+                    content_type: record.content_type,
+                    size: record.size,
+                    blob: match record.body {
+                        PreparedBody::Blob(id) => Some(id),
+                        PreparedBody::Inline(_) => None,
+                    },
+                    version: record.version,
+                };
+                let mut value = encode(&header)?;
+                if let PreparedBody::Inline(bytes) = &record.body {
+                    value.extend_from_slice(bytes);
                 }
-                None => info.stats.record_count += 1,
+                let old = records
+                    .insert((store.as_str(), record.key.as_str()), value.as_slice())
+                    .map_err(engine)?
+                    .map(|old| decode_record(old.value()).map(|(header, _)| header))
+                    .transpose()?;
+                match old {
+                    Some(old) => {
+                        info.stats.storage_bytes =
+                            info.stats.storage_bytes.saturating_sub(old.size);
+                        remove_blob_later(&paths, &old, post);
+                    }
+                    None => info.stats.record_count += 1,
+                }
+                info.stats.storage_bytes += record.size;
+                info.stats.write_count += 1;
             }
-            info.stats.storage_bytes += size;
-            info.stats.write_count += 1;
             let now = now_millis();
             info.modified_at = now;
             info.accessed_at = now;

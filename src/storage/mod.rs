@@ -115,6 +115,63 @@ pub enum WriteOutcome {
     StoreMissing,
 }
 
+/// One record of a [`Store::records_import`] batch.
+#[derive(Debug)]
+pub struct ImportRecord {
+    pub key: RecordKey,
+    pub content_type: String,
+    pub body: BodyInput,
+    /// The record's ETag version, kept as given.
+    pub version: u64,
+}
+
+/// Gathers records of one store at a time into [`Store::records_import`] batches of bounded size
+/// (restore, copy): a batch goes out when it is full, when a record of another store arrives, and
+/// at [`ImportBatcher::flush`].
+#[derive(Default)]
+pub struct ImportBatcher {
+    store: Option<StoreId>,
+    records: Vec<ImportRecord>,
+    bytes: u64,
+}
+
+impl ImportBatcher {
+    const MAX_RECORDS: usize = 1000;
+    /// Bytes of bodies per batch, in memory or spooled.
+    const MAX_BYTES: u64 = 8 * 1024 * 1024;
+
+    pub async fn push(
+        &mut self,
+        target: &dyn Store,
+        store: &StoreId,
+        record: ImportRecord,
+    ) -> Result<()> {
+        if self.store.as_ref().is_some_and(|s| s != store) {
+            self.flush(target).await?;
+        }
+        self.store = Some(store.clone());
+        self.bytes += record.body.len();
+        self.records.push(record);
+        if self.records.len() >= Self::MAX_RECORDS || self.bytes >= Self::MAX_BYTES {
+            self.flush(target).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is gathered. Records of a store deleted meanwhile are dropped with it.
+    pub async fn flush(&mut self, target: &dyn Store) -> Result<()> {
+        self.bytes = 0;
+        let records = std::mem::take(&mut self.records);
+        match &self.store {
+            Some(store) if !records.is_empty() => {
+                target.records_import(store, records).await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     // --- users and tokens ---
@@ -188,14 +245,15 @@ pub trait Store: Send + Sync + 'static {
 
     // --- records ---
 
-    /// The hot path of `GET record` by store id: the token's user, the store, the caller's share
-    /// of it and the record, in one read transaction or round trip where the backend can. The
-    /// store's counters are not loaded (its stats may read zero). Nothing here decides access.
+    /// The hot path of record requests by store id: the token's user, the store, the caller's
+    /// share of it and, given a key, the record (`GET`; writes give none), in one read
+    /// transaction or round trip where the backend can. The store's counters are not loaded (its
+    /// stats may read zero). Nothing here decides access.
     async fn record_read(
         &self,
         token: Option<&TokenHash>,
         store: &StoreId,
-        key: &RecordKey,
+        key: Option<&RecordKey>,
     ) -> Result<RecordRead> {
         let caller = match token {
             Some(token) => self.user_by_token(token).await?,
@@ -211,7 +269,10 @@ pub trait Store: Send + Sync + 'static {
             Some(who) if who.user.id != info.user_id => self.share_get(store, &who.user.id).await?,
             _ => None,
         };
-        let record = self.record_get(store, key).await?;
+        let record = match key {
+            Some(key) => self.record_get(store, key).await?,
+            None => None,
+        };
         Ok(RecordRead {
             caller,
             store: Some(info),
@@ -244,6 +305,31 @@ pub trait Store: Send + Sync + 'static {
         body: BodyInput,
         version: u64,
     ) -> Result<WriteOutcome>;
+    /// Stores many records of one store at once, each under its given version: one transaction
+    /// and one durable commit for the whole batch where the backend can (restore, copy, bulk
+    /// loads: a commit per record would cost an fsync each). Keys must be distinct within the
+    /// batch. Nothing is written when the store does not exist.
+    async fn records_import(
+        &self,
+        store: &StoreId,
+        records: Vec<ImportRecord>,
+    ) -> Result<WriteOutcome> {
+        for record in records {
+            let outcome = self
+                .record_put_versioned(
+                    store,
+                    &record.key,
+                    &record.content_type,
+                    record.body,
+                    record.version,
+                )
+                .await?;
+            if outcome == WriteOutcome::StoreMissing {
+                return Ok(outcome);
+            }
+        }
+        Ok(WriteOutcome::Written)
+    }
     /// Deleting a record that does not exist is not an error.
     async fn record_delete(&self, store: &StoreId, key: &RecordKey) -> Result<WriteOutcome>;
 

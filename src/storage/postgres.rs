@@ -15,8 +15,8 @@ use sqlx::{Postgres, Row, Transaction};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::{
-    AccessDelta, BodyInput, BodyOutput, KeyListQuery, KeyPage, Record, RecordRead, Result,
-    Snapshot, StorageError, Store, StoreListQuery, StorePage, StoreUpdate, UserUpdate,
+    AccessDelta, BodyInput, BodyOutput, ImportRecord, KeyListQuery, KeyPage, Record, RecordRead,
+    Result, Snapshot, StorageError, Store, StoreListQuery, StorePage, StoreUpdate, UserUpdate,
     WriteOutcome,
 };
 use crate::model::{
@@ -151,6 +151,35 @@ counted AS (
         write_count = c.write_count + 1,
         modified_at = greatest(c.modified_at, EXCLUDED.modified_at))
 SELECT count(*) AS written FROM up";
+
+/// Stores a batch of inline records in one statement, as [`PUT_RECORD`] stores one: $1 store,
+/// $2 keys (distinct), $3 content types, $4 sizes, $5 bodies, $6 versions, $7 shard, $8 now.
+const IMPORT_RECORDS: &str = "
+WITH s AS (SELECT id FROM stores WHERE id = $1 AND NOT deleted FOR SHARE),
+up AS (
+    INSERT INTO records AS r (store_id, key, content_type, size, body, blob_id, version,
+        prev_size, prev_blob_id)
+    SELECT $1, t.key, t.content_type, t.size, t.body, NULL, t.version, NULL, NULL
+    FROM s, unnest($2::text[], $3::text[], $4::bigint[], $5::bytea[], $6::bigint[])
+        AS t (key, content_type, size, body, version)
+    ON CONFLICT (store_id, key) DO UPDATE SET content_type = EXCLUDED.content_type,
+        size = EXCLUDED.size, body = EXCLUDED.body, blob_id = EXCLUDED.blob_id,
+        version = EXCLUDED.version, prev_size = r.size, prev_blob_id = r.blob_id
+    RETURNING size, prev_size, prev_blob_id),
+gone AS (DELETE FROM record_chunks
+    WHERE blob_id IN (SELECT prev_blob_id FROM up WHERE prev_blob_id IS NOT NULL)),
+counted AS (
+    INSERT INTO store_counters AS c (store_id, shard, record_count, storage_bytes, write_count,
+        modified_at)
+    SELECT $1, $7, count(*) FILTER (WHERE prev_size IS NULL),
+        coalesce(sum(size - coalesce(prev_size, 0)), 0)::bigint, count(*), $8 FROM up
+    HAVING count(*) > 0
+    ON CONFLICT (store_id, shard) DO UPDATE SET
+        record_count = c.record_count + EXCLUDED.record_count,
+        storage_bytes = c.storage_bytes + EXCLUDED.storage_bytes,
+        write_count = c.write_count + EXCLUDED.write_count,
+        modified_at = greatest(c.modified_at, EXCLUDED.modified_at))
+SELECT count(*) AS store_exists FROM s";
 
 /// Deletes a record in one statement, as [`PUT_RECORD`] stores one. $1 store, $2 key, $3 shard,
 /// $4 now. Deleting a missing record still counts as a delete of an existing store.
@@ -483,6 +512,35 @@ impl PgStore {
                 "the database did not answer within {limit:?}"
             )))
         })
+    }
+
+    /// The record a [`RECORD_READ`] row found, if any; a chunked body is read from its own
+    /// snapshot.
+    async fn record_of_row(
+        &self,
+        store: &StoreId,
+        key: &RecordKey,
+        row: &PgRow,
+    ) -> Result<Option<Record>> {
+        if row
+            .try_get::<Option<i64>, _>("size")
+            .map_err(db_err)?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        if row
+            .try_get::<Option<i64>, _>("blob_id")
+            .map_err(db_err)?
+            .is_some()
+        {
+            return self.record_get(store, key).await;
+        }
+        let body: Option<Vec<u8>> = row.try_get("body").map_err(db_err)?;
+        Ok(Some(Record {
+            meta: meta_of(key, row)?,
+            body: BodyOutput::Bytes(Bytes::from(body.unwrap_or_default())),
+        }))
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
@@ -1222,13 +1280,13 @@ impl Store for PgStore {
         &self,
         token: Option<&TokenHash>,
         store: &StoreId,
-        key: &RecordKey,
+        key: Option<&RecordKey>,
     ) -> Result<RecordRead> {
         let row = self
             .bounded(self.op_timeout, async {
                 sqlx::query(RECORD_READ)
                     .bind(store.as_str())
-                    .bind(key.as_str())
+                    .bind(key.map(RecordKey::as_str))
                     .bind(token.map(|t| t.0.to_vec()))
                     .fetch_one(&self.pool)
                     .await
@@ -1267,25 +1325,10 @@ impl Store for PgStore {
             .map_err(db_err)?
             .map(|a| ShareAccess::parse(&a).map_err(corrupt))
             .transpose()?;
-        let record = if row
-            .try_get::<Option<i64>, _>("size")
-            .map_err(db_err)?
-            .is_none()
-        {
-            None
-        } else if row
-            .try_get::<Option<i64>, _>("blob_id")
-            .map_err(db_err)?
-            .is_some()
-        {
-            // A chunked body is read from its own snapshot.
-            self.record_get(store, key).await?
+        let record = if let Some(key) = key {
+            self.record_of_row(store, key, &row).await?
         } else {
-            let body: Option<Vec<u8>> = row.try_get("body").map_err(db_err)?;
-            Some(Record {
-                meta: meta_of(key, &row)?,
-                body: BodyOutput::Bytes(Bytes::from(body.unwrap_or_default())),
-            })
+            None
         };
         Ok(RecordRead {
             caller,
@@ -1438,6 +1481,71 @@ impl Store for PgStore {
             })
         })
         .await
+    }
+
+    async fn records_import(
+        &self,
+        store: &StoreId,
+        records: Vec<ImportRecord>,
+    ) -> Result<WriteOutcome> {
+        // The last of several records with one key wins, as if they were written in turn (one
+        // statement cannot upsert a row twice).
+        let mut latest = std::collections::HashMap::with_capacity(records.len());
+        for record in records {
+            latest.insert(record.key.to_string(), record);
+        }
+        let (large, small): (Vec<_>, Vec<_>) = latest
+            .into_values()
+            .partition(|r| r.body.len() > INLINE_MAX);
+        let total: u64 = small.iter().map(|r| r.body.len()).sum();
+        let (mut keys, mut types, mut sizes, mut bodies, mut versions) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for record in small {
+            keys.push(record.key.to_string());
+            types.push(record.content_type);
+            sizes.push(to_i64(record.body.len()));
+            bodies.push(match record.body {
+                BodyInput::Bytes(b) => b.to_vec(),
+                BodyInput::File { path, .. } => tokio::fs::read(&path).await?,
+            });
+            versions.push(i64::from_ne_bytes(record.version.to_ne_bytes()));
+        }
+        let exists: i64 = self
+            .bounded(body_budget(self.op_timeout, total), async {
+                sqlx::query(IMPORT_RECORDS)
+                    .bind(store.as_str())
+                    .bind(keys)
+                    .bind(types)
+                    .bind(sizes)
+                    .bind(bodies)
+                    .bind(versions)
+                    .bind(random_shard())
+                    .bind(to_i64(now_millis()))
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(db_err)?
+                    .try_get("store_exists")
+                    .map_err(db_err)
+            })
+            .await?;
+        if exists == 0 {
+            return Ok(WriteOutcome::StoreMissing);
+        }
+        for record in large {
+            let outcome = self
+                .record_put_versioned(
+                    store,
+                    &record.key,
+                    &record.content_type,
+                    record.body,
+                    record.version,
+                )
+                .await?;
+            if outcome == WriteOutcome::StoreMissing {
+                return Ok(outcome);
+            }
+        }
+        Ok(WriteOutcome::Written)
     }
 
     async fn record_delete(&self, store: &StoreId, key: &RecordKey) -> Result<WriteOutcome> {
