@@ -157,7 +157,8 @@ pub struct DataArgs {
     #[arg(long, env = "KVSTORE_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
-    /// Most connections to PostgreSQL this node opens.
+    /// Most connections to PostgreSQL this node opens, at least 3 (a quarter of them, at least 2,
+    /// for transactions; the rest for single statements).
     #[arg(long, env = "KVSTORE_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
 

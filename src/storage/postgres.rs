@@ -10,10 +10,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::TryStreamExt;
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
+use super::pg_pool::{self, PooledConnection, StatementPool};
 use super::{
     AccessDelta, BodyInput, BodyOutput, ImportRecord, KeyListQuery, KeyPage, Record, RecordRead,
     Result, Snapshot, StorageError, Store, StoreListQuery, StorePage, StoreUpdate, UserUpdate,
@@ -277,6 +278,20 @@ fn body_budget(op_timeout: Duration, len: u64) -> Duration {
     op_timeout.saturating_mul(chunks.saturating_add(1))
 }
 
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
+/// Passes a statement's result on. A connection that failed for its own sake (I/O, protocol, the
+/// server ending the session) is closed rather than given back, where it would fail again.
+fn settle<T>(conn: PooledConnection, result: sqlx::Result<T>) -> Result<T> {
+    result.map_err(|e| {
+        let e = db_err(e);
+        if matches!(e, StorageError::Unavailable(_)) {
+            drop(deadpool::managed::Object::take(conn));
+        }
+        e
+    })
+}
+
 fn db_err(e: sqlx::Error) -> StorageError {
     match e {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
@@ -409,7 +424,10 @@ fn store_from_row(row: &PgRow) -> Result<StoreInfo> {
 }
 
 pub struct PgStore {
+    /// Transactions and everything off the hot path.
     pool: PgPool,
+    /// Single statements of the hot path (see [`pg_pool`]).
+    statements: StatementPool,
     spool: tempfile::TempDir,
     op_timeout: Duration,
 }
@@ -418,8 +436,19 @@ impl PgStore {
     /// Connects, runs the migrations (once, whatever the number of nodes starting) and resumes the
     /// purge of deleted stores.
     pub async fn connect(url: &str, options: &PgOptions) -> Result<Self> {
+        let connect_options: PgConnectOptions = url.parse().map_err(db_err)?;
+        // The connections are shared between the two pools: a quarter (at least 2) for
+        // transactions, the rest for single statements.
+        let max = options.max_connections.max(3);
+        let for_transactions = (max / 4).max(2);
+        let statements = pg_pool::build(
+            connect_options.clone(),
+            usize::try_from(max - for_transactions).unwrap_or(1),
+            options.acquire_timeout,
+            PING_IF_IDLE_FOR,
+        )?;
         let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections)
+            .max_connections(for_transactions)
             .acquire_timeout(options.acquire_timeout)
             // sqlx pings every connection it hands out by default: a whole extra round trip per
             // request. A connection that was just in use is known alive; one idle for a while
@@ -433,28 +462,24 @@ impl PgStore {
                     Ok(true)
                 })
             })
-            .connect(url)
+            .connect_with(connect_options)
             .await
             .map_err(db_err)?;
         migrate(&pool).await?;
         tokio::spawn(purge_deleted(pool.clone()));
         Ok(Self {
             pool,
+            statements,
             spool: tempfile::tempdir()?,
             op_timeout: options.op_timeout,
         })
     }
 
     /// The one user a query selects (the columns of `USER_COLS`), if any.
-    async fn fetch_user(
-        &self,
-        query: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
-    ) -> Result<Option<User>> {
+    async fn fetch_user(&self, query: PgQuery<'_>) -> Result<Option<User>> {
         self.bounded(self.op_timeout, async {
-            query
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db_err)?
+            self.maybe_row(query)
+                .await?
                 .as_ref()
                 .map(user_from_row)
                 .transpose()
@@ -541,6 +566,31 @@ impl PgStore {
             meta: meta_of(key, row)?,
             body: BodyOutput::Bytes(Bytes::from(body.unwrap_or_default())),
         }))
+    }
+
+    /// The one row of a single statement, run outside any transaction on the statement pool.
+    async fn row(&self, query: PgQuery<'_>) -> Result<PgRow> {
+        let mut conn = self.conn().await?;
+        let result = query.fetch_one(&mut *conn).await;
+        settle(conn, result)
+    }
+
+    /// [`Self::row`] for a statement that may find no row.
+    async fn maybe_row(&self, query: PgQuery<'_>) -> Result<Option<PgRow>> {
+        let mut conn = self.conn().await?;
+        let result = query.fetch_optional(&mut *conn).await;
+        settle(conn, result)
+    }
+
+    /// [`Self::row`] for a statement that finds any number of rows.
+    async fn rows(&self, query: PgQuery<'_>) -> Result<Vec<PgRow>> {
+        let mut conn = self.conn().await?;
+        let result = query.fetch_all(&mut *conn).await;
+        settle(conn, result)
+    }
+
+    async fn conn(&self) -> Result<PooledConnection> {
+        self.statements.get().await.map_err(pg_pool::pool_err)
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
@@ -795,15 +845,16 @@ impl Store for PgStore {
 
     async fn user_by_token(&self, token: &TokenHash) -> Result<Option<Authenticated>> {
         self.bounded(self.op_timeout, async {
-            let row = sqlx::query(
-                "SELECT u.id, u.username, u.created_at, u.is_admin, u.disabled, t.read_only
-                 FROM tokens t JOIN users u ON u.id = t.user_id
-                 WHERE t.hash = $1 AND NOT u.disabled",
-            )
-            .bind(token.0.as_slice())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?;
+            let row = self
+                .maybe_row(
+                    sqlx::query(
+                        "SELECT u.id, u.username, u.created_at, u.is_admin, u.disabled, t.read_only
+                         FROM tokens t JOIN users u ON u.id = t.user_id
+                         WHERE t.hash = $1 AND NOT u.disabled",
+                    )
+                    .bind(token.0.as_slice()),
+                )
+                .await?;
             row.map(|row| {
                 Ok(Authenticated {
                     user: user_from_row(&row)?,
@@ -1057,14 +1108,13 @@ impl Store for PgStore {
 
     async fn store_get(&self, id: &StoreId) -> Result<Option<StoreInfo>> {
         self.bounded(self.op_timeout, async move {
-            sqlx::query(&select_stores("id = $1 AND NOT deleted", ""))
-                .bind(id.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db_err)?
-                .as_ref()
-                .map(store_from_row)
-                .transpose()
+            self.maybe_row(
+                sqlx::query(&select_stores("id = $1 AND NOT deleted", "")).bind(id.as_str()),
+            )
+            .await?
+            .as_ref()
+            .map(store_from_row)
+            .transpose()
         })
         .await
     }
@@ -1230,30 +1280,31 @@ impl Store for PgStore {
                 .unwrap_or(i64::MAX)
                 .saturating_add(1);
             let rows = if query.prefix.is_empty() {
-                sqlx::query(
-                    "SELECT key, size, content_type, version FROM records
-                     WHERE store_id = $1 AND key > $2 ORDER BY key LIMIT $3",
+                self.rows(
+                    sqlx::query(
+                        "SELECT key, size, content_type, version FROM records
+                         WHERE store_id = $1 AND key > $2 ORDER BY key LIMIT $3",
+                    )
+                    .bind(store.as_str())
+                    .bind(start)
+                    .bind(limit),
                 )
-                .bind(store.as_str())
-                .bind(start)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await
+                .await?
             } else {
-                sqlx::query(
-                    "SELECT key, size, content_type, version FROM records
-                     WHERE store_id = $1 AND key > $2 AND key >= $3 AND key < $4
-                     ORDER BY key LIMIT $5",
+                self.rows(
+                    sqlx::query(
+                        "SELECT key, size, content_type, version FROM records
+                         WHERE store_id = $1 AND key > $2 AND key >= $3 AND key < $4
+                         ORDER BY key LIMIT $5",
+                    )
+                    .bind(store.as_str())
+                    .bind(start)
+                    .bind(&query.prefix)
+                    .bind(format!("{}~", query.prefix))
+                    .bind(limit),
                 )
-                .bind(store.as_str())
-                .bind(start)
-                .bind(&query.prefix)
-                .bind(format!("{}~", query.prefix))
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await
-            }
-            .map_err(db_err)?;
+                .await?
+            };
             let is_truncated = rows.len() > query.limit;
             let items = rows
                 .iter()
@@ -1284,13 +1335,13 @@ impl Store for PgStore {
     ) -> Result<RecordRead> {
         let row = self
             .bounded(self.op_timeout, async {
-                sqlx::query(RECORD_READ)
-                    .bind(store.as_str())
-                    .bind(key.map(RecordKey::as_str))
-                    .bind(token.map(|t| t.0.to_vec()))
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(db_err)
+                self.row(
+                    sqlx::query(RECORD_READ)
+                        .bind(store.as_str())
+                        .bind(key.map(RecordKey::as_str))
+                        .bind(token.map(|t| t.0.to_vec())),
+                )
+                .await
             })
             .await?;
         let caller = match row.try_get::<Option<String>, _>("u_id").map_err(db_err)? {
@@ -1342,10 +1393,7 @@ impl Store for PgStore {
         // One statement is its own snapshot: enough for a record kept inline, the common case.
         let row = self
             .bounded(self.op_timeout, async {
-                record_query(store, key)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db_err)
+                self.maybe_row(record_query(store, key)).await
             })
             .await?;
         match &row {
@@ -1411,16 +1459,17 @@ impl Store for PgStore {
 
     async fn record_meta(&self, store: &StoreId, key: &RecordKey) -> Result<Option<RecordMeta>> {
         self.bounded(self.op_timeout, async move {
-            let row = sqlx::query(
-                "SELECT r.content_type, r.size, r.version
-                 FROM records r JOIN stores s ON s.id = r.store_id AND NOT s.deleted
-                 WHERE r.store_id = $1 AND r.key = $2",
-            )
-            .bind(store.as_str())
-            .bind(key.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?;
+            let row = self
+                .maybe_row(
+                    sqlx::query(
+                        "SELECT r.content_type, r.size, r.version
+                         FROM records r JOIN stores s ON s.id = r.store_id AND NOT s.deleted
+                         WHERE r.store_id = $1 AND r.key = $2",
+                    )
+                    .bind(store.as_str())
+                    .bind(key.as_str()),
+                )
+                .await?;
             row.map(|row| meta_of(key, &row)).transpose()
         })
         .await
@@ -1467,10 +1516,8 @@ impl Store for PgStore {
                     BodyInput::File { path, .. } => tokio::fs::read(&path).await?,
                 };
                 // One statement, one round trip: its own transaction.
-                write(Some(bytes), None)
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(db_err)?
+                self.row(write(Some(bytes), None))
+                    .await?
                     .try_get("written")
                     .map_err(db_err)?
             };
@@ -1512,20 +1559,20 @@ impl Store for PgStore {
         }
         let exists: i64 = self
             .bounded(body_budget(self.op_timeout, total), async {
-                sqlx::query(IMPORT_RECORDS)
-                    .bind(store.as_str())
-                    .bind(keys)
-                    .bind(types)
-                    .bind(sizes)
-                    .bind(bodies)
-                    .bind(versions)
-                    .bind(random_shard())
-                    .bind(to_i64(now_millis()))
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(db_err)?
-                    .try_get("store_exists")
-                    .map_err(db_err)
+                self.row(
+                    sqlx::query(IMPORT_RECORDS)
+                        .bind(store.as_str())
+                        .bind(keys)
+                        .bind(types)
+                        .bind(sizes)
+                        .bind(bodies)
+                        .bind(versions)
+                        .bind(random_shard())
+                        .bind(to_i64(now_millis())),
+                )
+                .await?
+                .try_get("store_exists")
+                .map_err(db_err)
             })
             .await?;
         if exists == 0 {
@@ -1550,14 +1597,15 @@ impl Store for PgStore {
 
     async fn record_delete(&self, store: &StoreId, key: &RecordKey) -> Result<WriteOutcome> {
         self.bounded(self.op_timeout, async move {
-            let exists: i64 = sqlx::query(DELETE_RECORD)
-                .bind(store.as_str())
-                .bind(key.as_str())
-                .bind(random_shard())
-                .bind(to_i64(now_millis()))
-                .fetch_one(&self.pool)
-                .await
-                .map_err(db_err)?
+            let exists: i64 = self
+                .row(
+                    sqlx::query(DELETE_RECORD)
+                        .bind(store.as_str())
+                        .bind(key.as_str())
+                        .bind(random_shard())
+                        .bind(to_i64(now_millis())),
+                )
+                .await?
                 .try_get("store_exists")
                 .map_err(db_err)?;
             Ok(if exists == 1 {
@@ -1706,6 +1754,7 @@ impl Store for PgStore {
     }
 
     async fn close(&self) -> Result<()> {
+        self.statements.close();
         self.pool.close().await;
         Ok(())
     }
