@@ -1677,10 +1677,19 @@ impl Store for EmbeddedStore {
         store: &StoreId,
         records: Vec<ImportRecord>,
     ) -> Result<WriteOutcome> {
-        let paths = self.paths.clone();
-        let prepared = tokio::task::spawn_blocking(move || Self::prepare_records(&paths, records))
-            .await
-            .map_err(|e| StorageError::Engine(e.to_string()))??;
+        // Bodies that stay inline and are already in memory need no file work, and a hop to the
+        // blocking pool (two thread wake-ups) cost half the CPU of a 1 KiB PUT: 81 → 38 µs.
+        let in_memory = records
+            .iter()
+            .all(|r| matches!(r.body, BodyInput::Bytes(_)) && r.body.len() <= INLINE_MAX);
+        let prepared = if in_memory {
+            Self::prepare_records(&self.paths, records)?
+        } else {
+            let paths = self.paths.clone();
+            tokio::task::spawn_blocking(move || Self::prepare_records(&paths, records))
+                .await
+                .map_err(|e| StorageError::Engine(e.to_string()))??
+        };
         let store = store.clone();
         let paths = self.paths.clone();
         self.write(WriteKind::DATA, move |txn, post| {
