@@ -100,26 +100,57 @@ const BASE62: &[u8; 62] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOP
 
 /// Apify's `createHmacSignature`: HMAC-SHA256, the first 30 hex digits as an integer, in base62.
 pub fn create_hmac_signature(secret: &str, message: &str) -> String {
-    // HMAC accepts keys of any length, so this cannot fail.
-    let Ok(mut mac) = HmacSha256::new_from_slice(secret.as_bytes()) else {
-        return String::new();
-    };
-    mac.update(message.as_bytes());
-    let digest = mac.finalize().into_bytes();
-    // 30 hex digits = the first 15 bytes = 120 bits.
-    let mut n = digest[..15]
+    Signer::new(secret).sign(message)
+}
+
+/// Signs any number of messages with one secret: the HMAC key schedule runs once, not per message
+/// (a key listing signs up to 1000 record URLs).
+#[derive(Clone)]
+pub struct Signer(Option<HmacSha256>);
+
+impl Signer {
+    pub fn new(secret: &str) -> Self {
+        // HMAC accepts keys of any length, so this cannot fail.
+        Signer(HmacSha256::new_from_slice(secret.as_bytes()).ok())
+    }
+
+    /// [`create_hmac_signature`] of `message` with this signer's secret.
+    pub fn sign(&self, message: &str) -> String {
+        let Some(keyed) = &self.0 else {
+            return String::new();
+        };
+        let mut mac = keyed.clone();
+        mac.update(message.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        // 30 hex digits = the first 15 bytes = 120 bits.
+        let n = digest[..15]
+            .iter()
+            .fold(0u128, |acc, b| (acc << 8) | u128::from(*b));
+        base62(n)
+    }
+}
+
+/// `n` in base62 without leading zeros. 128-bit division is a library call, so `n` is split
+/// into three chunks of 10 digits by two of them and each chunk is converted in 64 bits.
+fn base62(n: u128) -> String {
+    const DIGITS_PER_CHUNK: usize = 10;
+    const CHUNK: u128 = 62u128.pow(DIGITS_PER_CHUNK as u32);
+    // 2^128 < 62^22: three chunks hold any u128 (the top one has at most two digits).
+    let mut digits = [0u8; 3 * DIGITS_PER_CHUNK];
+    let mut rest = n;
+    for chunk in digits.rchunks_mut(DIGITS_PER_CHUNK) {
+        let mut part = (rest % CHUNK) as u64;
+        rest /= CHUNK;
+        for digit in chunk.iter_mut().rev() {
+            *digit = BASE62[(part % 62) as usize];
+            part /= 62;
+        }
+    }
+    let first = digits
         .iter()
-        .fold(0u128, |acc, b| (acc << 8) | u128::from(*b));
-    if n == 0 {
-        return "0".to_owned();
-    }
-    let mut out = Vec::new();
-    while n > 0 {
-        out.push(BASE62[(n % 62) as usize]);
-        n /= 62;
-    }
-    out.reverse();
-    String::from_utf8(out).unwrap_or_default()
+        .position(|&d| d != b'0')
+        .unwrap_or(digits.len() - 1);
+    String::from_utf8_lossy(&digits[first..]).into_owned()
 }
 
 /// The signature of one record's public URL. It never expires.
@@ -193,6 +224,38 @@ pub fn verify_storage_signature(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base62_matches_repeated_division() {
+        let slow = |mut n: u128| {
+            if n == 0 {
+                return "0".to_owned();
+            }
+            let mut out = Vec::new();
+            while n > 0 {
+                out.push(BASE62[(n % 62) as usize]);
+                n /= 62;
+            }
+            out.reverse();
+            String::from_utf8(out).unwrap()
+        };
+        let mut samples = vec![
+            0,
+            1,
+            61,
+            62,
+            63,
+            62u128.pow(10) - 1,
+            62u128.pow(10),
+            u128::MAX,
+        ];
+        samples.extend(
+            (0..1000u128).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)),
+        );
+        for n in samples {
+            assert_eq!(base62(n), slow(n), "{n}");
+        }
+    }
 
     // The worked examples of §4 of the reference.
     #[test]

@@ -152,6 +152,11 @@ pub struct DataArgs {
     #[arg(long, env = "KVSTORE_MIN_FREE_DISK", default_value_t = 64 * 1024 * 1024)]
     pub min_free_disk: u64,
 
+    /// Memory (bytes) the embedded engine uses to cache its pages; the rest of the data file is
+    /// read through the OS page cache. Bounds the server's memory whatever the number of keys.
+    #[arg(long, env = "KVSTORE_CACHE_SIZE", default_value_t = 64 * 1024 * 1024)]
+    pub cache_size: u64,
+
     /// Use this PostgreSQL database (postgres://user@host:port/db) instead of the embedded engine;
     /// any number of nodes may share it.
     #[arg(long, env = "KVSTORE_DATABASE_URL", hide_env_values = true)]
@@ -187,6 +192,7 @@ impl DataArgs {
                 dir: self.data_dir.clone(),
                 options: crate::storage::embedded::EmbeddedOptions {
                     min_free_bytes: self.min_free_disk,
+                    cache_bytes: usize::try_from(self.cache_size).unwrap_or(usize::MAX),
                 },
             },
         }

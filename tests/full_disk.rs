@@ -79,6 +79,7 @@ async fn a_full_disk_fails_writes_cleanly_and_keeps_what_is_stored() {
         dir: fs.path().join("data"),
         options: EmbeddedOptions {
             min_free_bytes: 2 * 1024 * 1024,
+            ..EmbeddedOptions::default()
         },
     };
     let srv = TestServer::start_on(&backend, |_| {}).await;

@@ -176,16 +176,17 @@ pub async fn keys_list(
     );
     // Whoever may see the secret, or holds a storage signature (which opens every record through
     // the ZIP anyway), gets record URLs that open without a token.
-    let sign_records = resolved.may_write() || resolved.by_signature;
+    let signer = (resolved.may_write() || resolved.by_signature)
+        .then(|| auth::Signer::new(&store.url_signing_secret_key));
     let items: Vec<KeyDto> = page
         .items
         .into_iter()
         .map(|meta| {
             let key = meta.key.into_string();
             let mut url = format!("{base}/{key}");
-            if sign_records {
+            if let Some(signer) = &signer {
                 url.push_str("?signature=");
-                url.push_str(&auth::record_signature(&store.url_signing_secret_key, &key));
+                url.push_str(&signer.sign(&key));
             }
             KeyDto {
                 key,

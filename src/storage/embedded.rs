@@ -47,12 +47,17 @@ pub struct EmbeddedOptions {
     /// this free, so the engine never runs out of space in the middle of a commit; deletes still
     /// run. 0 turns the check off.
     pub min_free_bytes: u64,
+    /// Memory for redb's page cache. Its default (1 GiB) let the cache fill with the pages that
+    /// copy-on-write writes leave behind: 238 MiB RSS after a few minutes of PUTs on a 10k-key
+    /// store, 549 MiB serving 10M keys. The file's other pages stay in the OS page cache.
+    pub cache_bytes: usize,
 }
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
         Self {
             min_free_bytes: 64 * 1024 * 1024,
+            cache_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -366,7 +371,7 @@ impl EmbeddedStore {
         // Anything left in the spool dir belongs to requests that never completed.
         let _ = fs::remove_dir_all(&paths.spool);
         fs::create_dir_all(&paths.spool)?;
-        let db = create(&Database::builder()).map_err(engine)?;
+        let db = create(Database::builder().set_cache_size(options.cache_bytes)).map_err(engine)?;
         let purge_pending = init_tables(&db)?;
         let db = Arc::new(db);
         let paths = Arc::new(paths);
@@ -576,6 +581,9 @@ fn run_batch(db: &Database, paths: &Paths, auth: &AuthCache, mut batch: Vec<Box<
     let committed = (|| -> Result<()> {
         let mut txn = db.begin_write().map_err(engine)?;
         txn.set_durability(Durability::Immediate).map_err(engine)?;
+        // Each commit saves the allocator state (and commits in two phases), so that opening
+        // after a crash does not walk the whole file: 4.65 s on 10M keys without it.
+        txn.set_quick_repair(true);
         for job in batch.iter_mut() {
             job.apply(&txn, &mut post)?;
         }
