@@ -53,21 +53,9 @@ async fn resolve_for_writing(
     }
     let by_id = StoreId::parse(&path.store).zip(path.key.as_deref().map(RecordKey::parse));
     if let Some((id, Ok(key))) = by_id {
-        let read = state
-            .store
-            .record_read(token.hash().as_ref(), &id, None)
-            .await?;
-        let caller = token.caller(read.caller)?;
-        let store = read.store.ok_or_else(|| missing_store(&caller))?;
-        let resolved = decide(
-            state,
-            &caller,
-            store,
-            ReachedBy::Id,
-            read.share,
-            Need::Write,
-            Signed::None,
-        )?;
+        let no_signature = || Ok(Signed::None);
+        let (resolved, _) =
+            decide_by_id(state, token, &id, None, Need::Write, no_signature).await?;
         return Ok((resolved, key));
     }
     let caller = token.verify(state).await?;
@@ -303,33 +291,48 @@ async fn read_by_id(
     let key = RecordKey::parse(path.key.as_deref()?).ok()?;
     Some(
         async {
-            let hash = token.hash();
-            let read = state
-                .store
-                .record_read(hash.as_ref(), &id, Some(&key))
-                .await?;
-            let caller = token.caller(read.caller)?;
-            let store = read.store.ok_or_else(|| missing_store(&caller))?;
-            let signed = match params.get("signature")? {
-                Some(signature) => Signed::Record {
-                    key: key.as_str(),
-                    signature,
-                },
-                None => Signed::None,
+            let signed = || {
+                Ok(match params.get("signature")? {
+                    Some(signature) => Signed::Record {
+                        key: key.as_str(),
+                        signature,
+                    },
+                    None => Signed::None,
+                })
             };
-            let resolved = decide(
-                state,
-                &caller,
-                store,
-                ReachedBy::Id,
-                read.share,
-                Need::Read,
-                signed,
-            )?;
-            Ok((resolved, read.record))
+            decide_by_id(state, token, &id, Some(&key), Need::Read, signed).await
         }
         .await,
     )
+}
+
+/// The access decision for a record request by store id, on what one storage call found: the
+/// token's user, the store, the caller's share and (given a key) the record. `signed` is asked
+/// only once the token and the store are known good, so that those errors come first.
+async fn decide_by_id<'a>(
+    state: &AppState,
+    token: &BearerToken,
+    id: &StoreId,
+    key: Option<&RecordKey>,
+    need: Need,
+    signed: impl FnOnce() -> ApiResult<Signed<'a>>,
+) -> ApiResult<(Resolved, Option<crate::storage::Record>)> {
+    let read = state
+        .store
+        .record_read(token.hash().as_ref(), id, key)
+        .await?;
+    let caller = token.caller(read.caller)?;
+    let store = read.store.ok_or_else(|| missing_store(&caller))?;
+    let resolved = decide(
+        state,
+        &caller,
+        store,
+        ReachedBy::Id,
+        read.share,
+        need,
+        signed()?,
+    )?;
+    Ok((resolved, read.record))
 }
 
 /// `len` bytes of a body from `first` on.

@@ -126,6 +126,29 @@ pub struct ImportRecord {
     pub version: u64,
 }
 
+/// Writes `records` one [`Store::record_put_versioned`] at a time, stopping if the store is gone.
+pub(crate) async fn put_one_by_one<S: Store + ?Sized>(
+    target: &S,
+    store: &StoreId,
+    records: Vec<ImportRecord>,
+) -> Result<WriteOutcome> {
+    for record in records {
+        let outcome = target
+            .record_put_versioned(
+                store,
+                &record.key,
+                &record.content_type,
+                record.body,
+                record.version,
+            )
+            .await?;
+        if outcome == WriteOutcome::StoreMissing {
+            return Ok(outcome);
+        }
+    }
+    Ok(WriteOutcome::Written)
+}
+
 /// Gathers records of one store at a time into [`Store::records_import`] batches of bounded size
 /// (restore, copy): a batch goes out when it is full, when a record of another store arrives, and
 /// at [`ImportBatcher::flush`].
@@ -315,21 +338,7 @@ pub trait Store: Send + Sync + 'static {
         store: &StoreId,
         records: Vec<ImportRecord>,
     ) -> Result<WriteOutcome> {
-        for record in records {
-            let outcome = self
-                .record_put_versioned(
-                    store,
-                    &record.key,
-                    &record.content_type,
-                    record.body,
-                    record.version,
-                )
-                .await?;
-            if outcome == WriteOutcome::StoreMissing {
-                return Ok(outcome);
-            }
-        }
-        Ok(WriteOutcome::Written)
+        put_one_by_one(self, store, records).await
     }
     /// Deleting a record that does not exist is not an error.
     async fn record_delete(&self, store: &StoreId, key: &RecordKey) -> Result<WriteOutcome>;

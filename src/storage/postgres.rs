@@ -1578,21 +1578,7 @@ impl Store for PgStore {
         if exists == 0 {
             return Ok(WriteOutcome::StoreMissing);
         }
-        for record in large {
-            let outcome = self
-                .record_put_versioned(
-                    store,
-                    &record.key,
-                    &record.content_type,
-                    record.body,
-                    record.version,
-                )
-                .await?;
-            if outcome == WriteOutcome::StoreMissing {
-                return Ok(outcome);
-            }
-        }
-        Ok(WriteOutcome::Written)
+        super::put_one_by_one(self, store, large).await
     }
 
     async fn record_delete(&self, store: &StoreId, key: &RecordKey) -> Result<WriteOutcome> {
