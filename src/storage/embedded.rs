@@ -1055,6 +1055,15 @@ enum PreparedBody {
     Blob([u8; 16]),
 }
 
+impl PreparedBody {
+    fn blob(&self) -> Option<[u8; 16]> {
+        match self {
+            PreparedBody::Blob(id) => Some(*id),
+            PreparedBody::Inline(_) => None,
+        }
+    }
+}
+
 /// A record whose body is ready to be committed.
 struct PreparedRecord {
     key: RecordKey,
@@ -1080,10 +1089,8 @@ impl EmbeddedStore {
                     version: record.version,
                 }),
                 Err(e) => {
-                    for done in &prepared {
-                        if let PreparedBody::Blob(id) = &done.body {
-                            let _ = fs::remove_file(paths.blob(id));
-                        }
+                    for id in prepared.iter().filter_map(|done| done.body.blob()) {
+                        let _ = fs::remove_file(paths.blob(&id));
                     }
                     return Err(e);
                 }
@@ -1703,10 +1710,7 @@ impl Store for EmbeddedStore {
         self.write(WriteKind::DATA, move |txn, post| {
             let new_blobs: Vec<PathBuf> = prepared
                 .iter()
-                .filter_map(|r| match r.body {
-                    PreparedBody::Blob(id) => Some(paths.blob(&id)),
-                    PreparedBody::Inline(_) => None,
-                })
+                .filter_map(|r| r.body.blob().map(|id| paths.blob(&id)))
                 .collect();
             post.unlink_if_failed.extend(new_blobs.iter().cloned());
             let Some(mut info) = load_store(txn, store.as_str())? else {
@@ -1718,10 +1722,7 @@ impl Store for EmbeddedStore {
                 let header = RecordHeader {
                     content_type: record.content_type,
                     size: record.size,
-                    blob: match record.body {
-                        PreparedBody::Blob(id) => Some(id),
-                        PreparedBody::Inline(_) => None,
-                    },
+                    blob: record.body.blob(),
                     version: record.version,
                 };
                 let mut value = encode(&header)?;

@@ -331,8 +331,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<WriteOutcome>;
     /// Stores many records of one store at once, each under its given version: one transaction
     /// and one durable commit for the whole batch where the backend can (restore, copy, bulk
-    /// loads: a commit per record would cost an fsync each). Keys must be distinct within the
-    /// batch. Nothing is written when the store does not exist.
+    /// loads: a commit per record would cost an fsync each). A key given twice ends with its last
+    /// record, as if they were written in turn. Nothing is written when the store does not exist.
     async fn records_import(
         &self,
         store: &StoreId,
