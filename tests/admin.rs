@@ -155,7 +155,11 @@ async fn a_read_only_token_reads_but_changes_nothing() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let opened = data(resp).await;
-    assert!(opened.get("urlSigningSecretKey").is_none(), "{opened}");
+    assert_eq!(
+        opened.get("urlSigningSecretKey"),
+        Some(&Value::Null),
+        "{opened}"
+    );
 
     // Every write is refused.
     let resp = srv
@@ -199,7 +203,7 @@ async fn a_read_only_token_reads_but_changes_nothing() {
         .await
         .unwrap();
     let store = data(resp).await;
-    assert!(store.get("urlSigningSecretKey").is_none());
+    assert_eq!(store.get("urlSigningSecretKey"), Some(&Value::Null));
     assert_eq!(status(&srv, Method::GET, &record, &full).await, 200);
 }
 
@@ -304,7 +308,10 @@ async fn a_shared_store_opens_to_its_user_for_reading_or_writing() {
     assert_eq!(listed["total"], 1);
     assert_eq!(listed["items"][0]["id"], id.as_str());
     assert_eq!(listed["items"][0]["username"], "alice");
-    assert!(listed["items"][0].get("urlSigningSecretKey").is_none());
+    assert_eq!(
+        listed["items"][0].get("urlSigningSecretKey"),
+        Some(&Value::Null)
+    );
     let resp = srv
         .get("/v2/key-value-stores?ownership=ownedByMe", &bob)
         .send()

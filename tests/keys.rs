@@ -474,6 +474,13 @@ async fn limit_defaults_clamping_and_bad_values() {
         ("limit=99999999999999", 1000, 1000),
         ("limit=1", 1, 1),
         ("limit=999", 999, 999),
+        // Apify types limit as a double: fractions are truncated, exponents allowed.
+        ("limit=1.5", 1, 1),
+        ("limit=10.0", 10, 10),
+        ("limit=1e2", 100, 100),
+        ("limit=1e3", 1000, 1000),
+        ("limit=1e30", 1000, 1000),
+        ("limit=0.5", 1000, 1000),
     ] {
         let p = page(&srv, &token, &id, query).await;
         check_page_shape(&p, limit, None);
@@ -489,8 +496,10 @@ async fn limit_defaults_clamping_and_bad_values() {
     for query in [
         "limit=-1",
         "limit=abc",
-        "limit=1.5",
-        "limit=1e3",
+        "limit=NaN",
+        "limit=inf",
+        "limit=-0.5",
+        "limit=1e",
         "limit=1&limit=2",
         "limit=10&limit=10",
     ] {

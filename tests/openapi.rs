@@ -585,6 +585,8 @@ async fn the_document_is_openapi_3_1_and_covers_every_route() {
         "actRunId",
         "keysPublicUrl",
         "recordsPublicUrl",
+        "consoleUrl",
+        "urlSigningSecretKey",
         "generalAccess",
         "stats",
         "schema",
@@ -597,11 +599,44 @@ async fn the_document_is_openapi_3_1_and_covers_every_route() {
             "KeyValueStore.{field} is not required"
         );
     }
-    for nullable in ["name", "username", "actId", "actRunId", "schema"] {
+    for nullable in [
+        "name",
+        "username",
+        "actId",
+        "actRunId",
+        "urlSigningSecretKey",
+        "schema",
+    ] {
         assert!(
             v.is_valid(&store["properties"][nullable], &Value::Null),
             "KeyValueStore.{nullable} is not nullable"
         );
+    }
+    assert_eq!(store["properties"]["consoleUrl"]["format"], "uri");
+    // offset and limit are doubles, as Apify types them: 10.0 and 1e2 are valid values.
+    for (path, name) in [
+        ("/v2/key-value-stores", "offset"),
+        ("/v2/key-value-stores", "limit"),
+        ("/v2/key-value-stores/{store}/keys", "limit"),
+    ] {
+        let param = doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{path} has no parameter {name}"));
+        for value in [json!(10.0), json!(1e2), json!(0), json!("")] {
+            assert!(
+                v.is_valid(&param["schema"], &value),
+                "{path} {name}={value}"
+            );
+        }
+        for value in [json!(-1), json!(-0.5), json!("abc")] {
+            assert!(
+                !v.is_valid(&param["schema"], &value),
+                "{path} {name}={value}"
+            );
+        }
     }
     let keys = &doc["components"]["schemas"]["KeyList"];
     for field in ["exclusiveStartKey", "nextExclusiveStartKey"] {
@@ -624,6 +659,7 @@ async fn the_validator_rejects_what_the_document_forbids() {
         "accessedAt": "2024-01-01T00:00:00.000Z", "actId": null, "actRunId": null,
         "keysPublicUrl": "http://h/v2/key-value-stores/aaaaaaaaaaaaaaaaa/keys",
         "recordsPublicUrl": "http://h/v2/key-value-stores/aaaaaaaaaaaaaaaaa/records",
+        "consoleUrl": "http://h/#store=aaaaaaaaaaaaaaaaa", "urlSigningSecretKey": null,
         "generalAccess": "RESTRICTED",
         "stats": {"readCount": 0, "writeCount": 0, "deleteCount": 0, "listCount": 0,
                   "storageBytes": 0, "s3StorageBytes": 0, "recordCount": 0},
@@ -984,7 +1020,10 @@ async fn real_responses_match_the_document() {
             s.req(M::GET, &format!("/v2/key-value-stores/{id}"), b),
         )
         .await;
-    assert!(as_bob.json()["data"].get("urlSigningSecretKey").is_none());
+    assert_eq!(
+        as_bob.json()["data"].get("urlSigningSecretKey"),
+        Some(&serde_json::Value::Null)
+    );
     s.check(
         "get",
         STORE,

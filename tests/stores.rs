@@ -43,6 +43,8 @@ async fn get_or_create_returns_201_then_200_with_every_field() {
     assert!(store["actId"].is_null() && store["actRunId"].is_null());
     assert_eq!(store["generalAccess"], "FOLLOW_USER_SETTING");
     assert!(store["urlSigningSecretKey"].as_str().unwrap().len() >= 16);
+    // The store in kvstore's console (the storage browser), as an absolute URL.
+    assert_eq!(store["consoleUrl"], format!("{}/#store={id}", srv.url));
     let keys_url = store["keysPublicUrl"].as_str().unwrap();
     assert!(keys_url.starts_with(&format!(
         "{}/v2/key-value-stores/{id}/keys?signature=",
@@ -218,6 +220,10 @@ async fn list_pages_sorts_and_filters() {
     assert_eq!(all["limit"], 1000);
     assert_eq!(all["desc"], false);
     assert_eq!(ids(&all), named);
+    for item in all["items"].as_array().unwrap() {
+        let id = item["id"].as_str().unwrap();
+        assert_eq!(item["consoleUrl"], format!("{}/#store={id}", srv.url));
+    }
 
     let with_unnamed = list("?unnamed=1").await;
     assert_eq!(with_unnamed["total"], 6);
@@ -239,6 +245,29 @@ async fn list_pages_sorts_and_filters() {
     assert_eq!(ids(&page), named[1..3]);
     assert_eq!(list("?limit=0").await["limit"], 1000);
     assert_eq!(list("?limit=100000").await["limit"], 1000);
+    // Apify types offset and limit as doubles: a fraction is truncated, the echo is an integer.
+    for q in [
+        "?offset=1.0&limit=2.0",
+        "?offset=1.9&limit=2.5",
+        "?offset=1e0&limit=2e0",
+    ] {
+        let page = list(q).await;
+        assert_eq!(page["offset"], json!(1), "{q}");
+        assert_eq!(page["limit"], json!(2), "{q}");
+        assert_eq!(ids(&page), named[1..3], "{q}");
+    }
+    assert_eq!(list("?limit=1e2").await["limit"], json!(100));
+    assert_eq!(list("?limit=0.5").await["limit"], json!(1000));
+    // Echoed numbers stay exact for a JSON parser that uses doubles: 2^53 - 1 at most.
+    for q in [
+        "?offset=99999999999999999999",
+        "?offset=1e300",
+        "?offset=9007199254740993",
+    ] {
+        let page = list(q).await;
+        assert_eq!(page["offset"], json!(9_007_199_254_740_991_u64), "{q}");
+        assert_eq!(page["count"], 0, "{q}");
+    }
     assert_eq!(list("?offset=10").await["count"], 0);
     assert_eq!(list("?ownership=ownedByMe").await["total"], 5);
     assert_eq!(list("?ownership=sharedWithMe").await["total"], 0);
@@ -250,6 +279,13 @@ async fn list_pages_sorts_and_filters() {
         "?desc=maybe",
         "?ownership=everyone",
         "?limit=1&limit=2",
+        "?limit=NaN",
+        "?offset=inf",
+        "?offset=Infinity",
+        "?limit=-0.5",
+        "?offset=-1e2",
+        "?limit=1e",
+        "?limit=0x10",
     ] {
         let resp = srv
             .get(&format!("/v2/key-value-stores{bad}"), &alice)
@@ -279,7 +315,9 @@ async fn get_by_id_own_name_and_username_name() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 200, "{r}");
-        assert_eq!(data(resp).await["id"], id);
+        let got = data(resp).await;
+        assert_eq!(got["id"], id);
+        assert_eq!(got["consoleUrl"], format!("{}/#store={id}", srv.url));
     }
     for missing in ["AAAAAAAAAAAAAAAAA", "~nope", "alice~nope", "not-an-id"] {
         let resp = srv
@@ -312,6 +350,7 @@ async fn update_renames_unnames_and_sets_general_access() {
     assert_eq!(resp.status(), 200);
     let updated = data(resp).await;
     assert_eq!(updated["name"], "new-name");
+    assert_eq!(updated["consoleUrl"], format!("{}/#store={id}", srv.url));
     assert!(updated["modifiedAt"].as_str().unwrap() >= store["modifiedAt"].as_str().unwrap());
     let resp = srv
         .get("/v2/key-value-stores/~old", &alice)

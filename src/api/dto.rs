@@ -61,9 +61,11 @@ pub struct StoreDto {
     /// The records ZIP; signed for callers who may write.
     #[schema(format = "uri")]
     pub records_public_url: String,
-    /// Shown only to callers who may write (the owner).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String)]
+    /// The store in kvstore's console (the storage browser at `/`).
+    #[schema(format = "uri")]
+    pub console_url: String,
+    /// The secret of the store's signed URLs; `null` for callers who may not write.
+    #[schema(required = true)]
     pub url_signing_secret_key: Option<String>,
     #[schema(schema_with = super::openapi::general_access_schema)]
     pub general_access: &'static str,
@@ -103,6 +105,7 @@ impl StoreDto {
             accessed_at: format_millis(store.accessed_at),
             act_id: None,
             act_run_id: None,
+            console_url: format!("{public_url}/#store={}", store.id),
             keys_public_url: signed(format!("{base}/keys")),
             records_public_url: signed(format!("{base}/records")),
             url_signing_secret_key: show_secret.then(|| store.url_signing_secret_key.clone()),

@@ -7,7 +7,7 @@ use axum::Json;
 
 use super::dto::{Data, KeyDto, KeyListDto};
 use super::openapi::{
-    BadRequest, Forbidden, InternalServerError, NonNegativeInteger, NotFound, ServiceUnavailable,
+    BadRequest, Forbidden, InternalServerError, NonNegativeNumber, NotFound, ServiceUnavailable,
     StoreRef, Unauthorized,
 };
 use super::params::Params;
@@ -119,7 +119,7 @@ pub async fn list_page(
     params(
         ("store" = StoreRef, Path),
         ("exclusiveStartKey" = Option<String>, Query, description = "List the keys after this one"),
-        ("limit" = Option<NonNegativeInteger>, Query,
+        ("limit" = Option<NonNegativeNumber>, Query,
             description = "Page size: 0 or absent means 1000; larger values are clamped to 1000"),
         ("prefix" = Option<String>, Query, description = "Only keys starting with this"),
         ("collection" = Option<String>, Query,

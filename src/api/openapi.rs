@@ -72,7 +72,7 @@ use crate::model::{GeneralAccess, RECORD_KEY_MAX_LEN, STORE_NAME_MAX_LEN};
             StoreNameParam,
             RecordKey,
             QueryBool,
-            NonNegativeInteger,
+            NonNegativeNumber,
         ),
         responses(
             BadRequest,
@@ -649,25 +649,29 @@ impl PartialSchema for Binary {
 
 impl ToSchema for Binary {}
 
-/// `limit` and `offset`: digits only. A value too large for 64 bits counts as the largest; an
-/// empty value counts as absent (the one string allowed).
-pub struct NonNegativeInteger;
+/// `limit` and `offset`: Apify types them `double`. A fraction is truncated; values above
+/// 2^53 − 1 count as 2^53 − 1; an empty value counts as absent (the one string allowed).
+pub struct NonNegativeNumber;
 
-impl PartialSchema for NonNegativeInteger {
+impl PartialSchema for NonNegativeNumber {
     fn schema() -> RefOr<Schema> {
         ObjectBuilder::new()
-            .schema_type(SchemaType::Array(vec![Type::Integer, Type::String]))
+            .schema_type(SchemaType::Array(vec![Type::Number, Type::String]))
+            .format(Some(SchemaFormat::KnownFormat(
+                openapi::KnownFormat::Double,
+            )))
             .minimum(Some(0))
             .max_length(Some(0))
             .description(Some(
-                "A non-negative integer of any size (values past 64 bits count as the largest); \
-                 an empty value counts as absent",
+                "A finite non-negative number, in decimal or exponent notation (`10`, `10.0`, \
+                 `1e2`); a fraction is truncated, and values above 2^53 − 1 count as 2^53 − 1. \
+                 An empty value counts as absent",
             ))
             .into()
     }
 }
 
-impl ToSchema for NonNegativeInteger {}
+impl ToSchema for NonNegativeNumber {}
 
 /// The JSON body of `POST /v2/key-value-stores` (optional; `null` or empty is no schema).
 #[derive(ToSchema)]

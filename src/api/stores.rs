@@ -10,7 +10,7 @@ use axum::Json;
 use super::body::read_json;
 use super::dto::{Data, StoreDto, StoreListDto};
 use super::openapi::{
-    BadRequest, Conflict, CreateStoreBody, Forbidden, InternalServerError, NonNegativeInteger,
+    BadRequest, Conflict, CreateStoreBody, Forbidden, InternalServerError, NonNegativeNumber,
     NotFound, PayloadTooLarge, QueryBool, RequestTimeout, ServiceUnavailable, StoreNameParam,
     StoreRef, Unauthorized, UnsupportedMediaType, UpdateStoreBody,
 };
@@ -47,8 +47,8 @@ fn dto(state: &AppState, store: &StoreInfo, owner: Option<&User>, may_write: boo
     tag = "key-value-stores",
     operation_id = "keyValueStores_get",
     params(
-        ("offset" = Option<NonNegativeInteger>, Query, description = "How many stores to skip (default 0)"),
-        ("limit" = Option<NonNegativeInteger>, Query,
+        ("offset" = Option<NonNegativeNumber>, Query, description = "How many stores to skip (default 0)"),
+        ("limit" = Option<NonNegativeNumber>, Query,
             description = "Page size: 0 or absent means 1000; larger values are clamped to 1000"),
         ("desc" = Option<QueryBool>, Query, description = "Newest first"),
         ("unnamed" = Option<QueryBool>, Query, description = "Also list unnamed stores"),
