@@ -41,12 +41,17 @@ impl Caller {
     }
 }
 
-/// What a caller may do with one store.
+/// What a caller may do with one store, each level including the ones below it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Access {
     None,
+    /// The store object, its keys and records.
     Read,
+    /// Also put and delete records (a `WRITE` share).
     Write,
+    /// Also rename, delete and share the store, and change its `generalAccess` (the owner, an
+    /// administrator).
+    Manage,
 }
 
 /// How the store was named in the request; `ANYONE_WITH_ID_CAN_READ` opens only the first.
@@ -56,9 +61,9 @@ pub enum ReachedBy {
     Name,
 }
 
-/// The access a caller has to a store, before any signature is considered: the owner writes,
-/// `generalAccess` may let anyone read, a share gives what it says; a read-only token never
-/// writes.
+/// The access a caller has to a store, before any signature is considered: the owner and
+/// administrators manage it, a share gives what it says, `generalAccess` may let anyone read; the
+/// store of a disabled owner answers administrators only; a read-only token never writes.
 pub fn access(
     caller: &Caller,
     store: &StoreInfo,
@@ -66,8 +71,13 @@ pub fn access(
     user_default: GeneralAccess,
     shared: Option<ShareAccess>,
 ) -> Access {
-    let granted = if caller.user().is_some_and(|u| u.id == store.user_id) {
-        Access::Write
+    let user = caller.user();
+    // A read-only token of an administrator is no administrator's token.
+    let is_admin = user.is_some_and(|u| u.is_admin) && !caller.read_only();
+    let granted = if is_admin || user.is_some_and(|u| u.id == store.user_id) {
+        Access::Manage
+    } else if store.owner_disabled {
+        Access::None
     } else {
         let general = match store.general_access {
             GeneralAccess::FollowUserSetting => user_default,
@@ -158,6 +168,17 @@ pub fn record_signature(secret: &str, key: &str) -> String {
     create_hmac_signature(secret, key)
 }
 
+/// Whether a record signature for `key` would also be a storage signature's HMAC for the store
+/// `store_id`: both are `createHmacSignature` with the same secret, and a storage signature signs
+/// `0.<expiresAt>.<storeId>`. Such a key's record signature is never accepted or handed out, so
+/// that it cannot be turned into a storage signature (and none can be read as a record signature).
+pub fn key_spells_storage_message(key: &str, store_id: &str) -> bool {
+    key.strip_prefix("0.")
+        .and_then(|rest| rest.strip_suffix(store_id))
+        .and_then(|rest| rest.strip_suffix('.'))
+        .is_some_and(|expires| !expires.is_empty() && expires.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The storage-content signature that opens a store's key listing and records ZIP.
 /// `expires_at_ms == 0` means it never expires.
 pub fn storage_signature(secret: &str, store_id: &str, expires_at_ms: u64) -> String {
@@ -207,7 +228,9 @@ pub fn verify_storage_signature(
     else {
         return Err(SignatureError::Malformed);
     };
-    if version != "0" {
+    // Digits only (no sign): the message signed is exactly `0.<digits>.<storeId>`, the shape
+    // `key_spells_storage_message` keeps record signatures away from.
+    if version != "0" || expires_at.is_empty() || !expires_at.bytes().all(|b| b.is_ascii_digit()) {
         return Err(SignatureError::Malformed);
     }
     let expires: u64 = expires_at.parse().map_err(|_| SignatureError::Malformed)?;
@@ -325,6 +348,48 @@ mod tests {
         assert_eq!(
             verify_storage_signature("s3cret", "WkzbQMuFYuamGv3YF", &sig, 1_001),
             Err(SignatureError::Expired)
+        );
+    }
+
+    #[test]
+    fn keys_that_spell_a_storage_message_are_recognised() {
+        let id = "WkzbQMuFYuamGv3YF";
+        for key in [
+            format!("0.0.{id}"),
+            format!("0.1700000000000.{id}"),
+            format!("0.00.{id}"),
+        ] {
+            assert!(key_spells_storage_message(&key, id), "{key}");
+            // The attack: the record signature of such a key is a storage signature's HMAC.
+            let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
+                "{}.{}",
+                key.rsplit_once('.').unwrap().0,
+                record_signature("s3cret", &key)
+            ));
+            assert_eq!(verify_storage_signature("s3cret", id, &forged, 1), Ok(()));
+        }
+        for key in [
+            "INPUT".to_owned(),
+            format!("0..{id}"),
+            format!("0.x.{id}"),
+            format!("1.0.{id}"),
+            format!("0.0.{id}x"),
+            "0.0.otherStoreIdXXXXX".to_owned(),
+            format!("0.0.{}", &id[1..]),
+        ] {
+            assert!(!key_spells_storage_message(&key, id), "{key}");
+        }
+    }
+
+    #[test]
+    fn storage_signatures_need_a_digits_only_expiry() {
+        let id = "WkzbQMuFYuamGv3YF";
+        let hmac = create_hmac_signature("s3cret", &format!("0.+5.{id}"));
+        let signature =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("0.+5.{hmac}"));
+        assert_eq!(
+            verify_storage_signature("s3cret", id, &signature, 1),
+            Err(SignatureError::Malformed)
         );
     }
 

@@ -342,6 +342,10 @@ pub struct StoreInfo {
     /// The key-value store schema given at creation, kept as JSON text.
     pub schema: Option<String>,
     pub stats: StoreStats,
+    /// The owner is disabled: the store answers administrators only. Not kept with the store; the
+    /// backend fills it in from the owner's row whenever it reads a store.
+    #[serde(skip)]
+    pub owner_disabled: bool,
 }
 
 impl StoreInfo {
@@ -359,6 +363,7 @@ impl StoreInfo {
             url_signing_secret_key: Alphanumeric.sample_string(&mut rand::thread_rng(), 32),
             schema,
             stats: StoreStats::default(),
+            owner_disabled: false,
         }
     }
 }

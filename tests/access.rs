@@ -10,6 +10,7 @@ mod common;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::{assert_error, data, TestServer};
+use base64::Engine as _;
 use kvstore::auth::{record_signature, storage_signature};
 use kvstore::model::GeneralAccess;
 use reqwest::{Method, Response};
@@ -1604,4 +1605,101 @@ async fn method_override_works_when_enabled() {
         )
         .await;
     assert_error(resp, 404, "record-not-found").await;
+}
+
+/// A record key that spells a storage signature's message (`0.<expiresAt>.<storeId>`) has the same
+/// HMAC as that storage signature: its record signature must be neither handed out nor accepted,
+/// or a shared record URL (or a 14-day `keysPublicUrl`) becomes a never-expiring key to the store.
+#[tokio::test]
+async fn a_record_signature_never_becomes_a_storage_signature() {
+    let w = World::new().await;
+    let srv = &w.srv;
+    let forever = format!("0.0.{}", w.id);
+    let later = format!("0.{}.{}", now_ms() + 3_600_000, w.id);
+    for key in [&forever, &later] {
+        srv.put_record(&w.alice, &w.id, key, "text/plain", "spells")
+            .await;
+    }
+    // The owner reads such records as any other.
+    let resp = srv
+        .get(
+            &format!("/v2/key-value-stores/{}/records/{forever}", w.id),
+            &w.alice,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), "spells");
+
+    // Neither the owner's listing nor one opened by a 14-day storage signature hands out their
+    // record signatures; the other records stay signed.
+    let fourteen_days = storage_signature(&w.secret, &w.id, now_ms() + 14 * 86_400_000);
+    for (token, query) in [
+        (Some(w.alice.as_str()), String::new()),
+        (None, format!("?signature={fourteen_days}")),
+    ] {
+        let resp = srv
+            .req(
+                Method::GET,
+                &format!("/v2/key-value-stores/{}/keys{query}", w.id),
+                token,
+            )
+            .send()
+            .await
+            .unwrap();
+        let listing = data(resp).await;
+        let items = listing["items"].as_array().unwrap();
+        assert_eq!(items.len(), 4, "{listing}");
+        for item in items {
+            let url = item["recordPublicUrl"].as_str().unwrap();
+            let key = item["key"].as_str().unwrap();
+            let spells = key == forever || key == later;
+            assert_eq!(!url.contains("signature="), spells, "{key}: {url}");
+        }
+    }
+
+    // The record signature of such a key, made with the secret, opens nothing...
+    for key in [&forever, &later] {
+        let resp = srv
+            .req(
+                Method::GET,
+                &format!(
+                    "/v2/key-value-stores/{}/records/{key}?signature={}",
+                    w.id,
+                    record_signature(&w.secret, key)
+                ),
+                None,
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_error(resp, 403, "invalid-signature").await;
+    }
+    // ...and a storage signature's HMAC does not open the record its message spells.
+    let hmac = |signature: &str| {
+        let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(signature)
+            .unwrap();
+        String::from_utf8(decoded)
+            .unwrap()
+            .rsplit_once('.')
+            .unwrap()
+            .1
+            .to_owned()
+    };
+    let never = storage_signature(&w.secret, &w.id, 0);
+    let resp = srv
+        .req(
+            Method::GET,
+            &format!(
+                "/v2/key-value-stores/{}/records/{forever}?signature={}",
+                w.id,
+                hmac(&never)
+            ),
+            None,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 403, "invalid-signature").await;
 }

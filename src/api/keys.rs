@@ -184,7 +184,12 @@ pub async fn keys_list(
         .map(|meta| {
             let key = meta.key.into_string();
             let mut url = format!("{base}/{key}");
-            if let Some(signer) = &signer {
+            // A key that spells a storage message gets a plain URL: its signature would open
+            // the whole store for ever (see `auth::key_spells_storage_message`).
+            if let Some(signer) = signer
+                .as_ref()
+                .filter(|_| !auth::key_spells_storage_message(&key, store.id.as_str()))
+            {
                 url.push_str("?signature=");
                 url.push_str(&signer.sign(&key));
             }

@@ -15,7 +15,10 @@ use super::AppState;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
     Read,
+    /// Put or delete records.
     Write,
+    /// Update, delete or share the store itself.
+    Manage,
 }
 
 /// A signature given with the request and what it may open.
@@ -42,7 +45,7 @@ pub struct Resolved {
 
 impl Resolved {
     pub fn may_write(&self) -> bool {
-        self.access == Access::Write
+        self.access >= Access::Write
     }
 }
 
@@ -72,7 +75,7 @@ pub async fn resolve(
     need: Need,
     signed: Signed<'_>,
 ) -> ApiResult<Resolved> {
-    if need == Need::Write && caller.user().is_none() {
+    if need != Need::Read && caller.user().is_none() {
         return Err(ApiError::TokenNotProvided);
     }
     let (store, reached_by) = match parse_ref(raw_ref) {
@@ -136,7 +139,7 @@ pub fn decide(
     need: Need,
     signed: Signed<'_>,
 ) -> ApiResult<Resolved> {
-    if need == Need::Write && caller.user().is_none() {
+    if need != Need::Read && caller.user().is_none() {
         return Err(ApiError::TokenNotProvided);
     }
     let mut access = auth::access(
@@ -147,14 +150,19 @@ pub fn decide(
         shared,
     );
     let mut by_signature = false;
-    if access == Access::None {
+    // No signature opens the store of a disabled owner.
+    if access == Access::None && !store.owner_disabled {
         access = check_signature(&store, signed)?;
         by_signature = access != Access::None;
     }
     match (access, need) {
         (Access::None, _) => Err(ApiError::RecordOrTokenNotFound),
-        (Access::Read, Need::Write) => Err(ApiError::InsufficientPermissions),
-        (Access::Read | Access::Write, _) => Ok(Resolved {
+        (Access::Read, Need::Write | Need::Manage) | (Access::Write, Need::Manage) => {
+            Err(ApiError::InsufficientPermissions)
+        }
+        (Access::Read, Need::Read)
+        | (Access::Write, Need::Read | Need::Write)
+        | (Access::Manage, _) => Ok(Resolved {
             store,
             access,
             by_signature,
@@ -167,6 +175,9 @@ fn check_signature(store: &StoreInfo, signed: Signed<'_>) -> ApiResult<Access> {
     let secret = &store.url_signing_secret_key;
     let verdict = match signed {
         Signed::None => return Ok(Access::None),
+        Signed::Record { key, .. } if auth::key_spells_storage_message(key, store.id.as_str()) => {
+            Err(SignatureError::Mismatch)
+        }
         Signed::Record { key, signature } => auth::verify_record_signature(secret, key, signature),
         Signed::Storage { signature } => {
             auth::verify_storage_signature(secret, store.id.as_str(), signature, now_millis())

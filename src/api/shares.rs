@@ -41,16 +41,7 @@ pub struct ShareBody {
 
 /// The store named by `raw` if the caller may manage its shares: its owner, or an administrator.
 async fn managed_store(state: &AppState, caller: &Caller, raw: &str) -> ApiResult<StoreInfo> {
-    let user = caller.user().ok_or(ApiError::TokenNotProvided)?;
-    if user.is_admin && !caller.read_only() {
-        if let Ok(store) = Local(state.store.clone()).store_by_ref(raw).await {
-            return Ok(store);
-        }
-    }
-    let resolved = resolve(state, caller, raw, Need::Read, Signed::None).await?;
-    if resolved.store.user_id != user.id || caller.read_only() {
-        return Err(ApiError::InsufficientPermissions);
-    }
+    let resolved = resolve(state, caller, raw, Need::Manage, Signed::None).await?;
     Ok(resolved.store)
 }
 

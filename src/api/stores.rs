@@ -356,7 +356,7 @@ pub async fn store_update(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<Data<StoreDto>>> {
-    let resolved = resolve(&state, &caller, &store_ref, Need::Write, Signed::None).await?;
+    let resolved = resolve(&state, &caller, &store_ref, Need::Manage, Signed::None).await?;
     let body = read_json(
         body,
         &headers,
@@ -433,7 +433,7 @@ pub async fn store_delete(
     caller: Caller,
     StorePath(store_ref): StorePath,
 ) -> ApiResult<StatusCode> {
-    let resolved = resolve(&state, &caller, &store_ref, Need::Write, Signed::None).await?;
+    let resolved = resolve(&state, &caller, &store_ref, Need::Manage, Signed::None).await?;
     if state.store.store_delete(&resolved.store.id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

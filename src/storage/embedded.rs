@@ -690,10 +690,15 @@ fn save_store(txn: &WriteTransaction, store: &StoreInfo) -> Result<()> {
     Ok(())
 }
 
+/// The store `id` as the API sees it: whether its owner is disabled filled in from the owner's row.
 fn read_store(txn: &redb::ReadTransaction, id: &str) -> Result<Option<StoreInfo>> {
     let table = txn.open_table(STORES).map_err(engine)?;
     let row = table.get(id).map_err(engine)?;
-    row.map(|v| decode(v.value())).transpose()
+    let Some(mut store) = row.map(|v| decode::<StoreInfo>(v.value())).transpose()? else {
+        return Ok(None);
+    };
+    store.owner_disabled = read_user(txn, store.user_id.as_str())?.is_none_or(|u| u.disabled);
+    Ok(Some(store))
 }
 
 fn read_user(txn: &redb::ReadTransaction, id: &str) -> Result<Option<User>> {

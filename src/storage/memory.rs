@@ -70,6 +70,15 @@ fn remove_store(state: &mut State, id: &StoreId) -> bool {
     true
 }
 
+impl State {
+    /// A copy of `store` as the API sees it: whether its owner is disabled filled in.
+    fn store_seen(&self, store: &StoreInfo) -> StoreInfo {
+        let mut seen = store.clone();
+        seen.owner_disabled = self.users.get(&store.user_id).is_none_or(|u| u.disabled);
+        seen
+    }
+}
+
 /// One page of stores sorted by creation time, as the listings return them.
 fn page_of(stores: &mut Vec<&StoreInfo>, query: &StoreListQuery) -> StorePage {
     stores.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
@@ -258,7 +267,9 @@ impl Store for MemoryStore {
             .filter_map(|(s, _)| state.stores.get(s))
             .filter(|s| query.unnamed || s.name.is_some())
             .collect();
-        Ok(page_of(&mut stores, query))
+        let mut page = page_of(&mut stores, query);
+        page.items = page.items.iter().map(|s| state.store_seen(s)).collect();
+        Ok(page)
     }
 
     async fn store_get_or_create(&self, store: StoreInfo) -> Result<(StoreInfo, bool)> {
@@ -276,7 +287,8 @@ impl Store for MemoryStore {
     }
 
     async fn store_get(&self, id: &StoreId) -> Result<Option<StoreInfo>> {
-        Ok(self.read()?.stores.get(id).cloned())
+        let state = self.read()?;
+        Ok(state.stores.get(id).map(|s| state.store_seen(s)))
     }
 
     async fn store_get_by_name(
@@ -289,7 +301,7 @@ impl Store for MemoryStore {
             .names
             .get(&(owner.clone(), name.clone()))
             .and_then(|id| state.stores.get(id))
-            .cloned())
+            .map(|s| state.store_seen(s)))
     }
 
     async fn stores_list(&self, owner: &UserId, query: &StoreListQuery) -> Result<StorePage> {

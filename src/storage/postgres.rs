@@ -208,6 +208,7 @@ const RECORD_READ: &str = "
 SELECT s.id, s.name, s.user_id, s.created_at, s.modified_at, s.accessed_at, s.general_access,
     s.url_signing_secret_key, s.schema, s.record_count, s.storage_bytes, s.read_count,
     s.write_count, s.delete_count, s.list_count,
+    (SELECT o.disabled FROM users o WHERE o.id = s.user_id) AS owner_disabled,
     u.id AS u_id, u.username AS u_username, u.created_at AS u_created_at,
     u.is_admin AS u_is_admin, t.read_only AS t_read_only,
     sh.access AS share_access,
@@ -234,7 +235,8 @@ fn select_stores(filter: &str, tail: &str) -> String {
              s.read_count,
              s.write_count + coalesce(c.write_count, 0) AS write_count,
              s.delete_count + coalesce(c.delete_count, 0) AS delete_count,
-             s.list_count
+             s.list_count,
+             (SELECT o.disabled FROM users o WHERE o.id = s.user_id) AS owner_disabled
          FROM stores s LEFT JOIN LATERAL (
              SELECT sum(record_count)::bigint AS record_count,
                  sum(storage_bytes)::bigint AS storage_bytes,
@@ -420,6 +422,11 @@ fn store_from_row(row: &PgRow) -> Result<StoreInfo> {
             delete_count: get_i64("delete_count")?,
             list_count: get_i64("list_count")?,
         },
+        // A store whose owner row is gone answers as if the owner were disabled.
+        owner_disabled: row
+            .try_get::<Option<bool>, _>("owner_disabled")
+            .map_err(db_err)?
+            .unwrap_or(true),
     })
 }
 
