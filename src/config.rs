@@ -259,6 +259,11 @@ pub struct ServeArgs {
     #[arg(long, env = "KVSTORE_IDLE_TIMEOUT", default_value_t = 60)]
     pub idle_timeout: u64,
 
+    /// Seconds a response may make no progress (a client that stopped reading) before its
+    /// connection is closed.
+    #[arg(long, env = "KVSTORE_SEND_TIMEOUT", default_value_t = 60)]
+    pub send_timeout: u64,
+
     /// Most simultaneous client connections; more wait until one closes.
     #[arg(long, env = "KVSTORE_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
@@ -404,8 +409,12 @@ pub struct ServerConfig {
     pub max_record_bytes: u64,
     pub default_general_access: GeneralAccess,
     pub allow_method_override: bool,
-    /// Idle keep-alive connections (and slow request headers) are closed after this long.
+    /// Connections with no request in flight (and slow request headers) are closed after this
+    /// long, on HTTP/1 and HTTP/2.
     pub idle_timeout: std::time::Duration,
+    /// A connection whose writes make no progress this long (a client that stopped reading) is
+    /// closed.
+    pub send_timeout: std::time::Duration,
     pub max_connections: usize,
     /// Allowed CORS origins; `*` for any; empty for none.
     pub cors_origins: Vec<String>,
@@ -426,6 +435,7 @@ impl ServerConfig {
             default_general_access: GeneralAccess::Restricted,
             allow_method_override: false,
             idle_timeout: std::time::Duration::from_secs(60),
+            send_timeout: std::time::Duration::from_secs(60),
             max_connections: 10_000,
             cors_origins: vec!["*".to_owned()],
             tls: None,

@@ -45,6 +45,8 @@ pub enum ApiError {
     UsernameNotUnique(String),
     #[error("The request body is too large (limit: {limit} bytes).")]
     RequestTooLarge { limit: u64 },
+    #[error("The request headers are too large (limit: {limit} bytes).")]
+    RequestHeadersTooLarge { limit: usize },
     #[error("Content-Encoding \"{0}\" is not supported.")]
     UnsupportedContentEncoding(String),
     #[error("{0}")]
@@ -89,6 +91,7 @@ impl ApiError {
                 StatusCode::CONFLICT
             }
             ApiError::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestHeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::UnsupportedContentEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -121,6 +124,7 @@ impl ApiError {
             ApiError::StoreNameNotUnique(_) => "store-name-not-unique",
             ApiError::UsernameNotUnique(_) => "username-not-unique",
             ApiError::RequestTooLarge { .. } => "request-too-large",
+            ApiError::RequestHeadersTooLarge { .. } => "request-header-fields-too-large",
             ApiError::UnsupportedContentEncoding(_) => "unsupported-content-encoding",
             ApiError::RangeNotSatisfiable { .. } => "range-not-satisfiable",
             ApiError::RequestTimeout => "request-timeout",
@@ -154,7 +158,9 @@ impl IntoResponse for ApiError {
         }
         if matches!(
             self,
-            ApiError::RequestTooLarge { .. } | ApiError::RequestTimeout
+            ApiError::RequestTooLarge { .. }
+                | ApiError::RequestTimeout
+                | ApiError::RequestHeadersTooLarge { .. }
         ) {
             // The rest of the body is not read; the connection cannot be reused.
             response

@@ -96,6 +96,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         default_general_access: args.default_general_access.into(),
         allow_method_override: args.allow_method_override,
         idle_timeout: std::time::Duration::from_secs(args.idle_timeout.max(1)),
+        send_timeout: std::time::Duration::from_secs(args.send_timeout.max(1)),
         max_connections: args.max_connections.max(1),
         cors_origins: args
             .cors_origins

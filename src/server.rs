@@ -10,7 +10,6 @@ use axum::http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::Layer as _;
@@ -25,6 +24,12 @@ use crate::storage::{AccessCounters, Store};
 const ACCESS_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 /// How long shutdown waits for requests in flight before it stops anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// What the transport may buffer beyond the header bound the API enforces with a 431 in Apify's
+/// envelope: headers between the two get that answer, larger ones the HTTP layer's bare 431.
+const HEADER_BUFFER_SLACK: usize = 16 * 1024;
+/// How long a connection told to close (idle, or the server stopping) may take to say goodbye
+/// (HTTP/2 GOAWAY and its ping) before it is dropped.
+const GOODBYE_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves the API on `listener` until `shutdown` resolves, then lets requests in flight finish,
 /// flushes the batched counters and closes the store.
@@ -65,23 +70,28 @@ pub async fn serve(
     .layer(api::router(state));
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // The header read timeout also closes keep-alive connections that sit idle that long.
+    // The header read timeout also closes HTTP/1 keep-alive connections that sit idle that long;
+    // `watch_connection` closes idle HTTP/2 connections, which answer pings and so never look
+    // idle to the transport. The read buffer bounds what a request's headers may pin.
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(config.idle_timeout)
+        .max_buf_size(api::MAX_HEADER_BYTES + HEADER_BUFFER_SLACK)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
+        .max_header_list_size(
+            u32::try_from(api::MAX_HEADER_BYTES + HEADER_BUFFER_SLACK).unwrap_or(u32::MAX),
+        )
         .keep_alive_interval(Some(config.idle_timeout))
         .keep_alive_timeout(Duration::from_secs(20));
 
     let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
-    let graceful = GracefulShutdown::new();
-    // Tells connections that have not sent a byte yet (so hyper does not watch them) to close:
-    // a client's spare keep-alive connection must not hold shutdown for the idle timeout.
+    let open = tokio_util::task::TaskTracker::new();
+    // Tells every connection to finish its requests in flight and close.
     let stopping = tokio_util::sync::CancellationToken::new();
     tokio::pin!(shutdown);
     loop {
@@ -106,57 +116,43 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let (builder, watcher) = (builder.clone(), graceful.watcher());
-        // The peer address, for rate limiting requests that carry no token.
-        let app = app
-            .clone()
-            .map_request(move |mut request: Request<Incoming>| {
-                request
-                    .extensions_mut()
-                    .insert(axum::extract::ConnectInfo(peer));
-                request
-            });
-        let idle_timeout = config.idle_timeout;
-        let tls = tls.clone();
-        let stopping = stopping.clone();
-        metrics::gauge!("kvstore_open_connections").increment(1.0);
-        tokio::spawn(async move {
-            // hyper-util reads the first bytes to tell HTTP/1 from HTTP/2 without a time limit,
-            // before the header read timeout starts: a client that never sends a byte must not
-            // hold a connection slot forever.
-            let mut first = [0u8; 1];
-            let spoke = tokio::select! {
-                peeked = tokio::time::timeout(idle_timeout, stream.peek(&mut first)) => peeked.is_ok(),
-                () = stopping.cancelled() => false,
-            };
-            let served = match (&tls, spoke) {
-                (_, false) => Ok(()),
-                (None, true) => {
-                    let connection = builder.serve_connection_with_upgrades(
-                        TokioIo::new(stream),
-                        TowerToHyperService::new(app),
-                    );
-                    watcher.watch(connection).await
-                }
-                (Some(acceptor), true) => {
-                    let handshake = tokio::select! {
-                        done = tokio::time::timeout(idle_timeout, acceptor.accept(stream)) => done,
-                        () = stopping.cancelled() => Ok(Err(std::io::Error::other("shutting down"))),
-                    };
-                    match handshake {
-                        Ok(Ok(stream)) => {
-                            let connection = builder.serve_connection_with_upgrades(
-                                TokioIo::new(stream),
-                                TowerToHyperService::new(app),
-                            );
-                            watcher.watch(connection).await
-                        }
-                        Ok(Err(e)) => Err(e.into()),
-                        Err(_) => Err("TLS handshake timed out".into()),
+        let activity = Arc::new(Activity::new());
+        // The peer address, for rate limiting requests that carry no token; each request counts
+        // as activity until its response body is gone.
+        let app = {
+            let activity = activity.clone();
+            app.clone()
+                .map_request(move |mut request: Request<Incoming>| {
+                    request
+                        .extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    request
+                })
+                .map_future(move |responding| {
+                    let busy = activity.begin();
+                    async move {
+                        let response: Result<axum::response::Response, _> = responding.await;
+                        response.map(|r| {
+                            r.map(|body| {
+                                Body::new(Tracked {
+                                    inner: body,
+                                    _busy: busy,
+                                })
+                            })
+                        })
                     }
-                }
-            };
-            if let Err(e) = served {
+                })
+        };
+        let limits = ConnectionLimits {
+            idle: config.idle_timeout,
+            send: config.send_timeout,
+        };
+        let (builder, tls, stopping) = (builder.clone(), tls.clone(), stopping.clone());
+        metrics::gauge!("kvstore_open_connections").increment(1.0);
+        open.spawn(async move {
+            if let Err(e) =
+                serve_connection(stream, builder, tls, app, activity, limits, stopping).await
+            {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
             metrics::gauge!("kvstore_open_connections").decrement(1.0);
@@ -165,7 +161,8 @@ pub async fn serve(
     }
     drop(listener);
     stopping.cancel();
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+    open.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, open.wait())
         .await
         .is_err()
     {
@@ -240,5 +237,305 @@ async fn flush_access(store: &dyn Store, access: &AccessCounters) {
     }
     if let Err(e) = store.apply_access(batch).await {
         tracing::warn!(error = %e, "could not save read/list counters");
+    }
+}
+
+/// The time bounds of one connection.
+#[derive(Clone, Copy)]
+struct ConnectionLimits {
+    /// No request in flight for this long closes the connection.
+    idle: Duration,
+    /// A write that makes no progress for this long (a client that stopped reading) closes it.
+    send: Duration,
+}
+
+/// Serves HTTP/1.1 or HTTP/2 (with TLS if `tls`) on one accepted connection until the client
+/// closes it, it sits idle for `limits.idle`, a write stalls for `limits.send`, or `stopping`.
+async fn serve_connection<S>(
+    stream: tokio::net::TcpStream,
+    builder: auto::Builder<TokioExecutor>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    app: S,
+    activity: Arc<Activity>,
+    limits: ConnectionLimits,
+    stopping: tokio_util::sync::CancellationToken,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    S: tower::Service<
+            Request<Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    // hyper-util reads the first bytes to tell HTTP/1 from HTTP/2 without a time limit, before
+    // the header read timeout starts: a client that never sends a byte must not hold a
+    // connection slot forever, nor hold up shutdown.
+    let mut first = [0u8; 1];
+    let spoke = tokio::select! {
+        peeked = tokio::time::timeout(limits.idle, stream.peek(&mut first)) => peeked.is_ok(),
+        () = stopping.cancelled() => false,
+    };
+    if !spoke {
+        return Ok(());
+    }
+    // Below TLS, so that a client that stops reading is caught whatever the protocol.
+    let stream = StallGuard::new(stream, limits.send);
+    match tls {
+        None => drive(builder, stream, app, &activity, limits, &stopping).await,
+        Some(acceptor) => {
+            let handshake = tokio::select! {
+                done = tokio::time::timeout(limits.idle, acceptor.accept(stream)) => done,
+                () = stopping.cancelled() => return Ok(()),
+            };
+            match handshake {
+                Ok(Ok(stream)) => drive(builder, stream, app, &activity, limits, &stopping).await,
+                Ok(Err(e)) => Err(e.into()),
+                Err(_) => Err("TLS handshake timed out".into()),
+            }
+        }
+    }
+}
+
+/// Runs hyper on `io`; asks the connection to close (HTTP/2: GOAWAY) once it has had no request
+/// in flight for `limits.idle` or the server is stopping, and drops it if that takes longer than
+/// [`GOODBYE_GRACE`].
+async fn drive<I, S>(
+    builder: auto::Builder<TokioExecutor>,
+    io: I,
+    app: S,
+    activity: &Activity,
+    limits: ConnectionLimits,
+    stopping: &tokio_util::sync::CancellationToken,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: tower::Service<
+            Request<Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let connection =
+        builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(app));
+    tokio::pin!(connection);
+    tokio::select! {
+        served = connection.as_mut() => return served,
+        () = activity.idle_for(limits.idle) => {}
+        () = stopping.cancelled() => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    match tokio::time::timeout(GOODBYE_GRACE, connection).await {
+        Ok(served) => served,
+        Err(_) => Ok(()),
+    }
+}
+
+/// Whether a connection has requests in flight, and since when it has had none.
+struct Activity {
+    state: std::sync::Mutex<(usize, tokio::time::Instant)>,
+    changed: tokio::sync::Notify,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            state: std::sync::Mutex::new((0, tokio::time::Instant::now())),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// A request is in flight until the returned guard is dropped.
+    fn begin(self: &Arc<Self>) -> Busy {
+        if let Ok(mut state) = self.state.lock() {
+            state.0 += 1;
+        }
+        self.changed.notify_waiters();
+        Busy(self.clone())
+    }
+
+    /// Resolves once no request has been in flight for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the state is read, so that no change is missed.
+            changed.as_mut().enable();
+            let state = self.state.lock().map(|s| *s).ok();
+            match state {
+                Some((0, since)) => {
+                    if since.elapsed() >= idle {
+                        return;
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep_until(since + idle) => {}
+                        () = changed => {}
+                    }
+                }
+                Some(_) => changed.await,
+                // A poisoned lock cannot tell; let the connection be.
+                None => std::future::pending().await,
+            }
+        }
+    }
+}
+
+/// A request in flight; see [`Activity::begin`].
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.0.state.lock() {
+            state.0 = state.0.saturating_sub(1);
+            state.1 = tokio::time::Instant::now();
+        }
+        self.0.changed.notify_waiters();
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it is sent or dropped.
+struct Tracked {
+    inner: Body,
+    _busy: Busy,
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A stream whose writes fail with `TimedOut` once one has waited `timeout` without a byte going
+/// out: a client that stops reading a response cannot hold its connection (and the body it pins)
+/// for ever. The deadline is armed by a write that cannot proceed and cleared only by one that
+/// does; a flush does not clear it, because on TCP a flush succeeds while writes are stuck (the
+/// `tokio-io-timeout` crate clears on flush, which hyper calls between writes, so its timeout never
+/// fires here).
+struct StallGuard<S> {
+    inner: S,
+    timeout: Duration,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    armed: bool,
+}
+
+impl<S> StallGuard<S> {
+    fn new(inner: S, timeout: Duration) -> Self {
+        Self {
+            inner,
+            timeout,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            armed: false,
+        }
+    }
+
+    /// After a write that could not proceed: starts the clock if it is not running, and fails
+    /// once it has run out.
+    fn stalled<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        use std::future::Future as _;
+        if !self.armed {
+            self.armed = true;
+            let at = tokio::time::Instant::now() + self.timeout;
+            self.deadline.as_mut().reset(at);
+        }
+        match self.deadline.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            ))),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+
+    fn wrote(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        polled: std::task::Poll<std::io::Result<usize>>,
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match polled {
+            std::task::Poll::Pending => self.stalled(cx),
+            std::task::Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.armed = false;
+                }
+                std::task::Poll::Ready(Ok(n))
+            }
+            ready => ready,
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for StallGuard<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for StallGuard<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.wrote(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match std::pin::Pin::new(&mut self.inner).poll_flush(cx) {
+            std::task::Poll::Pending => self.stalled(cx),
+            ready => ready,
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match std::pin::Pin::new(&mut self.inner).poll_shutdown(cx) {
+            std::task::Poll::Pending => self.stalled(cx),
+            ready => ready,
+        }
     }
 }

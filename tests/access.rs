@@ -9,8 +9,8 @@ mod common;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{assert_error, data, TestServer};
 use base64::Engine as _;
+use common::{assert_error, data, TestServer};
 use kvstore::auth::{record_signature, storage_signature};
 use kvstore::model::GeneralAccess;
 use reqwest::{Method, Response};

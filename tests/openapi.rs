@@ -1484,6 +1484,17 @@ async fn real_responses_match_the_document() {
         204
     );
 
+    // Request headers over 64 KiB in total: 431 in the envelope.
+    let got = s
+        .check(
+            "get",
+            STORES,
+            s.req(M::GET, STORES, a)
+                .header("x-padding", "p".repeat(70 * 1024)),
+        )
+        .await;
+    assert_eq!(got.status, 431);
+
     // 429 comes from a second server limited to one request per second.
     let limited = TestServer::start_with(|c| c.rate_limit = std::num::NonZeroU32::new(1)).await;
     let carol = limited.user("carol").await;

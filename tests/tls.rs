@@ -133,3 +133,29 @@ fn the_cli_takes_a_certificate_and_key() {
         "{listening}"
     );
 }
+
+/// An HTTP/2 client over TLS that only answers the server's pings must not keep its connection
+/// past the idle timeout (the same watch as without TLS, see tests/connections.rs).
+#[tokio::test]
+async fn idle_http2_connections_over_tls_are_closed() {
+    let cert = self_signed();
+    let tls = kvstore::tls::load(&cert.cert_path, &cert.key_path).unwrap();
+    let srv = TestServer::start_with(|c| {
+        c.tls = Some(tls);
+        c.idle_timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let addr = srv.url.trim_start_matches("http://").to_owned();
+    let tcp = TcpStream::connect(&addr).await.unwrap();
+    let stream = client(&cert, &[b"h2"])
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (send, connection) = h2::client::handshake(stream).await.unwrap();
+    // The connection future ends when the server closes the connection.
+    tokio::time::timeout(std::time::Duration::from_secs(30), connection)
+        .await
+        .expect("an idle HTTP/2 connection over TLS was kept open")
+        .ok();
+    drop(send);
+}

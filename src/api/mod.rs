@@ -5,6 +5,7 @@
 mod admin;
 mod body;
 mod dto;
+mod headers;
 mod keys;
 mod observe;
 pub mod openapi;
@@ -35,6 +36,7 @@ use crate::error::ApiError;
 use crate::model::Token;
 use crate::storage::{AccessCounters, Store};
 
+pub use headers::MAX_HEADER_BYTES;
 pub use observe::init_metrics;
 pub use params::MAX_LIMIT;
 
@@ -109,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(page_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(unread::close_if_body_unread))
+        .layer(axum::middleware::from_fn(headers::refuse_oversized_headers))
         .layer(axum::middleware::from_fn(observe::observe))
         .layer(cors)
         .with_state(state)

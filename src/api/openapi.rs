@@ -85,6 +85,7 @@ use crate::model::{GeneralAccess, RECORD_KEY_MAX_LEN, STORE_NAME_MAX_LEN};
             PayloadTooLarge,
             UnsupportedMediaType,
             RangeNotSatisfiable,
+            HeadersTooLarge,
             TooManyRequests,
             InsufficientStorage,
             InternalServerError,
@@ -185,14 +186,30 @@ impl Modify for DistinctOperationIds {
     }
 }
 
-/// Responses that every API operation (or every write) may give, added here rather than to each
-/// handler's list: 429 with `--rate-limit` (`api/rate_limit.rs` sits in front of all of them) and
-/// 507 on writes that add data when the disk is full.
+/// Responses that every operation, every API operation or every write may give, added here
+/// rather than to each handler's list: 431 for request headers over the bound (`api/headers.rs`
+/// sits in front of every route), 429 with `--rate-limit` (`api/rate_limit.rs` sits in front of
+/// the API) and 507 on writes that add data when the disk is full.
 struct RateLimited;
 
 impl Modify for RateLimited {
     fn modify(&self, doc: &mut openapi::OpenApi) {
         for (path, item) in doc.paths.paths.iter_mut() {
+            for op in [
+                item.get.as_mut(),
+                item.head.as_mut(),
+                item.put.as_mut(),
+                item.post.as_mut(),
+                item.delete.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                op.responses.responses.insert(
+                    "431".to_owned(),
+                    RefOr::Ref(Ref::from_response_name("HeadersTooLarge")),
+                );
+            }
             if !path.starts_with("/v2/") || path == "/v2/openapi.json" {
                 continue;
             }
@@ -352,6 +369,7 @@ fn every_error() -> Vec<ApiError> {
             | ApiError::StoreNameNotUnique(_)
             | ApiError::UsernameNotUnique(_)
             | ApiError::RequestTooLarge { .. }
+            | ApiError::RequestHeadersTooLarge { .. }
             | ApiError::UnsupportedContentEncoding(_)
             | ApiError::InvalidRequestBody(_)
             | ApiError::RangeNotSatisfiable { .. }
@@ -381,6 +399,7 @@ fn every_error() -> Vec<ApiError> {
         ApiError::StoreNameNotUnique(String::new()),
         ApiError::UsernameNotUnique(String::new()),
         ApiError::RequestTooLarge { limit: 0 },
+        ApiError::RequestHeadersTooLarge { limit: 0 },
         ApiError::UnsupportedContentEncoding(String::new()),
         ApiError::InvalidRequestBody(String::new()),
         ApiError::RangeNotSatisfiable { size: 0 },
@@ -508,6 +527,7 @@ error_responses! {
     PayloadTooLarge = 413, "The body is over the limit (measured after decompression)";
     UnsupportedMediaType = 415, "A `Content-Encoding` other than gzip, br, deflate or identity";
     RangeNotSatisfiable = 416, "The `Range` starts past the record's end";
+    HeadersTooLarge = 431, "Request headers over 64 KiB in total (larger ones get the HTTP layer's 431 without this body)";
     TooManyRequests = 429, "Over the server's `--rate-limit` for this token (or address); retry later";
     InsufficientStorage = 507, "The disk is (nearly) full: writes that add data are refused, reads and deletes go on";
     InternalServerError = 500, "An unexpected failure (details are logged, never sent)";
