@@ -59,6 +59,14 @@ impl TestServer {
     /// Starts a server on the given backend (the caller keeps its directory alive).
     pub async fn start_on(backend: &Backend, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
         let store = storage::open(backend).await.unwrap();
+        Self::start_with_store(store, tweak).await
+    }
+
+    /// Starts a server over a store the caller opened (say, over a storage backend of its own).
+    pub async fn start_with_store(
+        store: Arc<dyn Store>,
+        tweak: impl FnOnce(&mut ServerConfig),
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut config = ServerConfig::for_addr(addr);
