@@ -381,7 +381,7 @@ async fn backup(args: BackupArgs) -> Result<(), Box<dyn std::error::Error>> {
             return Err(e);
         }
     };
-    std::fs::rename(&partial, &args.to)?;
+    kvstore::backup::install(&partial, &args.to)?;
     println!(
         "Backed up {} users, {} stores, {} records ({} bytes) to {}.",
         counts.users,
