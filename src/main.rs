@@ -105,6 +105,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         tls,
         unnamed_retention: args.unnamed_retention,
         rate_limit: args.rate_limit,
+        access_flush_interval: std::time::Duration::from_secs(5),
     };
     println!(
         "kvstore {} listening on {scheme}://{addr}",
