@@ -365,6 +365,7 @@ bench_http() {
         line=$(grep '^BENCH ' <<<"$out" || true)
         if [ -z "$line" ]; then
             note "$workload $size $who: wrk gave no result (see $logf)"
+            errs=$((errs + 1)) # a repetition without a result is an error: no target is met on it
             continue
         fi
         rps+=("$(field rps "$line")")
@@ -673,7 +674,7 @@ bench_pg() {
     local base=(taskset -c "$CLIENT_CPU" pgbench -n -M prepared -c "$CONNS" -j 1 "$@" "$db")
     printf '%s | %s | %s\n' "$workload" "$who" \
         "taskset -c $CLIENT_CPU pgbench -n -M prepared -c $CONNS -j 1 -T $DUR $(printf '%s ' "$@" | sed -e "s|$ROOT/||g" -e 's|body=x*|body=<1024 x>|') $db" >>"$RUN_DIR/commands.txt"
-    local logf="$RUN_DIR/pgbench.log" r out tps rps=() p50=() p99=() lat pid t0 pct noisy=""
+    local logf="$RUN_DIR/pgbench.log" r out tps rps=() p50=() p99=() lat pid t0 pct noisy="" errs=0 rc failed
     echo "### $workload $who warm-up" >>"$logf"
     "${base[@]}" -T "$WARM" >>"$logf" 2>&1 || true
     for r in $(seq 1 "$REPS"); do
@@ -683,20 +684,29 @@ bench_pg() {
         pid=$!
         sleep 0.5
         pin_pg_backends "$db"
-        wait "$pid" || true
+        rc=0
+        wait "$pid" || rc=$?
         pct=$(others_pct "$t0" "$DUR")
         [ "$pct" -lt 10 ] || noisy="others used up to ${pct}% of a core"
         out=$(cat "$RUN_DIR/pgb/out")
         printf '### %s %s rep %s\n%s\n' "$workload" "$who" "$r" "$out" >>"$logf"
+        # Failed transactions (pgbench 15+ counts them), and a run that pgbench itself calls failed
+        # (exit status 2: a client aborted), are errors like wrk's non-2xx answers.
+        failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' <<<"$out" | tail -1)
+        errs=$((errs + ${failed:-0}))
+        if [ "$rc" -ne 0 ]; then
+            note "$workload $who: pgbench exited with status $rc (see $logf)"
+            errs=$((errs + 1))
+        fi
         tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out" | tail -1)
-        [ -n "$tps" ] || { note "$workload $who: pgbench gave no result (see $logf)"; continue; }
+        [ -n "$tps" ] || { note "$workload $who: pgbench gave no result (see $logf)"; errs=$((errs + 1)); continue; }
         rps+=("$tps")
         lat=$(cat "$RUN_DIR"/pgb/tx.* | awk '{ print $3 / 1000 }' | sort -g | awk '{ a[NR] = $1 } END { printf "%.3f %.3f", a[int(NR * 0.5) + 1], a[int(NR * 0.99) + 1] }')
         p50+=("${lat% *}")
         p99+=("${lat#* }")
     done
     rm -rf "$RUN_DIR/pgb"
-    record "$workload" "" "$who" "$(median "${rps[@]}")" "$(median "${p50[@]}")" "$(median "${p99[@]}")" 0 "$noisy" "$(IFS=,; echo "${rps[*]}")" -
+    record "$workload" "" "$who" "$(median "${rps[@]}")" "$(median "${p50[@]}")" "$(median "${p99[@]}")" "$errs" "$noisy" "$(IFS=,; echo "${rps[*]}")" -
 }
 
 # GET/PUT/mixed/list stores/64 MiB on a fresh store of 10k keys (100 other stores beside it).
