@@ -31,6 +31,11 @@ EOF
 }
 
 ARGS_TEXT="${*:+ $*}"
+# The environment that changes what runs, as it was given (before the defaults below), so that the
+# report's command line is the whole command: BENCH_* and the PostgreSQL connection.
+ENV_TEXT=$(env | LC_ALL=C sort | grep -E '^(BENCH_[A-Z_]+|PGHOST|PGPORT|PGUSER)=' |
+    sed -E "s/'/'\\\\''/g; s/^([A-Z_]+)=(.*)$/\\1='\\2'/" | tr '\n' ' ' || true)
+COMMAND_TEXT="${ENV_TEXT}bench/run.sh$ARGS_TEXT"
 QUICK=0
 INSTALL=1
 CLEAN=0
@@ -415,7 +420,10 @@ build() {
     # Others may be editing the tree: a build that fails is tried again a little later.
     local try
     for try in 1 2 3; do
-        VERSION_TEXT="$(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ' + uncommitted changes in src/')"
+        VERSION_TEXT="$(cd "$ROOT" && git rev-parse --short HEAD)"
+        if [ -n "$(cd "$ROOT" && git status --porcelain -- src examples bench Cargo.toml Cargo.lock ':!bench/RESULTS.md')" ]; then
+            VERSION_TEXT="$VERSION_TEXT + uncommitted changes"
+        fi
         if (cd "$ROOT" && cargo build --release --bin kvstore --example bench_hello --example bench_load); then
             mkdir -p "$RUN_DIR/bin"
             cp "$ROOT/target/release/kvstore" "$ROOT/target/release/examples/bench_hello" \
@@ -862,6 +870,7 @@ startup_workload() {
 machine_info() {
     local disk
     disk=$(df -h "$DATA" | awk 'NR == 2 { print $1 ", " $2 " (" $4 " free)" }')
+    echo "- **Kind:** $(run_kind)"
     echo "- **Date:** $(date -u '+%Y-%m-%d %H:%M UTC') · mode: \`$MODE\` (warm-up ${WARM} s, then ${REPS} × ${DUR} s; 64 MiB: ${BIG_WARM} s, then ${BIG_REPS} × ${BIG_DUR} s; medians quoted)"
     echo "- **Machine:** $(nproc) cores ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) memory, disk $disk, $(uname -sr)"
     echo "- **Pinning:** every server (and the PostgreSQL backends serving the bench databases) on core $SERVER_CPU, the load generator (wrk/pgbench, 1 thread) on core $CLIENT_CPU; $CONNS connections (64 MiB: $BIG_CONNS)"
@@ -879,10 +888,31 @@ machine_info() {
 
 m() { awk -v k="$1" '$1 == k { v = $2 } END { print v }' "$METRICS"; }
 
+# Whether this run's figures may stand for the project: a full run (every workload, both backends,
+# the default sizes and durations, no BENCH_* setting that changes what is measured) of committed
+# code. Anything else says what made it partial.
+run_kind() {
+    local why=() v
+    [ "$MODE" = full ] || why+=("--quick")
+    [ ${#ONLY[@]} -eq 0 ] || why+=("--only ${ONLY[*]}")
+    has_backend embedded && has_backend postgres || why+=("backends: ${BACKENDS[*]}")
+    for v in BENCH_SIZES BENCH_WARM BENCH_DUR BENCH_REPS; do
+        [ -z "${!v:-}" ] || why+=("$v=${!v}")
+    done
+    case "$VERSION_TEXT" in *uncommitted*) why+=("uncommitted changes") ;; esac
+    if [ ${#why[@]} -eq 0 ]; then
+        echo "full run of committed code ($VERSION_TEXT)"
+    else
+        local joined
+        joined=$(printf '%s; ' "${why[@]}")
+        echo "**partial run** (${joined%; }): not a full run of committed code; quote no figure from it as the project's"
+    fi
+}
+
 write_report() {
     local out="$RUN_DIR/report.md"
     {
-        echo "## $(date -u '+%Y-%m-%d %H:%M') UTC — \`bench/run.sh$ARGS_TEXT\`"
+        echo "## $(date -u '+%Y-%m-%d %H:%M') UTC — \`$COMMAND_TEXT\`"
         echo
         machine_info
         echo
@@ -906,7 +936,7 @@ write_report() {
         echo "<details><summary>Exact commands</summary>"
         echo
         echo '```'
-        echo "bench/run.sh$ARGS_TEXT"
+        echo "$COMMAND_TEXT"
         echo "taskset -c $SERVER_CPU target/release/kvstore serve --listen 127.0.0.1:$KV_PORT --admin-token <token> --data-dir <dir> | --database-url postgres://… --db-max-connections $CONNS"
         echo "taskset -c $SERVER_CPU target/release/examples/bench_hello 127.0.0.1:$HELLO_PORT"
         echo "taskset -c $SERVER_CPU nginx -c bench/nginx.conf (placeholders filled in)"
