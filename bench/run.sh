@@ -31,6 +31,11 @@ EOF
 }
 
 ARGS_TEXT="${*:+ $*}"
+# The environment that changes what runs, as it was given (before the defaults below), so that the
+# report's command line is the whole command: BENCH_* and the PostgreSQL connection.
+ENV_TEXT=$(env | LC_ALL=C sort | grep -E '^(BENCH_[A-Z_]+|PGHOST|PGPORT|PGUSER)=' |
+    sed -E "s/'/'\\\\''/g; s/^([A-Z_]+)=(.*)$/\\1='\\2'/" | tr '\n' ' ' || true)
+COMMAND_TEXT="${ENV_TEXT}bench/run.sh$ARGS_TEXT"
 QUICK=0
 INSTALL=1
 CLEAN=0
@@ -365,6 +370,7 @@ bench_http() {
         line=$(grep '^BENCH ' <<<"$out" || true)
         if [ -z "$line" ]; then
             note "$workload $size $who: wrk gave no result (see $logf)"
+            errs=$((errs + 1)) # a repetition without a result is an error: no target is met on it
             continue
         fi
         rps+=("$(field rps "$line")")
@@ -414,7 +420,10 @@ build() {
     # Others may be editing the tree: a build that fails is tried again a little later.
     local try
     for try in 1 2 3; do
-        VERSION_TEXT="$(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ' + uncommitted changes in src/')"
+        VERSION_TEXT="$(cd "$ROOT" && git rev-parse --short HEAD)"
+        if [ -n "$(cd "$ROOT" && git status --porcelain -- src examples bench Cargo.toml Cargo.lock ':!bench/RESULTS.md')" ]; then
+            VERSION_TEXT="$VERSION_TEXT + uncommitted changes"
+        fi
         if (cd "$ROOT" && cargo build --release --bin kvstore --example bench_hello --example bench_load); then
             mkdir -p "$RUN_DIR/bin"
             cp "$ROOT/target/release/kvstore" "$ROOT/target/release/examples/bench_hello" \
@@ -673,7 +682,7 @@ bench_pg() {
     local base=(taskset -c "$CLIENT_CPU" pgbench -n -M prepared -c "$CONNS" -j 1 "$@" "$db")
     printf '%s | %s | %s\n' "$workload" "$who" \
         "taskset -c $CLIENT_CPU pgbench -n -M prepared -c $CONNS -j 1 -T $DUR $(printf '%s ' "$@" | sed -e "s|$ROOT/||g" -e 's|body=x*|body=<1024 x>|') $db" >>"$RUN_DIR/commands.txt"
-    local logf="$RUN_DIR/pgbench.log" r out tps rps=() p50=() p99=() lat pid t0 pct noisy=""
+    local logf="$RUN_DIR/pgbench.log" r out tps rps=() p50=() p99=() lat pid t0 pct noisy="" errs=0 rc failed
     echo "### $workload $who warm-up" >>"$logf"
     "${base[@]}" -T "$WARM" >>"$logf" 2>&1 || true
     for r in $(seq 1 "$REPS"); do
@@ -683,20 +692,29 @@ bench_pg() {
         pid=$!
         sleep 0.5
         pin_pg_backends "$db"
-        wait "$pid" || true
+        rc=0
+        wait "$pid" || rc=$?
         pct=$(others_pct "$t0" "$DUR")
         [ "$pct" -lt 10 ] || noisy="others used up to ${pct}% of a core"
         out=$(cat "$RUN_DIR/pgb/out")
         printf '### %s %s rep %s\n%s\n' "$workload" "$who" "$r" "$out" >>"$logf"
+        # Failed transactions (pgbench 15+ counts them), and a run that pgbench itself calls failed
+        # (exit status 2: a client aborted), are errors like wrk's non-2xx answers.
+        failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' <<<"$out" | tail -1)
+        errs=$((errs + ${failed:-0}))
+        if [ "$rc" -ne 0 ]; then
+            note "$workload $who: pgbench exited with status $rc (see $logf)"
+            errs=$((errs + 1))
+        fi
         tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out" | tail -1)
-        [ -n "$tps" ] || { note "$workload $who: pgbench gave no result (see $logf)"; continue; }
+        [ -n "$tps" ] || { note "$workload $who: pgbench gave no result (see $logf)"; errs=$((errs + 1)); continue; }
         rps+=("$tps")
         lat=$(cat "$RUN_DIR"/pgb/tx.* | awk '{ print $3 / 1000 }' | sort -g | awk '{ a[NR] = $1 } END { printf "%.3f %.3f", a[int(NR * 0.5) + 1], a[int(NR * 0.99) + 1] }')
         p50+=("${lat% *}")
         p99+=("${lat#* }")
     done
     rm -rf "$RUN_DIR/pgb"
-    record "$workload" "" "$who" "$(median "${rps[@]}")" "$(median "${p50[@]}")" "$(median "${p99[@]}")" 0 "$noisy" "$(IFS=,; echo "${rps[*]}")" -
+    record "$workload" "" "$who" "$(median "${rps[@]}")" "$(median "${p50[@]}")" "$(median "${p99[@]}")" "$errs" "$noisy" "$(IFS=,; echo "${rps[*]}")" -
 }
 
 # GET/PUT/mixed/list stores/64 MiB on a fresh store of 10k keys (100 other stores beside it).
@@ -852,6 +870,7 @@ startup_workload() {
 machine_info() {
     local disk
     disk=$(df -h "$DATA" | awk 'NR == 2 { print $1 ", " $2 " (" $4 " free)" }')
+    echo "- **Kind:** $(run_kind)"
     echo "- **Date:** $(date -u '+%Y-%m-%d %H:%M UTC') · mode: \`$MODE\` (warm-up ${WARM} s, then ${REPS} × ${DUR} s; 64 MiB: ${BIG_WARM} s, then ${BIG_REPS} × ${BIG_DUR} s; medians quoted)"
     echo "- **Machine:** $(nproc) cores ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) memory, disk $disk, $(uname -sr)"
     echo "- **Pinning:** every server (and the PostgreSQL backends serving the bench databases) on core $SERVER_CPU, the load generator (wrk/pgbench, 1 thread) on core $CLIENT_CPU; $CONNS connections (64 MiB: $BIG_CONNS)"
@@ -869,10 +888,31 @@ machine_info() {
 
 m() { awk -v k="$1" '$1 == k { v = $2 } END { print v }' "$METRICS"; }
 
+# Whether this run's figures may stand for the project: a full run (every workload, both backends,
+# the default sizes and durations, no BENCH_* setting that changes what is measured) of committed
+# code. Anything else says what made it partial.
+run_kind() {
+    local why=() v
+    [ "$MODE" = full ] || why+=("--quick")
+    [ ${#ONLY[@]} -eq 0 ] || why+=("--only ${ONLY[*]}")
+    has_backend embedded && has_backend postgres || why+=("backends: ${BACKENDS[*]}")
+    for v in BENCH_SIZES BENCH_WARM BENCH_DUR BENCH_REPS; do
+        [ -z "${!v:-}" ] || why+=("$v=${!v}")
+    done
+    case "$VERSION_TEXT" in *uncommitted*) why+=("uncommitted changes") ;; esac
+    if [ ${#why[@]} -eq 0 ]; then
+        echo "full run of committed code ($VERSION_TEXT)"
+    else
+        local joined
+        joined=$(printf '%s; ' "${why[@]}")
+        echo "**partial run** (${joined%; }): not a full run of committed code; quote no figure from it as the project's"
+    fi
+}
+
 write_report() {
     local out="$RUN_DIR/report.md"
     {
-        echo "## $(date -u '+%Y-%m-%d %H:%M') UTC — \`bench/run.sh$ARGS_TEXT\`"
+        echo "## $(date -u '+%Y-%m-%d %H:%M') UTC — \`$COMMAND_TEXT\`"
         echo
         machine_info
         echo
@@ -896,7 +936,7 @@ write_report() {
         echo "<details><summary>Exact commands</summary>"
         echo
         echo '```'
-        echo "bench/run.sh$ARGS_TEXT"
+        echo "$COMMAND_TEXT"
         echo "taskset -c $SERVER_CPU target/release/kvstore serve --listen 127.0.0.1:$KV_PORT --admin-token <token> --data-dir <dir> | --database-url postgres://… --db-max-connections $CONNS"
         echo "taskset -c $SERVER_CPU target/release/examples/bench_hello 127.0.0.1:$HELLO_PORT"
         echo "taskset -c $SERVER_CPU nginx -c bench/nginx.conf (placeholders filled in)"

@@ -181,7 +181,40 @@ export KVSTORE_USER3=carol KVSTORE_TOKEN3="$CAROL_TOKEN"
 
 # ---- the suites -------------------------------------------------------------------------------------------
 
-run_suite() { # name command...
+# The clients run with retries off (max_retries=0, maxRetries: 0) so that a 5xx or a dropped
+# connection fails the test that met it. The SDK and the CLI keep their own retries; the server
+# itself therefore counts its 5xx answers (GET /metrics), and a suite during which it gave any fails.
+server_5xx() { # prints how many 5xx answers the server has given so far
+    curl -sf --max-time 10 "$KVSTORE_URL/metrics" \
+        | awk '/^kvstore_http_requests_total[{]/ && /status="5[0-9][0-9]"/ { n += $NF } END { printf "%d\n", n }'
+}
+
+run_suite() { # name command...   (against the shared server: its 5xx answers are counted)
+    local name="$1" rc=0 before after
+    shift
+    local t0
+    t0="$(now)"
+    echo
+    echo "==> $name"
+    before="$(server_5xx)" || before=""
+    timeout "$SUITE_TIMEOUT" "$@" || rc=$?
+    after="$(server_5xx)" || after=""
+    if [[ $rc -eq 0 && ( -z $before || -z $after ) ]]; then
+        echo "!! could not read the server's 5xx count from $KVSTORE_URL/metrics" >&2
+        rc=1
+    elif [[ $rc -eq 0 && $after -ne $before ]]; then
+        echo "!! the server answered $((after - before)) requests with 5xx during '$name' (see $WORK/server.err)" >&2
+        rc=1
+    fi
+    if [[ $rc -eq 0 ]]; then
+        record_stage "$name" passed "$t0"
+    else
+        FAILED=1
+        record_stage "$name" "FAILED (exit $rc)" "$t0"
+    fi
+}
+
+run_own_suite() { # name command...   (the suite runs servers of its own)
     local name="$1" rc=0
     shift
     local t0
@@ -221,9 +254,9 @@ fi
 
 # The crawlee round trips run the binary on their own data directories (not the server above).
 if want crawlee; then
-    run_suite "crawlee-python round trip" env KVSTORE_BIN="$BIN" "$CRAWLEE_DIR/.venv/bin/python" -m pytest \
+    run_own_suite "crawlee-python round trip" env KVSTORE_BIN="$BIN" "$CRAWLEE_DIR/.venv/bin/python" -m pytest \
         -p no:cacheprovider -q -rfE "$CRAWLEE_DIR/test_crawlee_roundtrip.py"
-    run_suite "crawlee JS round trip" env KVSTORE_BIN="$BIN" \
+    run_own_suite "crawlee JS round trip" env KVSTORE_BIN="$BIN" \
         bash -c 'cd "$1" && node --test --test-force-exit --test-reporter=spec' _ "$CRAWLEE_DIR"
 fi
 

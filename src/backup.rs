@@ -233,6 +233,17 @@ pub async fn to_file(store: &dyn Store, to: &Path) -> Result<BackupCounts, Backu
     counts
 }
 
+/// Moves a finished backup file into place and syncs the directory, so that the rename itself
+/// survives a crash or power loss (the file's own data was synced before). Blocking.
+pub fn install(partial: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::rename(partial, to)?;
+    let dir = match to.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
+}
+
 // ---------------------------------------------------------------------------------------------
 // reading
 

@@ -424,6 +424,10 @@ pub struct ServerConfig {
     pub unnamed_retention: Option<std::time::Duration>,
     /// Requests per second per token (or per client address without one); `None`: no limit.
     pub rate_limit: Option<std::num::NonZeroU32>,
+    /// How often the read/list counters and `accessedAt` batched in memory are written to the
+    /// backend (also at shutdown). Until then `GET` store adds them from memory, except while a
+    /// write of them is under way.
+    pub access_flush_interval: std::time::Duration,
 }
 
 impl ServerConfig {
@@ -441,6 +445,7 @@ impl ServerConfig {
             tls: None,
             unnamed_retention: None,
             rate_limit: None,
+            access_flush_interval: std::time::Duration::from_secs(5),
         }
     }
 }

@@ -4,12 +4,15 @@
 //! (`cargo fuzz`, see docs/reliability.md); `tests/fuzz_smoke.rs` runs them on random and mutated
 //! inputs in every `cargo test`.
 
+use axum::http::StatusCode;
+
 use crate::api::params::{Params, MAX_LIMIT};
 use crate::api::resolve::{parse_ref, StoreRef};
 use crate::auth::{
     record_signature, storage_signature, verify_record_signature, verify_storage_signature,
     SignatureError,
 };
+use crate::error::ApiError;
 use crate::model::{RecordKey, StoreName};
 
 /// Splits fuzz input into `n` strings at `0xff` bytes (never valid UTF-8, so a natural separator).
@@ -53,8 +56,22 @@ pub fn signatures(data: &[u8]) {
     assert!(verify_record_signature(secret, &other, &made).is_err());
 }
 
-/// A query string: every getter answers a value or an `invalid-parameter` error; a limit is never
-/// above the maximum.
+/// Asserts that a refusal is 400 `invalid-parameter` with a message (docs/api.md: every bad
+/// parameter gets that envelope), not another error.
+fn assert_invalid_parameter(e: &ApiError, what: &str, query: &str) {
+    assert!(
+        matches!(e, ApiError::InvalidParameter(_)),
+        "{what} of {query:?}: {e:?} is not invalid-parameter"
+    );
+    assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{what} of {query:?}");
+    assert_eq!(e.error_type(), "invalid-parameter", "{what} of {query:?}");
+    assert!(!e.to_string().is_empty(), "{what} of {query:?}: no message");
+}
+
+/// A query string: every getter answers a value or an `invalid-parameter` error; a parameter
+/// that is absent reads as absent (false, no number); a parameter that cannot be read (given
+/// twice) makes every getter refuse it; a limit is always within `1..=MAX_LIMIT`, the maximum
+/// when none is given.
 pub fn query_params(data: &[u8]) {
     let query = String::from_utf8_lossy(data);
     let params = Params::from_query(Some(&query));
@@ -67,12 +84,44 @@ pub fn query_params(data: &[u8]) {
         "prefix",
         "token",
     ] {
-        let _ = params.get(name);
-        let _ = params.bool(name);
-        let _ = params.u64(name);
+        let raw = params.get(name);
+        let flag = params.bool(name);
+        let number = params.u64(name);
+        match &raw {
+            Ok(Some(v)) => assert!(!v.is_empty(), "get({name}) of {query:?}: an empty value"),
+            Ok(None) => {
+                assert!(
+                    matches!(flag, Ok(false)),
+                    "bool({name}) of {query:?} without it: {flag:?}"
+                );
+                assert!(
+                    matches!(number, Ok(None)),
+                    "u64({name}) of {query:?} without it: {number:?}"
+                );
+            }
+            Err(e) => {
+                assert_invalid_parameter(e, &format!("get({name})"), &query);
+                assert!(flag.is_err() && number.is_err(), "{name} of {query:?}");
+            }
+        }
+        if let Err(e) = &flag {
+            assert_invalid_parameter(e, &format!("bool({name})"), &query);
+        }
+        if let Err(e) = &number {
+            assert_invalid_parameter(e, &format!("u64({name})"), &query);
+        }
     }
-    if let Ok(limit) = params.limit() {
-        assert!((1..=MAX_LIMIT).contains(&limit), "limit {limit}");
+    match params.limit() {
+        Ok(limit) => {
+            assert!(
+                (1..=MAX_LIMIT).contains(&limit),
+                "limit {limit} of {query:?}"
+            );
+            if matches!(params.get("limit"), Ok(None)) {
+                assert_eq!(limit, MAX_LIMIT, "no limit given in {query:?}");
+            }
+        }
+        Err(e) => assert_invalid_parameter(&e, "limit()", &query),
     }
 }
 

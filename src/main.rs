@@ -106,6 +106,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         tls,
         unnamed_retention: args.unnamed_retention,
         rate_limit: args.rate_limit,
+        access_flush_interval: std::time::Duration::from_secs(5),
     };
     println!(
         "kvstore {} listening on {scheme}://{addr}",
@@ -382,7 +383,7 @@ async fn backup(args: BackupArgs) -> Result<(), Box<dyn std::error::Error>> {
             return Err(e);
         }
     };
-    std::fs::rename(&partial, &args.to)?;
+    kvstore::backup::install(&partial, &args.to)?;
     println!(
         "Backed up {} users, {} stores, {} records ({} bytes) to {}.",
         counts.users,

@@ -20,8 +20,6 @@ use crate::config::ServerConfig;
 use crate::model::now_millis;
 use crate::storage::{AccessCounters, Store};
 
-/// How often batched read/list counters and `accessedAt` are written.
-const ACCESS_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 /// How long shutdown waits for requests in flight before it stops anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// What the transport may buffer beyond the header bound the API enforces with a 431 in Apify's
@@ -48,7 +46,11 @@ pub async fn serve(
         rate_limiter: config.rate_limit.map(api::rate_limit::RateLimiter::new),
     };
     api::init_metrics();
-    let flusher = tokio::spawn(flush_access_periodically(store.clone(), access.clone()));
+    let flusher = tokio::spawn(flush_access_periodically(
+        store.clone(),
+        access.clone(),
+        config.access_flush_interval,
+    ));
     let sweeper = config.unnamed_retention.map(|retention| {
         tokio::spawn(expire_unnamed_periodically(
             store.clone(),
@@ -180,8 +182,14 @@ pub async fn serve(
     Ok(())
 }
 
-async fn flush_access_periodically(store: Arc<dyn Store>, access: Arc<AccessCounters>) {
-    let mut tick = tokio::time::interval(ACCESS_FLUSH_INTERVAL);
+async fn flush_access_periodically(
+    store: Arc<dyn Store>,
+    access: Arc<AccessCounters>,
+    period: Duration,
+) {
+    // Nothing is counted yet at the start: the first write is one period in.
+    let period = period.max(Duration::from_millis(1));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         tick.tick().await;
         flush_access(&*store, &access).await;

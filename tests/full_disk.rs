@@ -2,7 +2,7 @@
 //! mounts (root only). Writes fail with 507 `insufficient-storage` once the free-space reserve is
 //! reached, reads, listings and deletes keep working, nothing stored before is damaged, and once
 //! there is room again writes succeed without a restart.
-//! Without the right to mount, the test says loudly that it skipped (and fails under `CI=true`).
+//! Without the right to mount, the test skips visibly (`common::skipped`; it fails under `CI=true`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -72,7 +72,7 @@ async fn a_full_disk_fails_writes_cleanly_and_keeps_what_is_stored() {
             std::env::var("CI").as_deref() != Ok("true"),
             "CI=true: this test must run, but mounting a tmpfs failed (needs root)"
         );
-        eprintln!("!! SKIPPED: full-disk test (cannot mount a tmpfs; run as root to include it)");
+        common::skipped("cannot mount a tmpfs (run as root to include the full-disk test)");
         return;
     };
     let backend = Backend::Embedded {

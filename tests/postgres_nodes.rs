@@ -5,10 +5,10 @@
 //! proxy inside the test) answers 503 quickly, recovers by itself and loses no acknowledged write.
 //! Connections the database dropped while idle are replaced before a request meets them.
 //! Also: what a 503 to an upload it did not read does to the client's kept-alive connection, and
-//! (ignored: a known server bug, slow) a database that goes silent instead of refusing.
+//! a database that goes silent instead of refusing (the node still answers in bounded time).
 //!
-//! Every test makes a fresh database (`PgDatabase::create()`) and returns early, saying so, when
-//! PostgreSQL is unreachable outside CI.
+//! Every test makes a fresh database (`PgDatabase::create()`) and returns early, recorded as a
+//! skip (`common::skipped`), when PostgreSQL is unreachable outside CI.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

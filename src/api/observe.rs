@@ -6,13 +6,17 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::OnceLock;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
+use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use http_body::Body as _;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use rand::distributions::{Alphanumeric, DistString};
 use tracing::Instrument;
@@ -68,12 +72,7 @@ pub async fn metrics_get() -> Response {
         .into_response()
 }
 
-type Handles = (
-    metrics::Counter,
-    metrics::Histogram,
-    metrics::Counter,
-    metrics::Counter,
-);
+type Handles = (metrics::Counter, metrics::Histogram);
 
 thread_local! {
     /// Route patterns as `&'static str`: the router's patterns are a fixed, small set.
@@ -82,6 +81,55 @@ thread_local! {
     /// building label sets or looking them up in the registry. Per thread: no lock on the hot path.
     static HANDLES: RefCell<HashMap<(&'static str, &'static str, u16), Handles>> =
         RefCell::new(HashMap::new());
+    /// Body bytes received and sent (no labels). Taken on first use, after `init_metrics`.
+    static BYTES: (metrics::Counter, metrics::Counter) = (
+        metrics::counter!("kvstore_http_received_bytes_total"),
+        metrics::counter!("kvstore_http_sent_bytes_total"),
+    );
+}
+
+/// A body that adds the size of every data frame to `counter` as it passes: the bytes that
+/// actually cross the wire, with or without a `Content-Length` (chunked uploads, streamed
+/// downloads, a body cut short, a HEAD answer's body that is never sent).
+struct Counted {
+    inner: Body,
+    counter: metrics::Counter,
+}
+
+impl http_body::Body for Counted {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.counter.increment(data.len() as u64);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn counted(body: Body, counter: metrics::Counter) -> Body {
+    if body.is_end_stream() {
+        return body; // nothing to count: spare the allocation
+    }
+    Body::new(Counted {
+        inner: body,
+        counter,
+    })
 }
 
 fn intern_route(route: &str) -> &'static str {
@@ -123,8 +171,6 @@ fn handles(route: &'static str, method: &'static str, status: u16) -> Handles {
         let made = (
             metrics::counter!("kvstore_http_requests_total", &labels),
             metrics::histogram!("kvstore_http_request_duration_seconds", &labels[..2]),
-            metrics::counter!("kvstore_http_received_bytes_total"),
-            metrics::counter!("kvstore_http_sent_bytes_total"),
         );
         cache
             .borrow_mut()
@@ -148,34 +194,29 @@ fn request_id(request: &Request) -> String {
         .unwrap_or_else(|| Alphanumeric.sample_string(&mut rand::thread_rng(), 16))
 }
 
-fn content_length(headers: &axum::http::HeaderMap) -> u64 {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 pub async fn observe(matched: Option<MatchedPath>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = matched.map_or("unmatched", |m| intern_route(m.as_str()));
     let method = method_label(request.method());
     let id = request_id(&request);
-    let bytes_in = content_length(request.headers());
+    let (received, sent) = BYTES.with(Clone::clone);
+    let request = request.map(|body| counted(body, received));
     // Only the id in the span: the fmt subscriber formats a span's fields when it is created, on
     // every request; the method and route go into the request's own log line below.
     let span = tracing::info_span!("request", request_id = id.as_str());
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let mut response = next
+        .run(request)
+        .instrument(span.clone())
+        .await
+        .map(|body| counted(body, sent));
     let status = response.status();
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", v);
     }
     let elapsed = started.elapsed();
-    let (requests, duration, received, sent) = handles(route, method, status.as_u16());
+    let (requests, duration) = handles(route, method, status.as_u16());
     requests.increment(1);
     duration.record(elapsed.as_secs_f64());
-    received.increment(bytes_in);
-    sent.increment(content_length(response.headers()));
     let _entered = span.enter();
     if status.is_server_error() {
         tracing::warn!(

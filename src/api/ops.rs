@@ -26,7 +26,7 @@ pub async fn healthz() -> Json<Value> {
     tag = "operations",
     responses(
         (status = 200, description = "`{\"status\": \"ok\"}`", body = Health),
-        (status = 503, description = "`{\"status\": \"unavailable\"}`: the storage backend does not answer", body = Health),
+        (status = 503, description = "`{\"status\": \"unavailable\"}`: the storage backend does not answer, or the embedded engine refuses writes after an I/O error (until a restart)", body = Health),
     ),
 )]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {

@@ -15,7 +15,9 @@
 use std::collections::VecDeque;
 use std::fs;
 use std::io::Write;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
@@ -112,16 +114,118 @@ struct RecordHeader {
     version: u64,
 }
 
+/// What a request hears once the database file has failed an I/O operation (503).
+const BROKEN: &str = "the database file failed an I/O operation; the engine refuses writes until \
+                      the server is restarted";
+
 fn engine<E: Into<redb::Error>>(e: E) -> StorageError {
     match e.into() {
         redb::Error::DatabaseAlreadyOpen => StorageError::Locked,
         redb::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => StorageError::Full,
-        // After a failed write the engine refuses further writes until reopened; reads go on.
-        redb::Error::PreviousIo => StorageError::Unavailable(
-            "the database refuses writes after an I/O error (was the disk full?): restart the server".into(),
-        ),
-        redb::Error::Io(io) => StorageError::Io(io),
+        // redb latches any I/O error of its file: every later access that reaches the file fails
+        // with `PreviousIo` until the database is reopened (pages in its cache still read).
+        redb::Error::PreviousIo => StorageError::Unavailable(BROKEN.into()),
+        redb::Error::Io(io) => StorageError::Unavailable(format!("{BROKEN} ({io})")),
         other => StorageError::Engine(other.to_string()),
+    }
+}
+
+/// The database file's storage, watched: any failed operation sets `failed`, as it sets redb's
+/// own latch (`io_failed` in its cached file), which nothing but a reopen clears. The engine
+/// then answers 503 to writes and to `/readyz` (see [`Store::ping`]). One atomic store on a
+/// failure and a delegating call otherwise: nothing on the success path.
+#[derive(Debug)]
+struct Watched<B> {
+    inner: B,
+    failed: Arc<AtomicBool>,
+}
+
+impl<B> Watched<B> {
+    fn check<T, E: std::fmt::Display>(
+        &self,
+        result: std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        if let Err(e) = &result {
+            if !self.failed.swap(true, Ordering::AcqRel) {
+                tracing::error!(error = %e, "the database file failed an I/O operation: writes are refused until a restart");
+            }
+        }
+        result
+    }
+}
+
+impl<B: redb::StorageBackend> redb::StorageBackend for Watched<B> {
+    fn len(&self) -> std::io::Result<u64> {
+        self.check(self.inner.len())
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.check(self.inner.read(offset, out))
+    }
+
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.check(self.inner.set_len(len))
+    }
+
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.check(self.inner.sync_data())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.check(self.inner.write(offset, data))
+    }
+
+    fn close(&self) -> std::io::Result<()> {
+        self.inner.close()
+    }
+
+    fn try_lock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> std::result::Result<bool, redb::BackendError> {
+        self.inner.try_lock_range(start, end)
+    }
+
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> std::result::Result<bool, redb::BackendError> {
+        self.inner.try_lock_shared_range(start, end)
+    }
+
+    fn lock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> std::result::Result<(), redb::BackendError> {
+        self.inner.lock_range(start, end)
+    }
+
+    fn lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> std::result::Result<(), redb::BackendError> {
+        self.inner.lock_shared_range(start, end)
+    }
+
+    fn unlock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> std::result::Result<(), redb::BackendError> {
+        // redb latches a failed unlock too.
+        self.check(self.inner.unlock_range(start, end))
+    }
+
+    fn query_lock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> std::result::Result<bool, redb::BackendError> {
+        self.inner.query_lock_range(start, end)
     }
 }
 
@@ -149,6 +253,8 @@ struct Paths {
     pins: Mutex<BlobPins>,
     /// See [`EmbeddedOptions::min_free_bytes`].
     min_free_bytes: u64,
+    /// Set once the database file failed an I/O operation (see [`Watched`]).
+    io_failed: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -239,6 +345,8 @@ trait Job: Send {
 enum BatchError {
     /// No space left on the device; nothing in the batch was stored.
     Full,
+    /// The database file failed an I/O operation: the engine refuses writes until a restart.
+    Broken(String),
     Other(String),
 }
 
@@ -319,6 +427,7 @@ impl<R: Send + 'static> Job for TypedJob<R> {
                 .outcome
                 .unwrap_or_else(|| Err(StorageError::Engine("write was not applied".into()))),
             Err(BatchError::Full) => Err(StorageError::Full),
+            Err(BatchError::Broken(msg)) => Err(StorageError::Unavailable(msg)),
             Err(BatchError::Other(msg)) => Err(StorageError::Engine(msg)),
         };
         let _ = self.reply.send(result); // the caller may have gone away; the write stands
@@ -342,7 +451,19 @@ impl EmbeddedStore {
     /// Like [`EmbeddedStore::open`], with settings. Blocking.
     pub fn open_with_options(dir: &Path, options: &EmbeddedOptions) -> Result<Self> {
         let path = dir.join("kvstore.redb");
-        Self::open_with(dir, options, move |builder| builder.create(path))
+        Self::open_with(dir, options, move |builder, failed| {
+            // What `redb::Builder::create` does, with the file watched.
+            let file = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)?;
+            builder.create_with_backend(Watched {
+                inner: redb::backends::FileBackend::new(file)?,
+                failed,
+            })
+        })
     }
 
     /// Like [`EmbeddedStore::open`], but the database lives in `backend` instead of
@@ -350,28 +471,40 @@ impl EmbeddedStore {
     /// (`tests/crash.rs`), whose backend keeps the writes not yet synced apart and drops them to
     /// simulate power loss. Blocking.
     pub fn open_with_backend(dir: &Path, backend: impl redb::StorageBackend) -> Result<Self> {
-        Self::open_with(dir, &EmbeddedOptions::default(), move |builder| {
-            builder.create_with_backend(backend)
+        Self::open_with(dir, &EmbeddedOptions::default(), move |builder, failed| {
+            builder.create_with_backend(Watched {
+                inner: backend,
+                failed,
+            })
         })
     }
 
     fn open_with(
         dir: &Path,
         options: &EmbeddedOptions,
-        create: impl FnOnce(&redb::Builder) -> std::result::Result<Database, redb::DatabaseError>,
+        create: impl FnOnce(
+            &redb::Builder,
+            Arc<AtomicBool>,
+        ) -> std::result::Result<Database, redb::DatabaseError>,
     ) -> Result<Self> {
         fs::create_dir_all(dir)?;
+        let io_failed = Arc::new(AtomicBool::new(false));
         let paths = Paths {
             blobs: dir.join("blobs"),
             spool: dir.join("tmp"),
             pins: Mutex::default(),
             min_free_bytes: options.min_free_bytes,
+            io_failed: io_failed.clone(),
         };
         fs::create_dir_all(&paths.blobs)?;
         // Anything left in the spool dir belongs to requests that never completed.
         let _ = fs::remove_dir_all(&paths.spool);
         fs::create_dir_all(&paths.spool)?;
-        let db = create(Database::builder().set_cache_size(options.cache_bytes)).map_err(engine)?;
+        let db = create(
+            Database::builder().set_cache_size(options.cache_bytes),
+            io_failed,
+        )
+        .map_err(engine)?;
         let purge_pending = init_tables(&db)?;
         let db = Arc::new(db);
         let paths = Arc::new(paths);
@@ -594,6 +727,15 @@ fn run_batch(db: &Database, paths: &Paths, auth: &AuthCache, mut batch: Vec<Box<
         auth.change_ends();
     }
     let committed = committed.map_err(|e| match e {
+        // Whatever the first error said (even "disk full"), redb now refuses every write.
+        e if paths.io_failed.load(Ordering::Acquire) => {
+            tracing::error!(error = %e, "write transaction failed on an I/O error");
+            BatchError::Broken(BROKEN.into())
+        }
+        StorageError::Unavailable(msg) => {
+            tracing::error!(error = %msg, "write transaction failed");
+            BatchError::Broken(msg)
+        }
         StorageError::Full => {
             tracing::warn!("write transaction failed: the disk is full");
             BatchError::Full
@@ -1881,6 +2023,10 @@ impl Store for EmbeddedStore {
     async fn ping(&self) -> Result<()> {
         if self.writer.read().map(|w| w.is_none()).unwrap_or(true) {
             return Err(StorageError::Closed);
+        }
+        // Reads of cached pages still work after an I/O error: the probe must not rely on one.
+        if self.paths.io_failed.load(Ordering::Acquire) {
+            return Err(StorageError::Unavailable(BROKEN.into()));
         }
         self.read(|txn| read_store(txn, "").map(|_| ())).await
     }

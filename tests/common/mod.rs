@@ -59,6 +59,14 @@ impl TestServer {
     /// Starts a server on the given backend (the caller keeps its directory alive).
     pub async fn start_on(backend: &Backend, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
         let store = storage::open(backend).await.unwrap();
+        Self::start_with_store(store, tweak).await
+    }
+
+    /// Starts a server over a store the caller opened (say, over a storage backend of its own).
+    pub async fn start_with_store(
+        store: Arc<dyn Store>,
+        tweak: impl FnOnce(&mut ServerConfig),
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut config = ServerConfig::for_addr(addr);
@@ -187,6 +195,39 @@ pub async fn assert_error(resp: Response, status: u16, error_type: &str) -> Stri
     message
 }
 
+/// Says that the running test skips (all or part of) what it checks, where nobody can miss it:
+/// straight to the process's stderr (libtest captures only `print!`/`eprint!`, and only a failing
+/// test's capture is shown), and as a line in the file `KVSTORE_SKIP_LOG` names, which
+/// `scripts/test.sh` counts and reports at the end (and fails on, under CI or `.ci/run`).
+pub fn skipped(reason: &str) {
+    use std::io::Write;
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("an unnamed test")
+        .to_owned();
+    let binary = std::env::args()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_default();
+    let binary = binary.rsplit_once('-').map_or(binary.as_str(), |(b, _)| b);
+    let line = format!("SKIPPED: {binary}::{test}: {reason}");
+    let _ = writeln!(std::io::stderr().lock(), "\n!! {line}");
+    if let Some(path) = std::env::var_os("KVSTORE_SKIP_LOG") {
+        let logged = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| writeln!(f, "{line}"));
+        if let Err(e) = logged {
+            panic!("cannot record the skip in KVSTORE_SKIP_LOG ({path:?}): {e}");
+        }
+    }
+}
+
 /// A fresh PostgreSQL database for one test, dropped afterwards (also when the test fails).
 pub struct PgDatabase {
     pub url: String,
@@ -212,7 +253,7 @@ impl PgDatabase {
                 if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
                     panic!("PostgreSQL at {admin_url} is required in CI: {e}");
                 }
-                eprintln!("SKIPPED: PostgreSQL tests — no database at {admin_url} ({e})");
+                skipped(&format!("no PostgreSQL at {admin_url} ({e})"));
                 return None;
             }
         };

@@ -59,23 +59,14 @@ SPECIAL_KEYS = ["it's", '(paren)', 'bang!', 'a!b\'c(d)e-f_g.h', '-', '_', "!'()-
 
 def make_client(token: str | None, **kwargs: Any) -> ApifyClient:
     if V3:
-        return ApifyClient(
-            token,
-            api_url=URL,
-            api_public_url=URL,
-            max_retries=2,
-            min_delay_between_retries=timedelta(milliseconds=100),
-            **kwargs,
-        )
-    return ApifyClient(token, api_url=URL, api_public_url=URL, max_retries=2, min_delay_between_retries_millis=100)
+        return ApifyClient(token, api_url=URL, api_public_url=URL, max_retries=0, **kwargs)
+    return ApifyClient(token, api_url=URL, api_public_url=URL, max_retries=0)
 
 
 def make_async_client(token: str | None) -> ApifyClientAsync:
     if V3:
-        return ApifyClientAsync(
-            token, api_url=URL, api_public_url=URL, max_retries=2, min_delay_between_retries=timedelta(milliseconds=100)
-        )
-    return ApifyClientAsync(token, api_url=URL, api_public_url=URL, max_retries=2, min_delay_between_retries_millis=100)
+        return ApifyClientAsync(token, api_url=URL, api_public_url=URL, max_retries=0)
+    return ApifyClientAsync(token, api_url=URL, api_public_url=URL, max_retries=0)
 
 
 def as_dict(obj: Any) -> Any:
@@ -138,24 +129,16 @@ def bulk_put(store_id: str, records: list[tuple[str, bytes]], *, workers: int = 
     local = threading.local()
 
     def put(item: tuple[str, bytes]) -> None:
+        # No retry: a dropped connection or a 5xx fails the test.
         key, value = item
-        for attempt in range(3):
-            conn = getattr(local, 'conn', None)
-            if conn is None:
-                conn = local.conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
-            try:
-                conn.request('PUT', record_path(store_id, key), body=value, headers={
-                    'Authorization': f'Bearer {TOKEN}', 'Content-Type': 'text/plain; charset=utf-8'})
-                resp = conn.getresponse()
-                data = resp.read()
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                local.conn = None
-                if attempt == 2:
-                    raise
-                continue
-            assert resp.status == 201, f'PUT {key}: {resp.status} {data[:300]!r}'
-            return
+        conn = getattr(local, 'conn', None)
+        if conn is None:
+            conn = local.conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+        conn.request('PUT', record_path(store_id, key), body=value, headers={
+            'Authorization': f'Bearer {TOKEN}', 'Content-Type': 'text/plain; charset=utf-8'})
+        resp = conn.getresponse()
+        data = resp.read()
+        assert resp.status == 201, f'PUT {key}: {resp.status} {data[:300]!r}'
 
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         list(pool.map(put, records))
