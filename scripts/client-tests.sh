@@ -2,13 +2,14 @@
 # End-to-end tests of kvstore with the official Apify clients:
 #   py3 - Python apify-client 3.x (tests/clients/python/requirements.txt, venv .venv)
 #   py2 - Python apify-client 2.x (tests/clients/python/requirements-v2.txt, venv .venv-v2)
+#   py1 - Python apify-client 1.12.x, still pinned by many Actors (requirements-v1.txt, venv .venv-v1)
 #   js  - JavaScript apify-client 2.x (tests/clients/js, node --test)
 #   sdk - the Apify SDK for Python running Actor code (tests/clients/sdk/requirements.txt, venv .venv)
 #   cli - the Apify CLI, `apify login` and `apify kvs …` (tests/clients/cli, node --test)
 #   crawlee - `kvstore import` / `export` round trips with crawlee-python and crawlee JS
 #         (tests/clients/crawlee: pytest in venv .venv, and node --test)
 #
-# Usage: scripts/client-tests.sh [py3] [py2] [js] [sdk] [cli] [crawlee]      (default: all six)
+# Usage: scripts/client-tests.sh [py3] [py2] [py1] [js] [sdk] [cli] [crawlee]      (default: all seven)
 # Env:   KVSTORE_BIN      use this server binary instead of `cargo build --bin kvstore`
 #        CLIENT_TESTS_DATABASE_URL  run the server on this (empty) PostgreSQL database instead of a
 #                         fresh data directory
@@ -30,9 +31,9 @@ PYTHON="${PYTHON:-python3}"
 SUITE_TIMEOUT="${SUITE_TIMEOUT:-900}"
 
 SUITES=("$@")
-[[ ${#SUITES[@]} -eq 0 ]] && SUITES=(py3 py2 js sdk cli crawlee)
+[[ ${#SUITES[@]} -eq 0 ]] && SUITES=(py3 py2 py1 js sdk cli crawlee)
 for s in "${SUITES[@]}"; do
-    case "$s" in py3|py2|js|sdk|cli|crawlee) ;; *) echo "unknown suite '$s' (use py3, py2, js, sdk, cli, crawlee)" >&2; exit 2 ;; esac
+    case "$s" in py3|py2|py1|js|sdk|cli|crawlee) ;; *) echo "unknown suite '$s' (use py3, py2, py1, js, sdk, cli, crawlee)" >&2; exit 2 ;; esac
 done
 want() { local s; for s in "${SUITES[@]}"; do [[ "$s" == "$1" ]] && return 0; done; return 1; }
 
@@ -112,6 +113,7 @@ if want py3 || want py2 || want sdk || want crawlee; then
 fi
 want py3 && ensure_venv "$PY_DIR/.venv" "$PY_DIR/requirements.txt"
 want py2 && ensure_venv "$PY_DIR/.venv-v2" "$PY_DIR/requirements-v2.txt"
+want py1 && ensure_venv "$PY_DIR/.venv-v1" "$PY_DIR/requirements-v1.txt"
 want sdk && ensure_venv "$SDK_DIR/.venv" "$SDK_DIR/requirements.txt"
 want js && ensure_node_modules "$JS_DIR"
 want cli && ensure_node_modules "$CLI_DIR"
@@ -239,6 +241,11 @@ fi
 if want py2; then
     run_suite "python apify-client 2.x" env EXPECT_CLIENT_MAJOR=2 "$PY_DIR/.venv-v2/bin/python" -m pytest \
         -p no:cacheprovider -q -rfE "$PY_DIR/test_apify_client.py" ${CLIENT_TESTS_ARGS:-}
+fi
+# shellcheck disable=SC2086
+if want py1; then
+    run_suite "python apify-client 1.12" "$PY_DIR/.venv-v1/bin/python" -m pytest \
+        -p no:cacheprovider -q -rfE "$PY_DIR/test_apify_client_v1.py" ${CLIENT_TESTS_ARGS:-}
 fi
 if want js; then
     run_suite "js apify-client 2.x" bash -c 'cd "$1" && node --test --test-force-exit --test-reporter=spec' _ "$JS_DIR"

@@ -3,7 +3,7 @@
 # conformance suite (on the embedded engine, then the HTTP suites again on the in-memory backend
 # and on PostgreSQL), schemathesis fuzzing a live server against its own OpenAPI document
 # (scripts/schemathesis.sh), and the end-to-end tests with the official apify-client packages
-# (Python v3 and v2, JS), the Apify SDK for Python and the Apify CLI. The clients and schemathesis
+# (Python v3, v2 and 1.12, JS), the Apify SDK for Python and the Apify CLI. The clients and schemathesis
 # are installed into ignored folders under tests/.
 #
 # PostgreSQL: KVSTORE_TEST_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test); every
@@ -90,13 +90,13 @@ fi
 stage "schemathesis against the OpenAPI document (GET /v2/openapi.json)" scripts/schemathesis.sh
 # The storage browser (GET /) end to end in headless Chromium (Debian's chromium, apt-installed if missing).
 stage "storage browser in headless Chromium" scripts/ui-tests.sh
-stage "official clients (apify-client Python v3/v2 and JS, Apify SDK, Apify CLI, Crawlee round trips)" \
+stage "official clients (apify-client Python v3/v2/1.12 and JS, Apify SDK, Apify CLI, Crawlee round trips)" \
   scripts/client-tests.sh
 if [[ $have_pg == 1 ]] && command -v psql >/dev/null; then
   client_db="kvstore_clients_$$"
   psql "$pg_url" -qc "CREATE DATABASE ${client_db}"
   stage "official clients on PostgreSQL" \
-    env CLIENT_TESTS_DATABASE_URL="${pg_url%/*}/${client_db}" scripts/client-tests.sh py3 py2 js sdk cli
+    env CLIENT_TESTS_DATABASE_URL="${pg_url%/*}/${client_db}" scripts/client-tests.sh py3 py2 py1 js sdk cli
 elif [[ ${CI:-} == true ]]; then
   echo "CI=true needs psql to run the client tests on PostgreSQL." >&2
   exit 1

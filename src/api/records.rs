@@ -403,6 +403,10 @@ pub async fn record_head(
         .access
         .record(&resolved.store.id, AccessKind::Touch, now_millis());
     let mut headers = record_headers(&meta, false);
+    // apify-client 1.12.x (Python) parses a response's body by its Content-Type, a HEAD's empty
+    // body included: with `application/json` its `record_exists` fails and retries for minutes.
+    // Apify's own API documents HEAD 200 without headers; the size and ETag stay.
+    headers.remove(header::CONTENT_TYPE);
     if not_modified(&request_headers, &meta) {
         headers.remove(header::CONTENT_LENGTH);
         return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
