@@ -129,6 +129,11 @@ ALTER TABLE records ADD COLUMN prev_size bigint, ADD COLUMN prev_blob_id bigint;
 /// of the store waits, but other writers do not), the upsert keeps the previous size and blob,
 /// the previous blob's chunks go, and one counter shard takes the changes. $1 store, $2 key,
 /// $3 content type, $4 size, $5 inline body, $6 blob id, $7 version, $8 shard, $9 now.
+///
+/// The upsert replaces the newest row even if it was committed after this statement began, but
+/// the chunk `DELETE` sees only what was committed before: a concurrent writer's chunks are
+/// invisible to it. The statement returns the replaced blob and how many chunks it freed, and
+/// [`free_replaced`] deletes the rest in a statement of its own, which does see them.
 const PUT_RECORD: &str = "
 WITH s AS (SELECT id FROM stores WHERE id = $1 AND NOT deleted FOR SHARE),
 up AS (
@@ -140,7 +145,8 @@ up AS (
         version = EXCLUDED.version, prev_size = r.size, prev_blob_id = r.blob_id
     RETURNING prev_size, prev_blob_id),
 gone AS (DELETE FROM record_chunks
-    WHERE blob_id IN (SELECT prev_blob_id FROM up WHERE prev_blob_id IS NOT NULL)),
+    WHERE blob_id IN (SELECT prev_blob_id FROM up WHERE prev_blob_id IS NOT NULL)
+    RETURNING 1),
 counted AS (
     INSERT INTO store_counters AS c (store_id, shard, record_count, storage_bytes, write_count,
         modified_at)
@@ -151,10 +157,13 @@ counted AS (
         storage_bytes = c.storage_bytes + EXCLUDED.storage_bytes,
         write_count = c.write_count + 1,
         modified_at = greatest(c.modified_at, EXCLUDED.modified_at))
-SELECT count(*) AS written FROM up";
+SELECT count(*) AS written, max(prev_blob_id) AS prev_blob_id, max(prev_size) AS prev_size,
+    (SELECT count(*) FROM gone) AS freed
+FROM up";
 
 /// Stores a batch of inline records in one statement, as [`PUT_RECORD`] stores one: $1 store,
-/// $2 keys (distinct), $3 content types, $4 sizes, $5 bodies, $6 versions, $7 shard, $8 now.
+/// $2 keys (distinct), $3 content types, $4 sizes, $5 bodies, $6 versions, $7 shard, $8 now,
+/// $9 the chunk size (to count the chunks of the bodies replaced).
 const IMPORT_RECORDS: &str = "
 WITH s AS (SELECT id FROM stores WHERE id = $1 AND NOT deleted FOR SHARE),
 up AS (
@@ -168,7 +177,8 @@ up AS (
         version = EXCLUDED.version, prev_size = r.size, prev_blob_id = r.blob_id
     RETURNING size, prev_size, prev_blob_id),
 gone AS (DELETE FROM record_chunks
-    WHERE blob_id IN (SELECT prev_blob_id FROM up WHERE prev_blob_id IS NOT NULL)),
+    WHERE blob_id IN (SELECT prev_blob_id FROM up WHERE prev_blob_id IS NOT NULL)
+    RETURNING 1),
 counted AS (
     INSERT INTO store_counters AS c (store_id, shard, record_count, storage_bytes, write_count,
         modified_at)
@@ -180,16 +190,23 @@ counted AS (
         storage_bytes = c.storage_bytes + EXCLUDED.storage_bytes,
         write_count = c.write_count + EXCLUDED.write_count,
         modified_at = greatest(c.modified_at, EXCLUDED.modified_at))
-SELECT count(*) AS store_exists FROM s";
+SELECT count(*) AS store_exists,
+    (SELECT array_agg(prev_blob_id) FROM up WHERE prev_blob_id IS NOT NULL) AS prev_blob_ids,
+    (SELECT coalesce(sum((prev_size + $9 - 1) / $9) FILTER (WHERE prev_blob_id IS NOT NULL), 0)
+        FROM up)::bigint AS prev_chunks,
+    (SELECT count(*) FROM gone) AS freed
+FROM s";
 
-/// Deletes a record in one statement, as [`PUT_RECORD`] stores one. $1 store, $2 key, $3 shard,
-/// $4 now. Deleting a missing record still counts as a delete of an existing store.
+/// Deletes a record in one statement, as [`PUT_RECORD`] stores one (the same goes for the chunks
+/// of a body committed after the statement began). $1 store, $2 key, $3 shard, $4 now. Deleting a
+/// missing record still counts as a delete of an existing store.
 const DELETE_RECORD: &str = "
 WITH s AS (SELECT id FROM stores WHERE id = $1 AND NOT deleted FOR SHARE),
 d AS (DELETE FROM records WHERE store_id = $1 AND key = $2 AND EXISTS (SELECT 1 FROM s)
     RETURNING size, blob_id),
 gone AS (DELETE FROM record_chunks
-    WHERE blob_id IN (SELECT blob_id FROM d WHERE blob_id IS NOT NULL)),
+    WHERE blob_id IN (SELECT blob_id FROM d WHERE blob_id IS NOT NULL)
+    RETURNING 1),
 counted AS (
     INSERT INTO store_counters AS c (store_id, shard, record_count, storage_bytes, delete_count,
         modified_at)
@@ -200,7 +217,9 @@ counted AS (
         storage_bytes = c.storage_bytes + EXCLUDED.storage_bytes,
         delete_count = c.delete_count + 1,
         modified_at = greatest(c.modified_at, EXCLUDED.modified_at))
-SELECT count(*) AS store_exists FROM s";
+SELECT count(*) AS store_exists, (SELECT blob_id FROM d) AS prev_blob_id,
+    (SELECT size FROM d) AS prev_size, (SELECT count(*) FROM gone) AS freed
+FROM s";
 
 /// [`Store::record_read`] in one round trip: the token's user, the store row (counters not
 /// summed), the caller's share and the record. $1 store, $2 key, $3 token hash (or NULL).
@@ -589,6 +608,18 @@ impl PgStore {
         settle(conn, result)
     }
 
+    /// Runs [`free_replaced`] for what a write statement's own chunk `DELETE` missed, if anything
+    /// (a body committed after the statement began): a second round trip only then.
+    async fn free_missed(&self, row: &PgRow) -> Result<()> {
+        let missed = missed_chunks(row)?;
+        if missed.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn().await?;
+        let result = free_replaced(&mut *conn, &missed).await;
+        settle(conn, result)
+    }
+
     async fn conn(&self) -> Result<PooledConnection> {
         self.statements.get().await.map_err(pg_pool::pool_err)
     }
@@ -745,6 +776,39 @@ async fn chunks_to_file(
     file.flush().await?;
     file.rewind().await?;
     Ok(file.into_std().await)
+}
+
+/// The body a [`PUT_RECORD`], [`DELETE_RECORD`] or [`IMPORT_RECORDS`] statement replaced, and
+/// whether the statement's own chunk `DELETE` missed some of it (a body committed after the
+/// statement began): those blob ids are returned, for [`free_replaced`].
+fn missed_chunks(row: &PgRow) -> Result<Vec<i64>> {
+    let freed: i64 = row.try_get("freed").map_err(db_err)?;
+    if row.try_column("prev_blob_ids").is_ok() {
+        let ids: Option<Vec<i64>> = row.try_get("prev_blob_ids").map_err(db_err)?;
+        let chunks: i64 = row.try_get("prev_chunks").map_err(db_err)?;
+        return Ok(match ids {
+            Some(ids) if freed < chunks => ids,
+            _ => Vec::new(),
+        });
+    }
+    let blob: Option<i64> = row.try_get("prev_blob_id").map_err(db_err)?;
+    let size: Option<i64> = row.try_get("prev_size").map_err(db_err)?;
+    let chunks = size.unwrap_or(0).saturating_add(CHUNK as i64 - 1) / CHUNK as i64;
+    Ok(match blob {
+        Some(blob) if freed < chunks => vec![blob],
+        _ => Vec::new(),
+    })
+}
+
+/// Deletes the chunks of bodies that a record write or delete replaced but whose chunks its own
+/// statement could not see. A statement of its own takes a fresh snapshot, which includes them:
+/// the writer of a replaced row committed before the row could be replaced.
+async fn free_replaced<'e>(conn: impl sqlx::PgExecutor<'e>, blob_ids: &[i64]) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM record_chunks WHERE blob_id = ANY($1)")
+        .bind(blob_ids)
+        .execute(conn)
+        .await
+        .map(|_| ())
 }
 
 /// Writes a large body as chunks under a new blob id.
@@ -1502,12 +1566,21 @@ impl Store for PgStore {
                 // Chunks first, in the same transaction; they vanish with it if it fails.
                 let mut txn = self.begin().await?;
                 let blob_id = write_chunks(&mut txn, body).await?;
-                let written = write(None, Some(blob_id))
+                let row = write(None, Some(blob_id))
                     .fetch_one(&mut *txn)
                     .await
-                    .map_err(db_err)?
-                    .try_get("written")
                     .map_err(db_err)?;
+                let written: i64 = row.try_get("written").map_err(db_err)?;
+                if written == 0 {
+                    // The store is gone (deleted while the body was being written): the chunks
+                    // go with the transaction rather than staying behind with no record.
+                    txn.rollback().await.map_err(db_err)?;
+                    return Ok(WriteOutcome::StoreMissing);
+                }
+                let missed = missed_chunks(&row)?;
+                if !missed.is_empty() {
+                    free_replaced(&mut *txn, &missed).await.map_err(db_err)?;
+                }
                 txn.commit().await.map_err(db_err)?;
                 written
             } else {
@@ -1515,11 +1588,11 @@ impl Store for PgStore {
                     BodyInput::Bytes(b) => b.to_vec(),
                     BodyInput::File { path, .. } => tokio::fs::read(&path).await?,
                 };
-                // One statement, one round trip: its own transaction.
-                self.row(write(Some(bytes), None))
-                    .await?
-                    .try_get("written")
-                    .map_err(db_err)?
+                // One statement, one round trip: its own transaction. A second one only when it
+                // replaced a chunked body committed after it began.
+                let row = self.row(write(Some(bytes), None)).await?;
+                self.free_missed(&row).await?;
+                row.try_get("written").map_err(db_err)?
             };
             Ok(if written == 1 {
                 WriteOutcome::Written
@@ -1559,20 +1632,22 @@ impl Store for PgStore {
         }
         let exists: i64 = self
             .bounded(body_budget(self.op_timeout, total), async {
-                self.row(
-                    sqlx::query(IMPORT_RECORDS)
-                        .bind(store.as_str())
-                        .bind(keys)
-                        .bind(types)
-                        .bind(sizes)
-                        .bind(bodies)
-                        .bind(versions)
-                        .bind(random_shard())
-                        .bind(to_i64(now_millis())),
-                )
-                .await?
-                .try_get("store_exists")
-                .map_err(db_err)
+                let row = self
+                    .row(
+                        sqlx::query(IMPORT_RECORDS)
+                            .bind(store.as_str())
+                            .bind(keys)
+                            .bind(types)
+                            .bind(sizes)
+                            .bind(bodies)
+                            .bind(versions)
+                            .bind(random_shard())
+                            .bind(to_i64(now_millis()))
+                            .bind(CHUNK as i64),
+                    )
+                    .await?;
+                self.free_missed(&row).await?;
+                row.try_get("store_exists").map_err(db_err)
             })
             .await?;
         if exists == 0 {
@@ -1583,7 +1658,7 @@ impl Store for PgStore {
 
     async fn record_delete(&self, store: &StoreId, key: &RecordKey) -> Result<WriteOutcome> {
         self.bounded(self.op_timeout, async move {
-            let exists: i64 = self
+            let row = self
                 .row(
                     sqlx::query(DELETE_RECORD)
                         .bind(store.as_str())
@@ -1591,9 +1666,9 @@ impl Store for PgStore {
                         .bind(random_shard())
                         .bind(to_i64(now_millis())),
                 )
-                .await?
-                .try_get("store_exists")
-                .map_err(db_err)?;
+                .await?;
+            self.free_missed(&row).await?;
+            let exists: i64 = row.try_get("store_exists").map_err(db_err)?;
             Ok(if exists == 1 {
                 WriteOutcome::Written
             } else {
