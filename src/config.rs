@@ -44,6 +44,10 @@ pub enum Command {
     Backup(BackupArgs),
     /// Restore a backup file into a new data directory or an empty PostgreSQL database.
     Restore(RestoreArgs),
+    /// Find stored bodies that no record points at (left by a crash between storing a body and
+    /// committing its record) and remove them; --dry-run only reports. On a data directory no
+    /// server may be running; on PostgreSQL it runs beside the servers.
+    Fsck(FsckArgs),
     /// Write a user's stores as a Crawlee storage folder (DIR/key_value_stores/<store>/) that
     /// Crawlee and the Apify CLI read.
     Export(ExportArgs),
@@ -65,6 +69,15 @@ pub struct BackupArgs {
         requires = "server"
     )]
     pub token: Option<String>,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct FsckArgs {
+    /// Only report what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub data: DataArgs,
 }
@@ -273,6 +286,13 @@ pub struct ServeArgs {
     #[arg(long, env = "KVSTORE_UNNAMED_RETENTION", value_parser = humantime::parse_duration)]
     pub unnamed_retention: Option<std::time::Duration>,
 
+    /// How often the server looks for stored bodies no record points at and removes them (e.g.
+    /// `1h`; `0` turns the check off). Bodies younger than an hour are left alone, as a write may
+    /// not have committed its record yet.
+    #[arg(long, env = "KVSTORE_ORPHAN_CHECK_INTERVAL", value_parser = humantime::parse_duration,
+        default_value = "1h")]
+    pub orphan_check_interval: std::time::Duration,
+
     /// Log format.
     #[arg(long, env = "KVSTORE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -415,6 +435,9 @@ pub struct ServerConfig {
     pub unnamed_retention: Option<std::time::Duration>,
     /// Requests per second per token (or per client address without one); `None`: no limit.
     pub rate_limit: Option<std::num::NonZeroU32>,
+    /// How often orphan bodies are looked for and removed ([`crate::storage::Store::orphans`]);
+    /// `None`: never.
+    pub orphan_check_interval: Option<std::time::Duration>,
 }
 
 impl ServerConfig {
@@ -431,6 +454,7 @@ impl ServerConfig {
             tls: None,
             unnamed_retention: None,
             rate_limit: None,
+            orphan_check_interval: Some(std::time::Duration::from_secs(3600)),
         }
     }
 }

@@ -16,9 +16,9 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::pg_pool::{self, PooledConnection, StatementPool};
 use super::{
-    AccessDelta, BodyInput, BodyOutput, ImportRecord, KeyListQuery, KeyPage, Record, RecordRead,
-    Result, Snapshot, StorageError, Store, StoreListQuery, StorePage, StoreUpdate, UserUpdate,
-    WriteOutcome,
+    AccessDelta, BodyInput, BodyOutput, ImportRecord, KeyListQuery, KeyPage, OrphanCheck,
+    OrphanReport, Record, RecordRead, Result, Snapshot, StorageError, Store, StoreListQuery,
+    StorePage, StoreUpdate, UserUpdate, WriteOutcome,
 };
 use crate::model::{
     now_millis, Authenticated, GeneralAccess, Millis, RecordKey, RecordMeta, ShareAccess, StoreId,
@@ -34,6 +34,8 @@ const CHUNK: usize = 1024 * 1024;
 /// Serializes migrations and first-user creation across nodes.
 const LOCK_KEY: i64 = 0x006b_7673_746f_7265; // "kvstore"
 const PURGE_BATCH: i64 = 1000;
+/// How long one orphan check ([`Store::orphans`]) may take: it reads every chunk's size.
+const ORPHAN_CHECK_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Schema versions, applied in order; the number of applied ones is kept in `kvstore_schema`.
 const MIGRATIONS: &[&str] = &[
@@ -1771,6 +1773,50 @@ impl Store for PgStore {
                 .await
                 .map_err(db_err)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn orphans(&self, check: OrphanCheck) -> Result<OrphanReport> {
+        // The chunks of a write in flight are not committed, so no statement here sees them, and
+        // chunks commit together with the record that points at them: committed chunks without a
+        // record are orphans for good, whatever `min_age` says. An open snapshot (a backup, a
+        // read) keeps reading the rows deleted here, as MVCC does for any delete.
+        self.bounded(ORPHAN_CHECK_TIMEOUT, async move {
+            let row = sqlx::query(
+                "SELECT count(*) AS bodies, coalesce(sum(bytes), 0)::bigint AS bytes,
+                     coalesce(array_agg(blob_id), '{}') AS blob_ids
+                 FROM (SELECT c.blob_id, sum(octet_length(c.data)) AS bytes
+                       FROM record_chunks c
+                       WHERE NOT EXISTS (SELECT 1 FROM records r WHERE r.blob_id = c.blob_id)
+                       GROUP BY c.blob_id) orphan",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
+            let bodies: i64 = row.try_get("bodies").map_err(db_err)?;
+            let bytes: i64 = row.try_get("bytes").map_err(db_err)?;
+            let blob_ids: Vec<i64> = row.try_get("blob_ids").map_err(db_err)?;
+            let mut removed = 0;
+            if check.remove && !blob_ids.is_empty() {
+                // Checked again at deletion: nothing that a record points at goes.
+                removed = sqlx::query_scalar::<_, i64>(
+                    "WITH gone AS (DELETE FROM record_chunks
+                         WHERE blob_id = ANY($1) AND blob_id NOT IN
+                             (SELECT blob_id FROM records WHERE blob_id = ANY($1))
+                         RETURNING blob_id)
+                     SELECT count(DISTINCT blob_id) FROM gone",
+                )
+                .bind(&blob_ids)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_err)?;
+            }
+            Ok(OrphanReport {
+                bodies: to_u64(bodies),
+                bytes: to_u64(bytes),
+                removed: to_u64(removed),
+            })
         })
         .await
     }
