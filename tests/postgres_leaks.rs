@@ -14,6 +14,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{PgDatabase, TestServer};
+use kvstore::storage::OrphanCheck;
 use reqwest::Method;
 use sqlx::Connection;
 
@@ -41,6 +42,12 @@ async fn bodies_and_chunked_records(url: &str) -> (i64, i64) {
     .await
     .unwrap()
 }
+
+/// Report only, nothing in flight.
+const NOW: OrphanCheck = OrphanCheck {
+    remove: false,
+    min_age: Duration::ZERO,
+};
 
 fn body(writer: usize, round: usize, size: usize) -> Vec<u8> {
     let tag = format!("w{writer}r{round}-");
@@ -109,6 +116,9 @@ async fn concurrent_overwrites_and_deletes_of_large_records_free_what_they_repla
         "bodies no record points at after the race ({bodies} bodies for {records} records)"
     );
     assert_eq!(bodies, records);
+    // The backend's own check agrees.
+    let found = server.store.orphans(NOW).await.unwrap();
+    assert_eq!(found.bodies, 0, "{found:?}");
     // The stats still count exactly what is live.
     let resp = server
         .get(&format!("/v2/key-value-stores/{store}"), &token)
@@ -204,5 +214,7 @@ async fn large_puts_racing_a_store_delete_leave_no_body_behind() {
         (0, 0, 0),
         "left after purging every store ({late_writes} PUTs found the store gone)"
     );
+    let found = server.store.orphans(NOW).await.unwrap();
+    assert_eq!(found.bodies, 0, "{found:?}");
     server.stop().await;
 }
