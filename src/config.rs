@@ -287,10 +287,11 @@ pub struct ServeArgs {
     pub unnamed_retention: Option<std::time::Duration>,
 
     /// How often the server looks for stored bodies no record points at and removes them (e.g.
-    /// `1h`; `0` turns the check off). Bodies younger than an hour are left alone, as a write may
+    /// `6h`; `0` turns the check off); the first check comes one interval after the start. Each
+    /// check reads every record once. Bodies younger than an hour are left alone, as a write may
     /// not have committed its record yet.
     #[arg(long, env = "KVSTORE_ORPHAN_CHECK_INTERVAL", value_parser = humantime::parse_duration,
-        default_value = "1h")]
+        default_value = "24h")]
     pub orphan_check_interval: std::time::Duration,
 
     /// Log format.
@@ -454,7 +455,7 @@ impl ServerConfig {
             tls: None,
             unnamed_retention: None,
             rate_limit: None,
-            orphan_check_interval: Some(std::time::Duration::from_secs(3600)),
+            orphan_check_interval: Some(std::time::Duration::from_secs(24 * 3600)),
         }
     }
 }
