@@ -611,15 +611,24 @@ impl PgStore {
     }
 
     /// Runs [`free_replaced`] for what a write statement's own chunk `DELETE` missed, if anything
-    /// (a body committed after the statement began): a second round trip only then.
+    /// (a body committed after the statement began): a second round trip only then. The write
+    /// itself is committed by now, so a failure here does not fail it: the chunks stay until the
+    /// next orphan check ([`Store::orphans`]) removes them.
     async fn free_missed(&self, row: &PgRow) -> Result<()> {
         let missed = missed_chunks(row)?;
         if missed.is_empty() {
             return Ok(());
         }
-        let mut conn = self.conn().await?;
-        let result = free_replaced(&mut *conn, &missed).await;
-        settle(conn, result)
+        let freed = async {
+            let mut conn = self.conn().await?;
+            let result = free_replaced(&mut *conn, &missed).await;
+            settle(conn, result)
+        };
+        if let Err(e) = freed.await {
+            tracing::warn!(error = %e, blobs = ?missed,
+                "could not free a replaced body; the orphan check will");
+        }
+        Ok(())
     }
 
     async fn conn(&self) -> Result<PooledConnection> {
