@@ -188,6 +188,12 @@ pub struct DataArgs {
     /// fails with 503, so that a database that stops answering does not hang requests.
     #[arg(long, env = "KVSTORE_DB_TIMEOUT", default_value_t = 10)]
     pub db_timeout: u64,
+
+    /// Bytes of large (chunked) bodies this node keeps in temporary files for clients still
+    /// reading them, so that clients that stop reading cannot fill the disk; past it, such reads
+    /// wait up to --db-timeout for room, then answer 503.
+    #[arg(long, env = "KVSTORE_DB_MAX_READ_SPOOL", default_value_t = 1024 * 1024 * 1024)]
+    pub db_max_read_spool: u64,
 }
 
 impl DataArgs {
@@ -199,6 +205,7 @@ impl DataArgs {
                     max_connections: self.db_max_connections,
                     acquire_timeout: std::time::Duration::from_secs(self.db_acquire_timeout),
                     op_timeout: std::time::Duration::from_secs(self.db_timeout.max(1)),
+                    max_read_spool_bytes: self.db_max_read_spool,
                 },
             },
             None => Backend::Embedded {

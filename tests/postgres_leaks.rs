@@ -218,3 +218,63 @@ async fn large_puts_racing_a_store_delete_leave_no_body_behind() {
     assert_eq!(found.bodies, 0, "{found:?}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_that_stop_reading_large_bodies_pin_a_bounded_number_of_bytes() {
+    let Some(db) = PgDatabase::create().await else {
+        return;
+    };
+    const SIZE: usize = 16 * 1024 * 1024;
+    let backend = kvstore::storage::Backend::Postgres {
+        url: db.url.clone(),
+        options: kvstore::storage::postgres::PgOptions {
+            max_read_spool_bytes: 20 * 1024 * 1024,
+            op_timeout: Duration::from_secs(2),
+            ..Default::default()
+        },
+    };
+    let server = TestServer::start_on(&backend, |_| {}).await;
+    let token = server.user("reader").await;
+    let store = server.create_store(&token, Some("big")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let big = body(0, 0, SIZE);
+    server
+        .put_record(
+            &token,
+            &store,
+            "big",
+            "application/octet-stream",
+            big.clone(),
+        )
+        .await;
+    let path = format!("/v2/key-value-stores/{store}/records/big");
+
+    // A client that takes the headers and then stops reading: its 16 MiB copy stays pinned.
+    let stalled = reqwest::Client::new()
+        .get(format!("{}{path}", server.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stalled.status(), 200);
+    // A second one would pin 32 MiB in all: refused once it has waited for room.
+    let started = Instant::now();
+    let resp = server.get(&path, &token).send().await.unwrap();
+    let waited = started.elapsed();
+    // (Not the body in the message: it would be 16 MiB.)
+    assert_eq!(resp.status(), 503, "a second stalled copy was let through");
+    common::assert_error(resp, 503, "service-unavailable").await;
+    assert!(
+        waited >= Duration::from_secs(2),
+        "answered after {waited:?}"
+    );
+
+    // Once the stalled client goes, its copy goes with it, and the next read gets the body.
+    drop(stalled);
+    let resp = server.get(&path, &token).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap(), big);
+    server.stop().await;
+}

@@ -281,6 +281,12 @@ pub struct PgOptions {
     /// How long one storage operation (one statement of a chunked body) may take before the
     /// request fails with 503: a database that goes silent must not hang requests.
     pub op_timeout: Duration,
+    /// Bytes of chunked bodies this node keeps in temporary files for clients still reading them.
+    /// A body is copied from one snapshot into such a file (so that an overwrite meanwhile cannot
+    /// tear it), and a client that stops reading keeps its file: past this, a read of a chunked
+    /// body waits up to `op_timeout` for room, then fails with 503. One body is always let
+    /// through alone, whatever its size.
+    pub max_read_spool_bytes: u64,
 }
 
 impl Default for PgOptions {
@@ -289,6 +295,7 @@ impl Default for PgOptions {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
             op_timeout: Duration::from_secs(10),
+            max_read_spool_bytes: 1024 * 1024 * 1024,
         }
     }
 }
@@ -451,6 +458,7 @@ pub struct PgStore {
     statements: StatementPool,
     spool: tempfile::TempDir,
     op_timeout: Duration,
+    read_spools: std::sync::Arc<ReadSpools>,
 }
 
 impl PgStore {
@@ -493,6 +501,7 @@ impl PgStore {
             statements,
             spool: tempfile::tempdir()?,
             op_timeout: options.op_timeout,
+            read_spools: std::sync::Arc::new(ReadSpools::new(options.max_read_spool_bytes)),
         })
     }
 
@@ -767,14 +776,125 @@ async fn insert_user(
     Ok(())
 }
 
+/// Keeps the temporary files of chunked bodies that clients are still reading (see
+/// [`PgOptions::max_read_spool_bytes`]) to a bounded number of bytes per node.
+///
+/// A reader's file is handed out with a shared `flock` on it, which goes when the last handle of
+/// the reader's open file goes (the response is sent, or its client went away). The node keeps a
+/// second, independent handle of each file: once an exclusive `flock` on that one succeeds, no
+/// reader is left, and the file (unlinked from the start) goes with the handle.
+struct ReadSpools {
+    max_bytes: u64,
+    held: std::sync::Mutex<HeldSpools>,
+}
+
+#[derive(Default)]
+struct HeldSpools {
+    bytes: u64,
+    files: Vec<(std::fs::File, u64)>,
+}
+
+impl HeldSpools {
+    /// Lets go of the files no reader holds any more.
+    fn reclaim(&mut self) {
+        let mut freed = 0;
+        self.files.retain(|(file, len)| {
+            let unread = fs4::fs_std::FileExt::try_lock_exclusive(file).unwrap_or(false);
+            if unread {
+                freed += len;
+            }
+            !unread
+        });
+        self.bytes = self.bytes.saturating_sub(freed);
+    }
+}
+
+impl ReadSpools {
+    fn new(max_bytes: u64) -> Self {
+        Self {
+            max_bytes,
+            held: std::sync::Mutex::new(HeldSpools::default()),
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HeldSpools> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Room for a body of `len` bytes, waiting up to `wait` for readers to finish. A body is
+    /// always let through when nothing else is held, whatever its size.
+    async fn reserve(self: &std::sync::Arc<Self>, len: u64, wait: Duration) -> Result<SpoolRoom> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            {
+                let mut held = self.held();
+                held.reclaim();
+                if held.bytes == 0 || held.bytes.saturating_add(len) <= self.max_bytes {
+                    held.bytes += len;
+                    return Ok(SpoolRoom {
+                        spools: self.clone(),
+                        len,
+                        kept: false,
+                    });
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StorageError::Unavailable(format!(
+                    "clients that have not finished reading hold {} bytes of large bodies on this \
+                     node (--db-max-read-spool {})",
+                    self.held().bytes,
+                    self.max_bytes
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Room reserved in [`ReadSpools`]: given back when dropped, unless a file takes it over.
+struct SpoolRoom {
+    spools: std::sync::Arc<ReadSpools>,
+    len: u64,
+    kept: bool,
+}
+
+impl SpoolRoom {
+    /// The room stays taken until no reader holds `file`'s contents any more.
+    fn keep(mut self, tracker: std::fs::File) {
+        self.spools.held().files.push((tracker, self.len));
+        self.kept = true;
+    }
+}
+
+impl Drop for SpoolRoom {
+    fn drop(&mut self) {
+        if !self.kept {
+            let mut held = self.spools.held();
+            held.bytes = held.bytes.saturating_sub(self.len);
+        }
+    }
+}
+
 /// A chunked body copied chunk by chunk into an anonymous file in `spool`, rewound: memory holds
-/// one chunk, and no connection is held while a slow client downloads the file.
+/// one chunk, and no connection is held while a slow client downloads the file. With `room`, the
+/// file counts against [`ReadSpools`] until its reader is gone.
 async fn chunks_to_file(
     conn: &mut sqlx::PgConnection,
     blob_id: i64,
     spool: &std::path::Path,
+    room: Option<SpoolRoom>,
 ) -> Result<std::fs::File> {
-    let file = tempfile::tempfile_in(spool)?;
+    // With room to account for, the file is opened twice (independent handles, so that their
+    // locks are independent) and unlinked at once; the reader gets the second handle.
+    let (file, reader) = match room {
+        None => (tempfile::tempfile_in(spool)?, None),
+        Some(_) => {
+            let (file, path) = tempfile::NamedTempFile::new_in(spool)?.into_parts();
+            let reader = std::fs::File::open(&path)?;
+            drop(path);
+            (file, Some(reader))
+        }
+    };
     let mut file = tokio::fs::File::from_std(file);
     let mut chunks = sqlx::query("SELECT data FROM record_chunks WHERE blob_id = $1 ORDER BY seq")
         .bind(blob_id)
@@ -785,8 +905,17 @@ async fn chunks_to_file(
     }
     drop(chunks);
     file.flush().await?;
-    file.rewind().await?;
-    Ok(file.into_std().await)
+    match (reader, room) {
+        (Some(reader), Some(room)) => {
+            fs4::fs_std::FileExt::lock_shared(&reader)?;
+            room.keep(file.into_std().await);
+            Ok(reader)
+        }
+        _ => {
+            file.rewind().await?;
+            Ok(file.into_std().await)
+        }
+    }
 }
 
 /// The body a [`PUT_RECORD`], [`DELETE_RECORD`] or [`IMPORT_RECORDS`] statement replaced, and
@@ -1471,7 +1600,7 @@ impl Store for PgStore {
                 self.maybe_row(record_query(store, key)).await
             })
             .await?;
-        match &row {
+        let size = match &row {
             None => return Ok(None),
             Some(row)
                 if row
@@ -1485,8 +1614,10 @@ impl Store for PgStore {
                     body: BodyOutput::Bytes(Bytes::from(body.unwrap_or_default())),
                 }));
             }
-            Some(_) => {}
-        }
+            Some(row) => to_u64(row.try_get("size").map_err(db_err)?),
+        };
+        // Room for the copy first, so that no transaction stays open while waiting for it.
+        let mut room = self.read_spools.reserve(size, self.op_timeout).await?;
         // A chunked body: the row and its chunks from one snapshot, so that a concurrent
         // overwrite is never mixed in.
         let (mut txn, row) = self
@@ -1516,10 +1647,15 @@ impl Store for PgStore {
                 BodyOutput::Bytes(Bytes::from(body.unwrap_or_default()))
             }
             Some(blob_id) => {
+                if room.len != meta.size {
+                    // Overwritten in between: account for the body actually read.
+                    drop(room);
+                    room = self.read_spools.reserve(meta.size, self.op_timeout).await?;
+                }
                 let budget = body_budget(self.op_timeout, meta.size);
                 let file = self
                     .bounded(budget, async {
-                        chunks_to_file(&mut txn, blob_id, self.spool.path()).await
+                        chunks_to_file(&mut txn, blob_id, self.spool.path(), Some(room)).await
                     })
                     .await?;
                 BodyOutput::File(file)
@@ -2011,7 +2147,7 @@ impl Snapshot for PgSnapshot {
                 let budget = body_budget(self.op_timeout, meta.size);
                 let file = self
                     .bounded(budget, async {
-                        chunks_to_file(&mut txn, blob_id, &self.spool).await
+                        chunks_to_file(&mut txn, blob_id, &self.spool, None).await
                     })
                     .await?;
                 BodyOutput::File(file)
