@@ -90,6 +90,7 @@ fn parse_args() -> Result<Args, String> {
                     max_connections: 64,
                     acquire_timeout: Duration::from_secs(60),
                     op_timeout: Duration::from_secs(120),
+                    ..PgOptions::default()
                 },
             },
             4,

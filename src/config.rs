@@ -44,6 +44,10 @@ pub enum Command {
     Backup(BackupArgs),
     /// Restore a backup file into a new data directory or an empty PostgreSQL database.
     Restore(RestoreArgs),
+    /// Find stored bodies that no record points at (left by a crash between storing a body and
+    /// committing its record) and remove them; --dry-run only reports. On a data directory no
+    /// server may be running; on PostgreSQL it runs beside the servers.
+    Fsck(FsckArgs),
     /// Write a user's stores as a Crawlee storage folder (DIR/key_value_stores/<store>/) that
     /// Crawlee and the Apify CLI read.
     Export(ExportArgs),
@@ -65,6 +69,15 @@ pub struct BackupArgs {
         requires = "server"
     )]
     pub token: Option<String>,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct FsckArgs {
+    /// Only report what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub data: DataArgs,
 }
@@ -175,6 +188,12 @@ pub struct DataArgs {
     /// fails with 503, so that a database that stops answering does not hang requests.
     #[arg(long, env = "KVSTORE_DB_TIMEOUT", default_value_t = 10)]
     pub db_timeout: u64,
+
+    /// Bytes of large (chunked) bodies this node keeps in temporary files for clients still
+    /// reading them, so that clients that stop reading cannot fill the disk; past it, such reads
+    /// wait up to --db-timeout for room, then answer 503.
+    #[arg(long, env = "KVSTORE_DB_MAX_READ_SPOOL", default_value_t = 1024 * 1024 * 1024)]
+    pub db_max_read_spool: u64,
 }
 
 impl DataArgs {
@@ -186,6 +205,7 @@ impl DataArgs {
                     max_connections: self.db_max_connections,
                     acquire_timeout: std::time::Duration::from_secs(self.db_acquire_timeout),
                     op_timeout: std::time::Duration::from_secs(self.db_timeout.max(1)),
+                    max_read_spool_bytes: self.db_max_read_spool,
                 },
             },
             None => Backend::Embedded {
@@ -277,6 +297,14 @@ pub struct ServeArgs {
     /// Apify expires unnamed storages. Off by default: stores are kept until deleted.
     #[arg(long, env = "KVSTORE_UNNAMED_RETENTION", value_parser = humantime::parse_duration)]
     pub unnamed_retention: Option<std::time::Duration>,
+
+    /// How often the server looks for stored bodies no record points at and removes them (e.g.
+    /// `6h`; `0` turns the check off); the first check comes one interval after the start. Each
+    /// check reads every record once. Bodies younger than an hour are left alone, as a write may
+    /// not have committed its record yet.
+    #[arg(long, env = "KVSTORE_ORPHAN_CHECK_INTERVAL", value_parser = humantime::parse_duration,
+        default_value = "24h")]
+    pub orphan_check_interval: std::time::Duration,
 
     /// Log format.
     #[arg(long, env = "KVSTORE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -428,6 +456,9 @@ pub struct ServerConfig {
     /// backend (also at shutdown). Until then `GET` store adds them from memory, except while a
     /// write of them is under way.
     pub access_flush_interval: std::time::Duration,
+    /// How often orphan bodies are looked for and removed ([`crate::storage::Store::orphans`]);
+    /// `None`: never.
+    pub orphan_check_interval: Option<std::time::Duration>,
 }
 
 impl ServerConfig {
@@ -446,6 +477,7 @@ impl ServerConfig {
             unnamed_retention: None,
             rate_limit: None,
             access_flush_interval: std::time::Duration::from_secs(5),
+            orphan_check_interval: Some(std::time::Duration::from_secs(24 * 3600)),
         }
     }
 }

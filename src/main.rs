@@ -8,8 +8,8 @@ use tracing_subscriber::EnvFilter;
 
 use kvstore::admin::{self, Admin};
 use kvstore::config::{
-    backend_of, BackupArgs, Cli, Command, CopyArgs, DataArgs, ExportArgs, ImportArgs, LogFormat,
-    RestoreArgs, ServeArgs, ServerConfig, ShareArgs, ShareSetting, Target, UsersCommand,
+    backend_of, BackupArgs, Cli, Command, CopyArgs, DataArgs, ExportArgs, FsckArgs, ImportArgs,
+    LogFormat, RestoreArgs, ServeArgs, ServerConfig, ShareArgs, ShareSetting, Target, UsersCommand,
 };
 use kvstore::model::{ShareAccess, StoreName, Token, User, Username};
 use kvstore::storage::{self, StorageError};
@@ -41,6 +41,7 @@ fn main() -> ExitCode {
             Command::Restore(args) => restore(args).await,
             Command::Import(args) => import(args).await,
             Command::Export(args) => export(args).await,
+            Command::Fsck(args) => fsck(args).await,
         }
     });
     match result {
@@ -107,6 +108,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         unnamed_retention: args.unnamed_retention,
         rate_limit: args.rate_limit,
         access_flush_interval: std::time::Duration::from_secs(5),
+        orphan_check_interval: Some(args.orphan_check_interval).filter(|i| !i.is_zero()),
     };
     println!(
         "kvstore {} listening on {scheme}://{addr}",
@@ -428,6 +430,27 @@ async fn download_backup(
         file.write_all(&chunk).await?;
     }
     file.sync_all().await?;
+    Ok(())
+}
+
+async fn fsck(args: FsckArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let store = open_offline(&args.data).await?;
+    // No write can be in flight: a data directory is locked against servers, and on PostgreSQL
+    // the bodies of writes in flight are not committed (so not seen).
+    let check = storage::OrphanCheck {
+        remove: !args.dry_run,
+        min_age: std::time::Duration::ZERO,
+    };
+    let report = store.orphans(check).await;
+    store.close().await?;
+    let report = report?;
+    println!(
+        "Found {} orphan bodies ({} bytes) in {}; removed {}.",
+        report.bodies,
+        report.bytes,
+        args.data.describe(),
+        report.removed
+    );
     Ok(())
 }
 

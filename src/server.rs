@@ -18,8 +18,12 @@ use tower::ServiceExt as _;
 use crate::api::{self, AppState};
 use crate::config::ServerConfig;
 use crate::model::now_millis;
-use crate::storage::{AccessCounters, Store};
+use crate::storage::{AccessCounters, OrphanCheck, Store};
 
+/// Bodies younger than this are left out of the periodic orphan check: a write may have stored
+/// its body and not yet committed its record (a slow upload is spooled before that, so the body's
+/// file is at most as old as the end of the upload).
+const ORPHAN_MIN_AGE: Duration = Duration::from_secs(3600);
 /// How long shutdown waits for requests in flight before it stops anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// What the transport may buffer beyond the header bound the API enforces with a 431 in Apify's
@@ -58,6 +62,10 @@ pub async fn serve(
             retention,
         ))
     });
+
+    let orphan_check = config
+        .orphan_check_interval
+        .map(|every| tokio::spawn(remove_orphans_periodically(store.clone(), every)));
 
     let allow_method_override = config.allow_method_override;
     // `?method=` must be applied before routing, so it wraps the router rather than a route.
@@ -175,6 +183,9 @@ pub async fn serve(
     if let Some(sweeper) = sweeper {
         sweeper.abort();
     }
+    if let Some(orphan_check) = orphan_check {
+        orphan_check.abort();
+    }
     flush_access(&*store, &access).await;
     if let Err(e) = store.close().await {
         tracing::error!(error = %e, "closing the store failed");
@@ -234,6 +245,31 @@ async fn expire_unnamed_periodically(
             if ids.len() < BATCH || failed {
                 break;
             }
+        }
+    }
+}
+
+/// Removes stored bodies no record points at (see [`Store::orphans`]), `every` apart, the first
+/// time `every` after the start. A body younger than [`ORPHAN_MIN_AGE`] may belong to a write in
+/// flight and is left for a later round.
+async fn remove_orphans_periodically(store: Arc<dyn Store>, every: Duration) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let check = OrphanCheck {
+            remove: true,
+            min_age: ORPHAN_MIN_AGE,
+        };
+        match store.orphans(check).await {
+            Ok(report) if report.bodies > 0 => tracing::warn!(
+                bodies = report.bodies,
+                bytes = report.bytes,
+                removed = report.removed,
+                "found stored bodies that no record points at"
+            ),
+            Ok(_) => tracing::debug!("no orphan bodies"),
+            Err(e) => tracing::warn!(error = %e, "could not look for orphan bodies"),
         }
     }
 }

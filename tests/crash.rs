@@ -60,7 +60,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use kvstore::model::{RecordKey, StoreId, StoreInfo, StoreName, Token, UserId, Username};
 use kvstore::storage::embedded::EmbeddedStore;
-use kvstore::storage::{BodyInput, BodyOutput, KeyListQuery, Store, StoreListQuery, WriteOutcome};
+use kvstore::storage::{
+    BodyInput, BodyOutput, KeyListQuery, OrphanCheck, Store, StoreListQuery, WriteOutcome,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
@@ -927,7 +929,45 @@ impl Target for Http {
     }
 }
 
-/// Files in `blobs/` that no record points at (a known gap: nothing removes them yet).
+/// What `kvstore fsck` on a data directory said: orphan bodies found and removed.
+#[derive(Debug)]
+struct Fsck {
+    bodies: u64,
+    removed: u64,
+}
+
+fn fsck(dir: &Path, dry_run: bool) -> Fsck {
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("KVSTORE_DATABASE_URL")
+        .arg("fsck")
+        .arg("--data-dir")
+        .arg(dir);
+    if dry_run {
+        cmd.arg("--dry-run");
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "fsck failed: {out:?}");
+    // "Found N orphan bodies (B bytes) in …; removed M."
+    let number_after = |word: &str| -> u64 {
+        let at = text
+            .find(word)
+            .unwrap_or_else(|| panic!("{word} in {text}"))
+            + word.len();
+        text[at..]
+            .trim_start()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("a number after {word} in {text}"))
+    };
+    Fsck {
+        bodies: number_after("Found"),
+        removed: number_after("removed"),
+    }
+}
+
+/// Files in `blobs/`.
 fn blob_files(dir: &Path) -> usize {
     std::fs::read_dir(dir.join("blobs"))
         .map(|d| d.count())
@@ -948,6 +988,7 @@ async fn kill_9_loses_no_acknowledged_write() {
     let mut writers: Vec<WriterModel> = (0..WRITERS).map(WriterModel::new).collect();
     let mut kills = 0u64;
     let mut startup_kills = 0u64;
+    let mut orphans_removed = 0u64;
     let fail = |round: usize, server: Option<&Server>, msg: String| -> ! {
         panic!(
             "kill -9 round {round}: {msg}\n  seed {seed}: rerun with KVSTORE_CRASH_SEED={seed}\n  \
@@ -989,6 +1030,36 @@ async fn kill_9_loses_no_acknowledged_write() {
                     Some(&server),
                     format!("after a graceful restart: {e}"),
                 );
+            }
+            // The blobs the kills left with no record (written, their commit never made): fsck
+            // removes them and nothing live, and a second run finds nothing more.
+            let mut server = server;
+            if let Err(e) = server.terminate() {
+                fail(round, Some(&server), e);
+            }
+            drop(server);
+            let files_before = blob_files(&dir);
+            let first = fsck(&dir, false);
+            orphans_removed = first.removed;
+            if first.removed != first.bodies {
+                fail(round, None, format!("fsck removed only part: {first:?}"));
+            }
+            let again = fsck(&dir, true);
+            if again.bodies != 0 {
+                fail(round, None, format!("orphans left after fsck: {again:?}"));
+            }
+            if blob_files(&dir) != files_before - first.removed as usize {
+                fail(
+                    round,
+                    None,
+                    format!("fsck said {first:?} but removed other files"),
+                );
+            }
+            let server = Server::start(&dir)
+                .await
+                .unwrap_or_else(|e| fail(round, None, format!("restart failed: {e}")));
+            if let Err(e) = verify(&Http::new(&server.url), &mut writers).await {
+                fail(round, Some(&server), format!("after fsck: {e}"));
             }
             break;
         }
@@ -1040,7 +1111,7 @@ async fn kill_9_loses_no_acknowledged_write() {
     println!(
         "kill -9: {rounds} rounds, {kills} kills under load and {startup_kills} during start-up \
          in {:.1}s; {total}; at the end {records} records, {blobs} in blob files, {} files in \
-         blobs/ (the rest are orphans)",
+         blobs/ after fsck removed {orphans_removed} orphans",
         started.elapsed().as_secs_f64(),
         blob_files(&dir)
     );
@@ -1564,6 +1635,7 @@ async fn fault_rounds(fault: Fault, faults: usize) {
     let mut generation = 0usize;
     let mut user: Option<UserId> = None;
     let (mut recovery_cuts, mut torn_cuts, mut backend_ops, mut syncs) = (0u64, 0u64, 0u64, 0u64);
+    let mut orphans_removed = 0u64;
     let fail = |n: usize, msg: String| -> ! {
         panic!("{what}, fault {n}: {msg}\n  seed {seed}: rerun with KVSTORE_CRASH_SEED={seed}")
     };
@@ -1645,6 +1717,26 @@ async fn fault_rounds(fault: Fault, faults: usize) {
             fail(n, e);
         }
         if n == faults {
+            // The blobs the faults left with no record go, and nothing live with them.
+            let check = OrphanCheck {
+                remove: true,
+                min_age: Duration::ZERO,
+            };
+            let first = store
+                .orphans(check)
+                .await
+                .unwrap_or_else(|e| fail(n, format!("orphan check: {e}")));
+            orphans_removed = first.removed;
+            if first.removed != first.bodies {
+                fail(n, format!("the orphan check removed only part: {first:?}"));
+            }
+            if let Err(e) = verify(&*target, &mut writers).await {
+                fail(n, format!("after removing orphans: {e}"));
+            }
+            let again = store.orphans(check).await.unwrap();
+            if again.bodies != 0 {
+                fail(n, format!("orphans left: {again:?}"));
+            }
             store
                 .close()
                 .await
@@ -1740,7 +1832,7 @@ async fn fault_rounds(fault: Fault, faults: usize) {
     };
     println!(
         "{what}: {faults} faults under load{extra} in {:.1}s; {backend_ops} backend writes and \
-         syncs ({syncs} syncs); {total}",
+         syncs ({syncs} syncs); {total}; {orphans_removed} orphan blobs removed at the end",
         started.elapsed().as_secs_f64()
     );
 }

@@ -33,9 +33,9 @@ use tokio::sync::oneshot;
 
 use super::auth_cache::{AuthCache, Generation};
 use super::{
-    apply_delta, AccessDelta, BodyInput, BodyOutput, ImportRecord, KeyListQuery, KeyPage, Record,
-    RecordRead, Result, Snapshot, StorageError, Store, StoreListQuery, StorePage, StoreUpdate,
-    UserUpdate, WriteOutcome,
+    apply_delta, AccessDelta, BodyInput, BodyOutput, ImportRecord, KeyListQuery, KeyPage,
+    OrphanCheck, OrphanReport, Record, RecordRead, Result, Snapshot, StorageError, Store,
+    StoreListQuery, StorePage, StoreUpdate, UserUpdate, WriteOutcome,
 };
 use crate::model::{
     now_millis, Authenticated, Millis, RecordKey, RecordMeta, ShareAccess, StoreId, StoreInfo,
@@ -759,6 +759,75 @@ fn run_batch(db: &Database, paths: &Paths, auth: &AuthCache, mut batch: Vec<Box<
         job.finish(committed.clone());
     }
     committed.is_ok() && post.purge_scheduled
+}
+
+/// Finds (and with `check.remove` removes) blob files that no record points at. Blocking.
+///
+/// Records of deleted stores not purged yet still point at theirs (the purge removes them). A blob
+/// written for a commit still to come is newer than `check.min_age`, and one that an open snapshot
+/// may still read is either pointed at or deferred until the snapshot closes (see [`Paths::unlink`]):
+/// nothing is removed while a snapshot is open, and deferred files are not counted.
+fn collect_orphans(db: &Database, paths: &Paths, check: OrphanCheck) -> Result<OrphanReport> {
+    // Candidates first, the records after: a blob committed in between is pointed at by then.
+    let cutoff = std::time::SystemTime::now()
+        .checked_sub(check.min_age)
+        .unwrap_or(std::time::UNIX_EPOCH);
+    let mut candidates = std::collections::HashMap::new();
+    for entry in fs::read_dir(&paths.blobs)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(id) = name
+            .to_str()
+            .and_then(|n| hex::decode(n).ok())
+            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+        else {
+            continue; // not a blob file: not ours to judge
+        };
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if meta.is_file() && meta.modified().map(|m| m <= cutoff).unwrap_or(false) {
+            candidates.insert(id, meta.len());
+        }
+    }
+    if candidates.is_empty() {
+        return Ok(OrphanReport::default());
+    }
+    {
+        let txn = db.begin_read().map_err(engine)?;
+        let records = txn.open_table(RECORDS).map_err(engine)?;
+        for entry in records.iter().map_err(engine)? {
+            let (_, v) = entry.map_err(engine)?;
+            if let Some(blob) = decode_record(v.value())?.0.blob {
+                candidates.remove(&blob);
+            }
+        }
+    }
+    let pins = paths
+        .pins
+        .lock()
+        .map_err(|_| StorageError::Engine("blob pins poisoned".into()))?;
+    candidates.retain(|id, _| !pins.deferred.contains(&paths.blob(id)));
+    let mut report = OrphanReport {
+        bodies: candidates.len() as u64,
+        bytes: candidates.values().sum(),
+        removed: 0,
+    };
+    if check.remove && pins.open_snapshots == 0 {
+        for id in candidates.keys() {
+            let path = paths.blob(id);
+            match fs::remove_file(&path) {
+                Ok(()) => report.removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove an orphan blob")
+                }
+            }
+        }
+    }
+    Ok(report)
 }
 
 /// Removes some records of one deleted store. Returns whether more purging remains.
@@ -1778,6 +1847,13 @@ impl Store for EmbeddedStore {
             delete_store_in(txn, id.as_str(), post)
         })
         .await
+    }
+
+    async fn orphans(&self, check: OrphanCheck) -> Result<OrphanReport> {
+        let (db, paths) = (self.db.clone(), self.paths.clone());
+        tokio::task::spawn_blocking(move || collect_orphans(&db, &paths, check))
+            .await
+            .map_err(|e| StorageError::Engine(e.to_string()))?
     }
 
     async fn snapshot(&self) -> Result<Box<dyn Snapshot>> {

@@ -13,6 +13,7 @@ pub mod postgres;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -124,6 +125,29 @@ pub struct ImportRecord {
     pub body: BodyInput,
     /// The record's ETag version, kept as given.
     pub version: u64,
+}
+
+/// How [`Store::orphans`] runs.
+#[derive(Debug, Clone, Copy)]
+pub struct OrphanCheck {
+    /// Remove what is found (otherwise only report it).
+    pub remove: bool,
+    /// Bodies written more recently than this are left alone: a write may have stored its body and
+    /// not yet committed the record that points at it. Zero when no write can be in flight (the
+    /// data directory is locked by `kvstore fsck`, or the caller knows nothing is writing).
+    pub min_age: Duration,
+}
+
+/// What [`Store::orphans`] found: stored bodies that no record points at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OrphanReport {
+    /// Orphan bodies found (blob files, or chunked bodies on PostgreSQL).
+    pub bodies: u64,
+    /// Their size in bytes.
+    pub bytes: u64,
+    /// How many of them were removed (0 with `remove: false`, or while a snapshot that may still
+    /// read old bodies is open).
+    pub removed: u64,
 }
 
 /// Writes `records` one [`Store::record_put_versioned`] at a time, stopping if the store is gone.
@@ -361,6 +385,14 @@ pub trait Store: Send + Sync + 'static {
 
     // --- housekeeping ---
 
+    /// Finds stored bodies that no record points at (left by a crash between storing a body and
+    /// committing its record, or by a bug), reports them and, with `check.remove`, removes them.
+    /// Bodies an open snapshot may still read and bodies of writes in flight are never touched.
+    /// Backends that keep bodies inside their records have none.
+    async fn orphans(&self, check: OrphanCheck) -> Result<OrphanReport> {
+        let _ = check;
+        Ok(OrphanReport::default())
+    }
     /// Applies batched read/list counters and `accessedAt` (see [`AccessCounters`]).
     async fn apply_access(&self, batch: Vec<(StoreId, access::AccessDelta)>) -> Result<()>;
     /// Checks that the backend answers (readiness).

@@ -16,9 +16,9 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::pg_pool::{self, PooledConnection, StatementPool};
 use super::{
-    AccessDelta, BodyInput, BodyOutput, ImportRecord, KeyListQuery, KeyPage, Record, RecordRead,
-    Result, Snapshot, StorageError, Store, StoreListQuery, StorePage, StoreUpdate, UserUpdate,
-    WriteOutcome,
+    AccessDelta, BodyInput, BodyOutput, ImportRecord, KeyListQuery, KeyPage, OrphanCheck,
+    OrphanReport, Record, RecordRead, Result, Snapshot, StorageError, Store, StoreListQuery,
+    StorePage, StoreUpdate, UserUpdate, WriteOutcome,
 };
 use crate::model::{
     now_millis, Authenticated, GeneralAccess, Millis, RecordKey, RecordMeta, ShareAccess, StoreId,
@@ -34,6 +34,8 @@ const CHUNK: usize = 1024 * 1024;
 /// Serializes migrations and first-user creation across nodes.
 const LOCK_KEY: i64 = 0x006b_7673_746f_7265; // "kvstore"
 const PURGE_BATCH: i64 = 1000;
+/// How long one orphan check ([`Store::orphans`]) may take: it reads every chunk's size.
+const ORPHAN_CHECK_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Schema versions, applied in order; the number of applied ones is kept in `kvstore_schema`.
 const MIGRATIONS: &[&str] = &[
@@ -129,6 +131,11 @@ ALTER TABLE records ADD COLUMN prev_size bigint, ADD COLUMN prev_blob_id bigint;
 /// of the store waits, but other writers do not), the upsert keeps the previous size and blob,
 /// the previous blob's chunks go, and one counter shard takes the changes. $1 store, $2 key,
 /// $3 content type, $4 size, $5 inline body, $6 blob id, $7 version, $8 shard, $9 now.
+///
+/// The upsert replaces the newest row even if it was committed after this statement began, but
+/// the chunk `DELETE` sees only what was committed before: a concurrent writer's chunks are
+/// invisible to it. The statement returns the replaced blob and how many chunks it freed, and
+/// [`free_replaced`] deletes the rest in a statement of its own, which does see them.
 const PUT_RECORD: &str = "
 WITH s AS (SELECT id FROM stores WHERE id = $1 AND NOT deleted FOR SHARE),
 up AS (
@@ -140,7 +147,8 @@ up AS (
         version = EXCLUDED.version, prev_size = r.size, prev_blob_id = r.blob_id
     RETURNING prev_size, prev_blob_id),
 gone AS (DELETE FROM record_chunks
-    WHERE blob_id IN (SELECT prev_blob_id FROM up WHERE prev_blob_id IS NOT NULL)),
+    WHERE blob_id IN (SELECT prev_blob_id FROM up WHERE prev_blob_id IS NOT NULL)
+    RETURNING 1),
 counted AS (
     INSERT INTO store_counters AS c (store_id, shard, record_count, storage_bytes, write_count,
         modified_at)
@@ -151,10 +159,13 @@ counted AS (
         storage_bytes = c.storage_bytes + EXCLUDED.storage_bytes,
         write_count = c.write_count + 1,
         modified_at = greatest(c.modified_at, EXCLUDED.modified_at))
-SELECT count(*) AS written FROM up";
+SELECT count(*) AS written, max(prev_blob_id) AS prev_blob_id, max(prev_size) AS prev_size,
+    (SELECT count(*) FROM gone) AS freed
+FROM up";
 
 /// Stores a batch of inline records in one statement, as [`PUT_RECORD`] stores one: $1 store,
-/// $2 keys (distinct), $3 content types, $4 sizes, $5 bodies, $6 versions, $7 shard, $8 now.
+/// $2 keys (distinct), $3 content types, $4 sizes, $5 bodies, $6 versions, $7 shard, $8 now,
+/// $9 the chunk size (to count the chunks of the bodies replaced).
 const IMPORT_RECORDS: &str = "
 WITH s AS (SELECT id FROM stores WHERE id = $1 AND NOT deleted FOR SHARE),
 up AS (
@@ -168,7 +179,8 @@ up AS (
         version = EXCLUDED.version, prev_size = r.size, prev_blob_id = r.blob_id
     RETURNING size, prev_size, prev_blob_id),
 gone AS (DELETE FROM record_chunks
-    WHERE blob_id IN (SELECT prev_blob_id FROM up WHERE prev_blob_id IS NOT NULL)),
+    WHERE blob_id IN (SELECT prev_blob_id FROM up WHERE prev_blob_id IS NOT NULL)
+    RETURNING 1),
 counted AS (
     INSERT INTO store_counters AS c (store_id, shard, record_count, storage_bytes, write_count,
         modified_at)
@@ -180,16 +192,23 @@ counted AS (
         storage_bytes = c.storage_bytes + EXCLUDED.storage_bytes,
         write_count = c.write_count + EXCLUDED.write_count,
         modified_at = greatest(c.modified_at, EXCLUDED.modified_at))
-SELECT count(*) AS store_exists FROM s";
+SELECT count(*) AS store_exists,
+    (SELECT array_agg(prev_blob_id) FROM up WHERE prev_blob_id IS NOT NULL) AS prev_blob_ids,
+    (SELECT coalesce(sum((prev_size + $9 - 1) / $9) FILTER (WHERE prev_blob_id IS NOT NULL), 0)
+        FROM up)::bigint AS prev_chunks,
+    (SELECT count(*) FROM gone) AS freed
+FROM s";
 
-/// Deletes a record in one statement, as [`PUT_RECORD`] stores one. $1 store, $2 key, $3 shard,
-/// $4 now. Deleting a missing record still counts as a delete of an existing store.
+/// Deletes a record in one statement, as [`PUT_RECORD`] stores one (the same goes for the chunks
+/// of a body committed after the statement began). $1 store, $2 key, $3 shard, $4 now. Deleting a
+/// missing record still counts as a delete of an existing store.
 const DELETE_RECORD: &str = "
 WITH s AS (SELECT id FROM stores WHERE id = $1 AND NOT deleted FOR SHARE),
 d AS (DELETE FROM records WHERE store_id = $1 AND key = $2 AND EXISTS (SELECT 1 FROM s)
     RETURNING size, blob_id),
 gone AS (DELETE FROM record_chunks
-    WHERE blob_id IN (SELECT blob_id FROM d WHERE blob_id IS NOT NULL)),
+    WHERE blob_id IN (SELECT blob_id FROM d WHERE blob_id IS NOT NULL)
+    RETURNING 1),
 counted AS (
     INSERT INTO store_counters AS c (store_id, shard, record_count, storage_bytes, delete_count,
         modified_at)
@@ -200,7 +219,9 @@ counted AS (
         storage_bytes = c.storage_bytes + EXCLUDED.storage_bytes,
         delete_count = c.delete_count + 1,
         modified_at = greatest(c.modified_at, EXCLUDED.modified_at))
-SELECT count(*) AS store_exists FROM s";
+SELECT count(*) AS store_exists, (SELECT blob_id FROM d) AS prev_blob_id,
+    (SELECT size FROM d) AS prev_size, (SELECT count(*) FROM gone) AS freed
+FROM s";
 
 /// [`Store::record_read`] in one round trip: the token's user, the store row (counters not
 /// summed), the caller's share and the record. $1 store, $2 key, $3 token hash (or NULL).
@@ -262,6 +283,12 @@ pub struct PgOptions {
     /// How long one storage operation (one statement of a chunked body) may take before the
     /// request fails with 503: a database that goes silent must not hang requests.
     pub op_timeout: Duration,
+    /// Bytes of chunked bodies this node keeps in temporary files for clients still reading them.
+    /// A body is copied from one snapshot into such a file (so that an overwrite meanwhile cannot
+    /// tear it), and a client that stops reading keeps its file: past this, a read of a chunked
+    /// body waits up to `op_timeout` for room, then fails with 503. One body is always let
+    /// through alone, whatever its size.
+    pub max_read_spool_bytes: u64,
 }
 
 impl Default for PgOptions {
@@ -270,6 +297,7 @@ impl Default for PgOptions {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
             op_timeout: Duration::from_secs(10),
+            max_read_spool_bytes: 1024 * 1024 * 1024,
         }
     }
 }
@@ -437,6 +465,7 @@ pub struct PgStore {
     statements: StatementPool,
     spool: tempfile::TempDir,
     op_timeout: Duration,
+    read_spools: std::sync::Arc<ReadSpools>,
 }
 
 impl PgStore {
@@ -479,6 +508,7 @@ impl PgStore {
             statements,
             spool: tempfile::tempdir()?,
             op_timeout: options.op_timeout,
+            read_spools: std::sync::Arc::new(ReadSpools::new(options.max_read_spool_bytes)),
         })
     }
 
@@ -594,6 +624,27 @@ impl PgStore {
         let mut conn = self.conn().await?;
         let result = query.fetch_all(&mut *conn).await;
         settle(conn, result)
+    }
+
+    /// Runs [`free_replaced`] for what a write statement's own chunk `DELETE` missed, if anything
+    /// (a body committed after the statement began): a second round trip only then. The write
+    /// itself is committed by now, so a failure here does not fail it: the chunks stay until the
+    /// next orphan check ([`Store::orphans`]) removes them.
+    async fn free_missed(&self, row: &PgRow) -> Result<()> {
+        let missed = missed_chunks(row)?;
+        if missed.is_empty() {
+            return Ok(());
+        }
+        let freed = async {
+            let mut conn = self.conn().await?;
+            let result = free_replaced(&mut *conn, &missed).await;
+            settle(conn, result)
+        };
+        if let Err(e) = freed.await {
+            tracing::warn!(error = %e, blobs = ?missed,
+                "could not free a replaced body; the orphan check will");
+        }
+        Ok(())
     }
 
     async fn conn(&self) -> Result<PooledConnection> {
@@ -732,14 +783,125 @@ async fn insert_user(
     Ok(())
 }
 
+/// Keeps the temporary files of chunked bodies that clients are still reading (see
+/// [`PgOptions::max_read_spool_bytes`]) to a bounded number of bytes per node.
+///
+/// A reader's file is handed out with a shared `flock` on it, which goes when the last handle of
+/// the reader's open file goes (the response is sent, or its client went away). The node keeps a
+/// second, independent handle of each file: once an exclusive `flock` on that one succeeds, no
+/// reader is left, and the file (unlinked from the start) goes with the handle.
+struct ReadSpools {
+    max_bytes: u64,
+    held: std::sync::Mutex<HeldSpools>,
+}
+
+#[derive(Default)]
+struct HeldSpools {
+    bytes: u64,
+    files: Vec<(std::fs::File, u64)>,
+}
+
+impl HeldSpools {
+    /// Lets go of the files no reader holds any more.
+    fn reclaim(&mut self) {
+        let mut freed = 0;
+        self.files.retain(|(file, len)| {
+            let unread = fs4::fs_std::FileExt::try_lock_exclusive(file).unwrap_or(false);
+            if unread {
+                freed += len;
+            }
+            !unread
+        });
+        self.bytes = self.bytes.saturating_sub(freed);
+    }
+}
+
+impl ReadSpools {
+    fn new(max_bytes: u64) -> Self {
+        Self {
+            max_bytes,
+            held: std::sync::Mutex::new(HeldSpools::default()),
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HeldSpools> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Room for a body of `len` bytes, waiting up to `wait` for readers to finish. A body is
+    /// always let through when nothing else is held, whatever its size.
+    async fn reserve(self: &std::sync::Arc<Self>, len: u64, wait: Duration) -> Result<SpoolRoom> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            {
+                let mut held = self.held();
+                held.reclaim();
+                if held.bytes == 0 || held.bytes.saturating_add(len) <= self.max_bytes {
+                    held.bytes += len;
+                    return Ok(SpoolRoom {
+                        spools: self.clone(),
+                        len,
+                        kept: false,
+                    });
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StorageError::Unavailable(format!(
+                    "clients that have not finished reading hold {} bytes of large bodies on this \
+                     node (--db-max-read-spool {})",
+                    self.held().bytes,
+                    self.max_bytes
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Room reserved in [`ReadSpools`]: given back when dropped, unless a file takes it over.
+struct SpoolRoom {
+    spools: std::sync::Arc<ReadSpools>,
+    len: u64,
+    kept: bool,
+}
+
+impl SpoolRoom {
+    /// The room stays taken until no reader holds `file`'s contents any more.
+    fn keep(mut self, tracker: std::fs::File) {
+        self.spools.held().files.push((tracker, self.len));
+        self.kept = true;
+    }
+}
+
+impl Drop for SpoolRoom {
+    fn drop(&mut self) {
+        if !self.kept {
+            let mut held = self.spools.held();
+            held.bytes = held.bytes.saturating_sub(self.len);
+        }
+    }
+}
+
 /// A chunked body copied chunk by chunk into an anonymous file in `spool`, rewound: memory holds
-/// one chunk, and no connection is held while a slow client downloads the file.
+/// one chunk, and no connection is held while a slow client downloads the file. With `room`, the
+/// file counts against [`ReadSpools`] until its reader is gone.
 async fn chunks_to_file(
     conn: &mut sqlx::PgConnection,
     blob_id: i64,
     spool: &std::path::Path,
+    room: Option<SpoolRoom>,
 ) -> Result<std::fs::File> {
-    let file = tempfile::tempfile_in(spool)?;
+    // With room to account for, the file is opened twice (independent handles, so that their
+    // locks are independent) and unlinked at once; the reader gets the second handle.
+    let (file, reader) = match room {
+        None => (tempfile::tempfile_in(spool)?, None),
+        Some(_) => {
+            let (file, path) = tempfile::NamedTempFile::new_in(spool)?.into_parts();
+            let reader = std::fs::File::open(&path)?;
+            drop(path);
+            (file, Some(reader))
+        }
+    };
     let mut file = tokio::fs::File::from_std(file);
     let mut chunks = sqlx::query("SELECT data FROM record_chunks WHERE blob_id = $1 ORDER BY seq")
         .bind(blob_id)
@@ -750,8 +912,50 @@ async fn chunks_to_file(
     }
     drop(chunks);
     file.flush().await?;
-    file.rewind().await?;
-    Ok(file.into_std().await)
+    match (reader, room) {
+        (Some(reader), Some(room)) => {
+            fs4::fs_std::FileExt::lock_shared(&reader)?;
+            room.keep(file.into_std().await);
+            Ok(reader)
+        }
+        _ => {
+            file.rewind().await?;
+            Ok(file.into_std().await)
+        }
+    }
+}
+
+/// The body a [`PUT_RECORD`], [`DELETE_RECORD`] or [`IMPORT_RECORDS`] statement replaced, and
+/// whether the statement's own chunk `DELETE` missed some of it (a body committed after the
+/// statement began): those blob ids are returned, for [`free_replaced`].
+fn missed_chunks(row: &PgRow) -> Result<Vec<i64>> {
+    let freed: i64 = row.try_get("freed").map_err(db_err)?;
+    if row.try_column("prev_blob_ids").is_ok() {
+        let ids: Option<Vec<i64>> = row.try_get("prev_blob_ids").map_err(db_err)?;
+        let chunks: i64 = row.try_get("prev_chunks").map_err(db_err)?;
+        return Ok(match ids {
+            Some(ids) if freed < chunks => ids,
+            _ => Vec::new(),
+        });
+    }
+    let blob: Option<i64> = row.try_get("prev_blob_id").map_err(db_err)?;
+    let size: Option<i64> = row.try_get("prev_size").map_err(db_err)?;
+    let chunks = size.unwrap_or(0).saturating_add(CHUNK as i64 - 1) / CHUNK as i64;
+    Ok(match blob {
+        Some(blob) if freed < chunks => vec![blob],
+        _ => Vec::new(),
+    })
+}
+
+/// Deletes the chunks of bodies that a record write or delete replaced but whose chunks its own
+/// statement could not see. A statement of its own takes a fresh snapshot, which includes them:
+/// the writer of a replaced row committed before the row could be replaced.
+async fn free_replaced<'e>(conn: impl sqlx::PgExecutor<'e>, blob_ids: &[i64]) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM record_chunks WHERE blob_id = ANY($1)")
+        .bind(blob_ids)
+        .execute(conn)
+        .await
+        .map(|_| ())
 }
 
 /// Writes a large body as chunks under a new blob id.
@@ -1403,7 +1607,7 @@ impl Store for PgStore {
                 self.maybe_row(record_query(store, key)).await
             })
             .await?;
-        match &row {
+        let size = match &row {
             None => return Ok(None),
             Some(row)
                 if row
@@ -1417,8 +1621,10 @@ impl Store for PgStore {
                     body: BodyOutput::Bytes(Bytes::from(body.unwrap_or_default())),
                 }));
             }
-            Some(_) => {}
-        }
+            Some(row) => to_u64(row.try_get("size").map_err(db_err)?),
+        };
+        // Room for the copy first, so that no transaction stays open while waiting for it.
+        let mut room = self.read_spools.reserve(size, self.op_timeout).await?;
         // A chunked body: the row and its chunks from one snapshot, so that a concurrent
         // overwrite is never mixed in.
         let (mut txn, row) = self
@@ -1448,10 +1654,15 @@ impl Store for PgStore {
                 BodyOutput::Bytes(Bytes::from(body.unwrap_or_default()))
             }
             Some(blob_id) => {
+                if room.len != meta.size {
+                    // Overwritten in between: account for the body actually read.
+                    drop(room);
+                    room = self.read_spools.reserve(meta.size, self.op_timeout).await?;
+                }
                 let budget = body_budget(self.op_timeout, meta.size);
                 let file = self
                     .bounded(budget, async {
-                        chunks_to_file(&mut txn, blob_id, self.spool.path()).await
+                        chunks_to_file(&mut txn, blob_id, self.spool.path(), Some(room)).await
                     })
                     .await?;
                 BodyOutput::File(file)
@@ -1509,12 +1720,21 @@ impl Store for PgStore {
                 // Chunks first, in the same transaction; they vanish with it if it fails.
                 let mut txn = self.begin().await?;
                 let blob_id = write_chunks(&mut txn, body).await?;
-                let written = write(None, Some(blob_id))
+                let row = write(None, Some(blob_id))
                     .fetch_one(&mut *txn)
                     .await
-                    .map_err(db_err)?
-                    .try_get("written")
                     .map_err(db_err)?;
+                let written: i64 = row.try_get("written").map_err(db_err)?;
+                if written == 0 {
+                    // The store is gone (deleted while the body was being written): the chunks
+                    // go with the transaction rather than staying behind with no record.
+                    txn.rollback().await.map_err(db_err)?;
+                    return Ok(WriteOutcome::StoreMissing);
+                }
+                let missed = missed_chunks(&row)?;
+                if !missed.is_empty() {
+                    free_replaced(&mut *txn, &missed).await.map_err(db_err)?;
+                }
                 txn.commit().await.map_err(db_err)?;
                 written
             } else {
@@ -1522,11 +1742,11 @@ impl Store for PgStore {
                     BodyInput::Bytes(b) => b.to_vec(),
                     BodyInput::File { path, .. } => tokio::fs::read(&path).await?,
                 };
-                // One statement, one round trip: its own transaction.
-                self.row(write(Some(bytes), None))
-                    .await?
-                    .try_get("written")
-                    .map_err(db_err)?
+                // One statement, one round trip: its own transaction. A second one only when it
+                // replaced a chunked body committed after it began.
+                let row = self.row(write(Some(bytes), None)).await?;
+                self.free_missed(&row).await?;
+                row.try_get("written").map_err(db_err)?
             };
             Ok(if written == 1 {
                 WriteOutcome::Written
@@ -1566,20 +1786,22 @@ impl Store for PgStore {
         }
         let exists: i64 = self
             .bounded(body_budget(self.op_timeout, total), async {
-                self.row(
-                    sqlx::query(IMPORT_RECORDS)
-                        .bind(store.as_str())
-                        .bind(keys)
-                        .bind(types)
-                        .bind(sizes)
-                        .bind(bodies)
-                        .bind(versions)
-                        .bind(random_shard())
-                        .bind(to_i64(now_millis())),
-                )
-                .await?
-                .try_get("store_exists")
-                .map_err(db_err)
+                let row = self
+                    .row(
+                        sqlx::query(IMPORT_RECORDS)
+                            .bind(store.as_str())
+                            .bind(keys)
+                            .bind(types)
+                            .bind(sizes)
+                            .bind(bodies)
+                            .bind(versions)
+                            .bind(random_shard())
+                            .bind(to_i64(now_millis()))
+                            .bind(CHUNK as i64),
+                    )
+                    .await?;
+                self.free_missed(&row).await?;
+                row.try_get("store_exists").map_err(db_err)
             })
             .await?;
         if exists == 0 {
@@ -1590,7 +1812,7 @@ impl Store for PgStore {
 
     async fn record_delete(&self, store: &StoreId, key: &RecordKey) -> Result<WriteOutcome> {
         self.bounded(self.op_timeout, async move {
-            let exists: i64 = self
+            let row = self
                 .row(
                     sqlx::query(DELETE_RECORD)
                         .bind(store.as_str())
@@ -1598,9 +1820,9 @@ impl Store for PgStore {
                         .bind(random_shard())
                         .bind(to_i64(now_millis())),
                 )
-                .await?
-                .try_get("store_exists")
-                .map_err(db_err)?;
+                .await?;
+            self.free_missed(&row).await?;
+            let exists: i64 = row.try_get("store_exists").map_err(db_err)?;
             Ok(if exists == 1 {
                 WriteOutcome::Written
             } else {
@@ -1703,6 +1925,50 @@ impl Store for PgStore {
                 .await
                 .map_err(db_err)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn orphans(&self, check: OrphanCheck) -> Result<OrphanReport> {
+        // The chunks of a write in flight are not committed, so no statement here sees them, and
+        // chunks commit together with the record that points at them: committed chunks without a
+        // record are orphans for good, whatever `min_age` says. An open snapshot (a backup, a
+        // read) keeps reading the rows deleted here, as MVCC does for any delete.
+        self.bounded(ORPHAN_CHECK_TIMEOUT, async move {
+            let row = sqlx::query(
+                "SELECT count(*) AS bodies, coalesce(sum(bytes), 0)::bigint AS bytes,
+                     coalesce(array_agg(blob_id), '{}') AS blob_ids
+                 FROM (SELECT c.blob_id, sum(octet_length(c.data)) AS bytes
+                       FROM record_chunks c
+                       WHERE NOT EXISTS (SELECT 1 FROM records r WHERE r.blob_id = c.blob_id)
+                       GROUP BY c.blob_id) orphan",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
+            let bodies: i64 = row.try_get("bodies").map_err(db_err)?;
+            let bytes: i64 = row.try_get("bytes").map_err(db_err)?;
+            let blob_ids: Vec<i64> = row.try_get("blob_ids").map_err(db_err)?;
+            let mut removed = 0;
+            if check.remove && !blob_ids.is_empty() {
+                // Checked again at deletion: nothing that a record points at goes.
+                removed = sqlx::query_scalar::<_, i64>(
+                    "WITH gone AS (DELETE FROM record_chunks
+                         WHERE blob_id = ANY($1) AND blob_id NOT IN
+                             (SELECT blob_id FROM records WHERE blob_id = ANY($1))
+                         RETURNING blob_id)
+                     SELECT count(DISTINCT blob_id) FROM gone",
+                )
+                .bind(&blob_ids)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_err)?;
+            }
+            Ok(OrphanReport {
+                bodies: to_u64(bodies),
+                bytes: to_u64(bytes),
+                removed: to_u64(removed),
+            })
         })
         .await
     }
@@ -1888,7 +2154,7 @@ impl Snapshot for PgSnapshot {
                 let budget = body_budget(self.op_timeout, meta.size);
                 let file = self
                     .bounded(budget, async {
-                        chunks_to_file(&mut txn, blob_id, &self.spool).await
+                        chunks_to_file(&mut txn, blob_id, &self.spool, None).await
                     })
                     .await?;
                 BodyOutput::File(file)
