@@ -342,6 +342,9 @@ pub struct StoreInfo {
     /// The key-value store schema given at creation, kept as JSON text.
     pub schema: Option<String>,
     pub stats: StoreStats,
+    /// A human-readable title (apify-client's `update(title=…)`); `None` until one is set.
+    #[serde(default)]
+    pub title: Option<String>,
     /// The owner is disabled: the store answers administrators only. Not kept with the store; the
     /// backend fills it in from the owner's row whenever it reads a store.
     #[serde(skip)]
@@ -363,6 +366,7 @@ impl StoreInfo {
             url_signing_secret_key: Alphanumeric.sample_string(&mut rand::thread_rng(), 32),
             schema,
             stats: StoreStats::default(),
+            title: None,
             owner_disabled: false,
         }
     }

@@ -275,18 +275,22 @@ async fn stores_get_or_create_list_update_delete() {
                 StoreUpdate {
                     name: Some(Some(name("two"))),
                     general_access: None,
+                    title: Some(Some("Two".into())),
                 },
             )
             .await
             .unwrap()
             .unwrap();
         assert_eq!(renamed.name, Some(name("two")));
+        assert_eq!(renamed.title.as_deref(), Some("Two"), "{backend}");
+        let again = store.store_get(&unnamed[0]).await.unwrap().unwrap();
+        assert_eq!(again.title.as_deref(), Some("Two"), "{backend}");
         let clash = store
             .store_update(
                 &unnamed[1],
                 StoreUpdate {
                     name: Some(Some(name("one"))),
-                    general_access: None,
+                    ..StoreUpdate::default()
                 },
             )
             .await;
@@ -303,6 +307,7 @@ async fn stores_get_or_create_list_update_delete() {
                 StoreUpdate {
                     name: Some(None),
                     general_access: Some(kvstore::model::GeneralAccess::AnyoneWithIdCanRead),
+                    ..StoreUpdate::default()
                 },
             )
             .await

@@ -100,6 +100,7 @@ async fn fill(store: &dyn Store) {
             StoreUpdate {
                 name: None,
                 general_access: Some(GeneralAccess::AnyoneWithNameCanRead),
+                title: Some(Some("Crawl results – žluťoučký".into())),
             },
         )
         .await

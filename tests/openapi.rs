@@ -576,6 +576,7 @@ async fn the_document_is_openapi_3_1_and_covers_every_route() {
     for field in [
         "id",
         "name",
+        "title",
         "userId",
         "username",
         "createdAt",
@@ -601,6 +602,7 @@ async fn the_document_is_openapi_3_1_and_covers_every_route() {
     }
     for nullable in [
         "name",
+        "title",
         "username",
         "actId",
         "actRunId",
@@ -654,7 +656,7 @@ async fn the_validator_rejects_what_the_document_forbids() {
     let v = Validator::new(&doc);
     let schema = |name: &str| json!({ "$ref": format!("#/components/schemas/{name}") });
     let good_store = json!({
-        "id": "aaaaaaaaaaaaaaaaa", "name": null, "userId": "bbbbbbbbbbbbbbbbb", "username": "alice",
+        "id": "aaaaaaaaaaaaaaaaa", "name": null, "title": null, "userId": "bbbbbbbbbbbbbbbbb", "username": "alice",
         "createdAt": "2024-01-01T00:00:00.000Z", "modifiedAt": "2024-01-01T00:00:00.000Z",
         "accessedAt": "2024-01-01T00:00:00.000Z", "actId": null, "actRunId": null,
         "keysPublicUrl": "http://h/v2/key-value-stores/aaaaaaaaaaaaaaaaa/keys",

@@ -386,12 +386,49 @@ async fn update_renames_unnames_and_sets_general_access() {
     )
     .await;
 
-    let resp = put(json!({"generalAccess": "ANYONE_WITH_ID_CAN_READ", "title": "ignored"}))
+    // A title (apify-client 3.4's `update(title=…)`): null until set, kept, listed, removable.
+    assert_eq!(store.get("title"), Some(&Value::Null), "{store}");
+    let resp = put(json!({"generalAccess": "ANYONE_WITH_ID_CAN_READ", "title": "Crawl – 2026"}))
         .await
         .unwrap();
     let updated = data(resp).await;
     assert_eq!(updated["generalAccess"], "ANYONE_WITH_ID_CAN_READ");
     assert_eq!(updated["name"], "new-name", "a missing name stays as it is");
+    assert_eq!(updated["title"], "Crawl – 2026");
+    let got = data(
+        srv.get(&format!("/v2/key-value-stores/{id}"), &alice)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got["title"], "Crawl – 2026");
+    let listed = data(
+        srv.get("/v2/key-value-stores", &alice)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let item = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(item["title"], "Crawl – 2026");
+    let resp = put(json!({"name": "new-name"})).await.unwrap();
+    assert_eq!(
+        data(resp).await["title"],
+        "Crawl – 2026",
+        "a missing title stays"
+    );
+    for bad in [json!({"title": 5}), json!({"title": "t".repeat(1025)})] {
+        assert_error(put(bad).await.unwrap(), 400, "invalid-input").await;
+    }
+    let resp = put(json!({"title": null})).await.unwrap();
+    assert_eq!(data(resp).await.get("title"), Some(&Value::Null));
 
     let resp = put(json!({"name": null})).await.unwrap();
     assert!(data(resp).await["name"].is_null());

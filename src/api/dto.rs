@@ -38,6 +38,9 @@ pub struct StoreDto {
     /// `null` for an unnamed store.
     #[schema(required = true)]
     pub name: Option<String>,
+    /// A human-readable title; `null` until one is set.
+    #[schema(required = true)]
+    pub title: Option<String>,
     pub user_id: String,
     /// The owner's username; `null` when the owner no longer exists.
     #[schema(required = true)]
@@ -98,6 +101,7 @@ impl StoreDto {
         Self {
             id: store.id.to_string(),
             name: store.name.as_ref().map(ToString::to_string),
+            title: store.title.clone(),
             user_id: store.user_id.to_string(),
             username: owner.map(ToString::to_string),
             created_at: format_millis(store.created_at),

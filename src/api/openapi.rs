@@ -713,6 +713,17 @@ pub struct UpdateStoreBody {
     /// `null` leaves it unchanged.
     #[schema(schema_with = nullable_general_access)]
     general_access: Option<String>,
+    /// A human-readable title, or `null` to remove it.
+    #[schema(schema_with = nullable_title)]
+    title: Option<String>,
+}
+
+fn nullable_title() -> OneOfBuilder {
+    nullable(
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(Some(super::stores::MAX_TITLE_CHARS)),
+    )
 }
 
 fn nullable(schema: impl Into<RefOr<Schema>>) -> OneOfBuilder {

@@ -23,6 +23,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::model::{now_millis, GeneralAccess, ShareAccess, StoreInfo, StoreName, User};
 use crate::storage::{AccessKind, StorageError, StoreListQuery, StorePage, StoreUpdate};
 
+/// The longest `title` a store may have, in characters.
+pub(crate) const MAX_TITLE_CHARS: usize = 1024;
+
 fn require_user(caller: &Caller) -> ApiResult<&User> {
     caller.user().ok_or(ApiError::TokenNotProvided)
 }
@@ -389,6 +392,23 @@ pub async fn store_update(
         Some(_) => {
             return Err(ApiError::InvalidInput(
                 "\"generalAccess\" must be a string.".into(),
+            ))
+        }
+    }
+    match body.get("title") {
+        None => {}
+        Some(serde_json::Value::Null) => update.title = Some(None),
+        Some(serde_json::Value::String(title)) if title.chars().count() <= MAX_TITLE_CHARS => {
+            update.title = Some(Some(title.clone()))
+        }
+        Some(serde_json::Value::String(_)) => {
+            return Err(ApiError::InvalidInput(format!(
+                "\"title\" may have at most {MAX_TITLE_CHARS} characters."
+            )))
+        }
+        Some(_) => {
+            return Err(ApiError::InvalidInput(
+                "\"title\" must be a string or null.".into(),
             ))
         }
     }

@@ -66,7 +66,7 @@ impl Default for EmbeddedOptions {
 
 /// Bumped whenever the on-disk layout changes incompatibly; older directories are migrated at
 /// open (version 2 added `disabled` to users).
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// A user as format version 1 stored it.
 #[derive(Deserialize)]
@@ -608,8 +608,11 @@ fn init_tables(db: &Database) -> Result<bool> {
                 let found = <[u8; 4]>::try_from(bytes.as_slice())
                     .map(u32::from_le_bytes)
                     .map_err(|_| StorageError::Corrupt("format_version".into()))?;
-                if found == 1 {
-                    migrate_users_v1(&txn)?;
+                if found == 1 || found == 2 {
+                    if found == 1 {
+                        migrate_users_v1(&txn)?;
+                    }
+                    migrate_stores_v2(&txn)?;
                     meta.insert("format_version", FORMAT_VERSION.to_le_bytes().as_slice())
                         .map_err(engine)?;
                     tracing::info!(
@@ -919,6 +922,51 @@ fn read_user(txn: &redb::ReadTransaction, id: &str) -> Result<Option<User>> {
 }
 
 /// Version 1 → 2: users gain `disabled` (false).
+/// A store as versions 1 and 2 encoded it: without `title`.
+#[derive(serde::Deserialize)]
+struct StoreV2 {
+    id: StoreId,
+    name: Option<StoreName>,
+    user_id: UserId,
+    created_at: Millis,
+    modified_at: Millis,
+    accessed_at: Millis,
+    general_access: crate::model::GeneralAccess,
+    url_signing_secret_key: String,
+    schema: Option<String>,
+    stats: crate::model::StoreStats,
+}
+
+/// Version 2 → 3: stores gain `title` (none).
+fn migrate_stores_v2(txn: &WriteTransaction) -> Result<()> {
+    let mut stores = txn.open_table(STORES).map_err(engine)?;
+    let mut upgraded = Vec::new();
+    for entry in stores.iter().map_err(engine)? {
+        let (_, v) = entry.map_err(engine)?;
+        let old: StoreV2 = decode(v.value())?;
+        upgraded.push(StoreInfo {
+            id: old.id,
+            name: old.name,
+            user_id: old.user_id,
+            created_at: old.created_at,
+            modified_at: old.modified_at,
+            accessed_at: old.accessed_at,
+            general_access: old.general_access,
+            url_signing_secret_key: old.url_signing_secret_key,
+            schema: old.schema,
+            stats: old.stats,
+            title: None,
+            owner_disabled: false,
+        });
+    }
+    for store in upgraded {
+        stores
+            .insert(store.id.as_str(), encode(&store)?.as_slice())
+            .map_err(engine)?;
+    }
+    Ok(())
+}
+
 fn migrate_users_v1(txn: &WriteTransaction) -> Result<()> {
     let mut users = txn.open_table(USERS).map_err(engine)?;
     let mut upgraded = Vec::new();
@@ -1831,6 +1879,9 @@ impl Store for EmbeddedStore {
             }
             if let Some(access) = update.general_access {
                 store.general_access = access;
+            }
+            if let Some(title) = update.title {
+                store.title = title;
             }
             let now = now_millis();
             store.modified_at = now;

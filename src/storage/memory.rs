@@ -352,6 +352,9 @@ impl Store for MemoryStore {
         if let Some(access) = update.general_access {
             store.general_access = access;
         }
+        if let Some(title) = update.title {
+            store.title = title;
+        }
         let now = now_millis();
         store.modified_at = now;
         store.accessed_at = now;

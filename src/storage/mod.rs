@@ -108,6 +108,8 @@ pub struct StoreUpdate {
     /// `Some(None)` makes the store unnamed.
     pub name: Option<Option<StoreName>>,
     pub general_access: Option<GeneralAccess>,
+    /// `Some(None)` removes the title.
+    pub title: Option<Option<String>>,
 }
 
 /// What a record write did to the store, for the caller's response.

@@ -125,6 +125,8 @@ CREATE TABLE store_counters (
 );
 ALTER TABLE records ADD COLUMN prev_size bigint, ADD COLUMN prev_blob_id bigint;
 "#,
+    // 5: a store's title (apify-client's `update(title=…)`).
+    "ALTER TABLE stores ADD COLUMN title text;",
 ];
 
 /// Stores a record in one statement: the store must exist (a shared row lock, so that a delete
@@ -227,7 +229,7 @@ FROM s";
 /// summed), the caller's share and the record. $1 store, $2 key, $3 token hash (or NULL).
 const RECORD_READ: &str = "
 SELECT s.id, s.name, s.user_id, s.created_at, s.modified_at, s.accessed_at, s.general_access,
-    s.url_signing_secret_key, s.schema, s.record_count, s.storage_bytes, s.read_count,
+    s.url_signing_secret_key, s.schema, s.title, s.record_count, s.storage_bytes, s.read_count,
     s.write_count, s.delete_count, s.list_count,
     (SELECT o.disabled FROM users o WHERE o.id = s.user_id) AS owner_disabled,
     u.id AS u_id, u.username AS u_username, u.created_at AS u_created_at,
@@ -250,7 +252,7 @@ fn select_stores(filter: &str, tail: &str) -> String {
         "SELECT s.id, s.name, s.user_id, s.created_at,
              greatest(s.modified_at, coalesce(c.modified_at, 0)) AS modified_at,
              greatest(s.accessed_at, coalesce(c.modified_at, 0)) AS accessed_at,
-             s.general_access, s.url_signing_secret_key, s.schema,
+             s.general_access, s.url_signing_secret_key, s.schema, s.title,
              s.record_count + coalesce(c.record_count, 0) AS record_count,
              s.storage_bytes + coalesce(c.storage_bytes, 0) AS storage_bytes,
              s.read_count,
@@ -442,6 +444,7 @@ fn store_from_row(row: &PgRow) -> Result<StoreInfo> {
             .map_err(corrupt)?,
         url_signing_secret_key: row.try_get("url_signing_secret_key").map_err(db_err)?,
         schema: row.try_get("schema").map_err(db_err)?,
+        title: row.try_get("title").map_err(db_err)?,
         stats: StoreStats {
             record_count: get_i64("record_count")?,
             storage_bytes: get_i64("storage_bytes")?,
@@ -1378,11 +1381,15 @@ impl Store for PgStore {
             if let Some(access) = update.general_access {
                 store.general_access = access;
             }
+            if let Some(title) = update.title {
+                store.title = title;
+            }
             let now = now_millis();
             store.modified_at = now;
             store.accessed_at = store.accessed_at.max(now);
             let updated = sqlx::query(
-                "UPDATE stores SET name = $2, general_access = $3, modified_at = $4, accessed_at = $5
+                "UPDATE stores SET name = $2, general_access = $3, modified_at = $4, accessed_at = $5,
+                     title = $6
                  WHERE id = $1",
             )
             .bind(id.as_str())
@@ -1390,6 +1397,7 @@ impl Store for PgStore {
             .bind(store.general_access.as_str())
             .bind(to_i64(store.modified_at))
             .bind(to_i64(store.accessed_at))
+            .bind(store.title.as_deref())
             .execute(&mut *txn)
             .await;
             match updated {
@@ -1886,8 +1894,9 @@ impl Store for PgStore {
             let saved = sqlx::query(
                 "INSERT INTO stores (id, name, user_id, created_at, modified_at, accessed_at,
                      general_access, url_signing_secret_key, schema, record_count, storage_bytes,
-                     read_count, write_count, delete_count, list_count, deleted)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, false)
+                     read_count, write_count, delete_count, list_count, title, deleted)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                     false)
                  ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, user_id = EXCLUDED.user_id,
                      created_at = EXCLUDED.created_at, modified_at = EXCLUDED.modified_at,
                      accessed_at = EXCLUDED.accessed_at, general_access = EXCLUDED.general_access,
@@ -1895,7 +1904,7 @@ impl Store for PgStore {
                      schema = EXCLUDED.schema, record_count = EXCLUDED.record_count,
                      storage_bytes = EXCLUDED.storage_bytes, read_count = EXCLUDED.read_count,
                      write_count = EXCLUDED.write_count, delete_count = EXCLUDED.delete_count,
-                     list_count = EXCLUDED.list_count, deleted = false",
+                     list_count = EXCLUDED.list_count, title = EXCLUDED.title, deleted = false",
             )
             .bind(store.id.as_str())
             .bind(store.name.as_ref().map(StoreName::as_str))
@@ -1912,6 +1921,7 @@ impl Store for PgStore {
             .bind(to_i64(store.stats.write_count))
             .bind(to_i64(store.stats.delete_count))
             .bind(to_i64(store.stats.list_count))
+            .bind(store.title.as_deref())
             .execute(&self.pool)
             .await;
             match saved {

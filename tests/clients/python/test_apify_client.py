@@ -429,6 +429,24 @@ def test_update_rename_and_general_access(alice: ApifyClient, anon: ApifyClient,
     assert resp.status == 404 and resp.error_type() == 'record-or-token-not-found', resp
 
 
+def test_update_title(store) -> None:
+    """apify-client 3.4 sends `title` in a store update; the server keeps it and returns it."""
+    kvs, created = store
+    if V3:
+        titled = as_dict(kvs.update(title='Crawl results'))
+    else:  # 2.x has no title argument: what 3.4 sends, sent by hand
+        body = json.dumps({'title': 'Crawl results'}).encode()
+        resp = raw('PUT', f'/v2/key-value-stores/{created["id"]}', token=TOKEN, body=body,
+                   headers={'Content-Type': 'application/json'})
+        titled = json.loads(resp.body)['data']
+    assert titled['title'] == 'Crawl results', titled
+    assert as_dict(kvs.get())['title'] == 'Crawl results'
+    # Other updates leave it as it is.
+    assert as_dict(kvs.update(general_access='RESTRICTED'))['title'] == 'Crawl results'
+    resp = raw('GET', f'/v2/key-value-stores/{created["id"]}', token=TOKEN)
+    assert json.loads(resp.body)['data']['title'] == 'Crawl results', resp
+
+
 def test_delete_store(alice: ApifyClient) -> None:
     created = as_dict(alice.key_value_stores().get_or_create(name=uname('del')))
     kvs = alice.key_value_store(created['id'])
