@@ -194,48 +194,25 @@ struct RateLimited;
 
 impl Modify for RateLimited {
     fn modify(&self, doc: &mut openapi::OpenApi) {
+        let response = |name: &str| RefOr::Ref(Ref::from_response_name(name));
         for (path, item) in doc.paths.paths.iter_mut() {
-            for op in [
-                item.get.as_mut(),
-                item.head.as_mut(),
-                item.put.as_mut(),
-                item.post.as_mut(),
-                item.delete.as_mut(),
-            ]
-            .into_iter()
-            .flatten()
-            {
-                op.responses.responses.insert(
-                    "431".to_owned(),
-                    RefOr::Ref(Ref::from_response_name("HeadersTooLarge")),
-                );
-            }
-            if !path.starts_with("/v2/") || path == "/v2/openapi.json" {
-                continue;
-            }
-            for op in [
-                item.get.as_mut(),
-                item.head.as_mut(),
-                item.put.as_mut(),
-                item.post.as_mut(),
-                item.delete.as_mut(),
-            ]
-            .into_iter()
-            .flatten()
-            {
-                op.responses.responses.insert(
-                    "429".to_owned(),
-                    RefOr::Ref(Ref::from_response_name("TooManyRequests")),
-                );
-            }
-            for op in [item.put.as_mut(), item.post.as_mut()]
-                .into_iter()
-                .flatten()
-            {
-                op.responses.responses.insert(
-                    "507".to_owned(),
-                    RefOr::Ref(Ref::from_response_name("InsufficientStorage")),
-                );
+            let api = path.starts_with("/v2/") && path != "/v2/openapi.json";
+            for (writes, op) in [
+                (false, item.get.as_mut()),
+                (false, item.head.as_mut()),
+                (true, item.put.as_mut()),
+                (true, item.post.as_mut()),
+                (false, item.delete.as_mut()),
+            ] {
+                let Some(op) = op else { continue };
+                let responses = &mut op.responses.responses;
+                responses.insert("431".to_owned(), response("HeadersTooLarge"));
+                if api {
+                    responses.insert("429".to_owned(), response("TooManyRequests"));
+                }
+                if api && writes {
+                    responses.insert("507".to_owned(), response("InsufficientStorage"));
+                }
             }
         }
     }
