@@ -14,7 +14,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::{data, TestServer};
 use kvstore::auth::{record_signature, storage_signature};
-use kvstore::model::{Token, Username};
 use reqwest::Method;
 use serde_json::json;
 
@@ -435,14 +434,7 @@ struct Target {
 #[tokio::test]
 async fn every_endpoint_caller_and_general_access_answers_as_decided() {
     let srv = TestServer::start().await;
-    let root = {
-        let token = Token::generate();
-        srv.store
-            .user_create(Username::parse("root").unwrap(), true, token.hash())
-            .await
-            .unwrap();
-        token.expose().to_owned()
-    };
+    let root = srv.admin("root").await;
     let alice = srv.user("alice").await;
     // gina owns the stores of the scenarios with a disabled owner.
     let gina = srv.user("gina").await;

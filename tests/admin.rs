@@ -7,17 +7,11 @@
 mod common;
 
 use common::{assert_error, data, TestServer};
-use kvstore::model::{Token, Username};
 use reqwest::Method;
 use serde_json::{json, Value};
 
 async fn root(srv: &TestServer) -> String {
-    let token = Token::generate();
-    srv.store
-        .user_create(Username::parse("root").unwrap(), true, token.hash())
-        .await
-        .unwrap();
-    token.expose().to_owned()
+    srv.admin("root").await
 }
 
 /// Creates a user through the admin API; returns its token.

@@ -93,9 +93,19 @@ impl TestServer {
 
     /// Creates a user directly in the backend and returns its token.
     pub async fn user(&self, name: &str) -> String {
+        self.user_with(name, false).await
+    }
+
+    /// Creates an administrator directly in the backend and returns its token.
+    #[allow(dead_code)] // not every test binary has an administrator
+    pub async fn admin(&self, name: &str) -> String {
+        self.user_with(name, true).await
+    }
+
+    async fn user_with(&self, name: &str, is_admin: bool) -> String {
         let token = Token::generate();
         self.store
-            .user_create(Username::parse(name).unwrap(), false, token.hash())
+            .user_create(Username::parse(name).unwrap(), is_admin, token.hash())
             .await
             .unwrap();
         token.expose().to_owned()
