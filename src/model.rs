@@ -328,6 +328,9 @@ pub struct StoreStats {
     pub list_count: u64,
 }
 
+/// The longest `title` a store may have, in characters.
+pub const MAX_TITLE_CHARS: usize = 1024;
+
 /// A store as the storage layer keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoreInfo {

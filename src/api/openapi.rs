@@ -699,7 +699,7 @@ fn nullable_title() -> OneOfBuilder {
     nullable(
         ObjectBuilder::new()
             .schema_type(Type::String)
-            .max_length(Some(super::stores::MAX_TITLE_CHARS)),
+            .max_length(Some(crate::model::MAX_TITLE_CHARS)),
     )
 }
 

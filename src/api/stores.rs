@@ -20,11 +20,10 @@ use super::resolve::{resolve, Need, Signed};
 use super::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::model::{now_millis, GeneralAccess, ShareAccess, StoreInfo, StoreName, User};
+use crate::model::{
+    now_millis, GeneralAccess, ShareAccess, StoreInfo, StoreName, User, MAX_TITLE_CHARS,
+};
 use crate::storage::{AccessKind, StorageError, StoreListQuery, StorePage, StoreUpdate};
-
-/// The longest `title` a store may have, in characters.
-pub(crate) const MAX_TITLE_CHARS: usize = 1024;
 
 fn require_user(caller: &Caller) -> ApiResult<&User> {
     caller.user().ok_or(ApiError::TokenNotProvided)
