@@ -1,0 +1,284 @@
+//! Blob files: where large bodies live, how a body gets there before its commit, when a file may
+//! be removed (after the commit that drops it, never under an open snapshot), the free-disk
+//! reserve, and the check for files no record points at.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use rand::RngCore;
+use redb::{Database, ReadableDatabase, ReadableTable};
+
+use super::codec::{decode_record, RecordHeader};
+use super::schema::RECORDS;
+use super::watch::engine;
+use super::writer::PostCommit;
+use super::EmbeddedStore;
+use crate::model::RecordKey;
+use crate::storage::{BodyInput, ImportRecord, OrphanCheck, OrphanReport, Result, StorageError};
+
+/// Bodies larger than this live in blob files rather than inside the B-tree.
+pub(super) const INLINE_MAX: u64 = 64 * 1024;
+
+/// Fsyncs a directory so that a rename or a new entry in it survives power loss.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+pub(super) struct Paths {
+    pub(super) blobs: PathBuf,
+    pub(super) spool: PathBuf,
+    /// While a snapshot is open, blob files it may still read are not removed.
+    pub(super) pins: Mutex<BlobPins>,
+    /// See [`EmbeddedOptions::min_free_bytes`](super::EmbeddedOptions::min_free_bytes).
+    pub(super) min_free_bytes: u64,
+    /// Set once the database file failed an I/O operation (see [`Watched`](super::watch::Watched)).
+    pub(super) io_failed: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+pub(super) struct BlobPins {
+    open_snapshots: usize,
+    deferred: Vec<PathBuf>,
+}
+
+impl Paths {
+    pub(super) fn blob(&self, id: &[u8; 16]) -> PathBuf {
+        self.blobs.join(hex::encode(id))
+    }
+
+    /// Whether `extra` more bytes leave the reserve of free space intact. A filesystem that cannot
+    /// say counts as roomy: the write then fails on its own if it must.
+    pub(super) fn has_room(&self, extra: u64) -> bool {
+        self.min_free_bytes == 0
+            || fs4::available_space(&self.blobs)
+                .map(|free| free >= self.min_free_bytes.saturating_add(extra))
+                .unwrap_or(true)
+    }
+
+    /// Removes a blob file no record points at any more, or, while a snapshot is open, once the
+    /// last one closes.
+    pub(super) fn unlink(&self, path: PathBuf) {
+        if let Ok(mut pins) = self.pins.lock() {
+            if pins.open_snapshots > 0 {
+                pins.deferred.push(path);
+                return;
+            }
+        }
+        remove_blob_file(&path);
+    }
+
+    /// Keeps blob files from being removed until the pin is dropped. Taken before the snapshot's
+    /// read transaction begins: a blob removed earlier belongs to a commit the snapshot cannot see.
+    pub(super) fn pin(self: &Arc<Self>) -> BlobPin {
+        if let Ok(mut pins) = self.pins.lock() {
+            pins.open_snapshots += 1;
+        }
+        BlobPin(self.clone())
+    }
+}
+
+fn remove_blob_file(path: &Path) {
+    if let Err(e) = fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove blob file");
+        }
+    }
+}
+
+pub(super) struct BlobPin(Arc<Paths>);
+
+impl Drop for BlobPin {
+    fn drop(&mut self) {
+        let deferred = match self.0.pins.lock() {
+            Ok(mut pins) => {
+                pins.open_snapshots = pins.open_snapshots.saturating_sub(1);
+                if pins.open_snapshots == 0 {
+                    std::mem::take(&mut pins.deferred)
+                } else {
+                    Vec::new()
+                }
+            }
+            Err(_) => Vec::new(),
+        };
+        for path in deferred {
+            remove_blob_file(&path);
+        }
+    }
+}
+
+/// Finds (and with `check.remove` removes) blob files that no record points at. Blocking.
+///
+/// Records of deleted stores not purged yet still point at theirs (the purge removes them). A blob
+/// written for a commit still to come is newer than `check.min_age`, and one that an open snapshot
+/// may still read is either pointed at or deferred until the snapshot closes (see [`Paths::unlink`]):
+/// nothing is removed while a snapshot is open, and deferred files are not counted.
+pub(super) fn collect_orphans(
+    db: &Database,
+    paths: &Paths,
+    check: OrphanCheck,
+) -> Result<OrphanReport> {
+    // Candidates first, the records after: a blob committed in between is pointed at by then.
+    let cutoff = std::time::SystemTime::now()
+        .checked_sub(check.min_age)
+        .unwrap_or(std::time::UNIX_EPOCH);
+    let mut candidates = std::collections::HashMap::new();
+    for entry in fs::read_dir(&paths.blobs)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(id) = name
+            .to_str()
+            .and_then(|n| hex::decode(n).ok())
+            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+        else {
+            continue; // not a blob file: not ours to judge
+        };
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if meta.is_file() && meta.modified().map(|m| m <= cutoff).unwrap_or(false) {
+            candidates.insert(id, meta.len());
+        }
+    }
+    if candidates.is_empty() {
+        return Ok(OrphanReport::default());
+    }
+    {
+        let txn = db.begin_read().map_err(engine)?;
+        let records = txn.open_table(RECORDS).map_err(engine)?;
+        for entry in records.iter().map_err(engine)? {
+            let (_, v) = entry.map_err(engine)?;
+            if let Some(blob) = decode_record(v.value())?.0.blob {
+                candidates.remove(&blob);
+            }
+        }
+    }
+    let pins = paths
+        .pins
+        .lock()
+        .map_err(|_| StorageError::Engine("blob pins poisoned".into()))?;
+    candidates.retain(|id, _| !pins.deferred.contains(&paths.blob(id)));
+    let mut report = OrphanReport {
+        bodies: candidates.len() as u64,
+        bytes: candidates.values().sum(),
+        removed: 0,
+    };
+    if check.remove && pins.open_snapshots == 0 {
+        for id in candidates.keys() {
+            let path = paths.blob(id);
+            match fs::remove_file(&path) {
+                Ok(()) => report.removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove an orphan blob")
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+pub(super) fn remove_blob_later(paths: &Paths, header: &RecordHeader, post: &mut PostCommit) {
+    if let Some(blob) = header.blob {
+        post.unlink_if_committed.push(paths.blob(&blob));
+    }
+}
+
+/// Where a body will live once stored: inline bytes, or a synced blob file.
+pub(super) enum PreparedBody {
+    Inline(Bytes),
+    Blob([u8; 16]),
+}
+
+impl PreparedBody {
+    pub(super) fn blob(&self) -> Option<[u8; 16]> {
+        match self {
+            PreparedBody::Blob(id) => Some(*id),
+            PreparedBody::Inline(_) => None,
+        }
+    }
+}
+
+/// A record whose body is ready to be committed.
+pub(super) struct PreparedRecord {
+    pub(super) key: RecordKey,
+    pub(super) content_type: String,
+    pub(super) size: u64,
+    pub(super) body: PreparedBody,
+    pub(super) version: u64,
+}
+
+impl EmbeddedStore {
+    /// Prepares every body of a batch; when one fails, the blobs already written for the others
+    /// are removed (no commit will point at them).
+    pub(super) fn prepare_records(
+        paths: &Paths,
+        records: Vec<ImportRecord>,
+    ) -> Result<Vec<PreparedRecord>> {
+        let mut prepared = Vec::with_capacity(records.len());
+        for record in records {
+            let size = record.body.len();
+            match Self::prepare_body(paths, record.body) {
+                Ok(body) => prepared.push(PreparedRecord {
+                    key: record.key,
+                    content_type: record.content_type,
+                    size,
+                    body,
+                    version: record.version,
+                }),
+                Err(e) => {
+                    for id in prepared.iter().filter_map(|done| done.body.blob()) {
+                        let _ = fs::remove_file(paths.blob(&id));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(prepared)
+    }
+
+    /// Moves or writes a large body into `blobs/` and syncs it, before the commit that points at it.
+    fn prepare_body(paths: &Paths, body: BodyInput) -> Result<PreparedBody> {
+        if body.len() <= INLINE_MAX {
+            return Ok(PreparedBody::Inline(body.into_bytes_blocking()?));
+        }
+        if !paths.has_room(body.len()) {
+            return Err(StorageError::Full);
+        }
+        let mut id = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut id);
+        let target = paths.blob(&id);
+        let written = (|| -> Result<()> {
+            match body {
+                BodyInput::Bytes(bytes) => {
+                    let mut file = fs::File::create(&target)?;
+                    file.write_all(&bytes)?;
+                    file.sync_all()?;
+                }
+                BodyInput::File { path, .. } => {
+                    fs::File::open(&path)?.sync_all()?;
+                    path.persist(&target)
+                        .map_err(|e| StorageError::Io(e.error))?;
+                }
+            }
+            sync_dir(&paths.blobs)?;
+            Ok(())
+        })();
+        if let Err(e) = written {
+            // A partial blob (say, the disk filled up) is nobody's: remove it.
+            let _ = fs::remove_file(&target);
+            return Err(match e {
+                StorageError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+                    StorageError::Full
+                }
+                other => other,
+            });
+        }
+        Ok(PreparedBody::Blob(id))
+    }
+}

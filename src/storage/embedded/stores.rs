@@ -1,0 +1,268 @@
+//! Stores: their rows and the indexes by name and by owner, kept in step by every write that
+//! creates, renames, imports or deletes a store (deletion leaves the records to the purge).
+
+use redb::{ReadableTable, WriteTransaction};
+
+use super::codec::{decode, encode};
+use super::schema::{PURGE, SHARED_WITH, SHARES, STORES, STORES_BY_OWNER, STORE_NAMES};
+use super::users::read_user;
+use super::watch::engine;
+use super::writer::PostCommit;
+use crate::model::{now_millis, Millis, StoreId, StoreInfo, UserId};
+use crate::storage::{Result, StorageError, StoreListQuery, StorePage, StoreUpdate};
+
+pub(super) fn load_store(txn: &WriteTransaction, id: &str) -> Result<Option<StoreInfo>> {
+    let table = txn.open_table(STORES).map_err(engine)?;
+    let row = table.get(id).map_err(engine)?;
+    row.map(|v| decode(v.value())).transpose()
+}
+
+pub(super) fn save_store(txn: &WriteTransaction, store: &StoreInfo) -> Result<()> {
+    let mut table = txn.open_table(STORES).map_err(engine)?;
+    table
+        .insert(store.id.as_str(), encode(store)?.as_slice())
+        .map_err(engine)?;
+    Ok(())
+}
+
+/// The store `id` as the API sees it: whether its owner is disabled filled in from the owner's row.
+pub(super) fn read_store(txn: &redb::ReadTransaction, id: &str) -> Result<Option<StoreInfo>> {
+    let table = txn.open_table(STORES).map_err(engine)?;
+    let row = table.get(id).map_err(engine)?;
+    let Some(mut store) = row.map(|v| decode::<StoreInfo>(v.value())).transpose()? else {
+        return Ok(None);
+    };
+    store.owner_disabled = read_user(txn, store.user_id.as_str())?.is_none_or(|u| u.disabled);
+    Ok(Some(store))
+}
+
+pub(super) fn store_exists(txn: &redb::ReadTransaction, id: &str) -> Result<bool> {
+    let table = txn.open_table(STORES).map_err(engine)?;
+    Ok(table.get(id).map_err(engine)?.is_some())
+}
+
+/// Removes a store (its records are purged in the background) and its shares, in `txn`.
+pub(super) fn delete_store_in(
+    txn: &WriteTransaction,
+    id: &str,
+    post: &mut PostCommit,
+) -> Result<bool> {
+    let Some(store) = load_store(txn, id)? else {
+        return Ok(false);
+    };
+    txn.open_table(STORES)
+        .map_err(engine)?
+        .remove(id)
+        .map_err(engine)?;
+    if let Some(name) = &store.name {
+        txn.open_table(STORE_NAMES)
+            .map_err(engine)?
+            .remove((store.user_id.as_str(), name.as_str()))
+            .map_err(engine)?;
+    }
+    txn.open_table(STORES_BY_OWNER)
+        .map_err(engine)?
+        .remove((store.user_id.as_str(), store.created_at, store.id.as_str()))
+        .map_err(engine)?;
+    let mut shares = txn.open_table(SHARES).map_err(engine)?;
+    let mut with = Vec::new();
+    for entry in shares.range((id, "")..).map_err(engine)? {
+        let (k, _) = entry.map_err(engine)?;
+        let (s, u) = k.value();
+        if s != id {
+            break;
+        }
+        with.push(u.to_owned());
+    }
+    let mut shared_with = txn.open_table(SHARED_WITH).map_err(engine)?;
+    for user in &with {
+        shares.remove((id, user.as_str())).map_err(engine)?;
+        shared_with.remove((user.as_str(), id)).map_err(engine)?;
+    }
+    if store.stats.record_count > 0 {
+        txn.open_table(PURGE)
+            .map_err(engine)?
+            .insert(id, ())
+            .map_err(engine)?;
+        post.purge_scheduled = true;
+    }
+    Ok(true)
+}
+
+/// [`Store::store_get_or_create`](crate::storage::Store::store_get_or_create), in `txn`.
+pub(super) fn get_or_create_store(
+    txn: &WriteTransaction,
+    store: StoreInfo,
+) -> Result<(StoreInfo, bool)> {
+    let mut names = txn.open_table(STORE_NAMES).map_err(engine)?;
+    if let Some(name) = &store.name {
+        let key = (store.user_id.as_str(), name.as_str());
+        let existing = names
+            .get(key)
+            .map_err(engine)?
+            .map(|v| v.value().to_owned());
+        if let Some(id) = existing {
+            let found = load_store(txn, &id)?.ok_or_else(|| {
+                StorageError::Corrupt(format!("name index points at missing store {id}"))
+            })?;
+            return Ok((found, false));
+        }
+        names.insert(key, store.id.as_str()).map_err(engine)?;
+    }
+    txn.open_table(STORES_BY_OWNER)
+        .map_err(engine)?
+        .insert(
+            (store.user_id.as_str(), store.created_at, store.id.as_str()),
+            store.name.is_some(),
+        )
+        .map_err(engine)?;
+    save_store(txn, &store)?;
+    Ok((store, true))
+}
+
+/// [`Store::store_update`](crate::storage::Store::store_update), in `txn`.
+pub(super) fn update_store(
+    txn: &WriteTransaction,
+    id: &StoreId,
+    update: StoreUpdate,
+) -> Result<Option<StoreInfo>> {
+    let Some(mut store) = load_store(txn, id.as_str())? else {
+        return Ok(None);
+    };
+    if let Some(new_name) = update.name {
+        if new_name != store.name {
+            let mut names = txn.open_table(STORE_NAMES).map_err(engine)?;
+            if let Some(name) = &new_name {
+                if names
+                    .get((store.user_id.as_str(), name.as_str()))
+                    .map_err(engine)?
+                    .is_some()
+                {
+                    return Err(StorageError::NameTaken);
+                }
+            }
+            if let Some(old) = &store.name {
+                names
+                    .remove((store.user_id.as_str(), old.as_str()))
+                    .map_err(engine)?;
+            }
+            if let Some(name) = &new_name {
+                names
+                    .insert((store.user_id.as_str(), name.as_str()), store.id.as_str())
+                    .map_err(engine)?;
+            }
+            txn.open_table(STORES_BY_OWNER)
+                .map_err(engine)?
+                .insert(
+                    (store.user_id.as_str(), store.created_at, store.id.as_str()),
+                    new_name.is_some(),
+                )
+                .map_err(engine)?;
+            store.name = new_name;
+        }
+    }
+    if let Some(access) = update.general_access {
+        store.general_access = access;
+    }
+    if let Some(title) = update.title {
+        store.title = title;
+    }
+    let now = now_millis();
+    store.modified_at = now;
+    store.accessed_at = now;
+    save_store(txn, &store)?;
+    Ok(Some(store))
+}
+
+/// [`Store::store_import`](crate::storage::Store::store_import), in `txn`.
+pub(super) fn import_store(txn: &WriteTransaction, store: &StoreInfo) -> Result<()> {
+    let mut names = txn.open_table(STORE_NAMES).map_err(engine)?;
+    if let Some(name) = &store.name {
+        let holder = names
+            .get((store.user_id.as_str(), name.as_str()))
+            .map_err(engine)?
+            .map(|v| v.value().to_owned());
+        if holder.is_some_and(|id| id != store.id.as_str()) {
+            return Err(StorageError::NameTaken);
+        }
+    }
+    let mut by_owner = txn.open_table(STORES_BY_OWNER).map_err(engine)?;
+    if let Some(old) = load_store(txn, store.id.as_str())? {
+        if let Some(old_name) = &old.name {
+            names
+                .remove((old.user_id.as_str(), old_name.as_str()))
+                .map_err(engine)?;
+        }
+        by_owner
+            .remove((old.user_id.as_str(), old.created_at, old.id.as_str()))
+            .map_err(engine)?;
+    }
+    if let Some(name) = &store.name {
+        names
+            .insert((store.user_id.as_str(), name.as_str()), store.id.as_str())
+            .map_err(engine)?;
+    }
+    by_owner
+        .insert(
+            (store.user_id.as_str(), store.created_at, store.id.as_str()),
+            store.name.is_some(),
+        )
+        .map_err(engine)?;
+    drop((names, by_owner));
+    save_store(txn, store)
+}
+
+/// [`Store::stores_list`](crate::storage::Store::stores_list), in `txn`.
+pub(super) fn list_stores(
+    txn: &redb::ReadTransaction,
+    owner: &UserId,
+    query: &StoreListQuery,
+) -> Result<StorePage> {
+    let index = txn.open_table(STORES_BY_OWNER).map_err(engine)?;
+    let range = index
+        .range((owner.as_str(), 0u64, "")..=(owner.as_str(), u64::MAX, "~"))
+        .map_err(engine)?;
+    let entries: Box<dyn Iterator<Item = _>> = if query.desc {
+        Box::new(range.rev())
+    } else {
+        Box::new(range)
+    };
+    let mut ids = Vec::new();
+    let mut total = 0u64;
+    for entry in entries {
+        let (k, named) = entry.map_err(engine)?;
+        if !query.unnamed && !named.value() {
+            continue;
+        }
+        if total >= query.offset && (ids.len() as u64) < query.limit {
+            ids.push(k.value().2.to_owned());
+        }
+        total += 1;
+    }
+    let mut items = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(store) = read_store(txn, &id)? {
+            items.push(store);
+        }
+    }
+    Ok(StorePage { total, items })
+}
+
+/// [`Store::stores_unnamed_idle`](crate::storage::Store::stores_unnamed_idle), in `txn`.
+pub(super) fn unnamed_idle_stores(
+    txn: &redb::ReadTransaction,
+    idle_since: Millis,
+    limit: usize,
+) -> Result<Vec<StoreId>> {
+    let table = txn.open_table(STORES).map_err(engine)?;
+    let mut idle = Vec::new();
+    for row in table.iter().map_err(engine)? {
+        let (_, value) = row.map_err(engine)?;
+        let store: StoreInfo = decode(value.value())?;
+        if store.name.is_none() && store.accessed_at < idle_since {
+            idle.push((store.accessed_at, store.id));
+        }
+    }
+    idle.sort();
+    Ok(idle.into_iter().take(limit).map(|(_, id)| id).collect())
+}
