@@ -120,8 +120,8 @@ pub struct ExportArgs {
     #[arg(long = "store", value_name = "NAME")]
     pub stores: Vec<String>,
     /// Which Crawlee writes the folder: crawlee-python 1.x, or crawlee JS / the Apify CLI.
-    #[arg(long, value_enum, default_value_t = crate::crawlee::Layout::Python)]
-    pub layout: crate::crawlee::Layout,
+    #[arg(long, value_enum, default_value_t = crate::ops::crawlee::Layout::Python)]
+    pub layout: crate::ops::crawlee::Layout,
     #[command(flatten)]
     pub data: DataArgs,
     /// No progress bar.

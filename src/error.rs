@@ -198,9 +198,9 @@ impl From<StorageError> for ApiError {
     }
 }
 
-impl From<crate::admin::AdminError> for ApiError {
-    fn from(e: crate::admin::AdminError) -> Self {
-        use crate::admin::AdminError;
+impl From<crate::ops::admin::AdminError> for ApiError {
+    fn from(e: crate::ops::admin::AdminError) -> Self {
+        use crate::ops::admin::AdminError;
         match e {
             AdminError::NoSuchUser(_) => ApiError::UserNotFound,
             AdminError::NoSuchStore(_) => ApiError::StoreNotFound,

@@ -1,17 +1,14 @@
 //! kvstore: a self-hosted key-value store server that speaks the Apify API v2 key-value-store
 //! dialect. The library holds everything; `main.rs` only parses the command line.
 
-pub mod admin;
 pub mod api;
 pub mod auth;
-pub mod backup;
 pub mod config;
-pub mod copy;
-pub mod crawlee;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod model;
+pub mod ops;
 mod server;
 pub mod storage;
 pub mod tls;

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use kvstore::admin::{self, Admin};
 use kvstore::config::{
     backend_of, BackupArgs, Cli, Command, CopyArgs, DataArgs, ExportArgs, FsckArgs, ImportArgs,
     LogFormat, RestoreArgs, ServeArgs, ServerConfig, ShareArgs, ShareSetting, Target, UsersCommand,
 };
 use kvstore::model::{ShareAccess, StoreName, Token, User, Username};
+use kvstore::ops::admin::{self, Admin};
 use kvstore::storage::{self, StorageError};
 
 /// mimalloc: the request path allocates and frees many small objects, where glibc's malloc cost
@@ -284,7 +284,7 @@ async fn open_offline(
 async fn copy(args: CopyArgs) -> Result<(), Box<dyn std::error::Error>> {
     let from = storage::open(&backend_of(&args.from)).await?;
     let to = storage::open(&backend_of(&args.to)).await?;
-    let report = kvstore::copy::copy_all(&*from, &to, !args.quiet).await;
+    let report = kvstore::ops::copy::copy_all(&*from, &to, !args.quiet).await;
     from.close().await?;
     to.close().await?;
     let report = report?;
@@ -311,7 +311,7 @@ async fn import(args: ImportArgs) -> Result<(), Box<dyn std::error::Error>> {
     let result = async {
         let owner = named_user(&*store, &args.user).await?;
         Ok::<_, Box<dyn std::error::Error>>(
-            kvstore::crawlee::import(&*store, &args.dir, &owner, !args.quiet).await?,
+            kvstore::ops::crawlee::import(&*store, &args.dir, &owner, !args.quiet).await?,
         )
     }
     .await;
@@ -341,8 +341,15 @@ async fn export(args: ExportArgs) -> Result<(), Box<dyn std::error::Error>> {
     let result = async {
         let owner = named_user(&*store, &args.user).await?;
         Ok::<_, Box<dyn std::error::Error>>(
-            kvstore::crawlee::export(&*store, &args.dir, &owner, &only, args.layout, !args.quiet)
-                .await?,
+            kvstore::ops::crawlee::export(
+                &*store,
+                &args.dir,
+                &owner,
+                &only,
+                args.layout,
+                !args.quiet,
+            )
+            .await?,
         )
     }
     .await;
@@ -369,13 +376,15 @@ async fn backup(args: BackupArgs) -> Result<(), Box<dyn std::error::Error>> {
         Some(server) => download_backup(server, args.token.as_deref(), &partial).await,
         None => {
             let store = open_offline(&args.data).await?;
-            let written = kvstore::backup::to_file(&*store, &partial).await;
+            let written = kvstore::ops::backup::to_file(&*store, &partial).await;
             store.close().await?;
             written.map(|_| ()).map_err(Into::into)
         }
     };
     let verified = match result {
-        Ok(()) => kvstore::backup::verify(&partial).await.map_err(Into::into),
+        Ok(()) => kvstore::ops::backup::verify(&partial)
+            .await
+            .map_err(Into::into),
         Err(e) => Err(e),
     };
     let counts = match verified {
@@ -385,7 +394,7 @@ async fn backup(args: BackupArgs) -> Result<(), Box<dyn std::error::Error>> {
             return Err(e);
         }
     };
-    kvstore::backup::install(&partial, &args.to)?;
+    kvstore::ops::backup::install(&partial, &args.to)?;
     println!(
         "Backed up {} users, {} stores, {} records ({} bytes) to {}.",
         counts.users,
@@ -456,7 +465,7 @@ async fn fsck(args: FsckArgs) -> Result<(), Box<dyn std::error::Error>> {
 
 async fn restore(args: RestoreArgs) -> Result<(), Box<dyn std::error::Error>> {
     let store = open_offline(&args.data).await?;
-    let restored = kvstore::backup::restore(&store, &args.from, !args.quiet).await;
+    let restored = kvstore::ops::backup::restore(&store, &args.from, !args.quiet).await;
     store.close().await?;
     let counts = restored?;
     println!(

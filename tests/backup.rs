@@ -177,7 +177,7 @@ async fn a_backup_taken_during_writes_restores_the_state_of_one_instant() {
     let steps = writer.await.unwrap();
 
     let target: Arc<dyn Store> = storage::open(&Backend::Memory).await.unwrap();
-    let counts = kvstore::backup::restore(&target, &file, false)
+    let counts = kvstore::ops::backup::restore(&target, &file, false)
         .await
         .unwrap();
     assert_eq!(
@@ -273,9 +273,11 @@ async fn a_backup_cut_short_or_damaged_restores_nothing() {
     }
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.backup");
-    let counts = kvstore::backup::to_file(&*source, &good).await.unwrap();
+    let counts = kvstore::ops::backup::to_file(&*source, &good)
+        .await
+        .unwrap();
     assert_eq!(counts.records, 20);
-    assert_eq!(kvstore::backup::verify(&good).await.unwrap(), counts);
+    assert_eq!(kvstore::ops::backup::verify(&good).await.unwrap(), counts);
 
     let whole = std::fs::read(&good).unwrap();
     let cut = dir.path().join("cut.backup");
@@ -293,7 +295,7 @@ async fn a_backup_cut_short_or_damaged_restores_nothing() {
 
     for bad in [&cut, &damaged, &no_end] {
         let target: Arc<dyn Store> = storage::open(&Backend::Memory).await.unwrap();
-        let err = kvstore::backup::restore(&target, bad, false)
+        let err = kvstore::ops::backup::restore(&target, bad, false)
             .await
             .unwrap_err();
         assert!(err.to_string().contains("not a usable backup"), "{err}");
@@ -305,12 +307,12 @@ async fn a_backup_cut_short_or_damaged_restores_nothing() {
     }
 
     // A target that already has users is refused; an empty one takes the backup.
-    let err = kvstore::backup::restore(&source, &good, false)
+    let err = kvstore::ops::backup::restore(&source, &good, false)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("already has users"), "{err}");
     let target: Arc<dyn Store> = storage::open(&Backend::Memory).await.unwrap();
-    kvstore::backup::restore(&target, &good, false)
+    kvstore::ops::backup::restore(&target, &good, false)
         .await
         .unwrap();
     let page = target

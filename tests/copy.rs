@@ -145,7 +145,7 @@ async fn embedded_to_postgres_to_embedded_is_exact() {
         Some(db) => storage::open(&db.backend()).await.unwrap(),
         None => storage::open(&Backend::Memory).await.unwrap(),
     };
-    let report = kvstore::copy::copy_all(&*first, &middle, false)
+    let report = kvstore::ops::copy::copy_all(&*first, &middle, false)
         .await
         .unwrap();
     assert_eq!(
@@ -155,7 +155,7 @@ async fn embedded_to_postgres_to_embedded_is_exact() {
     assert_eq!(snapshot(&*middle).await, original);
 
     // Again: nothing left to copy, nothing changes.
-    let again = kvstore::copy::copy_all(&*first, &middle, false)
+    let again = kvstore::ops::copy::copy_all(&*first, &middle, false)
         .await
         .unwrap();
     assert_eq!((again.records_copied, again.records_skipped), (0, 40));
@@ -165,7 +165,7 @@ async fn embedded_to_postgres_to_embedded_is_exact() {
     let last = storage::open(&Backend::embedded(dir.path().join("two")))
         .await
         .unwrap();
-    kvstore::copy::copy_all(&*middle, &last, false)
+    kvstore::ops::copy::copy_all(&*middle, &last, false)
         .await
         .unwrap();
     assert_eq!(snapshot(&*last).await, original);

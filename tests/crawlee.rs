@@ -8,8 +8,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use kvstore::crawlee::{export, import, Layout};
 use kvstore::model::{RecordKey, StoreName, Token, User, Username};
+use kvstore::ops::crawlee::{export, import, Layout};
 use kvstore::storage::{self, Backend, BodyOutput, KeyListQuery, Store, StoreListQuery};
 
 async fn backend_with_user() -> (Arc<dyn Store>, User) {

@@ -1,6 +1,6 @@
 //! `/v2/admin`: operations for administrators only (users with `is_admin`, with a full token),
-//! beyond Apify's API: users and their tokens (the logic is `crate::admin`, which the CLI shares),
-//! and `GET /v2/admin/backup`, a consistent backup of everything (see `crate::backup`).
+//! beyond Apify's API: users and their tokens (the logic is `crate::ops::admin`, which the CLI shares),
+//! and `GET /v2/admin/backup`, a consistent backup of everything (see `crate::ops::backup`).
 
 use axum::body::Body;
 use axum::extract::State;
@@ -20,10 +20,10 @@ use super::openapi::{
 };
 use super::paths::AdminUserPath;
 use super::AppState;
-use crate::admin::{Admin, IssuedToken, Local, UserInfo};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::model::Username;
+use crate::ops::admin::{Admin, IssuedToken, Local, UserInfo};
 use crate::storage::UserUpdate;
 
 fn require_admin(caller: &Caller) -> ApiResult<()> {
@@ -41,7 +41,7 @@ fn is_self(caller: &Caller, user: &crate::model::User) -> bool {
 /// A backup of all data
 ///
 /// Every user (with token hashes), store and record as of the moment the request arrives, while
-/// writes go on; the format is described in `src/backup.rs`. A backup cut short lacks its end line
+/// writes go on; the format is described in `src/ops/backup.rs`. A backup cut short lacks its end line
 /// and is refused by `kvstore restore`. Administrators only.
 #[utoipa::path(
     get,
@@ -63,7 +63,7 @@ pub async fn backup_get(State(state): State<AppState>, caller: Caller) -> ApiRes
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let (err_tx, err_rx) = mpsc::channel::<std::io::Error>(1);
     tokio::spawn(async move {
-        match crate::backup::write(&*snapshot, tx).await {
+        match crate::ops::backup::write(&*snapshot, tx).await {
             Ok(counts) => tracing::info!(?counts, "backup sent"),
             Err(e) => {
                 tracing::warn!(error = %e, "backup failed");

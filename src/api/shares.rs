@@ -19,10 +19,10 @@ use super::openapi::{
 use super::paths::{SharePath, StorePath};
 use super::resolve::{resolve, Need, Signed};
 use super::AppState;
-use crate::admin::{Local, ShareInfo};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{ShareAccess, StoreInfo, Username};
+use crate::ops::admin::{Local, ShareInfo};
 
 /// `GET …/shares`.
 #[derive(Serialize, ToSchema)]
