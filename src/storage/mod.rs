@@ -8,7 +8,6 @@ mod auth_cache;
 pub mod body;
 pub mod embedded;
 pub mod memory;
-mod pg_pool;
 pub mod postgres;
 
 use std::path::PathBuf;

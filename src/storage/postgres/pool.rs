@@ -9,7 +9,7 @@
 //! a write its caller gave up on is never sent later — or left an answer unread, which sqlx reads
 //! and drops before the connection's next statement. A statement that failed for the connection's
 //! sake (I/O, protocol, the server ending the session) closes the connection instead of giving it
-//! back (see [`super::postgres`]). Transactions keep using sqlx's pool.
+//! back (see [`super`]). Transactions keep using sqlx's pool.
 
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::Connection;
 
-use super::{Result, StorageError};
+use crate::storage::{Result, StorageError};
 
 pub type StatementPool = managed::Pool<Manager>;
 pub type PooledConnection = managed::Object<Manager>;

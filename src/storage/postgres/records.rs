@@ -1,0 +1,435 @@
+//! Records and keys: listings, reads (inline bodies in one statement, chunked ones from a
+//! snapshot of their own), writes, imports and deletes.
+
+use bytes::Bytes;
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+
+use super::chunks::{body_budget, free_replaced, missed_chunks, write_chunks, CHUNK, INLINE_MAX};
+use super::errors::db_err;
+use super::rows::{corrupt, meta_of, store_from_row, to_i64, to_u64, version_of};
+use super::spool::chunks_to_file;
+use super::sql::{
+    random_shard, record_query, DELETE_RECORD, IMPORT_RECORDS, PUT_RECORD, RECORD_READ,
+};
+use super::PgStore;
+use crate::model::{
+    now_millis, Authenticated, RecordKey, RecordMeta, ShareAccess, StoreId, TokenHash, User,
+    UserId, Username,
+};
+use crate::storage::{
+    put_one_by_one, BodyInput, BodyOutput, ImportRecord, KeyListQuery, KeyPage, Record, RecordRead,
+    Result, Store, WriteOutcome,
+};
+
+impl PgStore {
+    /// The record a [`RECORD_READ`] row found, if any; a chunked body is read from its own
+    /// snapshot.
+    async fn record_of_row(
+        &self,
+        store: &StoreId,
+        key: &RecordKey,
+        row: &PgRow,
+    ) -> Result<Option<Record>> {
+        if row
+            .try_get::<Option<i64>, _>("size")
+            .map_err(db_err)?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        if row
+            .try_get::<Option<i64>, _>("blob_id")
+            .map_err(db_err)?
+            .is_some()
+        {
+            return self.record_get(store, key).await;
+        }
+        let body: Option<Vec<u8>> = row.try_get("body").map_err(db_err)?;
+        Ok(Some(Record {
+            meta: meta_of(key, row)?,
+            body: BodyOutput::Bytes(Bytes::from(body.unwrap_or_default())),
+        }))
+    }
+
+    pub(super) async fn keys_list_impl(
+        &self,
+        store: &StoreId,
+        query: &KeyListQuery,
+    ) -> Result<Option<KeyPage>> {
+        self.bounded(self.op_timeout, async move {
+            if self.store_get(store).await?.is_none() {
+                return Ok(None);
+            }
+            // Keys hold only [a-zA-Z0-9!\-_.'()], so a prefix with any other character matches
+            // nothing, and every key starting with the prefix sorts below prefix || '~'.
+            if !query.prefix.bytes().all(crate::model::is_key_byte) {
+                return Ok(Some(KeyPage {
+                    items: Vec::new(),
+                    is_truncated: false,
+                }));
+            }
+            // PostgreSQL text cannot hold NUL; a start key is compared up to it without changing the
+            // result, since no key contains a byte below '!'.
+            let start = query
+                .exclusive_start_key
+                .as_deref()
+                .map(|s| s.split('\0').next().unwrap_or(""))
+                .unwrap_or("");
+            let limit = i64::try_from(query.limit)
+                .unwrap_or(i64::MAX)
+                .saturating_add(1);
+            let rows = if query.prefix.is_empty() {
+                self.rows(
+                    sqlx::query(
+                        "SELECT key, size, content_type, version FROM records
+                         WHERE store_id = $1 AND key > $2 ORDER BY key LIMIT $3",
+                    )
+                    .bind(store.as_str())
+                    .bind(start)
+                    .bind(limit),
+                )
+                .await?
+            } else {
+                self.rows(
+                    sqlx::query(
+                        "SELECT key, size, content_type, version FROM records
+                         WHERE store_id = $1 AND key > $2 AND key >= $3 AND key < $4
+                         ORDER BY key LIMIT $5",
+                    )
+                    .bind(store.as_str())
+                    .bind(start)
+                    .bind(&query.prefix)
+                    .bind(format!("{}~", query.prefix))
+                    .bind(limit),
+                )
+                .await?
+            };
+            let is_truncated = rows.len() > query.limit;
+            let items = rows
+                .iter()
+                .take(query.limit)
+                .map(|row| {
+                    Ok(RecordMeta {
+                        key: RecordKey::parse(row.try_get("key").map_err(db_err)?)
+                            .map_err(corrupt)?,
+                        size: to_u64(row.try_get("size").map_err(db_err)?),
+                        content_type: row.try_get("content_type").map_err(db_err)?,
+                        version: version_of(row)?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Some(KeyPage {
+                items,
+                is_truncated,
+            }))
+        })
+        .await
+    }
+
+    pub(super) async fn record_read_impl(
+        &self,
+        token: Option<&TokenHash>,
+        store: &StoreId,
+        key: Option<&RecordKey>,
+    ) -> Result<RecordRead> {
+        let row = self
+            .bounded(self.op_timeout, async {
+                self.row(
+                    sqlx::query(RECORD_READ)
+                        .bind(store.as_str())
+                        .bind(key.map(RecordKey::as_str))
+                        .bind(token.map(|t| t.0.to_vec())),
+                )
+                .await
+            })
+            .await?;
+        let caller = match row.try_get::<Option<String>, _>("u_id").map_err(db_err)? {
+            Some(id) => Some(Authenticated {
+                user: User {
+                    id: UserId::parse(&id).ok_or_else(|| corrupt("user id"))?,
+                    username: Username::parse(
+                        &row.try_get::<String, _>("u_username").map_err(db_err)?,
+                    )
+                    .map_err(corrupt)?,
+                    created_at: to_u64(row.try_get("u_created_at").map_err(db_err)?),
+                    is_admin: row.try_get("u_is_admin").map_err(db_err)?,
+                    disabled: false,
+                },
+                read_only: row.try_get("t_read_only").map_err(db_err)?,
+            }),
+            None => None,
+        };
+        if row
+            .try_get::<Option<String>, _>("id")
+            .map_err(db_err)?
+            .is_none()
+        {
+            return Ok(RecordRead {
+                caller,
+                ..RecordRead::default()
+            });
+        }
+        let info = store_from_row(&row)?;
+        let share = row
+            .try_get::<Option<String>, _>("share_access")
+            .map_err(db_err)?
+            .map(|a| ShareAccess::parse(&a).map_err(corrupt))
+            .transpose()?;
+        let record = if let Some(key) = key {
+            self.record_of_row(store, key, &row).await?
+        } else {
+            None
+        };
+        Ok(RecordRead {
+            caller,
+            store: Some(info),
+            share,
+            record,
+        })
+    }
+
+    pub(super) async fn record_get_impl(
+        &self,
+        store: &StoreId,
+        key: &RecordKey,
+    ) -> Result<Option<Record>> {
+        // One statement is its own snapshot: enough for a record kept inline, the common case.
+        let row = self
+            .bounded(self.op_timeout, async {
+                self.maybe_row(record_query(store, key)).await
+            })
+            .await?;
+        let size = match &row {
+            None => return Ok(None),
+            Some(row)
+                if row
+                    .try_get::<Option<i64>, _>("blob_id")
+                    .map_err(db_err)?
+                    .is_none() =>
+            {
+                let body: Option<Vec<u8>> = row.try_get("body").map_err(db_err)?;
+                return Ok(Some(Record {
+                    meta: meta_of(key, row)?,
+                    body: BodyOutput::Bytes(Bytes::from(body.unwrap_or_default())),
+                }));
+            }
+            Some(row) => to_u64(row.try_get("size").map_err(db_err)?),
+        };
+        // Room for the copy first, so that no transaction stays open while waiting for it.
+        let mut room = self.read_spools.reserve(size, self.op_timeout).await?;
+        // A chunked body: the row and its chunks from one snapshot, so that a concurrent
+        // overwrite is never mixed in.
+        let (mut txn, row) = self
+            .bounded(self.op_timeout, async {
+                // The isolation level goes with BEGIN itself: a separate SET TRANSACTION failed
+                // (500) on connections that a cancelled request had returned mid-transaction.
+                let mut txn = self
+                    .pool
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .await
+                    .map_err(db_err)?;
+                let row = record_query(store, key)
+                    .fetch_optional(&mut *txn)
+                    .await
+                    .map_err(db_err)?;
+                Ok((txn, row))
+            })
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let meta = meta_of(key, &row)?;
+        let blob_id: Option<i64> = row.try_get("blob_id").map_err(db_err)?;
+        let body = match blob_id {
+            None => {
+                let body: Option<Vec<u8>> = row.try_get("body").map_err(db_err)?;
+                BodyOutput::Bytes(Bytes::from(body.unwrap_or_default()))
+            }
+            Some(blob_id) => {
+                if room.len != meta.size {
+                    // Overwritten in between: account for the body actually read.
+                    drop(room);
+                    room = self.read_spools.reserve(meta.size, self.op_timeout).await?;
+                }
+                let budget = body_budget(self.op_timeout, meta.size);
+                let file = self
+                    .bounded(budget, async {
+                        chunks_to_file(&mut txn, blob_id, self.spool.path(), Some(room)).await
+                    })
+                    .await?;
+                BodyOutput::File(file)
+            }
+        };
+        self.bounded(self.op_timeout, async {
+            txn.commit().await.map_err(db_err)
+        })
+        .await?;
+        Ok(Some(Record { meta, body }))
+    }
+
+    pub(super) async fn record_meta_impl(
+        &self,
+        store: &StoreId,
+        key: &RecordKey,
+    ) -> Result<Option<RecordMeta>> {
+        self.bounded(self.op_timeout, async move {
+            let row = self
+                .maybe_row(
+                    sqlx::query(
+                        "SELECT r.content_type, r.size, r.version
+                         FROM records r JOIN stores s ON s.id = r.store_id AND NOT s.deleted
+                         WHERE r.store_id = $1 AND r.key = $2",
+                    )
+                    .bind(store.as_str())
+                    .bind(key.as_str()),
+                )
+                .await?;
+            row.map(|row| meta_of(key, &row)).transpose()
+        })
+        .await
+    }
+
+    pub(super) async fn record_put_versioned_impl(
+        &self,
+        store: &StoreId,
+        key: &RecordKey,
+        content_type: &str,
+        body: BodyInput,
+        version: u64,
+    ) -> Result<WriteOutcome> {
+        let budget = body_budget(self.op_timeout, body.len());
+        self.bounded(budget, async move {
+            let size = body.len();
+            let write = |inline: Option<Vec<u8>>, blob_id: Option<i64>| {
+                sqlx::query(PUT_RECORD)
+                    .bind(store.as_str())
+                    .bind(key.as_str())
+                    .bind(content_type)
+                    .bind(to_i64(size))
+                    .bind(inline)
+                    .bind(blob_id)
+                    .bind(i64::from_ne_bytes(version.to_ne_bytes()))
+                    .bind(random_shard())
+                    .bind(to_i64(now_millis()))
+            };
+            let written: i64 = if size > INLINE_MAX {
+                // Chunks first, in the same transaction; they vanish with it if it fails.
+                let mut txn = self.begin().await?;
+                let blob_id = write_chunks(&mut txn, body).await?;
+                let row = write(None, Some(blob_id))
+                    .fetch_one(&mut *txn)
+                    .await
+                    .map_err(db_err)?;
+                let written: i64 = row.try_get("written").map_err(db_err)?;
+                if written == 0 {
+                    // The store is gone (deleted while the body was being written): the chunks
+                    // go with the transaction rather than staying behind with no record.
+                    txn.rollback().await.map_err(db_err)?;
+                    return Ok(WriteOutcome::StoreMissing);
+                }
+                let missed = missed_chunks(&row)?;
+                if !missed.is_empty() {
+                    free_replaced(&mut *txn, &missed).await.map_err(db_err)?;
+                }
+                txn.commit().await.map_err(db_err)?;
+                written
+            } else {
+                let bytes = match body {
+                    BodyInput::Bytes(b) => b.to_vec(),
+                    BodyInput::File { path, .. } => tokio::fs::read(&path).await?,
+                };
+                // One statement, one round trip: its own transaction. A second one only when it
+                // replaced a chunked body committed after it began.
+                let row = self.row(write(Some(bytes), None)).await?;
+                self.free_missed(&row).await?;
+                row.try_get("written").map_err(db_err)?
+            };
+            Ok(if written == 1 {
+                WriteOutcome::Written
+            } else {
+                WriteOutcome::StoreMissing
+            })
+        })
+        .await
+    }
+
+    pub(super) async fn records_import_impl(
+        &self,
+        store: &StoreId,
+        records: Vec<ImportRecord>,
+    ) -> Result<WriteOutcome> {
+        // The last of several records with one key wins, as if they were written in turn (one
+        // statement cannot upsert a row twice).
+        let mut latest = std::collections::HashMap::with_capacity(records.len());
+        for record in records {
+            latest.insert(record.key.to_string(), record);
+        }
+        let (large, small): (Vec<_>, Vec<_>) = latest
+            .into_values()
+            .partition(|r| r.body.len() > INLINE_MAX);
+        let total: u64 = small.iter().map(|r| r.body.len()).sum();
+        let (mut keys, mut types, mut sizes, mut bodies, mut versions) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for record in small {
+            keys.push(record.key.to_string());
+            types.push(record.content_type);
+            sizes.push(to_i64(record.body.len()));
+            bodies.push(match record.body {
+                BodyInput::Bytes(b) => b.to_vec(),
+                BodyInput::File { path, .. } => tokio::fs::read(&path).await?,
+            });
+            versions.push(i64::from_ne_bytes(record.version.to_ne_bytes()));
+        }
+        let exists: i64 = self
+            .bounded(body_budget(self.op_timeout, total), async {
+                let row = self
+                    .row(
+                        sqlx::query(IMPORT_RECORDS)
+                            .bind(store.as_str())
+                            .bind(keys)
+                            .bind(types)
+                            .bind(sizes)
+                            .bind(bodies)
+                            .bind(versions)
+                            .bind(random_shard())
+                            .bind(to_i64(now_millis()))
+                            .bind(CHUNK as i64),
+                    )
+                    .await?;
+                self.free_missed(&row).await?;
+                row.try_get("store_exists").map_err(db_err)
+            })
+            .await?;
+        if exists == 0 {
+            return Ok(WriteOutcome::StoreMissing);
+        }
+        put_one_by_one(self, store, large).await
+    }
+
+    pub(super) async fn record_delete_impl(
+        &self,
+        store: &StoreId,
+        key: &RecordKey,
+    ) -> Result<WriteOutcome> {
+        self.bounded(self.op_timeout, async move {
+            let row = self
+                .row(
+                    sqlx::query(DELETE_RECORD)
+                        .bind(store.as_str())
+                        .bind(key.as_str())
+                        .bind(random_shard())
+                        .bind(to_i64(now_millis())),
+                )
+                .await?;
+            self.free_missed(&row).await?;
+            let exists: i64 = row.try_get("store_exists").map_err(db_err)?;
+            Ok(if exists == 1 {
+                WriteOutcome::Written
+            } else {
+                WriteOutcome::StoreMissing
+            })
+        })
+        .await
+    }
+}

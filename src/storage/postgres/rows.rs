@@ -1,0 +1,106 @@
+//! Row decoding: users, tokens, shares, stores and record metadata from their columns, and the
+//! conversions between the signed columns and the model's unsigned numbers.
+
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+
+use super::errors::db_err;
+use crate::model::{
+    GeneralAccess, RecordKey, RecordMeta, ShareAccess, StoreId, StoreInfo, StoreName, StoreStats,
+    TokenGrant, TokenHash, User, UserId, Username,
+};
+use crate::storage::{Result, StorageError};
+
+pub(super) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+pub(super) fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+pub(super) fn corrupt(e: impl std::fmt::Display) -> StorageError {
+    StorageError::Corrupt(e.to_string())
+}
+
+pub(super) fn meta_of(key: &RecordKey, row: &PgRow) -> Result<RecordMeta> {
+    Ok(RecordMeta {
+        key: key.clone(),
+        size: to_u64(row.try_get("size").map_err(db_err)?),
+        content_type: row.try_get("content_type").map_err(db_err)?,
+        version: version_of(row)?,
+    })
+}
+
+/// The stored version is the u64 ETag seed, kept in a signed column.
+pub(super) fn version_of(row: &PgRow) -> Result<u64> {
+    let v: i64 = row.try_get("version").map_err(db_err)?;
+    Ok(u64::from_ne_bytes(v.to_ne_bytes()))
+}
+
+pub(super) fn user_from_row(row: &PgRow) -> Result<User> {
+    Ok(User {
+        id: UserId::parse(row.try_get("id").map_err(db_err)?).ok_or_else(|| corrupt("user id"))?,
+        username: Username::parse(row.try_get("username").map_err(db_err)?).map_err(corrupt)?,
+        created_at: to_u64(row.try_get("created_at").map_err(db_err)?),
+        is_admin: row.try_get("is_admin").map_err(db_err)?,
+        disabled: row.try_get("disabled").map_err(db_err)?,
+    })
+}
+
+pub(super) fn token_row(row: &PgRow) -> Result<TokenGrant> {
+    let hash: Vec<u8> = row.try_get("hash").map_err(db_err)?;
+    Ok(TokenGrant {
+        hash: <[u8; 32]>::try_from(hash.as_slice())
+            .map(TokenHash)
+            .map_err(|_| corrupt("token hash"))?,
+        read_only: row.try_get("read_only").map_err(db_err)?,
+    })
+}
+
+/// A `store_shares` row: (store, user, access).
+pub(super) fn share_row(row: &PgRow) -> Result<(StoreId, UserId, ShareAccess)> {
+    let store = StoreId::parse(row.try_get("store_id").map_err(db_err)?)
+        .ok_or_else(|| corrupt("store id"))?;
+    let user =
+        UserId::parse(row.try_get("user_id").map_err(db_err)?).ok_or_else(|| corrupt("user id"))?;
+    let access: String = row.try_get("access").map_err(db_err)?;
+    Ok((store, user, ShareAccess::parse(&access).map_err(corrupt)?))
+}
+
+pub(super) fn store_from_row(row: &PgRow) -> Result<StoreInfo> {
+    let get_i64 = |col: &str| -> Result<u64> { Ok(to_u64(row.try_get(col).map_err(db_err)?)) };
+    let name: Option<String> = row.try_get("name").map_err(db_err)?;
+    Ok(StoreInfo {
+        id: StoreId::parse(row.try_get("id").map_err(db_err)?)
+            .ok_or_else(|| corrupt("store id"))?,
+        name: name
+            .as_deref()
+            .map(StoreName::parse)
+            .transpose()
+            .map_err(corrupt)?,
+        user_id: UserId::parse(row.try_get("user_id").map_err(db_err)?)
+            .ok_or_else(|| corrupt("user id"))?,
+        created_at: get_i64("created_at")?,
+        modified_at: get_i64("modified_at")?,
+        accessed_at: get_i64("accessed_at")?,
+        general_access: GeneralAccess::parse(row.try_get("general_access").map_err(db_err)?)
+            .map_err(corrupt)?,
+        url_signing_secret_key: row.try_get("url_signing_secret_key").map_err(db_err)?,
+        schema: row.try_get("schema").map_err(db_err)?,
+        title: row.try_get("title").map_err(db_err)?,
+        stats: StoreStats {
+            record_count: get_i64("record_count")?,
+            storage_bytes: get_i64("storage_bytes")?,
+            read_count: get_i64("read_count")?,
+            write_count: get_i64("write_count")?,
+            delete_count: get_i64("delete_count")?,
+            list_count: get_i64("list_count")?,
+        },
+        // A store whose owner row is gone answers as if the owner were disabled.
+        owner_disabled: row
+            .try_get::<Option<bool>, _>("owner_disabled")
+            .map_err(db_err)?
+            .unwrap_or(true),
+    })
+}

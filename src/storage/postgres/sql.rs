@@ -1,0 +1,172 @@
+//! The SQL of the hot path: the one-statement record writes, deletes and reads, and the
+//! builders of store and record `SELECT`s.
+
+use sqlx::Postgres;
+
+use crate::model::{RecordKey, StoreId};
+
+/// Stores a record in one statement: the store must exist (a shared row lock, so that a delete
+/// of the store waits, but other writers do not), the upsert keeps the previous size and blob,
+/// the previous blob's chunks go, and one counter shard takes the changes. $1 store, $2 key,
+/// $3 content type, $4 size, $5 inline body, $6 blob id, $7 version, $8 shard, $9 now.
+///
+/// The upsert replaces the newest row even if it was committed after this statement began, but
+/// the chunk `DELETE` sees only what was committed before: a concurrent writer's chunks are
+/// invisible to it. The statement returns the replaced blob and how many chunks it freed, and
+/// [`free_replaced`] deletes the rest in a statement of its own, which does see them.
+///
+/// [`free_replaced`]: super::chunks::free_replaced
+pub(super) const PUT_RECORD: &str = "
+WITH s AS (SELECT id FROM stores WHERE id = $1 AND NOT deleted FOR SHARE),
+up AS (
+    INSERT INTO records AS r (store_id, key, content_type, size, body, blob_id, version,
+        prev_size, prev_blob_id)
+    SELECT $1, $2, $3, $4, $5, $6, $7, NULL, NULL FROM s
+    ON CONFLICT (store_id, key) DO UPDATE SET content_type = EXCLUDED.content_type,
+        size = EXCLUDED.size, body = EXCLUDED.body, blob_id = EXCLUDED.blob_id,
+        version = EXCLUDED.version, prev_size = r.size, prev_blob_id = r.blob_id
+    RETURNING prev_size, prev_blob_id),
+gone AS (DELETE FROM record_chunks
+    WHERE blob_id IN (SELECT prev_blob_id FROM up WHERE prev_blob_id IS NOT NULL)
+    RETURNING 1),
+counted AS (
+    INSERT INTO store_counters AS c (store_id, shard, record_count, storage_bytes, write_count,
+        modified_at)
+    SELECT $1, $8, CASE WHEN prev_size IS NULL THEN 1 ELSE 0 END, $4 - coalesce(prev_size, 0),
+        1, $9 FROM up
+    ON CONFLICT (store_id, shard) DO UPDATE SET
+        record_count = c.record_count + EXCLUDED.record_count,
+        storage_bytes = c.storage_bytes + EXCLUDED.storage_bytes,
+        write_count = c.write_count + 1,
+        modified_at = greatest(c.modified_at, EXCLUDED.modified_at))
+SELECT count(*) AS written, max(prev_blob_id) AS prev_blob_id, max(prev_size) AS prev_size,
+    (SELECT count(*) FROM gone) AS freed
+FROM up";
+
+/// Stores a batch of inline records in one statement, as [`PUT_RECORD`] stores one: $1 store,
+/// $2 keys (distinct), $3 content types, $4 sizes, $5 bodies, $6 versions, $7 shard, $8 now,
+/// $9 the chunk size (to count the chunks of the bodies replaced).
+pub(super) const IMPORT_RECORDS: &str = "
+WITH s AS (SELECT id FROM stores WHERE id = $1 AND NOT deleted FOR SHARE),
+up AS (
+    INSERT INTO records AS r (store_id, key, content_type, size, body, blob_id, version,
+        prev_size, prev_blob_id)
+    SELECT $1, t.key, t.content_type, t.size, t.body, NULL, t.version, NULL, NULL
+    FROM s, unnest($2::text[], $3::text[], $4::bigint[], $5::bytea[], $6::bigint[])
+        AS t (key, content_type, size, body, version)
+    ON CONFLICT (store_id, key) DO UPDATE SET content_type = EXCLUDED.content_type,
+        size = EXCLUDED.size, body = EXCLUDED.body, blob_id = EXCLUDED.blob_id,
+        version = EXCLUDED.version, prev_size = r.size, prev_blob_id = r.blob_id
+    RETURNING size, prev_size, prev_blob_id),
+gone AS (DELETE FROM record_chunks
+    WHERE blob_id IN (SELECT prev_blob_id FROM up WHERE prev_blob_id IS NOT NULL)
+    RETURNING 1),
+counted AS (
+    INSERT INTO store_counters AS c (store_id, shard, record_count, storage_bytes, write_count,
+        modified_at)
+    SELECT $1, $7, count(*) FILTER (WHERE prev_size IS NULL),
+        coalesce(sum(size - coalesce(prev_size, 0)), 0)::bigint, count(*), $8 FROM up
+    HAVING count(*) > 0
+    ON CONFLICT (store_id, shard) DO UPDATE SET
+        record_count = c.record_count + EXCLUDED.record_count,
+        storage_bytes = c.storage_bytes + EXCLUDED.storage_bytes,
+        write_count = c.write_count + EXCLUDED.write_count,
+        modified_at = greatest(c.modified_at, EXCLUDED.modified_at))
+SELECT count(*) AS store_exists,
+    (SELECT array_agg(prev_blob_id) FROM up WHERE prev_blob_id IS NOT NULL) AS prev_blob_ids,
+    (SELECT coalesce(sum((prev_size + $9 - 1) / $9) FILTER (WHERE prev_blob_id IS NOT NULL), 0)
+        FROM up)::bigint AS prev_chunks,
+    (SELECT count(*) FROM gone) AS freed
+FROM s";
+
+/// Deletes a record in one statement, as [`PUT_RECORD`] stores one (the same goes for the chunks
+/// of a body committed after the statement began). $1 store, $2 key, $3 shard, $4 now. Deleting a
+/// missing record still counts as a delete of an existing store.
+pub(super) const DELETE_RECORD: &str = "
+WITH s AS (SELECT id FROM stores WHERE id = $1 AND NOT deleted FOR SHARE),
+d AS (DELETE FROM records WHERE store_id = $1 AND key = $2 AND EXISTS (SELECT 1 FROM s)
+    RETURNING size, blob_id),
+gone AS (DELETE FROM record_chunks
+    WHERE blob_id IN (SELECT blob_id FROM d WHERE blob_id IS NOT NULL)
+    RETURNING 1),
+counted AS (
+    INSERT INTO store_counters AS c (store_id, shard, record_count, storage_bytes, delete_count,
+        modified_at)
+    SELECT $1, $3, -(SELECT count(*) FROM d), -(SELECT coalesce(sum(size), 0) FROM d)::bigint,
+        1, $4 FROM s
+    ON CONFLICT (store_id, shard) DO UPDATE SET
+        record_count = c.record_count + EXCLUDED.record_count,
+        storage_bytes = c.storage_bytes + EXCLUDED.storage_bytes,
+        delete_count = c.delete_count + 1,
+        modified_at = greatest(c.modified_at, EXCLUDED.modified_at))
+SELECT count(*) AS store_exists, (SELECT blob_id FROM d) AS prev_blob_id,
+    (SELECT size FROM d) AS prev_size, (SELECT count(*) FROM gone) AS freed
+FROM s";
+
+/// [`Store::record_read`] in one round trip: the token's user, the store row (counters not
+/// summed), the caller's share and the record. $1 store, $2 key, $3 token hash (or NULL).
+///
+/// [`Store::record_read`]: crate::storage::Store::record_read
+pub(super) const RECORD_READ: &str = "
+SELECT s.id, s.name, s.user_id, s.created_at, s.modified_at, s.accessed_at, s.general_access,
+    s.url_signing_secret_key, s.schema, s.title, s.record_count, s.storage_bytes, s.read_count,
+    s.write_count, s.delete_count, s.list_count,
+    (SELECT o.disabled FROM users o WHERE o.id = s.user_id) AS owner_disabled,
+    u.id AS u_id, u.username AS u_username, u.created_at AS u_created_at,
+    u.is_admin AS u_is_admin, t.read_only AS t_read_only,
+    sh.access AS share_access,
+    r.content_type, r.size, r.body, r.blob_id, r.version
+FROM (SELECT 1) AS one
+LEFT JOIN (tokens t JOIN users u ON u.id = t.user_id AND NOT u.disabled) ON t.hash = $3
+LEFT JOIN stores s ON s.id = $1 AND NOT s.deleted
+LEFT JOIN store_shares sh ON sh.store_id = s.id AND sh.user_id = u.id AND u.id <> s.user_id
+LEFT JOIN records r ON r.store_id = s.id AND r.key = $2";
+
+/// Counter shard rows per store: writers of one store spread over this many rows.
+const COUNTER_SHARDS: i16 = 16;
+
+/// `SELECT` of store rows with their counters (the row's base plus every shard), for `filter`
+/// (a `WHERE` clause over the `stores` columns, which are unambiguous) and `tail` (ORDER BY…).
+pub(super) fn select_stores(filter: &str, tail: &str) -> String {
+    format!(
+        "SELECT s.id, s.name, s.user_id, s.created_at,
+             greatest(s.modified_at, coalesce(c.modified_at, 0)) AS modified_at,
+             greatest(s.accessed_at, coalesce(c.modified_at, 0)) AS accessed_at,
+             s.general_access, s.url_signing_secret_key, s.schema, s.title,
+             s.record_count + coalesce(c.record_count, 0) AS record_count,
+             s.storage_bytes + coalesce(c.storage_bytes, 0) AS storage_bytes,
+             s.read_count,
+             s.write_count + coalesce(c.write_count, 0) AS write_count,
+             s.delete_count + coalesce(c.delete_count, 0) AS delete_count,
+             s.list_count,
+             (SELECT o.disabled FROM users o WHERE o.id = s.user_id) AS owner_disabled
+         FROM stores s LEFT JOIN LATERAL (
+             SELECT sum(record_count)::bigint AS record_count,
+                 sum(storage_bytes)::bigint AS storage_bytes,
+                 sum(write_count)::bigint AS write_count,
+                 sum(delete_count)::bigint AS delete_count,
+                 max(modified_at) AS modified_at
+             FROM store_counters WHERE store_id = s.id) c ON true
+         WHERE {filter} {tail}"
+    )
+}
+
+pub(super) fn random_shard() -> i16 {
+    rand::random::<u16>().rem_euclid(COUNTER_SHARDS as u16) as i16
+}
+
+pub(super) const USER_COLS: &str = "id, username, created_at, is_admin, disabled";
+
+/// A record of a live store, with its inline body (if any) and its blob id (if chunked).
+pub(super) fn record_query<'q>(
+    store: &'q StoreId,
+    key: &'q RecordKey,
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(
+        "SELECT r.content_type, r.size, r.body, r.blob_id, r.version
+         FROM records r JOIN stores s ON s.id = r.store_id AND NOT s.deleted
+         WHERE r.store_id = $1 AND r.key = $2",
+    )
+    .bind(store.as_str())
+    .bind(key.as_str())
+}
