@@ -13,4 +13,4 @@ mod server;
 pub mod storage;
 pub mod tls;
 
-pub use server::serve;
+pub use server::{serve, ServerConfig};

@@ -8,11 +8,12 @@ use tracing_subscriber::EnvFilter;
 
 use kvstore::config::{
     backend_of, BackupArgs, Cli, Command, CopyArgs, DataArgs, ExportArgs, FsckArgs, ImportArgs,
-    LogFormat, RestoreArgs, ServeArgs, ServerConfig, ShareArgs, ShareSetting, Target, UsersCommand,
+    LogFormat, RestoreArgs, ServeArgs, ShareArgs, ShareSetting, Target, UsersCommand,
 };
 use kvstore::model::{ShareAccess, StoreName, Token, User, Username};
 use kvstore::ops::admin::{self, Admin};
 use kvstore::storage::{self, StorageError};
+use kvstore::ServerConfig;
 
 /// mimalloc: the request path allocates and frees many small objects, where glibc's malloc cost
 /// a quarter of a GET's instructions.

@@ -16,8 +16,7 @@ use tower::Layer as _;
 use tower::ServiceExt as _;
 
 use crate::api::{self, AppState};
-use crate::config::ServerConfig;
-use crate::model::now_millis;
+use crate::model::{now_millis, GeneralAccess};
 use crate::storage::{AccessCounters, OrphanCheck, Store};
 
 /// Bodies younger than this are left out of the periodic orphan check: a write may have stored
@@ -33,6 +32,72 @@ const HEADER_BUFFER_SLACK: usize = 16 * 1024;
 /// (HTTP/2 GOAWAY and its ping) before it is dropped.
 const GOODBYE_GRACE: Duration = Duration::from_secs(5);
 
+/// Settings of a running server: the connection layer's own (limits, timeouts, TLS, the periodic
+/// work) and those it hands on to the HTTP layer ([`api::Settings`]). The command line builds them
+/// once the listener is bound; tests build them with [`ServerConfig::for_addr`].
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Without trailing slash, e.g. `http://127.0.0.1:8080`.
+    pub public_url: String,
+    pub max_record_bytes: u64,
+    pub default_general_access: GeneralAccess,
+    pub allow_method_override: bool,
+    /// Connections with no request in flight (and slow request headers) are closed after this
+    /// long, on HTTP/1 and HTTP/2.
+    pub idle_timeout: Duration,
+    /// A connection whose writes make no progress this long (a client that stopped reading) is
+    /// closed.
+    pub send_timeout: Duration,
+    pub max_connections: usize,
+    /// Allowed CORS origins; `*` for any; empty for none.
+    pub cors_origins: Vec<String>,
+    /// Serve HTTPS instead of HTTP.
+    pub tls: Option<crate::tls::TlsConfig>,
+    /// Unnamed stores idle this long are deleted; `None` keeps them.
+    pub unnamed_retention: Option<Duration>,
+    /// Requests per second per token (or per client address without one); `None`: no limit.
+    pub rate_limit: Option<std::num::NonZeroU32>,
+    /// How often the read/list counters and `accessedAt` batched in memory are written to the
+    /// backend (also at shutdown). Until then `GET` store adds them from memory, except while a
+    /// write of them is under way.
+    pub access_flush_interval: Duration,
+    /// How often orphan bodies are looked for and removed ([`crate::storage::Store::orphans`]);
+    /// `None`: never.
+    pub orphan_check_interval: Option<Duration>,
+}
+
+impl ServerConfig {
+    /// Defaults for a server bound at `addr` (tests use this).
+    pub fn for_addr(addr: std::net::SocketAddr) -> Self {
+        Self {
+            public_url: format!("http://{addr}"),
+            max_record_bytes: 1024 * 1024 * 1024,
+            default_general_access: GeneralAccess::Restricted,
+            allow_method_override: false,
+            idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            cors_origins: vec!["*".to_owned()],
+            tls: None,
+            unnamed_retention: None,
+            rate_limit: None,
+            access_flush_interval: Duration::from_secs(5),
+            orphan_check_interval: Some(Duration::from_secs(24 * 3600)),
+        }
+    }
+
+    /// The part the HTTP layer reads.
+    fn api(&self) -> api::Settings {
+        api::Settings {
+            public_url: self.public_url.clone(),
+            max_record_bytes: self.max_record_bytes,
+            default_general_access: self.default_general_access,
+            idle_timeout: self.idle_timeout,
+            cors_origins: self.cors_origins.clone(),
+        }
+    }
+}
+
 /// Serves the API on `listener` until `shutdown` resolves, then lets requests in flight finish,
 /// flushes the batched counters and closes the store.
 pub async fn serve(
@@ -42,11 +107,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let access = Arc::new(AccessCounters::default());
-    let config = Arc::new(config);
     let state = AppState {
         store: store.clone(),
         access: access.clone(),
-        config: config.clone(),
+        config: Arc::new(config.api()),
         rate_limiter: config.rate_limit.map(api::rate_limit::RateLimiter::new),
     };
     api::init_metrics();

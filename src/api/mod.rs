@@ -15,6 +15,7 @@ mod paths;
 pub mod rate_limit;
 mod records;
 pub(crate) mod resolve;
+mod settings;
 mod shares;
 mod stores;
 mod ui;
@@ -31,7 +32,6 @@ use axum::Router;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 use crate::auth::Caller;
-use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::model::Token;
 use crate::storage::{AccessCounters, Store};
@@ -39,13 +39,14 @@ use crate::storage::{AccessCounters, Store};
 pub use headers::MAX_HEADER_BYTES;
 pub use observe::init_metrics;
 pub use params::MAX_LIMIT;
+pub use settings::Settings;
 
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub access: Arc<AccessCounters>,
-    pub config: Arc<ServerConfig>,
+    pub config: Arc<Settings>,
     /// `None` unless `--rate-limit` is set.
     pub rate_limiter: Option<Arc<rate_limit::RateLimiter>>,
 }

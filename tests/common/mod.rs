@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use kvstore::config::ServerConfig;
 use kvstore::model::{Token, Username};
 use kvstore::storage::{self, Backend, Store};
+use kvstore::ServerConfig;
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::Value;
 
