@@ -1,9 +1,10 @@
 //! kvstore: a self-hosted key-value store server that speaks the Apify API v2 key-value-store
-//! dialect. The library holds everything; `main.rs` only parses the command line.
+//! dialect. The library holds everything, the command bodies included ([`cli`]); `main.rs` only
+//! parses the command line, sets up logging and dispatches.
 
 pub mod api;
 pub mod auth;
-pub mod config;
+pub mod cli;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;

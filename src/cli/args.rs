@@ -1,5 +1,5 @@
-//! The command line: one clap tree; every flag also reads a `KVSTORE_*` environment variable.
-//! Environment variables are read here and nowhere else.
+//! The command line's arguments: one clap tree; every flag also reads a `KVSTORE_*` environment
+//! variable. Environment variables are read here and nowhere else.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,0 +1,65 @@
+//! `kvstore import` / `kvstore export`: a user's stores from and to Crawlee storage folders,
+//! through [`crate::ops::crawlee`], on a data directory or database no server holds.
+
+use super::args::{ExportArgs, ImportArgs};
+use super::{named_user, open_offline, Outcome};
+use crate::model::StoreName;
+
+pub async fn import(args: ImportArgs) -> Outcome {
+    let store = open_offline(&args.data).await?;
+    let result = async {
+        let owner = named_user(&*store, &args.user).await?;
+        Ok::<_, Box<dyn std::error::Error>>(
+            crate::ops::crawlee::import(&*store, &args.dir, &owner, !args.quiet).await?,
+        )
+    }
+    .await;
+    store.close().await?;
+    let report = result?;
+    for r in &report.rejected {
+        eprintln!("not imported: {}/{}: {}", r.store, r.item, r.reason);
+    }
+    println!(
+        "Imported {} records ({} bytes) into {} stores of {}; {} not imported.",
+        report.records,
+        report.bytes,
+        report.stores,
+        args.user,
+        report.rejected.len()
+    );
+    Ok(())
+}
+
+pub async fn export(args: ExportArgs) -> Outcome {
+    let only = args
+        .stores
+        .iter()
+        .map(|n| StoreName::parse(n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let store = open_offline(&args.data).await?;
+    let result = async {
+        let owner = named_user(&*store, &args.user).await?;
+        Ok::<_, Box<dyn std::error::Error>>(
+            crate::ops::crawlee::export(
+                &*store,
+                &args.dir,
+                &owner,
+                &only,
+                args.layout,
+                !args.quiet,
+            )
+            .await?,
+        )
+    }
+    .await;
+    store.close().await?;
+    let report = result?;
+    println!(
+        "Exported {} records ({} bytes) from {} stores to {}.",
+        report.records,
+        report.bytes,
+        report.stores,
+        args.dir.join("key_value_stores").display()
+    );
+    Ok(())
+}
