@@ -6,40 +6,17 @@
 // functions, not the helpers of an integration test crate.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+
+use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::process::{ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::child::{kvstore, stderr_of, stdout_of, token_printed_last, Served};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_kvstore");
-const START_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Every variable the binary reads; removed so that the environment running the tests cannot
-/// change what they see.
-const KVSTORE_VARS: &[&str] = &[
-    "KVSTORE_LISTEN",
-    "KVSTORE_DATA_DIR",
-    "KVSTORE_PUBLIC_URL",
-    "KVSTORE_MAX_RECORD_BYTES",
-    "KVSTORE_DEFAULT_GENERAL_ACCESS",
-    "KVSTORE_ALLOW_METHOD_OVERRIDE",
-    "KVSTORE_ADMIN_TOKEN",
-    "KVSTORE_LOG_FORMAT",
-    "KVSTORE_LOG",
-];
-
-fn kvstore() -> Command {
-    let mut cmd = Command::new(BIN);
-    for var in KVSTORE_VARS {
-        cmd.env_remove(var);
-    }
-    cmd
-}
 
 /// Runs a short command (not `serve`) to the end.
 fn run(args: &[&str]) -> Output {
@@ -56,178 +33,33 @@ fn run_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().unwrap()
 }
 
-fn stdout_of(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr_of(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 fn users_create(dir: &Path, name: &str) -> Output {
     run(&["users", "create", name, "--data-dir", dir.to_str().unwrap()])
 }
 
-/// The token printed by a successful `users create`: the last line of standard output.
-fn created_token(out: &Output) -> String {
-    let stdout = stdout_of(out);
-    assert!(
-        out.status.success(),
-        "users create failed: {:?}\nstdout: {stdout}\nstderr: {}",
-        out.status,
-        stderr_of(out)
-    );
-    let last = stdout.lines().last().unwrap_or_default().trim().to_owned();
-    assert!(
-        last.len() >= 20 && !last.contains(char::is_whitespace),
-        "the last line is not a token: {stdout:?}"
-    );
-    last
+/// `kvstore serve` on 127.0.0.1:0 over `dir`, with `extra` arguments and `env` variables; the
+/// test fails if it does not listen.
+async fn serve(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Served {
+    let mut cmd = kvstore();
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .args(extra);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Served::start(cmd).await
 }
 
-/// A running `kvstore serve`; killed when dropped.
-struct Server {
-    child: Child,
-    /// e.g. `http://127.0.0.1:41234`
-    url: String,
-    /// What it printed on standard output before it was listening, the listening line included.
-    banner: Vec<String>,
-    stderr: Arc<Mutex<String>>,
+/// SIGTERM, then the exit status (the test fails if it does not exit in time).
+fn terminate(server: &mut Served, limit: Duration) -> ExitStatus {
+    server.terminate_within(limit).unwrap()
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn start(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut cmd = kvstore();
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut stderr_pipe = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            loop {
-                match stderr_pipe.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => sink
-                        .lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n])),
-                }
-            }
-        });
-        let mut server = Server {
-            child,
-            url: String::new(),
-            banner: Vec::new(),
-            stderr,
-        };
-        server.url = server.wait_listening(&lines);
-        server
-    }
-
-    /// Reads standard output until the `listening on http://HOST:PORT` line; returns the URL.
-    fn wait_listening(&mut self, lines: &Receiver<String>) -> String {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.banner.push(line.clone());
-                    if let Some(at) = line.find("listening on http://") {
-                        let url = line[at + "listening on ".len()..].trim().to_owned();
-                        let port: u16 = url
-                            .strip_prefix("http://127.0.0.1:")
-                            .unwrap_or_else(|| panic!("not a 127.0.0.1 URL: {line}"))
-                            .parse()
-                            .unwrap_or_else(|_| panic!("no port in {line}"));
-                        assert_ne!(port, 0, "{line}");
-                        return url;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "no `listening on` line within {START_TIMEOUT:?}; stdout: {:?}; stderr: {}",
-                    self.banner,
-                    self.stderr()
-                ),
-                Err(RecvTimeoutError::Disconnected) => {
-                    let status = self.child.wait().unwrap();
-                    panic!(
-                        "the server exited ({status}) before listening; stdout: {:?}; stderr: {}",
-                        self.banner,
-                        self.stderr()
-                    )
-                }
-            }
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// The admin token printed on first start: the line after the one that mentions `admin`.
-    fn printed_admin_token(&self) -> String {
-        let at = self
-            .banner
-            .iter()
-            .position(|l| l.contains("admin"))
-            .unwrap_or_else(|| panic!("no line mentions the admin user: {:?}", self.banner));
-        let token = self.banner[at + 1].trim().to_owned();
-        assert!(
-            token.len() >= 20 && !token.contains(char::is_whitespace),
-            "no token after the admin line: {:?}",
-            self.banner
-        );
-        token
-    }
-
-    /// SIGTERM, then the exit status (the test fails if it does not exit in time).
-    fn terminate(&mut self) -> ExitStatus {
-        self.terminate_within(STOP_TIMEOUT)
-    }
-
-    fn terminate_within(&mut self, limit: Duration) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(sent.success(), "kill -TERM {pid} failed");
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not exit within {limit:?} of SIGTERM; stderr: {}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+/// The admin token printed on first start (the test fails if there is none).
+fn printed_admin_token(server: &Served) -> String {
+    server
+        .printed_admin_token()
+        .unwrap_or_else(|| panic!("no admin token printed: {:?}", server.banner))
 }
 
 async fn get(url: &str, token: Option<&str>) -> reqwest::Response {
@@ -254,7 +86,7 @@ fn users_create_prints_the_token_last_and_refuses_a_duplicate() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
 
-    let token = created_token(&users_create(&data, "alice"));
+    let token = token_printed_last(&users_create(&data, "alice"));
     assert!(token.starts_with("kvs_"), "{token}");
 
     let again = users_create(&data, "alice");
@@ -270,7 +102,7 @@ fn users_create_prints_the_token_last_and_refuses_a_duplicate() {
         stdout_of(&again)
     );
 
-    let bob = created_token(&users_create(&data, "bob"));
+    let bob = token_printed_last(&users_create(&data, "bob"));
     assert_ne!(bob, token);
 
     let bad = users_create(&data, "no~tilde");
@@ -301,8 +133,8 @@ fn users_create_prints_the_token_last_and_refuses_a_duplicate() {
 fn users_list_is_an_aligned_table() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    created_token(&users_create(&data, "al"));
-    created_token(&users_create(&data, "a-much-longer-name"));
+    token_printed_last(&users_create(&data, "al"));
+    token_printed_last(&users_create(&data, "a-much-longer-name"));
     let list = run(&["users", "list", "--data-dir", data.to_str().unwrap()]);
     assert!(list.status.success(), "users list: {}", stderr_of(&list));
     let listed = stdout_of(&list);
@@ -338,9 +170,9 @@ fn users_list_is_an_aligned_table() {
 async fn tokens_of_users_created_offline_work_on_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let alice = created_token(&users_create(&data, "alice"));
+    let alice = token_printed_last(&users_create(&data, "alice"));
 
-    let server = Server::start(&data, &[], &[]);
+    let server = serve(&data, &[], &[]).await;
     // A user exists, so no admin is created and no token printed.
     assert_eq!(server.banner.len(), 1, "stdout: {:?}", server.banner);
 
@@ -358,8 +190,8 @@ async fn tokens_of_users_created_offline_work_on_the_server() {
 async fn first_start_prints_an_admin_token_that_works() {
     let dir = tempfile::tempdir().unwrap();
     // An existing, empty directory.
-    let server = Server::start(dir.path(), &[], &[]);
-    let token = server.printed_admin_token();
+    let server = serve(dir.path(), &[], &[]).await;
+    let token = printed_admin_token(&server);
     let stores = format!("{}/v2/key-value-stores", server.url);
 
     let resp = get(&stores, Some(&token)).await;
@@ -408,7 +240,7 @@ async fn first_start_takes_the_admin_token_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let chosen = "my-own-admin-token-0123456789abcdef";
-    let server = Server::start(&data, &[], &[("KVSTORE_ADMIN_TOKEN", chosen)]);
+    let server = serve(&data, &[], &[("KVSTORE_ADMIN_TOKEN", chosen)]).await;
     assert!(
         server.banner.iter().any(|l| l.contains("admin")),
         "first start does not mention the admin user: {:?}",
@@ -429,8 +261,8 @@ async fn first_start_takes_the_admin_token_from_the_environment() {
 async fn users_commands_refuse_a_data_directory_a_server_is_using() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = Server::start(&data, &[], &[]);
-    let token = server.printed_admin_token();
+    let server = serve(&data, &[], &[]).await;
+    let token = printed_admin_token(&server);
 
     let out = users_create(&data, "carol");
     assert!(
@@ -480,7 +312,7 @@ async fn users_commands_refuse_a_data_directory_a_server_is_using() {
     drop(server);
 
     // After it stopped, the same command works.
-    let carol = created_token(&users_create(&data, "carol"));
+    let carol = token_printed_last(&users_create(&data, "carol"));
     assert!(!carol.is_empty());
 }
 
@@ -488,8 +320,8 @@ async fn users_commands_refuse_a_data_directory_a_server_is_using() {
 async fn data_persists_across_a_graceful_restart() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut server = Server::start(&data, &[], &[]);
-    let token = server.printed_admin_token();
+    let mut server = serve(&data, &[], &[]).await;
+    let token = printed_admin_token(&server);
     let client = reqwest::Client::new();
 
     let resp = client
@@ -515,11 +347,11 @@ async fn data_persists_across_a_graceful_restart() {
     assert_eq!(resp.status(), 201);
 
     // The client keeps its idle connection open while the server stops.
-    let status = server.terminate();
+    let status = terminate(&mut server, STOP_TIMEOUT);
     assert_eq!(status.code(), Some(0), "exit after SIGTERM: {status}");
     drop(server);
 
-    let server = Server::start(&data, &[], &[]);
+    let server = serve(&data, &[], &[]).await;
     assert!(
         !server.banner.iter().any(|l| l.contains("admin")),
         "a second admin was created on restart: {:?}",
@@ -553,7 +385,7 @@ async fn data_persists_across_a_graceful_restart() {
 #[tokio::test]
 async fn shutdown_does_not_wait_for_connections_that_never_spoke() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(&dir.path().join("data"), &[], &[]);
+    let mut server = serve(&dir.path().join("data"), &[], &[]).await;
     let addr = server.url.trim_start_matches("http://").to_owned();
     let silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
     // A keep-alive connection that served a request and now sits idle, for good measure.
@@ -566,7 +398,7 @@ async fn shutdown_does_not_wait_for_connections_that_never_spoke() {
     assert_eq!(resp.status(), 200);
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let status = server.terminate_within(Duration::from_secs(10));
+    let status = terminate(&mut server, Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "exit after SIGTERM: {status}");
     assert!(
         !server.stderr().contains("stopping anyway"),
@@ -598,8 +430,8 @@ fn serve_help_mentions_every_environment_variable() {
 /// URL the API hands out.
 async fn check_public_url(extra: &[&str], env: &[(&str, &str)]) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), extra, env);
-    let token = server.printed_admin_token();
+    let server = serve(&dir.path().join("data"), extra, env).await;
+    let token = printed_admin_token(&server);
     let base = "http://example.test:9/v2/key-value-stores";
     let client = reqwest::Client::new();
 
@@ -666,7 +498,7 @@ async fn backup_of_a_running_server_restores_into_a_new_data_directory() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let admin = "backup-admin-token-0123456789abcdef";
-    let server = Server::start(&data, &[], &[("KVSTORE_ADMIN_TOKEN", admin)]);
+    let server = serve(&data, &[], &[("KVSTORE_ADMIN_TOKEN", admin)]).await;
     let client = reqwest::Client::new();
     let big = vec![7u8; 300 * 1024];
     let created = client
@@ -749,7 +581,7 @@ async fn backup_of_a_running_server_restores_into_a_new_data_directory() {
         stderr_of(&again)
     );
 
-    let server = Server::start(&restored, &[], &[]);
+    let server = serve(&restored, &[], &[]).await;
     assert!(
         !server.banner.iter().any(|l| l.contains("admin")),
         "the restored directory already has its admin: {:?}",
@@ -772,22 +604,6 @@ async fn backup_of_a_running_server_restores_into_a_new_data_directory() {
     assert_eq!(store["data"]["stats"]["recordCount"], 2);
 }
 
-/// The last line of a command's standard output (where tokens are printed).
-fn last_line(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        stdout_of(out),
-        stderr_of(out)
-    );
-    stdout_of(out)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .to_owned()
-}
-
 #[tokio::test]
 async fn users_are_administered_offline_and_through_a_running_server() {
     let dir = tempfile::tempdir().unwrap();
@@ -795,7 +611,7 @@ async fn users_are_administered_offline_and_through_a_running_server() {
     let d = data.to_str().unwrap();
 
     // Offline, on the data directory.
-    let alice = last_line(&run(&["users", "create", "alice", "--data-dir", d]));
+    let alice = token_printed_last(&run(&["users", "create", "alice", "--data-dir", d]));
     let out = run(&["users", "disable", "alice", "--data-dir", d]);
     assert!(stdout_of(&out).contains("disabled"), "{}", stdout_of(&out));
     let list = stdout_of(&run(&["users", "list", "--data-dir", d]));
@@ -804,8 +620,8 @@ async fn users_are_administered_offline_and_through_a_running_server() {
     assert!(run(&["users", "enable", "alice", "--data-dir", d])
         .status
         .success());
-    let rotated = last_line(&run(&["users", "rotate-token", "alice", "--data-dir", d]));
-    let read_only = last_line(&run(&[
+    let rotated = token_printed_last(&run(&["users", "rotate-token", "alice", "--data-dir", d]));
+    let read_only = token_printed_last(&run(&[
         "users",
         "add-token",
         "alice",
@@ -823,7 +639,7 @@ async fn users_are_administered_offline_and_through_a_running_server() {
 
     // Through a running server, with an administrator's token (the directory has users, so no
     // `admin` is made at start: make one offline).
-    let admin = last_line(&run(&[
+    let admin = token_printed_last(&run(&[
         "users",
         "create",
         "root",
@@ -832,7 +648,7 @@ async fn users_are_administered_offline_and_through_a_running_server() {
         d,
     ]));
     let admin = admin.as_str();
-    let server = Server::start(&data, &[], &[]);
+    let server = serve(&data, &[], &[]).await;
     let url = server.url.clone();
     let me = format!("{url}/v2/users/me");
     assert_eq!(get(&me, Some(&alice)).await.status(), 401, "rotated away");
@@ -842,7 +658,7 @@ async fn users_are_administered_offline_and_through_a_running_server() {
         all.extend(["--server", url.as_str(), "--token", admin]);
         run(&all)
     };
-    let bob = last_line(&remote(&["users", "create", "bob"]));
+    let bob = token_printed_last(&remote(&["users", "create", "bob"]));
     assert_eq!(get(&me, Some(&bob)).await.status(), 200);
 
     // Sharing: alice's store with bob, for reading.
@@ -871,7 +687,7 @@ async fn users_are_administered_offline_and_through_a_running_server() {
     assert_eq!(resp.status(), 403);
 
     // Rotation through the server stops the old token at once; deletion removes the user.
-    let bob2 = last_line(&remote(&["users", "rotate-token", "bob"]));
+    let bob2 = token_printed_last(&remote(&["users", "rotate-token", "bob"]));
     assert_eq!(get(&me, Some(&bob)).await.status(), 401);
     assert_eq!(get(&me, Some(&bob2)).await.status(), 200);
     assert!(remote(&["users", "delete", "bob"]).status.success());

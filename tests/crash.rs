@@ -48,16 +48,19 @@
 // functions, not the helpers of an integration test crate.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use common::child::{kvstore, Served};
 use kvstore::model::{RecordKey, StoreId, StoreInfo, StoreName, Token, UserId, Username};
 use kvstore::storage::embedded::EmbeddedStore;
 use kvstore::storage::{
@@ -68,9 +71,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kvstore");
 const ADMIN_TOKEN: &str = "kvs_crash_test_admin_token_0123456789";
-const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// No single request or storage call of a healthy server takes this long.
 const OP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -611,145 +612,31 @@ fn rounds(var: &str, default: usize) -> usize {
 // ------------------------------------------------------------------------------------------
 // kill -9 against the real binary
 
-/// A running `kvstore serve`; killed when dropped.
-struct Server {
-    child: Child,
-    url: String,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `kvstore serve` on 127.0.0.1:0 over `dir`, with the standard streams captured.
-fn spawn_server(
-    dir: &Path,
-) -> (
-    Child,
-    tokio::sync::mpsc::UnboundedReceiver<String>,
-    Arc<Mutex<String>>,
-) {
-    let mut cmd = Command::new(BIN);
-    for (var, _) in std::env::vars_os() {
-        if var.to_string_lossy().starts_with("KVSTORE_") {
-            cmd.env_remove(var);
-        }
-    }
+/// `kvstore serve` on 127.0.0.1:0 over `dir`, with the admin token the writers use and only
+/// warnings in its log.
+fn server_command(dir: &Path) -> Command {
+    let mut cmd = kvstore();
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env("KVSTORE_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("KVSTORE_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut stderr_pipe = child.stderr.take().unwrap();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let stderr = Arc::new(Mutex::new(String::new()));
-    let sink = stderr.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        loop {
-            match stderr_pipe.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => sink
-                    .lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n])),
-            }
-        }
-    });
-    (child, rx, stderr)
+        .env("KVSTORE_LOG", "warn");
+    cmd
 }
 
-impl Server {
-    /// Starts the server and waits for its `listening on http://127.0.0.1:PORT` line.
-    async fn start(dir: &Path) -> Result<Server, String> {
-        let (child, mut lines, stderr) = spawn_server(dir);
-        let mut server = Server {
-            child,
-            url: String::new(),
-            stderr,
-        };
-        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-        loop {
-            match tokio::time::timeout_at(deadline, lines.recv()).await {
-                Ok(Some(line)) => {
-                    if let Some(at) = line.find("listening on http://") {
-                        server.url = line[at + "listening on ".len()..].trim().to_owned();
-                        if !server.url.starts_with("http://127.0.0.1:") {
-                            return Err(format!("not a 127.0.0.1 URL: {line}"));
-                        }
-                        return Ok(server);
-                    }
-                }
-                Ok(None) => {
-                    let status = server.child.wait().unwrap();
-                    return Err(format!(
-                        "the server exited ({status}) before listening; stderr:\n{}",
-                        server.stderr()
-                    ));
-                }
-                Err(_) => {
-                    return Err(format!(
-                        "no `listening on` line within {START_TIMEOUT:?}; stderr:\n{}",
-                        server.stderr()
-                    ))
-                }
-            }
-        }
-    }
+/// Starts the server and waits for its `listening on http://127.0.0.1:PORT` line.
+async fn start_server(dir: &Path) -> Result<Served, String> {
+    let mut server = Served::spawn(server_command(dir));
+    server.wait_listening().await?;
+    Ok(server)
+}
 
-    fn stderr(&self) -> String {
-        let all = self.stderr.lock().unwrap().clone();
-        let cut = all.len().saturating_sub(6000);
-        let cut = (cut..all.len())
-            .find(|&i| all.is_char_boundary(i))
-            .unwrap_or(all.len());
-        all[cut..].to_owned()
-    }
-
-    /// SIGKILL, and waits for the process to be gone.
-    fn kill9(&mut self) {
-        self.child.kill().unwrap(); // SIGKILL on Unix
-        self.child.wait().unwrap();
-    }
-
-    /// SIGTERM (a graceful stop), and waits for a clean exit.
-    fn terminate(&mut self) -> Result<(), String> {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        if !sent.success() {
-            return Err(format!("kill -TERM {pid} failed"));
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return if status.success() {
-                    Ok(())
-                } else {
-                    Err(format!("exited with {status} after SIGTERM"))
-                };
-            }
-            if Instant::now() > deadline {
-                return Err("no exit within 30 s of SIGTERM".into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+/// SIGTERM (a graceful stop), and waits for a clean exit.
+fn stop_server(server: &mut Served) -> Result<(), String> {
+    let status = server.terminate_within(Duration::from_secs(30))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("exited with {status} after SIGTERM"))
     }
 }
 
@@ -937,11 +824,8 @@ struct Fsck {
 }
 
 fn fsck(dir: &Path, dry_run: bool) -> Fsck {
-    let mut cmd = Command::new(BIN);
-    cmd.env_remove("KVSTORE_DATABASE_URL")
-        .arg("fsck")
-        .arg("--data-dir")
-        .arg(dir);
+    let mut cmd = kvstore();
+    cmd.arg("fsck").arg("--data-dir").arg(dir);
     if dry_run {
         cmd.arg("--dry-run");
     }
@@ -989,24 +873,23 @@ async fn kill_9_loses_no_acknowledged_write() {
     let mut kills = 0u64;
     let mut startup_kills = 0u64;
     let mut orphans_removed = 0u64;
-    let fail = |round: usize, server: Option<&Server>, msg: String| -> ! {
+    let fail = |round: usize, server: Option<&Served>, msg: String| -> ! {
         panic!(
             "kill -9 round {round}: {msg}\n  seed {seed}: rerun with KVSTORE_CRASH_SEED={seed}\n  \
              server stderr (tail):\n{}",
-            server.map(Server::stderr).unwrap_or_default()
+            server.map(Served::stderr_tail).unwrap_or_default()
         )
     };
 
     for round in 0..=rounds {
         // Sometimes kill the server while it starts: during redb's recovery of the last crash.
         if round > 0 && rng.gen_ratio(1, 8) {
-            let (mut child, _lines, _stderr) = spawn_server(&dir);
+            let mut starting = Served::spawn(server_command(&dir));
             tokio::time::sleep(Duration::from_millis(rng.gen_range(0..30))).await;
-            child.kill().unwrap();
-            child.wait().unwrap();
+            starting.kill9();
             startup_kills += 1;
         }
-        let mut server = match Server::start(&dir).await {
+        let mut server = match start_server(&dir).await {
             Ok(s) => s,
             Err(e) => fail(round, None, format!("restart failed: {e}")),
         };
@@ -1016,11 +899,11 @@ async fn kill_9_loses_no_acknowledged_write() {
         }
         if round == rounds {
             // Finally a graceful stop and start: the same data, with nothing in flight.
-            if let Err(e) = server.terminate() {
+            if let Err(e) = stop_server(&mut server) {
                 fail(round, Some(&server), e);
             }
             drop(server);
-            let server = Server::start(&dir)
+            let server = start_server(&dir)
                 .await
                 .unwrap_or_else(|e| fail(round, None, format!("restart failed: {e}")));
             let http = Http::new(&server.url);
@@ -1034,7 +917,7 @@ async fn kill_9_loses_no_acknowledged_write() {
             // The blobs the kills left with no record (written, their commit never made): fsck
             // removes them and nothing live, and a second run finds nothing more.
             let mut server = server;
-            if let Err(e) = server.terminate() {
+            if let Err(e) = stop_server(&mut server) {
                 fail(round, Some(&server), e);
             }
             drop(server);
@@ -1055,7 +938,7 @@ async fn kill_9_loses_no_acknowledged_write() {
                     format!("fsck said {first:?} but removed other files"),
                 );
             }
-            let server = Server::start(&dir)
+            let server = start_server(&dir)
                 .await
                 .unwrap_or_else(|e| fail(round, None, format!("restart failed: {e}")));
             if let Err(e) = verify(&Http::new(&server.url), &mut writers).await {

@@ -10,31 +10,22 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::child::{kvstore, output, stdout_of};
 use common::{PgDatabase, TestServer};
 use kvstore::model::{RecordKey, StoreId, StoreInfo, Username};
 use kvstore::storage::embedded::EmbeddedStore;
 use kvstore::storage::{Backend, BodyInput, BodyOutput, OrphanCheck, OrphanReport, Store};
 use sqlx::Connection;
 
-const BIN: &str = env!("CARGO_BIN_EXE_kvstore");
-
+/// `kvstore fsck ARGS`, run to the end.
 async fn fsck(args: &[&str]) -> Output {
-    let mut cmd = Command::new(BIN);
-    for var in ["KVSTORE_DATA_DIR", "KVSTORE_DATABASE_URL", "KVSTORE_LOG"] {
-        cmd.env_remove(var);
-    }
+    let mut cmd = kvstore();
     cmd.arg("fsck").args(args);
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap()
-}
-
-fn stdout_of(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    output(cmd).await
 }
 
 fn big_body(size: usize) -> Vec<u8> {

@@ -16,216 +16,54 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Output;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::child::{kvstore, output, stderr_of, stdout_of, token_printed_last, Served};
 use common::{pg_admin_url, PgDatabase};
 use reqwest::{Method, RequestBuilder};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
-
-const BIN: &str = env!("CARGO_BIN_EXE_kvstore");
-const START_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Every variable the binary reads; removed so that the environment running the tests cannot
-/// change what they see.
-const KVSTORE_VARS: &[&str] = &[
-    "KVSTORE_LISTEN",
-    "KVSTORE_DATA_DIR",
-    "KVSTORE_DATABASE_URL",
-    "KVSTORE_DB_MAX_CONNECTIONS",
-    "KVSTORE_DB_ACQUIRE_TIMEOUT",
-    "KVSTORE_DB_TIMEOUT",
-    "KVSTORE_DB_MAX_READ_SPOOL",
-    "KVSTORE_ORPHAN_CHECK_INTERVAL",
-    "KVSTORE_PUBLIC_URL",
-    "KVSTORE_MAX_RECORD_BYTES",
-    "KVSTORE_DEFAULT_GENERAL_ACCESS",
-    "KVSTORE_ALLOW_METHOD_OVERRIDE",
-    "KVSTORE_ADMIN_TOKEN",
-    "KVSTORE_IDLE_TIMEOUT",
-    "KVSTORE_MAX_CONNECTIONS",
-    "KVSTORE_LOG_FORMAT",
-    "KVSTORE_LOG",
-];
-
-fn kvstore() -> Command {
-    let mut cmd = Command::new(BIN);
-    for var in KVSTORE_VARS {
-        cmd.env_remove(var);
-    }
-    cmd
-}
+use tokio::sync::watch;
 
 /// Runs a short command (not `serve`) to the end, off the async runtime.
 async fn run(args: &[&str]) -> Output {
-    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-    tokio::task::spawn_blocking(move || kvstore().args(&args).stdin(Stdio::null()).output())
-        .await
-        .unwrap()
-        .unwrap()
-}
-
-fn stdout_of(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr_of(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let mut cmd = kvstore();
+    cmd.args(args);
+    output(cmd).await
 }
 
 /// `kvstore users create NAME --database-url URL`; returns the token (its last line of stdout).
 async fn users_create(database_url: &str, name: &str) -> String {
     let out = run(&["users", "create", name, "--database-url", database_url]).await;
-    let stdout = stdout_of(&out);
-    assert!(
-        out.status.success(),
-        "users create failed: {:?}\nstdout: {stdout}\nstderr: {}",
-        out.status,
-        stderr_of(&out)
-    );
-    let last = stdout.lines().last().unwrap_or_default().trim().to_owned();
-    assert!(
-        last.len() >= 20 && !last.contains(char::is_whitespace),
-        "the last line is not a token: {stdout:?}"
-    );
-    last
+    token_printed_last(&out)
 }
 
-/// A running `kvstore serve --database-url …`; killed when dropped.
-struct Node {
-    child: Child,
-    /// e.g. `http://127.0.0.1:41234`
-    url: String,
-    /// What it printed on standard output before it was listening, the listening line included.
-    banner: Vec<String>,
-    stderr: Arc<Mutex<String>>,
-    lines: mpsc::UnboundedReceiver<String>,
+/// `kvstore serve --database-url …` on 127.0.0.1:0, started; [`Served::wait_listening`] then
+/// waits until it serves.
+fn spawn_node(database_url: &str, extra: &[&str]) -> Served {
+    let mut cmd = kvstore();
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
+        .arg(database_url)
+        .args(extra);
+    Served::spawn(cmd)
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A node that serves (the test fails if it does not).
+async fn start_node(database_url: &str, extra: &[&str]) -> Served {
+    let mut node = spawn_node(database_url, extra);
+    node.wait_listening().await.unwrap();
+    node
 }
 
-impl Node {
-    /// Starts the process; [`Node::wait_listening`] then waits until it serves.
-    fn spawn(database_url: &str, extra: &[&str]) -> Node {
-        let mut child = kvstore()
-            .args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
-            .arg(database_url)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut stderr_pipe = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::unbounded_channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            loop {
-                match stderr_pipe.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => sink
-                        .lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n])),
-                }
-            }
-        });
-        Node {
-            child,
-            url: String::new(),
-            banner: Vec::new(),
-            stderr,
-            lines,
-        }
-    }
-
-    async fn start(database_url: &str, extra: &[&str]) -> Node {
-        let mut node = Node::spawn(database_url, extra);
-        node.wait_listening().await;
-        node
-    }
-
-    /// Reads standard output until the `listening on http://HOST:PORT` line; sets `url`.
-    async fn wait_listening(&mut self) {
-        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-        loop {
-            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
-                Ok(Some(line)) => {
-                    self.banner.push(line.clone());
-                    if let Some(at) = line.find("listening on http://") {
-                        let url = line[at + "listening on ".len()..].trim().to_owned();
-                        let port: u16 = url
-                            .strip_prefix("http://127.0.0.1:")
-                            .unwrap_or_else(|| panic!("not a 127.0.0.1 URL: {line}"))
-                            .parse()
-                            .unwrap_or_else(|_| panic!("no port in {line}"));
-                        assert_ne!(port, 0, "{line}");
-                        self.url = url;
-                        return;
-                    }
-                }
-                Ok(None) => {
-                    let status = self.child.wait().unwrap();
-                    panic!(
-                        "the node exited ({status}) before listening; stdout: {:?}; stderr: {}",
-                        self.banner,
-                        self.stderr()
-                    );
-                }
-                Err(_) => panic!(
-                    "no `listening on` line within {START_TIMEOUT:?}; stdout: {:?}; stderr: {}",
-                    self.banner,
-                    self.stderr()
-                ),
-            }
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// The last lines of its log, for failure messages.
-    fn stderr_tail(&self) -> String {
-        let all = self.stderr();
-        let lines: Vec<&str> = all.lines().collect();
-        lines[lines.len().saturating_sub(300)..].join("\n")
-    }
-
-    /// The `admin` token it printed on its first start, if it printed one.
-    fn printed_admin_token(&self) -> Option<String> {
-        let at = self
-            .banner
-            .iter()
-            .position(|l| l.contains("Created the user \"admin\""))?;
-        let token = self.banner.get(at + 1)?.trim().to_owned();
-        assert!(
-            token.len() >= 20 && !token.contains(char::is_whitespace),
-            "no token after the admin line: {:?}",
-            self.banner
-        );
-        Some(token)
-    }
+/// Two nodes started together, both serving (the test fails if one does not).
+async fn start_two_nodes(database_url: &str) -> (Served, Served) {
+    let (mut a, mut b) = (spawn_node(database_url, &[]), spawn_node(database_url, &[]));
+    let (ready_a, ready_b) = tokio::join!(a.wait_listening(), b.wait_listening());
+    ready_a.unwrap();
+    ready_b.unwrap();
+    (a, b)
 }
 
 /// An HTTP client with a user's token.
@@ -340,11 +178,10 @@ impl Api {
 }
 
 /// A fresh database with the user `alice` (created by `kvstore users create`) and two nodes on it.
-async fn two_nodes() -> Option<(PgDatabase, Api, Node, Node)> {
+async fn two_nodes() -> Option<(PgDatabase, Api, Served, Served)> {
     let db = PgDatabase::create().await?;
     let token = users_create(&db.url, "alice").await;
-    let (mut a, mut b) = (Node::spawn(&db.url, &[]), Node::spawn(&db.url, &[]));
-    tokio::join!(a.wait_listening(), b.wait_listening());
+    let (a, b) = start_two_nodes(&db.url).await;
     // A user existed, so neither node created an admin.
     assert_eq!(a.printed_admin_token(), None, "{:?}", a.banner);
     assert_eq!(b.printed_admin_token(), None, "{:?}", b.banner);
@@ -645,8 +482,7 @@ async fn two_nodes_starting_together_on_an_empty_database_create_one_admin() {
     let Some(db) = PgDatabase::create().await else {
         return;
     };
-    let (mut a, mut b) = (Node::spawn(&db.url, &[]), Node::spawn(&db.url, &[]));
-    tokio::join!(a.wait_listening(), b.wait_listening());
+    let (a, b) = start_two_nodes(&db.url).await;
     let tokens: Vec<String> = [&a, &b]
         .iter()
         .filter_map(|n| n.printed_admin_token())
@@ -961,13 +797,13 @@ async fn a_node_cut_off_from_the_database_answers_503_and_recovers() {
     assert_eq!(split_db_url(&pg_admin_url()).1, upstream);
     let proxy = Proxy::start(upstream).await;
     let proxied = format!("{prefix}127.0.0.1:{}{path}", proxy.port);
-    let node = Node::start(
+    let node = start_node(
         &proxied,
         &["--db-acquire-timeout", "1", "--db-timeout", "2"],
     )
     .await;
     // A node that never loses its database, to read back through.
-    let direct = Node::start(&db.url, &[]).await;
+    let direct = start_node(&db.url, &[]).await;
     let url = node.url.clone();
 
     // Acknowledged writes before the cut.
@@ -1224,7 +1060,7 @@ async fn a_503_to_an_unread_upload_closes_the_connection_or_keeps_it_usable() {
     let (prefix, upstream, path) = split_db_url(&db.url);
     let proxy = Proxy::start(upstream).await;
     let proxied = format!("{prefix}127.0.0.1:{}{path}", proxy.port);
-    let node = Node::start(
+    let node = start_node(
         &proxied,
         &["--db-acquire-timeout", "1", "--db-timeout", "2"],
     )
@@ -1285,7 +1121,7 @@ async fn a_node_whose_database_goes_silent_still_answers_in_bounded_time() {
     let (prefix, upstream, path) = split_db_url(&db.url);
     let proxy = Proxy::start(upstream).await;
     let proxied = format!("{prefix}127.0.0.1:{}{path}", proxy.port);
-    let node = Node::start(
+    let node = start_node(
         &proxied,
         &["--db-acquire-timeout", "1", "--db-timeout", "2"],
     )

@@ -6,6 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
+use common::child::{kvstore, Served};
 use common::TestServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -103,34 +104,23 @@ fn bad_certificate_files_are_refused_with_a_message() {
     assert!(err.contains("no certificate"), "{err}");
 }
 
-#[test]
-fn the_cli_takes_a_certificate_and_key() {
+#[tokio::test]
+async fn the_cli_takes_a_certificate_and_key() {
     let cert = self_signed();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kvstore"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+    let mut cmd = kvstore();
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
         .arg("--tls-cert")
         .arg(&cert.cert_path)
         .arg("--tls-key")
         .arg(&cert.key_path)
-        .env("KVSTORE_ADMIN_TOKEN", "kvs_tls_test_token")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
-    let listening = lines
-        .by_ref()
-        .map(|l| l.unwrap())
-        .find(|l| l.contains("listening on"))
-        .unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+        .env("KVSTORE_ADMIN_TOKEN", "kvs_tls_test_token");
+    let server = Served::start(cmd).await;
     assert!(
-        listening.contains("listening on https://127.0.0.1:"),
-        "{listening}"
+        server.url.starts_with("https://127.0.0.1:"),
+        "{:?}",
+        server.banner
     );
 }
 
