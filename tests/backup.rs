@@ -8,12 +8,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::sync::Arc;
 
+use common::contents::records_of;
 use common::{assert_error, TestServer};
 use kvstore::model::{RecordKey, Token, Username};
-use kvstore::storage::{self, Backend, BodyOutput, KeyListQuery, Store, StoreListQuery};
+use kvstore::storage::{self, Backend, Store, StoreListQuery};
 use reqwest::Method;
 
 const KEYS: usize = 37;
@@ -73,35 +73,11 @@ async fn contents(
         .await
         .unwrap()
         .unwrap();
-    let page = store
-        .keys_list(
-            &info.id,
-            &KeyListQuery {
-                exclusive_start_key: None,
-                prefix: String::new(),
-                limit: 1000,
-            },
-        )
+    let out: BTreeMap<String, Vec<u8>> = records_of(store, &info.id)
         .await
-        .unwrap()
-        .unwrap();
-    let mut out = BTreeMap::new();
-    for meta in page.items {
-        let record = store
-            .record_get(&info.id, &meta.key)
-            .await
-            .unwrap()
-            .unwrap();
-        let body = match record.body {
-            BodyOutput::Bytes(b) => b.to_vec(),
-            BodyOutput::File(mut f) => {
-                let mut v = Vec::new();
-                f.read_to_end(&mut v).unwrap();
-                v
-            }
-        };
-        out.insert(meta.key.to_string(), body);
-    }
+        .into_iter()
+        .map(|(key, (_, body))| (key, body))
+        .collect();
     assert_eq!(
         info.stats.record_count as usize,
         out.len(),

@@ -5,13 +5,11 @@
 
 mod common;
 
-use std::io::Read;
+use common::contents::{records_of, stores_of};
 
 use bytes::Bytes;
 use kvstore::model::{GeneralAccess, RecordKey, StoreInfo, StoreName, Token, Username};
-use kvstore::storage::{
-    self, Backend, BodyInput, BodyOutput, KeyListQuery, Store, StoreListQuery, StoreUpdate,
-};
+use kvstore::storage::{self, Backend, BodyInput, Store, StoreUpdate};
 
 /// Everything observable in a backend, in a comparable form.
 async fn snapshot(store: &dyn Store) -> Vec<String> {
@@ -20,39 +18,9 @@ async fn snapshot(store: &dyn Store) -> Vec<String> {
         let mut tokens = store.user_tokens(&user.id).await.unwrap();
         tokens.sort_by_key(|t| t.hash.0);
         out.push(format!("user {user:?} tokens {tokens:?}"));
-        let q = StoreListQuery {
-            offset: 0,
-            limit: 1000,
-            desc: false,
-            unnamed: true,
-        };
-        for info in store.stores_list(&user.id, &q).await.unwrap().items {
+        for info in stores_of(store, &user.id).await {
             out.push(format!("store {info:?}"));
-            let keys = KeyListQuery {
-                exclusive_start_key: None,
-                prefix: String::new(),
-                limit: 1000,
-            };
-            for meta in store
-                .keys_list(&info.id, &keys)
-                .await
-                .unwrap()
-                .unwrap()
-                .items
-            {
-                let record = store
-                    .record_get(&info.id, &meta.key)
-                    .await
-                    .unwrap()
-                    .unwrap();
-                let body = match record.body {
-                    BodyOutput::Bytes(b) => b.to_vec(),
-                    BodyOutput::File(mut f) => {
-                        let mut v = Vec::new();
-                        f.read_to_end(&mut v).unwrap();
-                        v
-                    }
-                };
+            for (meta, body) in records_of(store, &info.id).await.into_values() {
                 out.push(format!("record {meta:?} {:x?}", sha(&body)));
             }
         }

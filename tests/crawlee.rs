@@ -5,12 +5,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
+use common::contents::{self, stores_of};
 use kvstore::model::{RecordKey, StoreName, Token, User, Username};
 use kvstore::ops::crawlee::{export, import, Layout};
-use kvstore::storage::{self, Backend, BodyOutput, KeyListQuery, Store, StoreListQuery};
+use kvstore::storage::{self, Backend, Store};
 
 async fn backend_with_user() -> (Arc<dyn Store>, User) {
     let store = storage::open(&Backend::Memory).await.unwrap();
@@ -103,51 +106,14 @@ fn js_folder(root: &Path) {
 }
 
 async fn records_of(store: &dyn Store, user: &User) -> Vec<(String, String, String, Vec<u8>)> {
-    let page = store
-        .stores_list(
-            &user.id,
-            &StoreListQuery {
-                offset: 0,
-                limit: 1000,
-                desc: false,
-                unnamed: true,
-            },
-        )
-        .await
-        .unwrap();
     let mut out = Vec::new();
-    for info in page.items {
+    for info in stores_of(store, &user.id).await {
         let name = info
             .name
             .as_ref()
             .map_or_else(|| "(unnamed)".to_owned(), |n| n.to_string());
-        let keys = store
-            .keys_list(
-                &info.id,
-                &KeyListQuery {
-                    exclusive_start_key: None,
-                    prefix: String::new(),
-                    limit: 1000,
-                },
-            )
-            .await
-            .unwrap()
-            .unwrap();
-        for meta in keys.items {
-            let record = store
-                .record_get(&info.id, &meta.key)
-                .await
-                .unwrap()
-                .unwrap();
-            let body = match record.body {
-                BodyOutput::Bytes(b) => b.to_vec(),
-                BodyOutput::File(mut f) => {
-                    let mut v = Vec::new();
-                    std::io::Read::read_to_end(&mut f, &mut v).unwrap();
-                    v
-                }
-            };
-            out.push((name.clone(), meta.key.to_string(), meta.content_type, body));
+        for (key, (meta, body)) in contents::records_of(store, &info.id).await {
+            out.push((name.clone(), key, meta.content_type, body));
         }
     }
     out.sort();

@@ -1,9 +1,11 @@
 //! Shared by the integration tests: a real server on `127.0.0.1:0` over a fresh backend, and
-//! small helpers to talk to it; [`child`]: the real binary as a child process. The backend comes from `KVSTORE_TEST_BACKEND` (`embedded`, the
+//! small helpers to talk to it; [`child`]: the real binary as a child process; [`contents`]: what a
+//! backend holds, read whole. The backend comes from `KVSTORE_TEST_BACKEND` (`embedded`, the
 //! default, or `memory`).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod child;
+pub mod contents;
 
 use std::sync::Arc;
 
