@@ -8,11 +8,9 @@ use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::walk;
 use crate::model::StoreInfo;
-use crate::storage::{
-    BodyInput, BodyOutput, ImportBatcher, ImportRecord, KeyListQuery, StorageError, Store,
-    StoreListQuery,
-};
+use crate::storage::{BodyInput, BodyOutput, ImportBatcher, ImportRecord, StorageError, Store};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CopyReport {
@@ -34,22 +32,7 @@ pub async fn copy_all(
         to.user_import(user, &from.user_tokens(&user.id).await?)
             .await?;
         report.users += 1;
-        let mut offset = 0;
-        loop {
-            let query = StoreListQuery {
-                offset,
-                limit: 1000,
-                desc: false,
-                unnamed: true,
-            };
-            let page = from.stores_list(&user.id, &query).await?;
-            offset += page.items.len() as u64;
-            let done = page.items.is_empty() || offset >= page.total;
-            stores.extend(page.items);
-            if done {
-                break;
-            }
-        }
+        stores.extend(walk::stores_of(from, &user.id).await?);
     }
     let total: u64 = stores.iter().map(|s| s.stats.record_count).sum();
     let bar = if progress {
@@ -86,18 +69,11 @@ async fn copy_records(
     bar: &ProgressBar,
     report: &mut CopyReport,
 ) -> Result<(), StorageError> {
-    let mut start: Option<String> = None;
     let mut batch = ImportBatcher::default();
-    loop {
-        let query = KeyListQuery {
-            exclusive_start_key: start.clone(),
-            prefix: String::new(),
-            limit: 1000,
-        };
-        let Some(page) = from.keys_list(&store.id, &query).await? else {
-            return batch.flush(&**to).await; // deleted meanwhile
-        };
-        for meta in &page.items {
+    // A store deleted meanwhile ends its walk early: what was copied of it stays.
+    let mut pages = walk::KeyPages::new(from, &store.id);
+    while let Some(page) = pages.next().await? {
+        for meta in &page {
             let existing = to.record_meta(&store.id, &meta.key).await?;
             if existing.as_ref() == Some(meta) {
                 report.records_skipped += 1;
@@ -121,11 +97,8 @@ async fn copy_records(
             report.records_copied += 1;
             bar.inc(1);
         }
-        match (page.is_truncated, page.items.last()) {
-            (true, Some(last)) => start = Some(last.key.to_string()),
-            _ => return batch.flush(&**to).await,
-        }
     }
+    batch.flush(&**to).await
 }
 
 /// Copies an open body file into the target's spool directory.

@@ -21,10 +21,9 @@ use std::path::{Path, PathBuf};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
+use super::walk;
 use crate::model::{format_millis, RecordKey, RecordMeta, StoreInfo, StoreName, User};
-use crate::storage::{
-    BodyInput, BodyOutput, KeyListQuery, StorageError, Store, StoreListQuery, WriteOutcome,
-};
+use crate::storage::{BodyInput, BodyOutput, StorageError, Store, WriteOutcome};
 
 const METADATA_FILE: &str = "__metadata__.json";
 const RECORD_METADATA_SUFFIX: &str = ".__metadata__.json";
@@ -492,7 +491,7 @@ pub async fn export(
     layout: Layout,
     progress: bool,
 ) -> Result<ExportReport, TransferError> {
-    let mut stores = all_stores(store, owner).await?;
+    let mut stores = walk::stores_of(store, &owner.id).await?;
     if !only.is_empty() {
         let missing: Vec<&str> = only
             .iter()
@@ -536,25 +535,6 @@ pub async fn export(
     Ok(report)
 }
 
-async fn all_stores(store: &dyn Store, owner: &User) -> Result<Vec<StoreInfo>, TransferError> {
-    let mut stores = Vec::new();
-    loop {
-        let query = StoreListQuery {
-            offset: stores.len() as u64,
-            limit: 1000,
-            desc: false,
-            unnamed: true,
-        };
-        let page = store.stores_list(&owner.id, &query).await?;
-        let done =
-            page.items.is_empty() || stores.len() as u64 + page.items.len() as u64 >= page.total;
-        stores.extend(page.items);
-        if done {
-            return Ok(stores);
-        }
-    }
-}
-
 async fn export_records(
     store: &dyn Store,
     info: &StoreInfo,
@@ -563,17 +543,10 @@ async fn export_records(
     bar: &ProgressBar,
     report: &mut ExportReport,
 ) -> Result<(), TransferError> {
-    let mut start: Option<String> = None;
-    loop {
-        let query = KeyListQuery {
-            exclusive_start_key: start.take(),
-            prefix: String::new(),
-            limit: 1000,
-        };
-        let Some(page) = store.keys_list(&info.id, &query).await? else {
-            return Ok(()); // deleted meanwhile
-        };
-        for meta in &page.items {
+    // A store deleted meanwhile ends its walk early: what was written of it stays.
+    let mut pages = walk::KeyPages::new(store, &info.id);
+    while let Some(page) = pages.next().await? {
+        for meta in &page {
             let Some(record) = store.record_get(&info.id, &meta.key).await? else {
                 continue; // deleted since the listing
             };
@@ -592,11 +565,8 @@ async fn export_records(
             report.bytes += record.meta.size;
             bar.inc(1);
         }
-        match (page.is_truncated, page.items.last()) {
-            (true, Some(last)) => start = Some(last.key.to_string()),
-            _ => return Ok(()),
-        }
     }
+    Ok(())
 }
 
 fn folder_name(info: &StoreInfo) -> String {

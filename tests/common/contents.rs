@@ -1,12 +1,13 @@
-//! What a backend holds, read whole through the `Store` trait, for tests that compare one state
-//! with another (a restore, a copy, an import): a user's stores, and a store's records with their
-//! bodies.
+//! What a backend holds, read whole through the `Store` trait (paged by `kvstore::ops::walk`), for
+//! tests that compare one state with another (a restore, a copy, an import): a user's stores, and
+//! a store's records with their bodies.
 
 use std::collections::BTreeMap;
 use std::io::Read;
 
 use kvstore::model::{RecordMeta, StoreId, StoreInfo, UserId};
-use kvstore::storage::{BodyOutput, KeyListQuery, Store, StoreListQuery};
+use kvstore::ops::walk;
+use kvstore::storage::{BodyOutput, Store};
 
 /// A body as bytes, read from its file if it is in one.
 pub fn body_bytes(body: BodyOutput) -> Vec<u8> {
@@ -22,22 +23,7 @@ pub fn body_bytes(body: BodyOutput) -> Vec<u8> {
 
 /// Every store of `user`, named and unnamed, oldest first.
 pub async fn stores_of(store: &dyn Store, user: &UserId) -> Vec<StoreInfo> {
-    let mut stores = Vec::new();
-    loop {
-        let query = StoreListQuery {
-            offset: stores.len() as u64,
-            limit: 1000,
-            desc: false,
-            unnamed: true,
-        };
-        let page = store.stores_list(user, &query).await.unwrap();
-        let done =
-            page.items.is_empty() || stores.len() as u64 + page.items.len() as u64 >= page.total;
-        stores.extend(page.items);
-        if done {
-            return stores;
-        }
-    }
+    walk::stores_of(store, user).await.unwrap()
 }
 
 /// Every record of the store `id`, by key: its listing entry and its body.
@@ -46,22 +32,12 @@ pub async fn records_of(
     id: &StoreId,
 ) -> BTreeMap<String, (RecordMeta, Vec<u8>)> {
     let mut out = BTreeMap::new();
-    let mut start = None;
-    loop {
-        let query = KeyListQuery {
-            exclusive_start_key: start.take(),
-            prefix: String::new(),
-            limit: 1000,
-        };
-        let page = store.keys_list(id, &query).await.unwrap().unwrap();
-        let last = page.items.last().map(|m| m.key.to_string());
-        for meta in page.items {
+    let mut pages = walk::KeyPages::new(store, id);
+    while let Some(page) = pages.next().await.unwrap() {
+        for meta in page {
             let record = store.record_get(id, &meta.key).await.unwrap().unwrap();
             out.insert(meta.key.to_string(), (meta, body_bytes(record.body)));
         }
-        match last {
-            Some(last) if page.is_truncated => start = Some(last),
-            _ => return out,
-        }
     }
+    out
 }
