@@ -3,7 +3,7 @@
 //! before it replaces anything; and restored into an empty backend.
 
 use super::args::{BackupArgs, RestoreArgs};
-use super::{open_offline, Outcome};
+use super::{offline, open_offline, Outcome};
 
 pub async fn backup(args: BackupArgs) -> Outcome {
     // Written beside the target and renamed once verified: a failed backup never replaces a good one.
@@ -85,10 +85,10 @@ async fn download_backup(
 }
 
 pub async fn restore(args: RestoreArgs) -> Outcome {
-    let store = open_offline(&args.data).await?;
-    let restored = crate::ops::backup::restore(&store, &args.from, !args.quiet).await;
-    store.close().await?;
-    let counts = restored?;
+    let counts = offline(&args.data, async |store| {
+        crate::ops::backup::restore(store, &args.from, !args.quiet).await
+    })
+    .await?;
     println!(
         "Restored {} users, {} stores, {} records ({} bytes) into {}.",
         counts.users,

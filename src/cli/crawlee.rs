@@ -2,20 +2,17 @@
 //! through [`crate::ops::crawlee`], on a data directory or database no server holds.
 
 use super::args::{ExportArgs, ImportArgs};
-use super::{named_user, open_offline, Outcome};
+use super::{named_user, offline, Outcome};
 use crate::model::StoreName;
 
 pub async fn import(args: ImportArgs) -> Outcome {
-    let store = open_offline(&args.data).await?;
-    let result = async {
-        let owner = named_user(&*store, &args.user).await?;
+    let report = offline(&args.data, async |store| {
+        let owner = named_user(&**store, &args.user).await?;
         Ok::<_, Box<dyn std::error::Error>>(
-            crate::ops::crawlee::import(&*store, &args.dir, &owner, !args.quiet).await?,
+            crate::ops::crawlee::import(&**store, &args.dir, &owner, !args.quiet).await?,
         )
-    }
-    .await;
-    store.close().await?;
-    let report = result?;
+    })
+    .await?;
     for r in &report.rejected {
         eprintln!("not imported: {}/{}: {}", r.store, r.item, r.reason);
     }
@@ -36,12 +33,11 @@ pub async fn export(args: ExportArgs) -> Outcome {
         .iter()
         .map(|n| StoreName::parse(n))
         .collect::<Result<Vec<_>, _>>()?;
-    let store = open_offline(&args.data).await?;
-    let result = async {
-        let owner = named_user(&*store, &args.user).await?;
+    let report = offline(&args.data, async |store| {
+        let owner = named_user(&**store, &args.user).await?;
         Ok::<_, Box<dyn std::error::Error>>(
             crate::ops::crawlee::export(
-                &*store,
+                &**store,
                 &args.dir,
                 &owner,
                 &only,
@@ -50,10 +46,8 @@ pub async fn export(args: ExportArgs) -> Outcome {
             )
             .await?,
         )
-    }
-    .await;
-    store.close().await?;
-    let report = result?;
+    })
+    .await?;
     println!(
         "Exported {} records ({} bytes) from {} stores to {}.",
         report.records,

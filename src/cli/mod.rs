@@ -34,6 +34,21 @@ async fn open_offline(data: &DataArgs) -> Result<Arc<dyn Store>, Box<dyn std::er
     })
 }
 
+/// Runs `work` on the data directory or database of `data`, opened for this command alone, and
+/// closes it whatever `work` returned: a data directory stays locked until it is closed.
+async fn offline<T, E>(
+    data: &DataArgs,
+    work: impl AsyncFnOnce(&Arc<dyn Store>) -> Result<T, E>,
+) -> Result<T, Box<dyn std::error::Error>>
+where
+    E: Into<Box<dyn std::error::Error>>,
+{
+    let store = open_offline(data).await?;
+    let result = work(&store).await;
+    store.close().await?;
+    result.map_err(Into::into)
+}
+
 /// The user named on the command line, on an open backend.
 async fn named_user(store: &dyn Store, name: &str) -> Result<User, Box<dyn std::error::Error>> {
     let username = Username::parse(name)?;
