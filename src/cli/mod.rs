@@ -1,7 +1,7 @@
 //! The command line: the clap tree ([`args`], the only reader of `KVSTORE_*` variables) and one
 //! module per command or small group of commands, each turning parsed arguments into calls of the
-//! services in [`crate::ops`], [`crate::storage`] and [`crate::serve`], and their results into the
-//! lines a person reads. `main.rs` parses, sets up logging and dispatches here.
+//! services in [`crate::ops`], [`crate::storage`] and the server (`server.rs`), and their results
+//! into the lines a person reads. `main.rs` parses, sets up logging and dispatches here.
 
 pub mod args;
 pub mod backup;

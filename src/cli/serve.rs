@@ -6,8 +6,8 @@ use std::time::Duration;
 use super::args::ServeArgs;
 use super::Outcome;
 use crate::model::Token;
+use crate::server::{self, ServerConfig};
 use crate::storage;
-use crate::ServerConfig;
 
 pub async fn serve(args: ServeArgs) -> Outcome {
     let store = storage::open(&args.data.backend()).await?;
@@ -56,7 +56,7 @@ pub async fn serve(args: ServeArgs) -> Outcome {
         env!("CARGO_PKG_VERSION")
     );
     tracing::info!(%addr, storage = %args.data.describe(), "server started");
-    crate::serve(listener, store, config, shutdown_signal()).await?;
+    server::serve(listener, store, config, shutdown_signal()).await?;
     tracing::info!("server stopped");
     Ok(())
 }
