@@ -243,12 +243,12 @@ pub async fn serve(
         tracing::warn!("requests still running after the shutdown grace period; stopping anyway");
     }
 
-    flusher.abort();
-    if let Some(sweeper) = sweeper {
-        sweeper.abort();
-    }
-    if let Some(orphan_check) = orphan_check {
-        orphan_check.abort();
+    // Waited for, not only aborted: each holds the store, and the embedded engine lets go of its
+    // data directory's lock only when the last holder is gone (an `fsck` right after a stop
+    // found the directory still in use).
+    for task in [Some(flusher), sweeper, orphan_check].into_iter().flatten() {
+        task.abort();
+        let _ = task.await;
     }
     flush_access(&*store, &access).await;
     if let Err(e) = store.close().await {
