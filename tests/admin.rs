@@ -306,6 +306,28 @@ async fn a_shared_store_opens_to_its_user_for_reading_or_writing() {
         listed["items"][0].get("urlSigningSecretKey"),
         Some(&Value::Null)
     );
+    // While alice is disabled her store answers nobody but administrators, listings included.
+    for (disabled, total) in [(true, 0), (false, 1)] {
+        let resp = srv
+            .req(Method::PUT, "/v2/admin/users/alice", Some(&root))
+            .json(&json!({ "disabled": disabled }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let resp = srv
+            .get("/v2/key-value-stores?ownership=sharedWithMe", &bob)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            data(resp).await["total"],
+            total,
+            "alice disabled: {disabled}"
+        );
+        let status_now = status(&srv, Method::GET, &record, &bob).await;
+        assert_eq!(status_now, if disabled { 404 } else { 200 });
+    }
     let resp = srv
         .get("/v2/key-value-stores?ownership=ownedByMe", &bob)
         .send()

@@ -266,6 +266,8 @@ impl Store for MemoryStore {
             .filter(|(_, u)| u == user)
             .filter_map(|(s, _)| state.stores.get(s))
             .filter(|s| query.unnamed || s.name.is_some())
+            // A disabled owner's stores answer nobody but administrators, listings included.
+            .filter(|s| !state.store_seen(s).owner_disabled)
             .collect();
         let mut page = page_of(&mut stores, query);
         page.items = page.items.iter().map(|s| state.store_seen(s)).collect();

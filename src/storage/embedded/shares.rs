@@ -104,7 +104,8 @@ pub(super) fn list_shared_with(
             break;
         }
         if let Some(store) = read_store(txn, s)? {
-            if query.unnamed || store.name.is_some() {
+            // A disabled owner's stores answer nobody but administrators, listings included.
+            if (query.unnamed || store.name.is_some()) && !store.owner_disabled {
                 stores.push(store);
             }
         }

@@ -95,8 +95,10 @@ impl PgStore {
         user: &UserId,
         query: &StoreListQuery,
     ) -> Result<StorePage> {
+        // A disabled owner's stores answer nobody but administrators, listings included.
         let filter = "id IN (SELECT store_id FROM store_shares WHERE user_id = $1)
-                      AND NOT deleted AND ($2 OR name IS NOT NULL)";
+                      AND NOT deleted AND ($2 OR name IS NOT NULL)
+                      AND user_id IN (SELECT id FROM users WHERE NOT disabled)";
         self.stores_page(filter, user.as_str(), query).await
     }
 }
