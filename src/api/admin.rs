@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use super::body::read_json;
 use super::dto::Data;
-use super::openapi::{
+use super::openapi::responses::{
     BadRequest, Conflict, Forbidden, InternalServerError, NotFound, ServiceUnavailable,
     Unauthorized,
 };

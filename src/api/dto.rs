@@ -70,7 +70,7 @@ pub struct StoreDto {
     /// The secret of the store's signed URLs; `null` for callers who may not write.
     #[schema(required = true)]
     pub url_signing_secret_key: Option<String>,
-    #[schema(schema_with = super::openapi::general_access_schema)]
+    #[schema(schema_with = super::openapi::schemas::general_access_schema)]
     pub general_access: &'static str,
     pub stats: StoreStatsDto,
     /// The store's schema (`actorKeyValueStoreSchemaVersion` format), or `null`.

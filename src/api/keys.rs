@@ -6,10 +6,10 @@ use axum::http::Uri;
 use axum::Json;
 
 use super::dto::{Data, KeyDto, KeyListDto};
-use super::openapi::{
-    BadRequest, Forbidden, InternalServerError, NonNegativeNumber, NotFound, ServiceUnavailable,
-    StoreRef, Unauthorized,
+use super::openapi::responses::{
+    BadRequest, Forbidden, InternalServerError, NotFound, ServiceUnavailable, Unauthorized,
 };
+use super::openapi::schemas::{NonNegativeNumber, StoreRef};
 use super::params::Params;
 use super::paths::StorePath;
 use super::resolve::{resolve, Need, Signed};

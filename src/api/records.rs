@@ -11,11 +11,11 @@ use tokio_util::io::ReaderStream;
 
 use super::body::{read_body, BodyLimits};
 use super::keys::{key_filter, list_page};
-use super::openapi::{
-    BadRequest, Binary, Forbidden, InternalServerError, NotFound, PayloadTooLarge, QueryBool,
-    RangeNotSatisfiable, RecordKey as RecordKeyParam, RequestTimeout, ServiceUnavailable, StoreRef,
-    Unauthorized, UnsupportedMediaType,
+use super::openapi::responses::{
+    BadRequest, Forbidden, InternalServerError, NotFound, PayloadTooLarge, RangeNotSatisfiable,
+    RequestTimeout, ServiceUnavailable, Unauthorized, UnsupportedMediaType,
 };
+use super::openapi::schemas::{Binary, QueryBool, RecordKey as RecordKeyParam, StoreRef};
 use super::params::Params;
 use super::paths::{RecordPath, StorePath};
 use super::resolve::{decide, missing_store, resolve, Need, ReachedBy, Resolved, Signed};

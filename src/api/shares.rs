@@ -12,10 +12,10 @@ use utoipa::ToSchema;
 
 use super::admin::json_body;
 use super::dto::Data;
-use super::openapi::{
-    BadRequest, Forbidden, InternalServerError, NotFound, ServiceUnavailable, StoreRef,
-    Unauthorized,
+use super::openapi::responses::{
+    BadRequest, Forbidden, InternalServerError, NotFound, ServiceUnavailable, Unauthorized,
 };
+use super::openapi::schemas::StoreRef;
 use super::paths::{SharePath, StorePath};
 use super::resolve::{resolve, Need, Signed};
 use super::AppState;

@@ -9,10 +9,12 @@ use axum::Json;
 
 use super::body::read_json;
 use super::dto::{Data, StoreDto, StoreListDto};
-use super::openapi::{
-    BadRequest, Conflict, CreateStoreBody, Forbidden, InternalServerError, NonNegativeNumber,
-    NotFound, PayloadTooLarge, QueryBool, RequestTimeout, ServiceUnavailable, StoreNameParam,
-    StoreRef, Unauthorized, UnsupportedMediaType, UpdateStoreBody,
+use super::openapi::responses::{
+    BadRequest, Conflict, Forbidden, InternalServerError, NotFound, PayloadTooLarge,
+    RequestTimeout, ServiceUnavailable, Unauthorized, UnsupportedMediaType,
+};
+use super::openapi::schemas::{
+    CreateStoreBody, NonNegativeNumber, QueryBool, StoreNameParam, StoreRef, UpdateStoreBody,
 };
 use super::params::Params;
 use super::paths::StorePath;
