@@ -2,7 +2,6 @@
 //! ordered range scan from `exclusiveStartKey`/`prefix`.
 
 use axum::extract::State;
-use axum::http::Uri;
 use axum::Json;
 
 use super::dto::{Data, KeyDto, KeyListDto};
@@ -10,7 +9,7 @@ use super::openapi::responses::{
     BadRequest, Forbidden, InternalServerError, NotFound, ServiceUnavailable, Unauthorized,
 };
 use super::openapi::schemas::{NonNegativeNumber, StoreRef};
-use super::params::Params;
+use super::params::{KeyListParams, Params, SignatureParam};
 use super::paths::StorePath;
 use super::resolve::{resolve, Need, Signed};
 use super::AppState;
@@ -27,6 +26,14 @@ pub enum KeyFilter {
     Exact(String),
     /// No key can match.
     Nothing,
+}
+
+/// What a `?signature=` of a key listing or a records ZIP claims: a storage signature.
+pub fn storage(signature: Option<&str>) -> Signed<'_> {
+    match signature {
+        Some(signature) => Signed::Storage { signature },
+        None => Signed::None,
+    }
 }
 
 /// Combines the `prefix` parameter with the store schema's `collection`, if one is asked for.
@@ -142,20 +149,24 @@ pub async fn keys_list(
     State(state): State<AppState>,
     caller: Caller,
     StorePath(store_ref): StorePath,
-    uri: Uri,
+    params: Params,
 ) -> ApiResult<Json<Data<KeyListDto>>> {
-    let params = Params::from_query(uri.query());
-    let signed = match params.get("signature")? {
-        Some(signature) => Signed::Storage { signature },
-        None => Signed::None,
-    };
-    let resolved = resolve(&state, &caller, &store_ref, Need::Read, signed).await?;
-    let limit = params.limit()?;
-    let exclusive_start_key = params.get("exclusiveStartKey")?;
+    let SignatureParam(signature) = params.parse()?;
+    let resolved = resolve(
+        &state,
+        &caller,
+        &store_ref,
+        Need::Read,
+        storage(signature.as_deref()),
+    )
+    .await?;
+    let wanted: KeyListParams = params.parse()?;
+    let limit = wanted.limit;
+    let exclusive_start_key = wanted.exclusive_start_key.as_deref();
     let filter = key_filter(
         &resolved.store,
-        params.get("prefix")?.unwrap_or(""),
-        params.get("collection")?,
+        &wanted.filter.prefix,
+        wanted.filter.collection.as_deref(),
     )?;
     let page = list_page(
         &state,

@@ -5,18 +5,18 @@ use std::io::{Read, Seek, Write};
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio_util::io::ReaderStream;
 
 use super::body::{read_body, BodyLimits};
-use super::keys::{key_filter, list_page};
+use super::keys::{key_filter, list_page, storage};
 use super::openapi::responses::{
     BadRequest, Forbidden, InternalServerError, NotFound, PayloadTooLarge, RangeNotSatisfiable,
     RequestTimeout, ServiceUnavailable, Unauthorized, UnsupportedMediaType,
 };
 use super::openapi::schemas::{Binary, QueryBool, RecordKey as RecordKeyParam, StoreRef};
-use super::params::Params;
+use super::params::{KeyFilterParams, Params, RecordGetParams, SignatureParam};
 use super::paths::{RecordPath, StorePath};
 use super::resolve::{decide, missing_store, resolve, Need, ReachedBy, Resolved, Signed};
 use super::{AppState, BearerToken};
@@ -233,10 +233,9 @@ pub async fn record_get(
     State(state): State<AppState>,
     token: BearerToken,
     path: RecordPath,
-    uri: Uri,
+    params: Params,
     request_headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let params = Params::from_query(uri.query());
     let (resolved, record) = match read_by_id(&state, &token, &path, &params).await {
         Some(read) => read?,
         None => {
@@ -247,7 +246,7 @@ pub async fn record_get(
             (resolved, record)
         }
     };
-    let attachment = params.bool("attachment")?;
+    let RecordGetParams { attachment } = params.parse()?;
     let record = record.ok_or(ApiError::RecordNotFound)?;
     state
         .access
@@ -389,10 +388,9 @@ pub async fn record_head(
     State(state): State<AppState>,
     caller: Caller,
     path: RecordPath,
-    uri: Uri,
+    params: Params,
     request_headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let params = Params::from_query(uri.query());
     let (resolved, key) = resolve_for_reading(&state, &caller, path, &params).await?;
     let meta = state
         .store
@@ -553,18 +551,22 @@ pub async fn records_zip(
     State(state): State<AppState>,
     caller: Caller,
     StorePath(store_ref): StorePath,
-    uri: Uri,
+    params: Params,
 ) -> ApiResult<Response> {
-    let params = Params::from_query(uri.query());
-    let signed = match params.get("signature")? {
-        Some(signature) => Signed::Storage { signature },
-        None => Signed::None,
-    };
-    let resolved = resolve(&state, &caller, &store_ref, Need::Read, signed).await?;
+    let SignatureParam(signature) = params.parse()?;
+    let resolved = resolve(
+        &state,
+        &caller,
+        &store_ref,
+        Need::Read,
+        storage(signature.as_deref()),
+    )
+    .await?;
+    let wanted: KeyFilterParams = params.parse()?;
     let filter = key_filter(
         &resolved.store,
-        params.get("prefix")?.unwrap_or(""),
-        params.get("collection")?,
+        &wanted.prefix,
+        wanted.collection.as_deref(),
     )?;
     let internal = |e: std::io::Error| ApiError::Internal(format!("building a ZIP failed: {e}"));
     let file = tempfile::tempfile_in(state.store.spool_dir()).map_err(internal)?;
