@@ -84,11 +84,37 @@ async fn resolve_for_reading(
     Ok((resolved, key))
 }
 
-fn record_headers(meta: &RecordMeta, attachment: bool) -> HeaderMap {
+/// Which method reads a record.
+#[derive(Clone, Copy)]
+enum ReadMethod {
+    /// `GET`; `attachment` asks for `Content-Disposition: attachment`.
+    Get {
+        attachment: bool,
+    },
+    Head,
+}
+
+/// The status and headers GET and HEAD of a record share: 304 when the client's copy is fresh
+/// (without `Content-Length`, as there is no body to measure), else 200 with the whole record's
+/// headers, which a range answer of GET then narrows.
+fn record_answer(
+    request: &HeaderMap,
+    meta: &RecordMeta,
+    read: ReadMethod,
+) -> (StatusCode, HeaderMap) {
     let mut headers = HeaderMap::new();
-    let content_type = HeaderValue::from_str(&meta.content_type)
-        .unwrap_or(HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
-    headers.insert(header::CONTENT_TYPE, content_type);
+    match read {
+        ReadMethod::Get { .. } => {
+            let content_type = HeaderValue::from_str(&meta.content_type)
+                .unwrap_or(HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
+            headers.insert(header::CONTENT_TYPE, content_type);
+        }
+        // apify-client 1.12.x (Python) parses a response's body by its Content-Type, a HEAD's
+        // empty body included: with `application/json` its `record_exists` fails and retries
+        // for minutes. Apify's own API documents HEAD 200 without headers; the size and ETag
+        // stay.
+        ReadMethod::Head => {}
+    }
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.size));
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if let Ok(etag) = HeaderValue::from_str(&meta.etag()) {
@@ -102,13 +128,17 @@ fn record_headers(meta: &RecordMeta, attachment: bool) -> HeaderMap {
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(RECORD_CSP),
     );
-    if attachment {
+    if let ReadMethod::Get { attachment: true } = read {
         // Keys contain only [a-zA-Z0-9!-_.'()], all safe inside a quoted filename.
         if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", meta.key)) {
             headers.insert(header::CONTENT_DISPOSITION, v);
         }
     }
-    headers
+    if not_modified(request, meta) {
+        headers.remove(header::CONTENT_LENGTH);
+        return (StatusCode::NOT_MODIFIED, headers);
+    }
+    (StatusCode::OK, headers)
 }
 
 /// `If-None-Match` names the current version (or `*`): the client's copy is fresh.
@@ -251,10 +281,13 @@ pub async fn record_get(
     state
         .access
         .record(&resolved.store.id, AccessKind::Read, now_millis());
-    let mut headers = record_headers(&record.meta, attachment);
-    if not_modified(&request_headers, &record.meta) {
-        headers.remove(header::CONTENT_LENGTH);
-        return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
+    let (status, mut headers) = record_answer(
+        &request_headers,
+        &record.meta,
+        ReadMethod::Get { attachment },
+    );
+    if status == StatusCode::NOT_MODIFIED {
+        return Ok((status, headers).into_response());
     }
     match wanted_range(&request_headers, &record.meta) {
         Wanted::Whole => Ok((StatusCode::OK, headers, body_of(record.body)).into_response()),
@@ -400,16 +433,7 @@ pub async fn record_head(
     state
         .access
         .record(&resolved.store.id, AccessKind::Touch, now_millis());
-    let mut headers = record_headers(&meta, false);
-    // apify-client 1.12.x (Python) parses a response's body by its Content-Type, a HEAD's empty
-    // body included: with `application/json` its `record_exists` fails and retries for minutes.
-    // Apify's own API documents HEAD 200 without headers; the size and ETag stay.
-    headers.remove(header::CONTENT_TYPE);
-    if not_modified(&request_headers, &meta) {
-        headers.remove(header::CONTENT_LENGTH);
-        return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
-    }
-    Ok((StatusCode::OK, headers).into_response())
+    Ok(record_answer(&request_headers, &meta, ReadMethod::Head).into_response())
 }
 
 /// Store a record
