@@ -9,9 +9,9 @@ use super::openapi::responses::{
     BadRequest, Forbidden, InternalServerError, NotFound, ServiceUnavailable, Unauthorized,
 };
 use super::openapi::schemas::{NonNegativeNumber, StoreRef};
-use super::params::{KeyListParams, Params, SignatureParam};
+use super::params::{FromParams, KeyFilterParams, KeyListParams, Params, SignatureParam};
 use super::paths::StorePath;
-use super::resolve::{resolve, Need, Signed};
+use super::resolve::{resolve, Need, Resolved, Signed};
 use super::AppState;
 use crate::auth::{self, Caller};
 use crate::error::{ApiError, ApiResult};
@@ -28,21 +28,28 @@ pub enum KeyFilter {
     Nothing,
 }
 
-/// What a `?signature=` of a key listing or a records ZIP claims: a storage signature.
-pub fn storage(signature: Option<&str>) -> Signed<'_> {
-    match signature {
+/// The store of a key listing or a records ZIP, and which of its keys are asked for, if the caller
+/// or the request's storage signature (`?signature=`) may read it. The access check comes before
+/// the key parameters are read: a store the caller may not see is 404 whatever they say.
+pub async fn readable_keys<T: FromParams>(
+    state: &AppState,
+    caller: &Caller,
+    store_ref: &str,
+    params: &Params,
+) -> ApiResult<(Resolved, T)> {
+    let SignatureParam(signature) = params.parse()?;
+    let signed = match signature.as_deref() {
         Some(signature) => Signed::Storage { signature },
         None => Signed::None,
-    }
+    };
+    let resolved = resolve(state, caller, store_ref, Need::Read, signed).await?;
+    Ok((resolved, params.parse()?))
 }
 
 /// Combines the `prefix` parameter with the store schema's `collection`, if one is asked for.
-pub fn key_filter(
-    store: &StoreInfo,
-    prefix: &str,
-    collection: Option<&str>,
-) -> ApiResult<KeyFilter> {
-    let Some(collection) = collection else {
+pub fn key_filter(store: &StoreInfo, wanted: &KeyFilterParams) -> ApiResult<KeyFilter> {
+    let prefix = wanted.prefix.as_str();
+    let Some(collection) = wanted.collection.as_deref() else {
         return Ok(KeyFilter::Prefix(prefix.to_owned()));
     };
     let schema: Option<serde_json::Value> = store
@@ -151,23 +158,11 @@ pub async fn keys_list(
     StorePath(store_ref): StorePath,
     params: Params,
 ) -> ApiResult<Json<Data<KeyListDto>>> {
-    let SignatureParam(signature) = params.parse()?;
-    let resolved = resolve(
-        &state,
-        &caller,
-        &store_ref,
-        Need::Read,
-        storage(signature.as_deref()),
-    )
-    .await?;
-    let wanted: KeyListParams = params.parse()?;
+    let (resolved, wanted): (_, KeyListParams) =
+        readable_keys(&state, &caller, &store_ref, &params).await?;
     let limit = wanted.limit;
     let exclusive_start_key = wanted.exclusive_start_key.as_deref();
-    let filter = key_filter(
-        &resolved.store,
-        &wanted.filter.prefix,
-        wanted.filter.collection.as_deref(),
-    )?;
+    let filter = key_filter(&resolved.store, &wanted.filter)?;
     let page = list_page(
         &state,
         &resolved.store,

@@ -10,13 +10,13 @@ use axum::response::{IntoResponse, Response};
 use tokio_util::io::ReaderStream;
 
 use super::body::{read_body, BodyLimits};
-use super::keys::{key_filter, list_page, storage};
+use super::keys::{key_filter, list_page, readable_keys};
 use super::openapi::responses::{
     BadRequest, Forbidden, InternalServerError, NotFound, PayloadTooLarge, RangeNotSatisfiable,
     RequestTimeout, ServiceUnavailable, Unauthorized, UnsupportedMediaType,
 };
 use super::openapi::schemas::{Binary, QueryBool, RecordKey as RecordKeyParam, StoreRef};
-use super::params::{KeyFilterParams, Params, RecordGetParams, SignatureParam};
+use super::params::{KeyFilterParams, Params, RecordGetParams};
 use super::paths::{RecordPath, StorePath};
 use super::resolve::{decide, missing_store, resolve, Need, ReachedBy, Resolved, Signed};
 use super::{AppState, BearerToken};
@@ -577,21 +577,9 @@ pub async fn records_zip(
     StorePath(store_ref): StorePath,
     params: Params,
 ) -> ApiResult<Response> {
-    let SignatureParam(signature) = params.parse()?;
-    let resolved = resolve(
-        &state,
-        &caller,
-        &store_ref,
-        Need::Read,
-        storage(signature.as_deref()),
-    )
-    .await?;
-    let wanted: KeyFilterParams = params.parse()?;
-    let filter = key_filter(
-        &resolved.store,
-        &wanted.prefix,
-        wanted.collection.as_deref(),
-    )?;
+    let (resolved, wanted): (_, KeyFilterParams) =
+        readable_keys(&state, &caller, &store_ref, &params).await?;
+    let filter = key_filter(&resolved.store, &wanted)?;
     let internal = |e: std::io::Error| ApiError::Internal(format!("building a ZIP failed: {e}"));
     let file = tempfile::tempfile_in(state.store.spool_dir()).map_err(internal)?;
     let mut zip = zip::ZipWriter::new(file);
