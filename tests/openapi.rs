@@ -1547,3 +1547,55 @@ async fn real_responses_match_the_document() {
         "error types the session never saw: {unseen:?}"
     );
 }
+
+/// The 405 message names a path's methods from a table in `src/api/mod.rs`, apart from the router;
+/// this holds the table to the router (its `Allow` header) and to the document, path by path.
+#[tokio::test]
+async fn the_405_table_names_the_methods_the_router_serves() {
+    let srv = TestServer::start().await;
+    let doc = fetch_document(&srv).await;
+    let mut by_path: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (method, path) in documented_operations(&doc) {
+        by_path
+            .entry(path)
+            .or_default()
+            .insert(method.to_uppercase());
+    }
+    for (path, documented) in &by_path {
+        // Any value fits a path parameter: the router answers 405 before a handler reads it.
+        let concrete = normalize(path).replace("{}", "x");
+        let resp = srv
+            .req(Method::PATCH, &concrete, None)
+            .send()
+            .await
+            .unwrap();
+        let allow: BTreeSet<String> = resp.headers()["allow"]
+            .to_str()
+            .unwrap()
+            .split(',')
+            .map(|m| m.trim().to_owned())
+            .collect();
+        let message = common::assert_error(resp, 405, "method-not-allowed").await;
+        let listed: BTreeSet<String> = message
+            .rsplit(": ")
+            .next()
+            .unwrap()
+            .split(", ")
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(&listed, documented, "PATCH {concrete}: {message}");
+        // The router answers HEAD wherever it answers GET; the table names HEAD only where a
+        // handler of its own serves it.
+        let without_head = |s: &BTreeSet<String>| {
+            s.iter()
+                .filter(|m| *m != "HEAD")
+                .cloned()
+                .collect::<BTreeSet<_>>()
+        };
+        assert_eq!(
+            without_head(&allow),
+            without_head(documented),
+            "PATCH {concrete}: Allow"
+        );
+    }
+}

@@ -8,13 +8,13 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use utoipa::ToSchema;
 
-use super::body::read_json;
-use super::dto::Data;
-use super::openapi::{
+use super::body::json_body;
+use super::dto::{
+    CreateUserBody, Data, IssuedToken, NewTokenBody, UpdateUserBody, UserInfo, UserListDto,
+};
+use super::openapi::responses::{
     BadRequest, Conflict, Forbidden, InternalServerError, NotFound, ServiceUnavailable,
     Unauthorized,
 };
@@ -23,7 +23,7 @@ use super::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::model::Username;
-use crate::ops::admin::{Admin, IssuedToken, Local, UserInfo};
+use crate::ops::admin::{Admin, Local};
 use crate::storage::UserUpdate;
 
 fn require_admin(caller: &Caller) -> ApiResult<()> {
@@ -96,64 +96,6 @@ pub async fn backup_get(State(state): State<AppState>, caller: Caller) -> ApiRes
 }
 
 // ---- users -------------------------------------------------------------------------------------
-
-/// `GET /v2/admin/users`.
-#[derive(Serialize, ToSchema)]
-pub struct UserListDto {
-    pub items: Vec<UserInfo>,
-}
-
-/// `POST /v2/admin/users`.
-#[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CreateUserBody {
-    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$", min_length = 1, max_length = 64)]
-    pub username: String,
-    #[serde(default)]
-    pub is_admin: bool,
-    /// Hand out a read-only token instead of a full one.
-    #[serde(default)]
-    pub read_only: bool,
-}
-
-/// `PUT /v2/admin/users/{user}`: absent fields are left as they are.
-#[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct UpdateUserBody {
-    pub disabled: Option<bool>,
-    pub is_admin: Option<bool>,
-}
-
-/// `POST /v2/admin/users/{user}/tokens`.
-#[derive(Deserialize, ToSchema, Default)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct NewTokenBody {
-    #[serde(default)]
-    pub read_only: bool,
-    /// Rotate: every other token of the user stops working at once.
-    #[serde(default)]
-    pub revoke_others: bool,
-}
-
-/// A JSON body into `T`, with Apify's error for anything else.
-pub(super) async fn json_body<T: serde::de::DeserializeOwned + Default>(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-) -> ApiResult<T> {
-    let map = read_json(
-        body,
-        headers,
-        &state.store.spool_dir(),
-        state.config.idle_timeout,
-    )
-    .await?;
-    match map {
-        None => Ok(T::default()),
-        Some(map) => serde_json::from_value(serde_json::Value::Object(map))
-            .map_err(|e| ApiError::InvalidInput(format!("The request body is not valid: {e}."))),
-    }
-}
 
 /// Every user
 #[utoipa::path(

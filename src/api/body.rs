@@ -1,6 +1,7 @@
 //! Request bodies: decompressed while they stream in (`gzip`, `br`, `deflate`, `identity`), counted
 //! against the limit on the *decompressed* size so that a compression bomb is refused without being
-//! inflated into memory, and spooled to a file beyond a small threshold.
+//! inflated into memory, and spooled to a file beyond a small threshold; JSON bodies read into a
+//! wire type ([`json_body`]) after the handler has checked who may send them.
 
 use std::path::Path;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use futures_util::TryStreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_util::io::StreamReader;
 
+use super::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::storage::BodyInput;
 
@@ -311,5 +313,25 @@ pub async fn read_json(
         Err(e) => Err(ApiError::InvalidInput(format!(
             "The request body is not valid JSON: {e}"
         ))),
+    }
+}
+
+/// A JSON body into `T`, with Apify's error for anything else.
+pub async fn json_body<T: serde::de::DeserializeOwned + Default>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<T> {
+    let map = read_json(
+        body,
+        headers,
+        &state.store.spool_dir(),
+        state.config.idle_timeout,
+    )
+    .await?;
+    match map {
+        None => Ok(T::default()),
+        Some(map) => serde_json::from_value(serde_json::Value::Object(map))
+            .map_err(|e| ApiError::InvalidInput(format!("The request body is not valid: {e}."))),
     }
 }

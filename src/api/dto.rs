@@ -1,10 +1,15 @@
-//! Wire types: the JSON shapes of Apify's API, field names exactly as Apify spells them.
+//! Wire types: every JSON shape the API reads or writes (Apify's objects, field names exactly as
+//! Apify spells them, and the shares and admin objects beyond Apify's API), with their `ToSchema`
+//! derives for the OpenAPI document.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth;
+// The admin and share objects are shared with `kvstore admin --remote`, which reads them back
+// from this API; they are defined next to that client and are part of this module's wire types.
 use crate::model::{format_millis, now_millis, StoreInfo, User, Username};
+pub use crate::ops::admin::{IssuedToken, ShareInfo, UserInfo};
 
 /// Apify's success envelope.
 #[derive(Serialize, ToSchema)]
@@ -70,7 +75,7 @@ pub struct StoreDto {
     /// The secret of the store's signed URLs; `null` for callers who may not write.
     #[schema(required = true)]
     pub url_signing_secret_key: Option<String>,
-    #[schema(schema_with = super::openapi::general_access_schema)]
+    #[schema(schema_with = super::openapi::schemas::general_access_schema)]
     pub general_access: &'static str,
     pub stats: StoreStatsDto,
     /// The store's schema (`actorKeyValueStoreSchemaVersion` format), or `null`.
@@ -222,3 +227,60 @@ impl PublicUserDto {
 #[derive(Serialize, ToSchema)]
 #[schema(as = Profile)]
 pub struct ProfileDto {}
+
+// ---- shares ------------------------------------------------------------------------------------
+
+/// `GET …/shares`.
+#[derive(Serialize, ToSchema)]
+pub struct ShareListDto {
+    pub items: Vec<ShareInfo>,
+}
+
+/// `PUT …/shares/{username}`.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ShareBody {
+    /// `READ` or `WRITE`.
+    #[schema(pattern = "^(READ|WRITE)$")]
+    pub access: String,
+}
+
+// ---- admin -------------------------------------------------------------------------------------
+
+/// `GET /v2/admin/users`.
+#[derive(Serialize, ToSchema)]
+pub struct UserListDto {
+    pub items: Vec<UserInfo>,
+}
+
+/// `POST /v2/admin/users`.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateUserBody {
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$", min_length = 1, max_length = 64)]
+    pub username: String,
+    #[serde(default)]
+    pub is_admin: bool,
+    /// Hand out a read-only token instead of a full one.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// `PUT /v2/admin/users/{user}`: absent fields are left as they are.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateUserBody {
+    pub disabled: Option<bool>,
+    pub is_admin: Option<bool>,
+}
+
+/// `POST /v2/admin/users/{user}/tokens`.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewTokenBody {
+    #[serde(default)]
+    pub read_only: bool,
+    /// Rotate: every other token of the user stops working at once.
+    #[serde(default)]
+    pub revoke_others: bool,
+}

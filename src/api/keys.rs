@@ -2,17 +2,16 @@
 //! ordered range scan from `exclusiveStartKey`/`prefix`.
 
 use axum::extract::State;
-use axum::http::Uri;
 use axum::Json;
 
 use super::dto::{Data, KeyDto, KeyListDto};
-use super::openapi::{
-    BadRequest, Forbidden, InternalServerError, NonNegativeNumber, NotFound, ServiceUnavailable,
-    StoreRef, Unauthorized,
+use super::openapi::responses::{
+    BadRequest, Forbidden, InternalServerError, NotFound, ServiceUnavailable, Unauthorized,
 };
-use super::params::Params;
+use super::openapi::schemas::{NonNegativeNumber, StoreRef};
+use super::params::{FromParams, KeyFilterParams, KeyListParams, Params, SignatureParam};
 use super::paths::StorePath;
-use super::resolve::{resolve, Need, Signed};
+use super::resolve::{resolve, Need, Resolved, Signed};
 use super::AppState;
 use crate::auth::{self, Caller};
 use crate::error::{ApiError, ApiResult};
@@ -29,13 +28,28 @@ pub enum KeyFilter {
     Nothing,
 }
 
+/// The store of a key listing or a records ZIP, and which of its keys are asked for, if the caller
+/// or the request's storage signature (`?signature=`) may read it. The access check comes before
+/// the key parameters are read: a store the caller may not see is 404 whatever they say.
+pub async fn readable_keys<T: FromParams>(
+    state: &AppState,
+    caller: &Caller,
+    store_ref: &str,
+    params: &Params,
+) -> ApiResult<(Resolved, T)> {
+    let SignatureParam(signature) = params.parse()?;
+    let signed = match signature.as_deref() {
+        Some(signature) => Signed::Storage { signature },
+        None => Signed::None,
+    };
+    let resolved = resolve(state, caller, store_ref, Need::Read, signed).await?;
+    Ok((resolved, params.parse()?))
+}
+
 /// Combines the `prefix` parameter with the store schema's `collection`, if one is asked for.
-pub fn key_filter(
-    store: &StoreInfo,
-    prefix: &str,
-    collection: Option<&str>,
-) -> ApiResult<KeyFilter> {
-    let Some(collection) = collection else {
+pub fn key_filter(store: &StoreInfo, wanted: &KeyFilterParams) -> ApiResult<KeyFilter> {
+    let prefix = wanted.prefix.as_str();
+    let Some(collection) = wanted.collection.as_deref() else {
         return Ok(KeyFilter::Prefix(prefix.to_owned()));
     };
     let schema: Option<serde_json::Value> = store
@@ -142,21 +156,13 @@ pub async fn keys_list(
     State(state): State<AppState>,
     caller: Caller,
     StorePath(store_ref): StorePath,
-    uri: Uri,
+    params: Params,
 ) -> ApiResult<Json<Data<KeyListDto>>> {
-    let params = Params::from_query(uri.query());
-    let signed = match params.get("signature")? {
-        Some(signature) => Signed::Storage { signature },
-        None => Signed::None,
-    };
-    let resolved = resolve(&state, &caller, &store_ref, Need::Read, signed).await?;
-    let limit = params.limit()?;
-    let exclusive_start_key = params.get("exclusiveStartKey")?;
-    let filter = key_filter(
-        &resolved.store,
-        params.get("prefix")?.unwrap_or(""),
-        params.get("collection")?,
-    )?;
+    let (resolved, wanted): (_, KeyListParams) =
+        readable_keys(&state, &caller, &store_ref, &params).await?;
+    let limit = wanted.limit;
+    let exclusive_start_key = wanted.exclusive_start_key.as_deref();
+    let filter = key_filter(&resolved.store, &wanted.filter)?;
     let page = list_page(
         &state,
         &resolved.store,

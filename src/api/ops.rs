@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::openapi::Health;
+use super::openapi::schemas::Health;
 use super::AppState;
 
 /// Alive: the process answers HTTP.

@@ -1,7 +1,19 @@
-//! Query parameters, parsed by hand so that every bad value gets Apify's error envelope
-//! (400 `invalid-parameter`) rather than a framework rejection.
+//! Query parameters: the raw query as an extractor ([`Params`]), its grammar (empty = absent,
+//! repeated = error, numbers as doubles, booleans as both clients send them), and each
+//! endpoint's typed set of parameters. Parsed by hand so that every bad value gets Apify's error
+//! envelope (400 `invalid-parameter`) rather than a framework rejection.
+//!
+//! The typed sets are parsed by the handler ([`Params::parse`]) rather than by an extractor: Apify
+//! answers a missing token, a forbidden or missing store before a bad parameter, so a handler
+//! parses them only after those checks.
+
+use std::convert::Infallible;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 
 use crate::error::{ApiError, ApiResult};
+use crate::model::StoreName;
 
 /// The listings' page size: the default and the maximum.
 pub const MAX_LIMIT: u64 = 1000;
@@ -9,9 +21,29 @@ pub const MAX_LIMIT: u64 = 1000;
 /// API echoes back never exceed it.
 pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
+/// The request's query string, split into name/value pairs (never fails: bad values are found
+/// when a parameter is read).
 pub struct Params(Vec<(String, String)>);
 
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(Params::from_query(parts.uri.query()))
+    }
+}
+
+/// A typed set of query parameters, read from [`Params`].
+pub trait FromParams: Sized {
+    fn from_params(params: &Params) -> ApiResult<Self>;
+}
+
 impl Params {
+    /// The typed parameters `T`; their first bad value is the error.
+    pub fn parse<T: FromParams>(&self) -> ApiResult<T> {
+        T::from_params(self)
+    }
+
     pub fn from_query(query: Option<&str>) -> Self {
         Self(
             form_urlencoded::parse(query.unwrap_or("").as_bytes())
@@ -74,6 +106,135 @@ impl Params {
         })
     }
 }
+
+// ---- each endpoint's parameters -----------------------------------------------------------------
+
+/// `?ownership=` of the store listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    /// Absent: the caller's own stores and those shared with it.
+    Both,
+    OwnedByMe,
+    SharedWithMe,
+}
+
+/// `GET /v2/key-value-stores`.
+#[derive(Debug)]
+pub struct StoreListParams {
+    pub offset: u64,
+    pub limit: u64,
+    pub desc: bool,
+    pub unnamed: bool,
+    pub ownership: Ownership,
+}
+
+impl FromParams for StoreListParams {
+    fn from_params(params: &Params) -> ApiResult<Self> {
+        let offset = params.u64("offset")?.unwrap_or(0);
+        let limit = params.limit()?;
+        let desc = params.bool("desc")?;
+        let unnamed = params.bool("unnamed")?;
+        let ownership = match params.get("ownership")? {
+            None => Ownership::Both,
+            Some("ownedByMe") => Ownership::OwnedByMe,
+            Some("sharedWithMe") => Ownership::SharedWithMe,
+            Some(other) => {
+                return Err(ApiError::InvalidParameter(format!(
+                "Parameter \"ownership\" must be \"ownedByMe\" or \"sharedWithMe\", got \"{}\".",
+                shorten(other)
+            )))
+            }
+        };
+        Ok(Self {
+            offset,
+            limit,
+            desc,
+            unnamed,
+            ownership,
+        })
+    }
+}
+
+/// `POST /v2/key-value-stores`: the name of the store to get or create; absent for an unnamed one.
+#[derive(Debug)]
+pub struct StoreCreateParams {
+    pub name: Option<StoreName>,
+}
+
+impl FromParams for StoreCreateParams {
+    fn from_params(params: &Params) -> ApiResult<Self> {
+        let name = params
+            .get("name")?
+            .map(StoreName::parse)
+            .transpose()
+            .map_err(|e| ApiError::InvalidParameter(e.0))?;
+        Ok(Self { name })
+    }
+}
+
+/// `?signature=`: a storage signature (key listing, records ZIP) or a record signature (GET/HEAD
+/// record), checked by the access decision.
+#[derive(Debug)]
+pub struct SignatureParam(pub Option<String>);
+
+impl FromParams for SignatureParam {
+    fn from_params(params: &Params) -> ApiResult<Self> {
+        Ok(Self(params.get("signature")?.map(str::to_owned)))
+    }
+}
+
+/// `?prefix=` and `?collection=`: which keys a key listing or a records ZIP covers.
+#[derive(Debug)]
+pub struct KeyFilterParams {
+    /// Empty when absent.
+    pub prefix: String,
+    pub collection: Option<String>,
+}
+
+impl FromParams for KeyFilterParams {
+    fn from_params(params: &Params) -> ApiResult<Self> {
+        let prefix = params.get("prefix")?.unwrap_or("").to_owned();
+        let collection = params.get("collection")?.map(str::to_owned);
+        Ok(Self { prefix, collection })
+    }
+}
+
+/// `GET …/keys`.
+#[derive(Debug)]
+pub struct KeyListParams {
+    pub limit: u64,
+    pub exclusive_start_key: Option<String>,
+    pub filter: KeyFilterParams,
+}
+
+impl FromParams for KeyListParams {
+    fn from_params(params: &Params) -> ApiResult<Self> {
+        let limit = params.limit()?;
+        let exclusive_start_key = params.get("exclusiveStartKey")?.map(str::to_owned);
+        let filter = params.parse()?;
+        Ok(Self {
+            limit,
+            exclusive_start_key,
+            filter,
+        })
+    }
+}
+
+/// `GET …/records/{key}`: `?attachment=` asks for `Content-Disposition: attachment`.
+#[derive(Debug)]
+pub struct RecordGetParams {
+    pub attachment: bool,
+}
+
+impl FromParams for RecordGetParams {
+    fn from_params(params: &Params) -> ApiResult<Self> {
+        Ok(Self {
+            attachment: params.bool("attachment")?,
+        })
+    }
+}
+
+// ---- the grammar --------------------------------------------------------------------------------
 
 /// `s` as a number truncated to an integer and clamped to [`MAX_SAFE_INTEGER`], if it is a finite
 /// non-negative number written as `[+]digits[.digits][e[+|-]digits]` (either side of the point may
@@ -185,5 +346,35 @@ mod tests {
         assert_eq!(Params::from_query(Some("limit=10.0")).limit().unwrap(), 10);
         assert_eq!(Params::from_query(Some("limit=0.5")).limit().unwrap(), 1000);
         assert_eq!(Params::from_query(Some("limit=1e9")).limit().unwrap(), 1000);
+    }
+
+    #[test]
+    fn typed_sets_read_the_same_grammar() {
+        let list: StoreListParams =
+            Params::from_query(Some("offset=2.5&desc=1&ownership=sharedWithMe"))
+                .parse()
+                .unwrap();
+        assert_eq!(list.offset, 2);
+        assert_eq!(list.limit, MAX_LIMIT);
+        assert!(list.desc && !list.unnamed);
+        assert_eq!(list.ownership, Ownership::SharedWithMe);
+        let both: StoreListParams = Params::from_query(Some("ownership=")).parse().unwrap();
+        assert_eq!(both.ownership, Ownership::Both);
+        for bad in ["ownership=mine", "desc=yes", "offset=1&offset=2"] {
+            let parsed = Params::from_query(Some(bad)).parse::<StoreListParams>();
+            assert!(
+                matches!(parsed, Err(ApiError::InvalidParameter(_))),
+                "{bad}"
+            );
+        }
+        let keys: KeyListParams = Params::from_query(Some("limit=5&prefix=a&exclusiveStartKey="))
+            .parse()
+            .unwrap();
+        assert_eq!(keys.limit, 5);
+        assert_eq!(keys.exclusive_start_key, None);
+        assert_eq!(keys.filter.prefix, "a");
+        assert!(Params::from_query(Some("name=-bad"))
+            .parse::<StoreCreateParams>()
+            .is_err());
     }
 }

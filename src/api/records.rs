@@ -5,18 +5,18 @@ use std::io::{Read, Seek, Write};
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio_util::io::ReaderStream;
 
 use super::body::{read_body, BodyLimits};
-use super::keys::{key_filter, list_page};
-use super::openapi::{
-    BadRequest, Binary, Forbidden, InternalServerError, NotFound, PayloadTooLarge, QueryBool,
-    RangeNotSatisfiable, RecordKey as RecordKeyParam, RequestTimeout, ServiceUnavailable, StoreRef,
-    Unauthorized, UnsupportedMediaType,
+use super::keys::{key_filter, list_page, readable_keys};
+use super::openapi::responses::{
+    BadRequest, Forbidden, InternalServerError, NotFound, PayloadTooLarge, RangeNotSatisfiable,
+    RequestTimeout, ServiceUnavailable, Unauthorized, UnsupportedMediaType,
 };
-use super::params::Params;
+use super::openapi::schemas::{Binary, QueryBool, RecordKey as RecordKeyParam, StoreRef};
+use super::params::{KeyFilterParams, Params, RecordGetParams};
 use super::paths::{RecordPath, StorePath};
 use super::resolve::{decide, missing_store, resolve, Need, ReachedBy, Resolved, Signed};
 use super::{AppState, BearerToken};
@@ -84,11 +84,37 @@ async fn resolve_for_reading(
     Ok((resolved, key))
 }
 
-fn record_headers(meta: &RecordMeta, attachment: bool) -> HeaderMap {
+/// Which method reads a record.
+#[derive(Clone, Copy)]
+enum ReadMethod {
+    /// `GET`; `attachment` asks for `Content-Disposition: attachment`.
+    Get {
+        attachment: bool,
+    },
+    Head,
+}
+
+/// The status and headers GET and HEAD of a record share: 304 when the client's copy is fresh
+/// (without `Content-Length`, as there is no body to measure), else 200 with the whole record's
+/// headers, which a range answer of GET then narrows.
+fn record_answer(
+    request: &HeaderMap,
+    meta: &RecordMeta,
+    read: ReadMethod,
+) -> (StatusCode, HeaderMap) {
     let mut headers = HeaderMap::new();
-    let content_type = HeaderValue::from_str(&meta.content_type)
-        .unwrap_or(HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
-    headers.insert(header::CONTENT_TYPE, content_type);
+    match read {
+        ReadMethod::Get { .. } => {
+            let content_type = HeaderValue::from_str(&meta.content_type)
+                .unwrap_or(HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
+            headers.insert(header::CONTENT_TYPE, content_type);
+        }
+        // apify-client 1.12.x (Python) parses a response's body by its Content-Type, a HEAD's
+        // empty body included: with `application/json` its `record_exists` fails and retries
+        // for minutes. Apify's own API documents HEAD 200 without headers; the size and ETag
+        // stay.
+        ReadMethod::Head => {}
+    }
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.size));
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if let Ok(etag) = HeaderValue::from_str(&meta.etag()) {
@@ -102,13 +128,17 @@ fn record_headers(meta: &RecordMeta, attachment: bool) -> HeaderMap {
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(RECORD_CSP),
     );
-    if attachment {
+    if let ReadMethod::Get { attachment: true } = read {
         // Keys contain only [a-zA-Z0-9!-_.'()], all safe inside a quoted filename.
         if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", meta.key)) {
             headers.insert(header::CONTENT_DISPOSITION, v);
         }
     }
-    headers
+    if not_modified(request, meta) {
+        headers.remove(header::CONTENT_LENGTH);
+        return (StatusCode::NOT_MODIFIED, headers);
+    }
+    (StatusCode::OK, headers)
 }
 
 /// `If-None-Match` names the current version (or `*`): the client's copy is fresh.
@@ -233,10 +263,9 @@ pub async fn record_get(
     State(state): State<AppState>,
     token: BearerToken,
     path: RecordPath,
-    uri: Uri,
+    params: Params,
     request_headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let params = Params::from_query(uri.query());
     let (resolved, record) = match read_by_id(&state, &token, &path, &params).await {
         Some(read) => read?,
         None => {
@@ -247,15 +276,18 @@ pub async fn record_get(
             (resolved, record)
         }
     };
-    let attachment = params.bool("attachment")?;
+    let RecordGetParams { attachment } = params.parse()?;
     let record = record.ok_or(ApiError::RecordNotFound)?;
     state
         .access
         .record(&resolved.store.id, AccessKind::Read, now_millis());
-    let mut headers = record_headers(&record.meta, attachment);
-    if not_modified(&request_headers, &record.meta) {
-        headers.remove(header::CONTENT_LENGTH);
-        return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
+    let (status, mut headers) = record_answer(
+        &request_headers,
+        &record.meta,
+        ReadMethod::Get { attachment },
+    );
+    if status == StatusCode::NOT_MODIFIED {
+        return Ok((status, headers).into_response());
     }
     match wanted_range(&request_headers, &record.meta) {
         Wanted::Whole => Ok((StatusCode::OK, headers, body_of(record.body)).into_response()),
@@ -389,10 +421,9 @@ pub async fn record_head(
     State(state): State<AppState>,
     caller: Caller,
     path: RecordPath,
-    uri: Uri,
+    params: Params,
     request_headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let params = Params::from_query(uri.query());
     let (resolved, key) = resolve_for_reading(&state, &caller, path, &params).await?;
     let meta = state
         .store
@@ -402,16 +433,7 @@ pub async fn record_head(
     state
         .access
         .record(&resolved.store.id, AccessKind::Touch, now_millis());
-    let mut headers = record_headers(&meta, false);
-    // apify-client 1.12.x (Python) parses a response's body by its Content-Type, a HEAD's empty
-    // body included: with `application/json` its `record_exists` fails and retries for minutes.
-    // Apify's own API documents HEAD 200 without headers; the size and ETag stay.
-    headers.remove(header::CONTENT_TYPE);
-    if not_modified(&request_headers, &meta) {
-        headers.remove(header::CONTENT_LENGTH);
-        return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
-    }
-    Ok((StatusCode::OK, headers).into_response())
+    Ok(record_answer(&request_headers, &meta, ReadMethod::Head).into_response())
 }
 
 /// Store a record
@@ -553,19 +575,11 @@ pub async fn records_zip(
     State(state): State<AppState>,
     caller: Caller,
     StorePath(store_ref): StorePath,
-    uri: Uri,
+    params: Params,
 ) -> ApiResult<Response> {
-    let params = Params::from_query(uri.query());
-    let signed = match params.get("signature")? {
-        Some(signature) => Signed::Storage { signature },
-        None => Signed::None,
-    };
-    let resolved = resolve(&state, &caller, &store_ref, Need::Read, signed).await?;
-    let filter = key_filter(
-        &resolved.store,
-        params.get("prefix")?.unwrap_or(""),
-        params.get("collection")?,
-    )?;
+    let (resolved, wanted): (_, KeyFilterParams) =
+        readable_keys(&state, &caller, &store_ref, &params).await?;
+    let filter = key_filter(&resolved.store, &wanted)?;
     let internal = |e: std::io::Error| ApiError::Internal(format!("building a ZIP failed: {e}"));
     let file = tempfile::tempfile_in(state.store.spool_dir()).map_err(internal)?;
     let mut zip = zip::ZipWriter::new(file);

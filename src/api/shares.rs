@@ -7,37 +7,20 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
-use super::admin::json_body;
-use super::dto::Data;
-use super::openapi::{
-    BadRequest, Forbidden, InternalServerError, NotFound, ServiceUnavailable, StoreRef,
-    Unauthorized,
+use super::body::json_body;
+use super::dto::{Data, ShareBody, ShareInfo, ShareListDto};
+use super::openapi::responses::{
+    BadRequest, Forbidden, InternalServerError, NotFound, ServiceUnavailable, Unauthorized,
 };
+use super::openapi::schemas::StoreRef;
 use super::paths::{SharePath, StorePath};
 use super::resolve::{resolve, Need, Signed};
 use super::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{ShareAccess, StoreInfo, Username};
-use crate::ops::admin::{Local, ShareInfo};
-
-/// `GET …/shares`.
-#[derive(Serialize, ToSchema)]
-pub struct ShareListDto {
-    pub items: Vec<ShareInfo>,
-}
-
-/// `PUT …/shares/{username}`.
-#[derive(Deserialize, ToSchema, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ShareBody {
-    /// `READ` or `WRITE`.
-    #[schema(pattern = "^(READ|WRITE)$")]
-    pub access: String,
-}
+use crate::ops::admin::Local;
 
 /// The store named by `raw` if the caller may manage its shares: its owner, or an administrator.
 async fn managed_store(state: &AppState, caller: &Caller, raw: &str) -> ApiResult<StoreInfo> {

@@ -3,18 +3,20 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::body::read_json;
 use super::dto::{Data, StoreDto, StoreListDto};
-use super::openapi::{
-    BadRequest, Conflict, CreateStoreBody, Forbidden, InternalServerError, NonNegativeNumber,
-    NotFound, PayloadTooLarge, QueryBool, RequestTimeout, ServiceUnavailable, StoreNameParam,
-    StoreRef, Unauthorized, UnsupportedMediaType, UpdateStoreBody,
+use super::openapi::responses::{
+    BadRequest, Conflict, Forbidden, InternalServerError, NotFound, PayloadTooLarge,
+    RequestTimeout, ServiceUnavailable, Unauthorized, UnsupportedMediaType,
 };
-use super::params::Params;
+use super::openapi::schemas::{
+    CreateStoreBody, NonNegativeNumber, QueryBool, StoreNameParam, StoreRef, UpdateStoreBody,
+};
+use super::params::{Ownership, Params, StoreCreateParams, StoreListParams};
 use super::paths::StorePath;
 use super::resolve::{resolve, Need, Signed};
 use super::AppState;
@@ -69,31 +71,20 @@ fn dto(state: &AppState, store: &StoreInfo, owner: Option<&User>, may_write: boo
 pub async fn stores_list(
     State(state): State<AppState>,
     caller: Caller,
-    uri: Uri,
+    params: Params,
 ) -> ApiResult<Json<Data<StoreListDto>>> {
     let user = require_user(&caller)?;
-    let params = Params::from_query(uri.query());
+    let wanted: StoreListParams = params.parse()?;
     let query = StoreListQuery {
-        offset: params.u64("offset")?.unwrap_or(0),
-        limit: params.limit()?,
-        desc: params.bool("desc")?,
-        unnamed: params.bool("unnamed")?,
+        offset: wanted.offset,
+        limit: wanted.limit,
+        desc: wanted.desc,
+        unnamed: wanted.unnamed,
     };
-    let (owned, shared) = match params.get("ownership")? {
-        None => (true, true),
-        Some("ownedByMe") => (true, false),
-        Some("sharedWithMe") => (false, true),
-        Some(other) => {
-            return Err(ApiError::InvalidParameter(format!(
-                "Parameter \"ownership\" must be \"ownedByMe\" or \"sharedWithMe\", got \"{}\".",
-                super::params::shorten(other)
-            )))
-        }
-    };
-    let page = match (owned, shared) {
-        (true, false) => state.store.stores_list(&user.id, &query).await?,
-        (false, _) => state.store.stores_shared_with(&user.id, &query).await?,
-        (true, true) => owned_and_shared(&state, user, &query).await?,
+    let page = match wanted.ownership {
+        Ownership::OwnedByMe => state.store.stores_list(&user.id, &query).await?,
+        Ownership::SharedWithMe => state.store.stores_shared_with(&user.id, &query).await?,
+        Ownership::Both => owned_and_shared(&state, user, &query).await?,
     };
     let mut items: Vec<StoreDto> = Vec::with_capacity(page.items.len());
     for store in &page.items {
@@ -233,17 +224,12 @@ fn validate_schema(schema: &serde_json::Value) -> ApiResult<String> {
 pub async fn stores_create(
     State(state): State<AppState>,
     caller: Caller,
-    uri: Uri,
+    params: Params,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
     let user = require_user(&caller)?;
-    let params = Params::from_query(uri.query());
-    let name = params
-        .get("name")?
-        .map(StoreName::parse)
-        .transpose()
-        .map_err(|e| ApiError::InvalidParameter(e.0))?;
+    let StoreCreateParams { name } = params.parse()?;
     let body = read_json(
         body,
         &headers,

@@ -6,7 +6,9 @@ use axum::extract::State;
 use axum::Json;
 
 use super::dto::{Data, PrivateUserDto, PublicUserDto};
-use super::openapi::{BadRequest, InternalServerError, NotFound, ServiceUnavailable, Unauthorized};
+use super::openapi::responses::{
+    BadRequest, InternalServerError, NotFound, ServiceUnavailable, Unauthorized,
+};
 use super::paths::UserPath;
 use super::AppState;
 use crate::auth::Caller;
