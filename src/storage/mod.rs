@@ -89,7 +89,8 @@ pub struct RecordRead {
     /// The token's user; `None` without a token, or for a token that authenticates nobody.
     pub caller: Option<Authenticated>,
     pub store: Option<StoreInfo>,
-    /// The caller's share of the store, when the caller is not its owner.
+    /// The caller's share of the store, whoever the caller is (whether it counts is
+    /// [`crate::auth`]'s to say).
     pub share: Option<ShareAccess>,
     pub record: Option<Record>,
 }
@@ -315,8 +316,8 @@ pub trait Store: Send + Sync + 'static {
             });
         };
         let share = match &caller {
-            Some(who) if who.user.id != info.user_id => self.share_get(store, &who.user.id).await?,
-            _ => None,
+            Some(who) => self.share_get(store, &who.user.id).await?,
+            None => None,
         };
         let record = match key {
             Some(key) => self.record_get(store, key).await?,

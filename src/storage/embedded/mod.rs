@@ -273,8 +273,8 @@ impl Store for EmbeddedStore {
                 ));
             };
             let share = match &caller {
-                Some(who) if who.user.id != info.user_id => share_in(txn, store, &who.user.id)?,
-                _ => None,
+                Some(who) => share_in(txn, store, &who.user.id)?,
+                None => None,
             };
             let Some(key) = key else {
                 return Ok((
