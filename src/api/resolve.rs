@@ -7,7 +7,7 @@
 pub use crate::auth::ReachedBy;
 use crate::auth::{self, Access, Caller, SignatureError};
 use crate::error::{ApiError, ApiResult};
-use crate::model::{now_millis, ShareAccess, StoreId, StoreInfo, StoreName, Username};
+use crate::model::{now_millis, ShareAccess, StoreInfo, StoreRef};
 
 use super::AppState;
 
@@ -49,25 +49,6 @@ impl Resolved {
     }
 }
 
-pub(crate) enum StoreRef {
-    Id(StoreId),
-    OwnName(StoreName),
-    UserName(Username, StoreName),
-    /// Cannot name any store.
-    Invalid,
-}
-
-pub(crate) fn parse_ref(raw: &str) -> StoreRef {
-    match raw.split_once('~') {
-        None => StoreId::parse(raw).map_or(StoreRef::Invalid, StoreRef::Id),
-        Some(("", name)) => StoreName::parse(name).map_or(StoreRef::Invalid, StoreRef::OwnName),
-        Some((user, name)) => match (Username::parse(user), StoreName::parse(name)) {
-            (Ok(u), Ok(n)) => StoreRef::UserName(u, n),
-            _ => StoreRef::Invalid,
-        },
-    }
-}
-
 pub async fn resolve(
     state: &AppState,
     caller: &Caller,
@@ -78,7 +59,7 @@ pub async fn resolve(
     if need != Need::Read && caller.user().is_none() {
         return Err(ApiError::TokenNotProvided);
     }
-    let (store, reached_by) = match parse_ref(raw_ref) {
+    let (store, reached_by) = match StoreRef::parse(raw_ref) {
         StoreRef::Invalid => {
             return Err(match caller.user() {
                 Some(_) => ApiError::StoreNotFound,
