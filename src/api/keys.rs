@@ -12,9 +12,9 @@ use super::openapi::{
 };
 use super::params::Params;
 use super::paths::StorePath;
-use super::resolve::{resolve, Need, Signed};
-use super::AppState;
-use crate::auth::{self, Caller};
+use super::resolve::{resolve, Ask, Need};
+use super::{AppState, BearerToken};
+use crate::auth;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{now_millis, RecordKey, StoreInfo};
 use crate::storage::{AccessKind, KeyListQuery, KeyPage};
@@ -140,16 +140,13 @@ pub async fn list_page(
 )]
 pub async fn keys_list(
     State(state): State<AppState>,
-    caller: Caller,
+    token: BearerToken,
     StorePath(store_ref): StorePath,
     uri: Uri,
 ) -> ApiResult<Json<Data<KeyListDto>>> {
     let params = Params::from_query(uri.query());
-    let signed = match params.get("signature")? {
-        Some(signature) => Signed::Storage { signature },
-        None => Signed::None,
-    };
-    let resolved = resolve(&state, &caller, &store_ref, Need::Read, signed).await?;
+    let ask = Ask::store(&store_ref, Need::Read).signed(params.get("signature"));
+    let resolved = resolve(&state, &token, ask).await?;
     let limit = params.limit()?;
     let exclusive_start_key = params.get("exclusiveStartKey")?;
     let filter = key_filter(

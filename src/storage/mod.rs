@@ -93,6 +93,9 @@ pub struct RecordRead {
     /// [`crate::auth`]'s to say).
     pub share: Option<ShareAccess>,
     pub record: Option<Record>,
+    /// Whether `store`'s counters and times are those [`Store::store_get`] shows; PostgreSQL
+    /// leaves its counter shards out of this read.
+    pub counters_exact: bool,
 }
 
 /// A change to a user; `None` leaves a field as it is.
@@ -297,8 +300,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// The hot path of record requests by store id: the token's user, the store, the caller's
     /// share of it and, given a key, the record (`GET`; writes give none), in one read
-    /// transaction or round trip where the backend can. The store's counters are not loaded (its
-    /// stats may read zero). Nothing here decides access.
+    /// transaction or round trip where the backend can. The store's counters may be left out (see
+    /// [`RecordRead::counters_exact`]). Nothing here decides access.
     async fn record_read(
         &self,
         token: Option<&TokenHash>,
@@ -328,6 +331,7 @@ pub trait Store: Send + Sync + 'static {
             store: Some(info),
             share,
             record,
+            counters_exact: true,
         })
     }
 

@@ -283,6 +283,7 @@ impl Store for EmbeddedStore {
                         store: Some(info),
                         share,
                         record: None,
+                        counters_exact: true,
                     },
                     false,
                 ));
@@ -300,6 +301,7 @@ impl Store for EmbeddedStore {
                     store: Some(info),
                     share,
                     record,
+                    counters_exact: true,
                 },
                 blob_gone,
             ))
