@@ -61,6 +61,13 @@ pub enum ReachedBy {
     Name,
 }
 
+/// Whether the caller's share of `store` can count: only for a signed-in caller who is not its
+/// owner. Where it cannot, the share need not be looked up; [`access`] ignores it anyway (the
+/// storage layer hands over whatever share it finds).
+pub fn share_counts(caller: &Caller, store: &StoreInfo) -> bool {
+    caller.user().is_some_and(|u| u.id != store.user_id)
+}
+
 /// The access a caller has to a store, before any signature is considered: the owner and
 /// administrators manage it, a share gives what it says, `generalAccess` may let anyone read; the
 /// store of a disabled owner answers administrators only; a read-only token never writes.
@@ -90,7 +97,7 @@ pub fn access(
             | (GeneralAccess::Restricted, _)
             | (GeneralAccess::FollowUserSetting, _) => Access::None,
         };
-        let by_share = match shared {
+        let by_share = match shared.filter(|_| share_counts(caller, store)) {
             Some(ShareAccess::Write) => Access::Write,
             Some(ShareAccess::Read) => Access::Read,
             None => Access::None,

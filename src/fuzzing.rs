@@ -7,13 +7,12 @@
 use axum::http::StatusCode;
 
 use crate::api::params::{Params, MAX_LIMIT};
-use crate::api::resolve::{parse_ref, StoreRef};
 use crate::auth::{
     record_signature, storage_signature, verify_record_signature, verify_storage_signature,
     SignatureError,
 };
 use crate::error::ApiError;
-use crate::model::{RecordKey, StoreName};
+use crate::model::{RecordKey, StoreName, StoreRef};
 
 /// Splits fuzz input into `n` strings at `0xff` bytes (never valid UTF-8, so a natural separator).
 fn fields(data: &[u8], n: usize) -> Vec<String> {
@@ -129,7 +128,7 @@ pub fn query_params(data: &[u8]) {
 /// same, and record keys and store names obey their rules.
 pub fn store_refs(data: &[u8]) {
     let raw = String::from_utf8_lossy(data);
-    match parse_ref(&raw) {
+    match StoreRef::parse(&raw) {
         StoreRef::Id(id) => assert_eq!(id.as_str(), raw),
         StoreRef::OwnName(name) => assert_eq!(format!("~{name}"), raw),
         StoreRef::UserName(user, name) => assert_eq!(format!("{user}~{name}"), raw),

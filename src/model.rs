@@ -170,6 +170,33 @@ impl Username {
     }
 }
 
+/// How a request names a store (`{storeId}` of the API, the store argument of `kvstore share`):
+/// parsed here once for every caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreRef {
+    Id(StoreId),
+    /// `~name`: the caller's own store of that name.
+    OwnName(StoreName),
+    /// `username~name`.
+    UserName(Username, StoreName),
+    /// Cannot name any store.
+    Invalid,
+}
+
+impl StoreRef {
+    /// An id, `~name` or `username~name`.
+    pub fn parse(raw: &str) -> Self {
+        match raw.split_once('~') {
+            None => StoreId::parse(raw).map_or(StoreRef::Invalid, StoreRef::Id),
+            Some(("", name)) => StoreName::parse(name).map_or(StoreRef::Invalid, StoreRef::OwnName),
+            Some((user, name)) => match (Username::parse(user), StoreName::parse(name)) {
+                (Ok(u), Ok(n)) => StoreRef::UserName(u, n),
+                _ => StoreRef::Invalid,
+            },
+        }
+    }
+}
+
 fn truncate_for_message(s: &str) -> String {
     s.chars().take(80).collect()
 }

@@ -9,11 +9,11 @@ use super::openapi::responses::{
     BadRequest, Forbidden, InternalServerError, NotFound, ServiceUnavailable, Unauthorized,
 };
 use super::openapi::schemas::{NonNegativeNumber, StoreRef};
-use super::params::{FromParams, KeyFilterParams, KeyListParams, Params, SignatureParam};
+use super::params::{FromParams, KeyFilterParams, KeyListParams, Params};
 use super::paths::StorePath;
-use super::resolve::{resolve, Need, Resolved, Signed};
-use super::AppState;
-use crate::auth::{self, Caller};
+use super::resolve::{resolve, Ask, Need, Resolved};
+use super::{AppState, BearerToken};
+use crate::auth;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{now_millis, RecordKey, StoreInfo};
 use crate::storage::{AccessKind, KeyListQuery, KeyPage};
@@ -33,16 +33,12 @@ pub enum KeyFilter {
 /// the key parameters are read: a store the caller may not see is 404 whatever they say.
 pub async fn readable_keys<T: FromParams>(
     state: &AppState,
-    caller: &Caller,
+    token: &BearerToken,
     store_ref: &str,
     params: &Params,
 ) -> ApiResult<(Resolved, T)> {
-    let SignatureParam(signature) = params.parse()?;
-    let signed = match signature.as_deref() {
-        Some(signature) => Signed::Storage { signature },
-        None => Signed::None,
-    };
-    let resolved = resolve(state, caller, store_ref, Need::Read, signed).await?;
+    let ask = Ask::store(store_ref, Need::Read).signed(params.get("signature"));
+    let resolved = resolve(state, token, ask).await?;
     Ok((resolved, params.parse()?))
 }
 
@@ -154,12 +150,12 @@ pub async fn list_page(
 )]
 pub async fn keys_list(
     State(state): State<AppState>,
-    caller: Caller,
+    token: BearerToken,
     StorePath(store_ref): StorePath,
     params: Params,
 ) -> ApiResult<Json<Data<KeyListDto>>> {
     let (resolved, wanted): (_, KeyListParams) =
-        readable_keys(&state, &caller, &store_ref, &params).await?;
+        readable_keys(&state, &token, &store_ref, &params).await?;
     let limit = wanted.limit;
     let exclusive_start_key = wanted.exclusive_start_key.as_deref();
     let filter = key_filter(&resolved.store, &wanted.filter)?;

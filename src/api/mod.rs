@@ -204,8 +204,8 @@ fn token_of(parts: &Parts) -> Result<Option<Token>, ApiError> {
         .map(|t| Token::from_secret(t.to_owned())))
 }
 
-/// The request's token, parsed but not yet checked: `GET record` checks it in the same storage
-/// round trip as the store and the record (see [`crate::storage::Store::record_read`]).
+/// The request's token, parsed but not yet checked: a request on a store named by id checks it in
+/// the same storage round trip as the store (see [`crate::storage::Store::record_read`]).
 pub struct BearerToken(Option<Token>);
 
 impl BearerToken {
@@ -218,16 +218,20 @@ impl BearerToken {
         self.0.as_ref().map(Token::hash)
     }
 
-    /// The caller, looked up now.
-    pub async fn verify(&self, state: &AppState) -> Result<Caller, ApiError> {
-        let found = match &self.0 {
+    /// Who holds the token, as the backend knows it; no storage call without a token.
+    pub async fn lookup(
+        &self,
+        state: &AppState,
+    ) -> Result<Option<crate::model::Authenticated>, ApiError> {
+        Ok(match &self.0 {
             Some(token) => state.store.user_by_token(&token.hash()).await?,
             None => None,
-        };
-        self.caller(found)
+        })
     }
 
-    /// The caller, given what the backend found for the token.
+    /// The one place a token becomes a caller, given what the backend found for it (by
+    /// [`BearerToken::lookup`] or [`crate::storage::Store::record_read`]): none is anonymous, one
+    /// that authenticates nobody is a 401.
     pub fn caller(&self, found: Option<crate::model::Authenticated>) -> Result<Caller, ApiError> {
         match (&self.0, found) {
             (None, _) => Ok(Caller::anonymous()),
@@ -249,12 +253,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Some(token) = token_of(parts)? else {
-            return Ok(Caller::anonymous());
-        };
-        match state.store.user_by_token(&token.hash()).await? {
-            Some(who) => Ok(Caller::authenticated(who)),
-            None => Err(ApiError::InvalidToken),
-        }
+        let token = BearerToken(token_of(parts)?);
+        token.caller(token.lookup(state).await?)
     }
 }

@@ -172,17 +172,6 @@ impl FromParams for StoreCreateParams {
     }
 }
 
-/// `?signature=`: a storage signature (key listing, records ZIP) or a record signature (GET/HEAD
-/// record), checked by the access decision.
-#[derive(Debug)]
-pub struct SignatureParam(pub Option<String>);
-
-impl FromParams for SignatureParam {
-    fn from_params(params: &Params) -> ApiResult<Self> {
-        Ok(Self(params.get("signature")?.map(str::to_owned)))
-    }
-}
-
 /// `?prefix=` and `?collection=`: which keys a key listing or a records ZIP covers.
 #[derive(Debug)]
 pub struct KeyFilterParams {

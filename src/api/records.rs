@@ -18,70 +18,43 @@ use super::openapi::responses::{
 use super::openapi::schemas::{Binary, QueryBool, RecordKey as RecordKeyParam, StoreRef};
 use super::params::{KeyFilterParams, Params, RecordGetParams};
 use super::paths::{RecordPath, StorePath};
-use super::resolve::{decide, missing_store, resolve, Need, ReachedBy, Resolved, Signed};
+use super::resolve::{bad_key, resolve, Ask, Need, Resolved};
 use super::{AppState, BearerToken};
-use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::model::{now_millis, RecordKey, RecordMeta, StoreId};
+use crate::model::{now_millis, Invalid, RecordKey, RecordMeta};
 use crate::storage::{AccessKind, BodyOutput, WriteOutcome};
 
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 /// Stored HTML or SVG must not run script with this server's origin.
 const RECORD_CSP: &str = "sandbox";
 
-/// The store reference and the validated key. Both arrive percent-decoded, so keys the Python
-/// client encodes (`%21%27%28%29`) and keys the JS client sends raw are the same.
-fn record_path(path: RecordPath) -> ApiResult<(String, RecordKey)> {
-    let key = path.key.ok_or_else(|| {
-        ApiError::InvalidRecordKey("Record key is not valid UTF-8 after percent-decoding.".into())
+/// The record key of the path. It arrives percent-decoded, so keys the Python client encodes
+/// (`%21%27%28%29`) and keys the JS client sends raw are the same.
+fn record_key(path: &RecordPath) -> Result<RecordKey, Invalid> {
+    let key = path.key.as_deref().ok_or_else(|| {
+        Invalid("Record key is not valid UTF-8 after percent-decoding.".to_owned())
     })?;
-    let key = RecordKey::parse(&key).map_err(|e| ApiError::InvalidRecordKey(e.0))?;
-    Ok((path.store, key))
+    RecordKey::parse(key)
 }
 
-/// The store and key of a PUT/DELETE record request that the caller may write. By store id (what
-/// the clients send) the caller, the store and the caller's share come from one storage call, as
-/// for `GET` (see [`crate::storage::Store::record_read`]); otherwise as for any other request.
-async fn resolve_for_writing(
+/// A record request through [`resolve`], which also answers a bad key; with the key once valid.
+async fn resolve_record(
     state: &AppState,
     token: &BearerToken,
-    path: RecordPath,
+    path: &RecordPath,
+    need: Need,
+    signature: ApiResult<Option<&str>>,
+    read_record: bool,
 ) -> ApiResult<(Resolved, RecordKey)> {
-    if !token.given() {
-        record_path(path)?; // a bad key is a 400 first, whoever asks
-        return Err(ApiError::TokenNotProvided);
-    }
-    let by_id = StoreId::parse(&path.store).zip(path.key.as_deref().map(RecordKey::parse));
-    if let Some((id, Ok(key))) = by_id {
-        let no_signature = || Ok(Signed::None);
-        let (resolved, _) =
-            decide_by_id(state, token, &id, None, Need::Write, no_signature).await?;
-        return Ok((resolved, key));
-    }
-    let caller = token.verify(state).await?;
-    let (store_ref, key) = record_path(path)?;
-    let resolved = resolve(state, &caller, &store_ref, Need::Write, Signed::None).await?;
-    Ok((resolved, key))
-}
-
-/// The store and key of a GET/HEAD record request that the caller (or its record signature) may
-/// read.
-async fn resolve_for_reading(
-    state: &AppState,
-    caller: &Caller,
-    path: RecordPath,
-    params: &Params,
-) -> ApiResult<(Resolved, RecordKey)> {
-    let (store_ref, key) = record_path(path)?;
-    let signed = match params.get("signature")? {
-        Some(signature) => Signed::Record {
-            key: key.as_str(),
-            signature,
-        },
-        None => Signed::None,
+    let key = record_key(path);
+    let ask = Ask::record(&path.store, &key, need).signed(signature);
+    let ask = if read_record {
+        ask.reading_record()
+    } else {
+        ask
     };
-    let resolved = resolve(state, caller, &store_ref, Need::Read, signed).await?;
-    Ok((resolved, key))
+    let resolved = resolve(state, token, ask).await?;
+    Ok((resolved, key.map_err(|e| bad_key(&e))?))
 }
 
 /// Which method reads a record.
@@ -266,18 +239,10 @@ pub async fn record_get(
     params: Params,
     request_headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let (resolved, record) = match read_by_id(&state, &token, &path, &params).await {
-        Some(read) => read?,
-        None => {
-            // `~name` and `user~name` references: the general path.
-            let caller = token.verify(&state).await?;
-            let (resolved, key) = resolve_for_reading(&state, &caller, path, &params).await?;
-            let record = state.store.record_get(&resolved.store.id, &key).await?;
-            (resolved, record)
-        }
-    };
+    let signature = params.get("signature");
+    let (resolved, _) = resolve_record(&state, &token, &path, Need::Read, signature, true).await?;
     let RecordGetParams { attachment } = params.parse()?;
-    let record = record.ok_or(ApiError::RecordNotFound)?;
+    let record = resolved.record.ok_or(ApiError::RecordNotFound)?;
     state
         .access
         .record(&resolved.store.id, AccessKind::Read, now_millis());
@@ -307,64 +272,6 @@ pub async fn record_get(
             Ok((StatusCode::PARTIAL_CONTENT, headers, body).into_response())
         }
     }
-}
-
-/// The fast path of `GET record` for a store named by id: the token, the store, the caller's
-/// share and the record come from one storage call, then the usual access decision runs on them.
-/// `None` for `~name` references (and for a key that is not valid, so that a bad token is still
-/// answered first).
-async fn read_by_id(
-    state: &AppState,
-    token: &BearerToken,
-    path: &RecordPath,
-    params: &Params,
-) -> Option<ApiResult<(Resolved, Option<crate::storage::Record>)>> {
-    let id = StoreId::parse(&path.store)?;
-    let key = RecordKey::parse(path.key.as_deref()?).ok()?;
-    Some(
-        async {
-            let signed = || {
-                Ok(match params.get("signature")? {
-                    Some(signature) => Signed::Record {
-                        key: key.as_str(),
-                        signature,
-                    },
-                    None => Signed::None,
-                })
-            };
-            decide_by_id(state, token, &id, Some(&key), Need::Read, signed).await
-        }
-        .await,
-    )
-}
-
-/// The access decision for a record request by store id, on what one storage call found: the
-/// token's user, the store, the caller's share and (given a key) the record. `signed` is asked
-/// only once the token and the store are known good, so that those errors come first.
-async fn decide_by_id<'a>(
-    state: &AppState,
-    token: &BearerToken,
-    id: &StoreId,
-    key: Option<&RecordKey>,
-    need: Need,
-    signed: impl FnOnce() -> ApiResult<Signed<'a>>,
-) -> ApiResult<(Resolved, Option<crate::storage::Record>)> {
-    let read = state
-        .store
-        .record_read(token.hash().as_ref(), id, key)
-        .await?;
-    let caller = token.caller(read.caller)?;
-    let store = read.store.ok_or_else(|| missing_store(&caller))?;
-    let resolved = decide(
-        state,
-        &caller,
-        store,
-        ReachedBy::Id,
-        read.share,
-        need,
-        signed()?,
-    )?;
-    Ok((resolved, read.record))
 }
 
 /// `len` bytes of a body from `first` on.
@@ -419,12 +326,14 @@ async fn part_of(body: BodyOutput, first: u64, len: u64) -> std::io::Result<Body
 )]
 pub async fn record_head(
     State(state): State<AppState>,
-    caller: Caller,
+    token: BearerToken,
     path: RecordPath,
     params: Params,
     request_headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let (resolved, key) = resolve_for_reading(&state, &caller, path, &params).await?;
+    let signature = params.get("signature");
+    let (resolved, key) =
+        resolve_record(&state, &token, &path, Need::Read, signature, false).await?;
     let meta = state
         .store
         .record_meta(&resolved.store.id, &key)
@@ -473,7 +382,8 @@ pub async fn record_put(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let (Resolved { store, .. }, key) = resolve_for_writing(&state, &token, path).await?;
+    let (Resolved { store, .. }, key) =
+        resolve_record(&state, &token, &path, Need::Write, Ok(None), false).await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -536,7 +446,8 @@ pub async fn record_delete(
     token: BearerToken,
     path: RecordPath,
 ) -> ApiResult<StatusCode> {
-    let (Resolved { store, .. }, key) = resolve_for_writing(&state, &token, path).await?;
+    let (Resolved { store, .. }, key) =
+        resolve_record(&state, &token, &path, Need::Write, Ok(None), false).await?;
     match state.store.record_delete(&store.id, &key).await? {
         WriteOutcome::Written => Ok(StatusCode::NO_CONTENT),
         WriteOutcome::StoreMissing => Err(ApiError::StoreNotFound),
@@ -573,12 +484,12 @@ pub async fn record_delete(
 )]
 pub async fn records_zip(
     State(state): State<AppState>,
-    caller: Caller,
+    token: BearerToken,
     StorePath(store_ref): StorePath,
     params: Params,
 ) -> ApiResult<Response> {
     let (resolved, wanted): (_, KeyFilterParams) =
-        readable_keys(&state, &caller, &store_ref, &params).await?;
+        readable_keys(&state, &token, &store_ref, &params).await?;
     let filter = key_filter(&resolved.store, &wanted)?;
     let internal = |e: std::io::Error| ApiError::Internal(format!("building a ZIP failed: {e}"));
     let file = tempfile::tempfile_in(state.store.spool_dir()).map_err(internal)?;

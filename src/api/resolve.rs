@@ -1,15 +1,23 @@
-//! Turning `{storeId}` (an id, `~name` or `username~name`) plus the caller into a store the caller
-//! may use, with the error answers of `shared/DECISIONS.md`:
-//! no token where one is needed → 401; may not read → 404 `record-or-token-not-found` (existence is
-//! never revealed); may read but not write → 403; missing store, caller may look → 404
-//! `record-not-found`.
+//! The one access path of every request on a store, its keys, its records or its shares: the
+//! token, `{storeId}` (an id, `~name` or `username~name`), the record key and any signature become
+//! the store the caller may use, with one question to [`auth::access`], or the error answers of
+//! `shared/DECISIONS.md`: no token where one is needed → 401; may not read → 404
+//! `record-or-token-not-found` (existence is never revealed); may read but not write → 403; missing
+//! store, caller may look → 404 `record-not-found`.
+//!
+//! A store named by id (what the clients send) costs one storage call,
+//! [`crate::storage::Store::record_read`]: the token's user, the store, the caller's share and, for
+//! `GET record`, the record. A name costs the lookups it needs.
+//!
+//! Errors come in this order: a token that authenticates nobody (401), a bad record key (400), no
+//! token for a write (401), a repeated `signature` (400), then the store and the access decision.
 
-pub use crate::auth::ReachedBy;
-use crate::auth::{self, Access, Caller, SignatureError};
+use crate::auth::{self, Access, Caller, ReachedBy, SignatureError};
 use crate::error::{ApiError, ApiResult};
-use crate::model::{now_millis, ShareAccess, StoreId, StoreInfo, StoreName, Username};
+use crate::model::{now_millis, Invalid, RecordKey, ShareAccess, StoreId, StoreInfo, StoreRef};
+use crate::storage::Record;
 
-use super::AppState;
+use super::{AppState, BearerToken};
 
 /// What the request wants to do with the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,9 +29,94 @@ pub enum Need {
     Manage,
 }
 
+/// What a request names and asks for, as it arrived: [`resolve`] checks it in the order of the
+/// error answers.
+pub struct Ask<'a> {
+    /// `{storeId}`, unparsed.
+    store: &'a str,
+    /// `{key}` of a record request.
+    key: Option<&'a Result<RecordKey, Invalid>>,
+    need: Need,
+    /// The `signature` query parameter: a record signature on a record request, a storage
+    /// signature (key listing, records ZIP) otherwise.
+    signature: ApiResult<Option<&'a str>>,
+    /// Read the record too (`GET record`).
+    read_record: bool,
+}
+
+impl<'a> Ask<'a> {
+    /// A request on the store itself, its keys, its records ZIP or its shares.
+    pub fn store(store: &'a str, need: Need) -> Self {
+        Ask {
+            store,
+            key: None,
+            need,
+            signature: Ok(None),
+            read_record: false,
+        }
+    }
+
+    /// A request on one record.
+    pub fn record(store: &'a str, key: &'a Result<RecordKey, Invalid>, need: Need) -> Self {
+        Ask {
+            key: Some(key),
+            ..Ask::store(store, need)
+        }
+    }
+
+    /// With the request's `signature` parameter.
+    pub fn signed(self, signature: ApiResult<Option<&'a str>>) -> Self {
+        Ask { signature, ..self }
+    }
+
+    /// Also read the record; by id it comes in the same storage call as the access check.
+    pub fn reading_record(self) -> Self {
+        Ask {
+            read_record: true,
+            ..self
+        }
+    }
+}
+
+/// The answer to a record key that is not valid.
+pub fn bad_key(invalid: &Invalid) -> ApiError {
+    ApiError::InvalidRecordKey(invalid.0.clone())
+}
+
+pub struct Resolved {
+    /// The store; its counters may lag (see [`Resolved::store_with_counters`]).
+    pub store: StoreInfo,
+    pub access: Access,
+    /// Access came from a valid signature rather than a token or `generalAccess`.
+    pub by_signature: bool,
+    /// The record, when the ask read it and it exists.
+    pub record: Option<Record>,
+    /// Whether `store`'s counters are exact: `record_read` may leave them out.
+    counters_exact: bool,
+}
+
+impl Resolved {
+    pub fn may_write(&self) -> bool {
+        self.access >= Access::Write
+    }
+
+    /// The store with exact counters, for showing it (`GET store`).
+    pub async fn store_with_counters(&self, state: &AppState) -> ApiResult<StoreInfo> {
+        if self.counters_exact {
+            return Ok(self.store.clone());
+        }
+        // Deleted since the access check: gone for whoever asks.
+        state
+            .store
+            .store_get(&self.store.id)
+            .await?
+            .ok_or(ApiError::StoreNotFound)
+    }
+}
+
 /// A signature given with the request and what it may open.
 #[derive(Debug, Clone, Copy)]
-pub enum Signed<'a> {
+enum Signed<'a> {
     None,
     /// A record signature for this key (GET/HEAD record).
     Record {
@@ -36,123 +129,176 @@ pub enum Signed<'a> {
     },
 }
 
-pub struct Resolved {
-    pub store: StoreInfo,
-    pub access: Access,
-    /// Access came from a valid signature rather than a token or `generalAccess`.
-    pub by_signature: bool,
+/// The syntax of an ask, checked before any store is looked up.
+struct Checked<'a> {
+    key: Option<&'a RecordKey>,
+    signed: Signed<'a>,
 }
 
-impl Resolved {
-    pub fn may_write(&self) -> bool {
-        self.access >= Access::Write
-    }
-}
-
-pub(crate) enum StoreRef {
-    Id(StoreId),
-    OwnName(StoreName),
-    UserName(Username, StoreName),
-    /// Cannot name any store.
-    Invalid,
-}
-
-pub(crate) fn parse_ref(raw: &str) -> StoreRef {
-    match raw.split_once('~') {
-        None => StoreId::parse(raw).map_or(StoreRef::Invalid, StoreRef::Id),
-        Some(("", name)) => StoreName::parse(name).map_or(StoreRef::Invalid, StoreRef::OwnName),
-        Some((user, name)) => match (Username::parse(user), StoreName::parse(name)) {
-            (Ok(u), Ok(n)) => StoreRef::UserName(u, n),
-            _ => StoreRef::Invalid,
-        },
-    }
-}
-
-pub async fn resolve(
-    state: &AppState,
-    caller: &Caller,
-    raw_ref: &str,
+fn check<'a>(
+    token: &BearerToken,
+    key: Option<&'a Result<RecordKey, Invalid>>,
     need: Need,
-    signed: Signed<'_>,
-) -> ApiResult<Resolved> {
-    if need != Need::Read && caller.user().is_none() {
+    signature: ApiResult<Option<&'a str>>,
+) -> ApiResult<Checked<'a>> {
+    let key = key.map(|k| k.as_ref().map_err(bad_key)).transpose()?;
+    if need != Need::Read && !token.given() {
         return Err(ApiError::TokenNotProvided);
     }
-    let (store, reached_by) = match parse_ref(raw_ref) {
-        StoreRef::Invalid => {
-            return Err(match caller.user() {
-                Some(_) => ApiError::StoreNotFound,
-                None => ApiError::RecordOrTokenNotFound,
-            })
-        }
-        StoreRef::Id(id) => match state.store.store_get(&id).await? {
-            Some(store) => (store, ReachedBy::Id),
-            None => return Err(missing_store(caller)),
+    let signed = match (signature?, key) {
+        (None, _) => Signed::None,
+        (Some(signature), Some(key)) => Signed::Record {
+            key: key.as_str(),
+            signature,
         },
+        (Some(signature), None) => Signed::Storage { signature },
+    };
+    Ok(Checked { key, signed })
+}
+
+/// What the storage layer found for an ask.
+struct Found {
+    caller: Caller,
+    store: StoreInfo,
+    reached_by: ReachedBy,
+    share: Option<ShareAccess>,
+    record: Option<Record>,
+    /// Everything came from one `record_read` (by id), the record too when asked for.
+    one_call: bool,
+    counters_exact: bool,
+}
+
+/// The store, key or record request's one way to the store and the caller's access.
+pub async fn resolve(state: &AppState, token: &BearerToken, ask: Ask<'_>) -> ApiResult<Resolved> {
+    let Ask {
+        store: raw,
+        key,
+        need,
+        signature,
+        read_record,
+    } = ask;
+    let (found, checked) = match (check(token, key, need, signature), StoreRef::parse(raw)) {
+        (Ok(checked), StoreRef::Id(id)) => {
+            let key = checked.key.filter(|_| read_record);
+            (by_id(state, token, &id, key).await?, checked)
+        }
+        (Ok(checked), by_name) => (by_name_of(state, token, by_name).await?, checked),
+        (Err(e), _) => {
+            // A token that authenticates nobody is answered first.
+            token.caller(token.lookup(state).await?)?;
+            return Err(e);
+        }
+    };
+    let (access, by_signature) = decide(state, &found, need, checked.signed)?;
+    let record = match checked.key.filter(|_| read_record && !found.one_call) {
+        Some(key) => state.store.record_get(&found.store.id, key).await?,
+        None => found.record,
+    };
+    Ok(Resolved {
+        store: found.store,
+        access,
+        by_signature,
+        record,
+        counters_exact: found.counters_exact,
+    })
+}
+
+/// The hot path: the caller, the store, the caller's share and (given a key) the record in one
+/// storage call.
+async fn by_id(
+    state: &AppState,
+    token: &BearerToken,
+    id: &StoreId,
+    key: Option<&RecordKey>,
+) -> ApiResult<Found> {
+    let read = state
+        .store
+        .record_read(token.hash().as_ref(), id, key)
+        .await?;
+    let caller = token.caller(read.caller)?;
+    let store = read.store.ok_or_else(|| missing_store(&caller))?;
+    Ok(Found {
+        caller,
+        store,
+        reached_by: ReachedBy::Id,
+        share: read.share,
+        record: read.record,
+        one_call: true,
+        counters_exact: read.counters_exact,
+    })
+}
+
+/// `~name`, `username~name`, or a reference that names no store.
+async fn by_name_of(state: &AppState, token: &BearerToken, by: StoreRef) -> ApiResult<Found> {
+    let caller = token.caller(token.lookup(state).await?)?;
+    let store = match by {
+        // Ids go to `by_id`.
+        StoreRef::Id(_) | StoreRef::Invalid => None,
         StoreRef::OwnName(name) => {
             let user = caller.user().ok_or(ApiError::TokenNotProvided)?;
-            match state.store.store_get_by_name(&user.id, &name).await? {
-                Some(store) => (store, ReachedBy::Name),
-                None => return Err(ApiError::StoreNotFound),
-            }
+            let store = state.store.store_get_by_name(&user.id, &name).await?;
+            Some(store.ok_or(ApiError::StoreNotFound)?)
         }
         StoreRef::UserName(username, name) => {
             let is_self = caller.user().is_some_and(|u| u.username == username);
-            let owner = state.store.user_by_name(&username).await?;
-            let store = match owner {
+            let store = match state.store.user_by_name(&username).await? {
                 Some(owner) => state.store.store_get_by_name(&owner.id, &name).await?,
                 None => None,
             };
             match store {
-                Some(store) => (store, ReachedBy::Name),
+                Some(store) => Some(store),
                 None if is_self => return Err(ApiError::StoreNotFound),
                 None => return Err(ApiError::RecordOrTokenNotFound),
             }
         }
     };
-    // A share matters only to a signed-in caller who does not own the store.
-    let shared = match caller.user() {
-        Some(user) if user.id != store.user_id => {
+    let store = store.ok_or_else(|| missing_store(&caller))?;
+    let share = match caller.user() {
+        Some(user) if auth::share_counts(&caller, &store) => {
             state.store.share_get(&store.id, &user.id).await?
         }
         _ => None,
     };
-    decide(state, caller, store, reached_by, shared, need, signed)
+    Ok(Found {
+        caller,
+        store,
+        reached_by: ReachedBy::Name,
+        share,
+        record: None,
+        one_call: false,
+        counters_exact: true,
+    })
 }
 
-/// The answer when a store named by id does not exist: existence is never revealed to anonymous
-/// callers.
-pub fn missing_store(caller: &Caller) -> ApiError {
+/// The answer when no store has the id (or the reference names none): existence is never
+/// revealed to anonymous callers.
+fn missing_store(caller: &Caller) -> ApiError {
     match caller.user() {
         Some(_) => ApiError::StoreNotFound,
         None => ApiError::RecordOrTokenNotFound,
     }
 }
 
-/// The access decision once the store (and the caller's share of it) is known.
-pub fn decide(
+/// The access decision once the store (and the caller's share of it) is known: the access and
+/// whether a signature gave it.
+fn decide(
     state: &AppState,
-    caller: &Caller,
-    store: StoreInfo,
-    reached_by: ReachedBy,
-    shared: Option<ShareAccess>,
+    found: &Found,
     need: Need,
     signed: Signed<'_>,
-) -> ApiResult<Resolved> {
-    if need != Need::Read && caller.user().is_none() {
-        return Err(ApiError::TokenNotProvided);
-    }
+) -> ApiResult<(Access, bool)> {
+    let store = &found.store;
     let mut access = auth::access(
-        caller,
-        &store,
-        reached_by,
+        &found.caller,
+        store,
+        found.reached_by,
         state.config.default_general_access,
-        shared,
+        found.share,
     );
     let mut by_signature = false;
     // No signature opens the store of a disabled owner.
     if access == Access::None && !store.owner_disabled {
-        access = check_signature(&store, signed)?;
+        access = check_signature(store, signed)?;
         by_signature = access != Access::None;
     }
     match (access, need) {
@@ -162,11 +308,7 @@ pub fn decide(
         }
         (Access::Read, Need::Read)
         | (Access::Write, Need::Read | Need::Write)
-        | (Access::Manage, _) => Ok(Resolved {
-            store,
-            access,
-            by_signature,
-        }),
+        | (Access::Manage, _) => Ok((access, by_signature)),
     }
 }
 

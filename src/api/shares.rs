@@ -15,16 +15,15 @@ use super::openapi::responses::{
 };
 use super::openapi::schemas::StoreRef;
 use super::paths::{SharePath, StorePath};
-use super::resolve::{resolve, Need, Signed};
-use super::AppState;
-use crate::auth::Caller;
+use super::resolve::{resolve, Ask, Need};
+use super::{AppState, BearerToken};
 use crate::error::{ApiError, ApiResult};
 use crate::model::{ShareAccess, StoreInfo, Username};
 use crate::ops::admin::Local;
 
 /// The store named by `raw` if the caller may manage its shares: its owner, or an administrator.
-async fn managed_store(state: &AppState, caller: &Caller, raw: &str) -> ApiResult<StoreInfo> {
-    let resolved = resolve(state, caller, raw, Need::Manage, Signed::None).await?;
+async fn managed_store(state: &AppState, token: &BearerToken, raw: &str) -> ApiResult<StoreInfo> {
+    let resolved = resolve(state, token, Ask::store(raw, Need::Manage)).await?;
     Ok(resolved.store)
 }
 
@@ -47,10 +46,10 @@ async fn managed_store(state: &AppState, caller: &Caller, raw: &str) -> ApiResul
 )]
 pub async fn shares_list(
     State(state): State<AppState>,
-    caller: Caller,
+    token: BearerToken,
     StorePath(store_ref): StorePath,
 ) -> ApiResult<Json<Data<ShareListDto>>> {
-    let store = managed_store(&state, &caller, &store_ref).await?;
+    let store = managed_store(&state, &token, &store_ref).await?;
     let items = Local(state.store.clone()).shares_of(&store).await?;
     Ok(Json(Data {
         data: ShareListDto { items },
@@ -80,12 +79,12 @@ pub async fn shares_list(
 )]
 pub async fn share_put(
     State(state): State<AppState>,
-    caller: Caller,
+    token: BearerToken,
     path: SharePath,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<Data<ShareInfo>>> {
-    let store = managed_store(&state, &caller, &path.store).await?;
+    let store = managed_store(&state, &token, &path.store).await?;
     let body: Option<ShareBody> = json_body(&state, &headers, body).await?;
     let access = body
         .map(|b| ShareAccess::parse(&b.access))
@@ -124,10 +123,10 @@ pub async fn share_put(
 )]
 pub async fn share_delete(
     State(state): State<AppState>,
-    caller: Caller,
+    token: BearerToken,
     path: SharePath,
 ) -> ApiResult<StatusCode> {
-    let store = managed_store(&state, &caller, &path.store).await?;
+    let store = managed_store(&state, &token, &path.store).await?;
     let with = shared_user(&state, &path.user).await?;
     Local(state.store.clone())
         .share_store(&store, &with, None)

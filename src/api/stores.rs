@@ -18,8 +18,8 @@ use super::openapi::schemas::{
 };
 use super::params::{Ownership, Params, StoreCreateParams, StoreListParams};
 use super::paths::StorePath;
-use super::resolve::{resolve, Need, Signed};
-use super::AppState;
+use super::resolve::{resolve, Ask, Need};
+use super::{AppState, BearerToken};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{
@@ -293,21 +293,17 @@ pub async fn stores_create(
 )]
 pub async fn store_get(
     State(state): State<AppState>,
-    caller: Caller,
+    token: BearerToken,
     StorePath(store_ref): StorePath,
 ) -> ApiResult<Json<Data<StoreDto>>> {
-    let resolved = resolve(&state, &caller, &store_ref, Need::Read, Signed::None).await?;
+    let resolved = resolve(&state, &token, Ask::store(&store_ref, Need::Read)).await?;
     state
         .access
         .record(&resolved.store.id, AccessKind::Touch, now_millis());
-    let owner = state.store.user_by_id(&resolved.store.user_id).await?;
+    let store = resolved.store_with_counters(&state).await?;
+    let owner = state.store.user_by_id(&store.user_id).await?;
     Ok(Json(Data {
-        data: dto(
-            &state,
-            &resolved.store,
-            owner.as_ref(),
-            resolved.may_write(),
-        ),
+        data: dto(&state, &store, owner.as_ref(), resolved.may_write()),
     }))
 }
 
@@ -339,12 +335,12 @@ pub async fn store_get(
 )]
 pub async fn store_update(
     State(state): State<AppState>,
-    caller: Caller,
+    token: BearerToken,
     StorePath(store_ref): StorePath,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<Data<StoreDto>>> {
-    let resolved = resolve(&state, &caller, &store_ref, Need::Manage, Signed::None).await?;
+    let resolved = resolve(&state, &token, Ask::store(&store_ref, Need::Manage)).await?;
     let body = read_json(
         body,
         &headers,
@@ -435,10 +431,10 @@ pub async fn store_update(
 )]
 pub async fn store_delete(
     State(state): State<AppState>,
-    caller: Caller,
+    token: BearerToken,
     StorePath(store_ref): StorePath,
 ) -> ApiResult<StatusCode> {
-    let resolved = resolve(&state, &caller, &store_ref, Need::Manage, Signed::None).await?;
+    let resolved = resolve(&state, &token, Ask::store(&store_ref, Need::Manage)).await?;
     if state.store.store_delete(&resolved.store.id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

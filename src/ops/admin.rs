@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ShareAccess, StoreInfo, Token, TokenGrant, User, UserId, Username};
+use crate::model::{ShareAccess, StoreInfo, StoreRef, Token, TokenGrant, User, UserId, Username};
 use crate::storage::{StorageError, Store, UserUpdate};
 
 #[derive(Debug, thiserror::Error)]
@@ -132,22 +132,14 @@ impl Local {
     /// A store by id or `username~name`.
     pub async fn store_by_ref(&self, raw: &str) -> Result<StoreInfo, AdminError> {
         let missing = || AdminError::NoSuchStore(raw.to_owned());
-        let found = match raw.split_once('~') {
-            None => match crate::model::StoreId::parse(raw) {
-                Some(id) => self.0.store_get(&id).await?,
+        let found = match StoreRef::parse(raw) {
+            StoreRef::Id(id) => self.0.store_get(&id).await?,
+            StoreRef::UserName(user, name) => match self.0.user_by_name(&user).await? {
+                Some(owner) => self.0.store_get_by_name(&owner.id, &name).await?,
                 None => None,
             },
-            Some((user, name)) => {
-                let (Ok(user), Ok(name)) =
-                    (Username::parse(user), crate::model::StoreName::parse(name))
-                else {
-                    return Err(missing());
-                };
-                match self.0.user_by_name(&user).await? {
-                    Some(owner) => self.0.store_get_by_name(&owner.id, &name).await?,
-                    None => None,
-                }
-            }
+            // `~name` is the caller's own store, and here there is no caller.
+            StoreRef::OwnName(_) | StoreRef::Invalid => None,
         };
         found.ok_or_else(missing)
     }

@@ -89,9 +89,13 @@ pub struct RecordRead {
     /// The token's user; `None` without a token, or for a token that authenticates nobody.
     pub caller: Option<Authenticated>,
     pub store: Option<StoreInfo>,
-    /// The caller's share of the store, when the caller is not its owner.
+    /// The caller's share of the store, whoever the caller is (whether it counts is
+    /// [`crate::auth`]'s to say).
     pub share: Option<ShareAccess>,
     pub record: Option<Record>,
+    /// Whether `store`'s counters and times are those [`Store::store_get`] shows; PostgreSQL
+    /// leaves its counter shards out of this read.
+    pub counters_exact: bool,
 }
 
 /// A change to a user; `None` leaves a field as it is.
@@ -296,8 +300,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// The hot path of record requests by store id: the token's user, the store, the caller's
     /// share of it and, given a key, the record (`GET`; writes give none), in one read
-    /// transaction or round trip where the backend can. The store's counters are not loaded (its
-    /// stats may read zero). Nothing here decides access.
+    /// transaction or round trip where the backend can. The store's counters may be left out (see
+    /// [`RecordRead::counters_exact`]). Nothing here decides access.
     async fn record_read(
         &self,
         token: Option<&TokenHash>,
@@ -315,8 +319,8 @@ pub trait Store: Send + Sync + 'static {
             });
         };
         let share = match &caller {
-            Some(who) if who.user.id != info.user_id => self.share_get(store, &who.user.id).await?,
-            _ => None,
+            Some(who) => self.share_get(store, &who.user.id).await?,
+            None => None,
         };
         let record = match key {
             Some(key) => self.record_get(store, key).await?,
@@ -327,6 +331,7 @@ pub trait Store: Send + Sync + 'static {
             store: Some(info),
             share,
             record,
+            counters_exact: true,
         })
     }
 

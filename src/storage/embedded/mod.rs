@@ -273,8 +273,8 @@ impl Store for EmbeddedStore {
                 ));
             };
             let share = match &caller {
-                Some(who) if who.user.id != info.user_id => share_in(txn, store, &who.user.id)?,
-                _ => None,
+                Some(who) => share_in(txn, store, &who.user.id)?,
+                None => None,
             };
             let Some(key) = key else {
                 return Ok((
@@ -283,6 +283,7 @@ impl Store for EmbeddedStore {
                         store: Some(info),
                         share,
                         record: None,
+                        counters_exact: true,
                     },
                     false,
                 ));
@@ -300,6 +301,7 @@ impl Store for EmbeddedStore {
                     store: Some(info),
                     share,
                     record,
+                    counters_exact: true,
                 },
                 blob_gone,
             ))

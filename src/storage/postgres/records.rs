@@ -186,6 +186,8 @@ impl PgStore {
             store: Some(info),
             share,
             record,
+            // Summing the counter shards would cost every write's access check.
+            counters_exact: false,
         })
     }
 

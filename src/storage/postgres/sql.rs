@@ -119,7 +119,7 @@ SELECT s.id, s.name, s.user_id, s.created_at, s.modified_at, s.accessed_at, s.ge
 FROM (SELECT 1) AS one
 LEFT JOIN (tokens t JOIN users u ON u.id = t.user_id AND NOT u.disabled) ON t.hash = $3
 LEFT JOIN stores s ON s.id = $1 AND NOT s.deleted
-LEFT JOIN store_shares sh ON sh.store_id = s.id AND sh.user_id = u.id AND u.id <> s.user_id
+LEFT JOIN store_shares sh ON sh.store_id = s.id AND sh.user_id = u.id
 LEFT JOIN records r ON r.store_id = s.id AND r.key = $2";
 
 /// Counter shard rows per store: writers of one store spread over this many rows.
