@@ -27,12 +27,24 @@ pub(super) fn save_store(txn: &WriteTransaction, store: &StoreInfo) -> Result<()
 
 /// The store `id` as the API sees it: whether its owner is disabled filled in from the owner's row.
 pub(super) fn read_store(txn: &redb::ReadTransaction, id: &str) -> Result<Option<StoreInfo>> {
+    read_store_as(txn, id, None)
+}
+
+/// [`read_store`] for a request made by `caller`: when the caller owns the store, its owner is
+/// known to be enabled (a disabled user's tokens authenticate nobody), and the owner's row is not
+/// read (a table open and a get on every owner's GET).
+pub(super) fn read_store_as(
+    txn: &redb::ReadTransaction,
+    id: &str,
+    caller: Option<&UserId>,
+) -> Result<Option<StoreInfo>> {
     let table = txn.open_table(STORES).map_err(engine)?;
     let row = table.get(id).map_err(engine)?;
     let Some(mut store) = row.map(|v| decode::<StoreInfo>(v.value())).transpose()? else {
         return Ok(None);
     };
-    store.owner_disabled = read_user(txn, store.user_id.as_str())?.is_none_or(|u| u.disabled);
+    store.owner_disabled = caller != Some(&store.user_id)
+        && read_user(txn, store.user_id.as_str())?.is_none_or(|u| u.disabled);
     Ok(Some(store))
 }
 

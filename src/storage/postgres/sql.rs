@@ -111,7 +111,9 @@ pub(super) const RECORD_READ: &str = "
 SELECT s.id, s.name, s.user_id, s.created_at, s.modified_at, s.accessed_at, s.general_access,
     s.url_signing_secret_key, s.schema, s.title, s.record_count, s.storage_bytes, s.read_count,
     s.write_count, s.delete_count, s.list_count,
-    (SELECT o.disabled FROM users o WHERE o.id = s.user_id) AS owner_disabled,
+    -- An authenticated owner is enabled (a disabled user's tokens match no row of u): no lookup.
+    CASE WHEN u.id = s.user_id THEN false
+        ELSE (SELECT o.disabled FROM users o WHERE o.id = s.user_id) END AS owner_disabled,
     u.id AS u_id, u.username AS u_username, u.created_at AS u_created_at,
     u.is_admin AS u_is_admin, t.read_only AS t_read_only,
     sh.access AS share_access,
