@@ -15,10 +15,18 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use super::codec::{decode_record, RecordHeader};
 use super::schema::RECORDS;
 use super::watch::engine;
-use super::writer::PostCommit;
 use super::EmbeddedStore;
 use crate::model::RecordKey;
 use crate::storage::{BodyInput, ImportRecord, OrphanCheck, OrphanReport, Result, StorageError};
+
+/// What a write transaction leaves for after its commit: blob files to remove once the batch's fate
+/// is known, and whether a purge of deleted stores should run.
+#[derive(Default)]
+pub(super) struct PostCommit {
+    pub(super) unlink_if_committed: Vec<PathBuf>,
+    pub(super) unlink_if_failed: Vec<PathBuf>,
+    pub(super) purge_scheduled: bool,
+}
 
 /// Bodies larger than this live in blob files rather than inside the B-tree.
 pub(super) const INLINE_MAX: u64 = 64 * 1024;

@@ -51,8 +51,8 @@ use schema::{init_tables, STORE_NAMES, USERNAMES};
 use shares::{list_shared_with, list_shares, set_share, share_in};
 use snapshot::EmbeddedSnapshot;
 use stores::{
-    delete_store_in, get_or_create_store, import_store, list_stores, load_store, read_store,
-    read_store_as, save_store, unnamed_idle_stores, update_store,
+    delete_store_in, delete_stores_of, get_or_create_store, import_store, list_stores, load_store,
+    read_store, read_store_as, save_store, unnamed_idle_stores, update_store,
 };
 use users::{
     add_token, authenticate, create_first_user, delete_user, import_user, insert_user, list_users,
@@ -324,7 +324,11 @@ impl Store for EmbeddedStore {
     async fn user_delete(&self, id: &UserId) -> Result<bool> {
         let id = id.clone();
         self.write(WriteKind::FREEING_AUTH, move |txn, post| {
-            delete_user(txn, &id, post)
+            if !delete_user(txn, &id)? {
+                return Ok(false);
+            }
+            delete_stores_of(txn, &id, post)?;
+            Ok(true)
         })
         .await
     }

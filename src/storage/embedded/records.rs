@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use redb::WriteTransaction;
 
+use super::blobs::PostCommit;
 use super::blobs::{remove_blob_later, Paths, PreparedBody, PreparedRecord};
 use super::codec::{decode_record, encode, RecordHeader};
 use super::schema::RECORDS;
 use super::stores::{load_store, save_store, store_exists};
 use super::watch::engine;
-use super::writer::PostCommit;
 use crate::model::{now_millis, RecordKey, RecordMeta, StoreId};
 use crate::storage::{
     BodyOutput, KeyListQuery, KeyPage, Record, Result, StorageError, WriteOutcome,

@@ -3,11 +3,11 @@
 
 use redb::{ReadableTable, WriteTransaction};
 
+use super::blobs::PostCommit;
 use super::codec::{decode, encode};
 use super::schema::{PURGE, SHARED_WITH, SHARES, STORES, STORES_BY_OWNER, STORE_NAMES};
 use super::users::read_user;
 use super::watch::engine;
-use super::writer::PostCommit;
 use crate::model::{now_millis, Millis, StoreId, StoreInfo, UserId};
 use crate::storage::{Result, StorageError, StoreListQuery, StorePage, StoreUpdate};
 
@@ -51,6 +51,28 @@ pub(super) fn read_store_as(
 pub(super) fn store_exists(txn: &redb::ReadTransaction, id: &str) -> Result<bool> {
     let table = txn.open_table(STORES).map_err(engine)?;
     Ok(table.get(id).map_err(engine)?.is_some())
+}
+
+/// Deletes every store `owner` owns (a user being deleted), in `txn`.
+pub(super) fn delete_stores_of(
+    txn: &WriteTransaction,
+    owner: &UserId,
+    post: &mut PostCommit,
+) -> Result<()> {
+    let mut owned = Vec::new();
+    for entry in txn
+        .open_table(STORES_BY_OWNER)
+        .map_err(engine)?
+        .range((owner.as_str(), 0u64, "")..=(owner.as_str(), u64::MAX, "~"))
+        .map_err(engine)?
+    {
+        let (k, _) = entry.map_err(engine)?;
+        owned.push(k.value().2.to_owned());
+    }
+    for store in owned {
+        delete_store_in(txn, &store, post)?;
+    }
+    Ok(())
 }
 
 /// Removes a store (its records are purged in the background) and its shares, in `txn`.

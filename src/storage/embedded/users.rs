@@ -4,12 +4,8 @@
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 
 use super::codec::{decode, encode};
-use super::schema::{
-    READ_ONLY_TOKENS, SHARED_WITH, SHARES, STORES_BY_OWNER, TOKENS, USERNAMES, USERS,
-};
-use super::stores::delete_store_in;
+use super::schema::{READ_ONLY_TOKENS, SHARED_WITH, SHARES, TOKENS, USERNAMES, USERS};
 use super::watch::engine;
-use super::writer::PostCommit;
 use crate::model::{Authenticated, TokenGrant, TokenHash, User, UserId};
 use crate::storage::{Result, StorageError, UserUpdate};
 
@@ -185,12 +181,9 @@ pub(super) fn update_user(
     Ok(Some(user))
 }
 
-/// [`Store::user_delete`](crate::storage::Store::user_delete), in `txn`.
-pub(super) fn delete_user(
-    txn: &WriteTransaction,
-    id: &UserId,
-    post: &mut PostCommit,
-) -> Result<bool> {
+/// [`Store::user_delete`](crate::storage::Store::user_delete) but for the user's own stores (see
+/// `stores::delete_stores_of`), in `txn`: the user, its tokens, and the shares it was given.
+pub(super) fn delete_user(txn: &WriteTransaction, id: &UserId) -> Result<bool> {
     let Some(user) = txn
         .open_table(USERS)
         .map_err(engine)?
@@ -225,21 +218,6 @@ pub(super) fn delete_user(
         shares
             .remove((store.as_str(), id.as_str()))
             .map_err(engine)?;
-    }
-    drop((shares, shared_with));
-    // The user's own stores.
-    let mut owned = Vec::new();
-    for entry in txn
-        .open_table(STORES_BY_OWNER)
-        .map_err(engine)?
-        .range((id.as_str(), 0u64, "")..=(id.as_str(), u64::MAX, "~"))
-        .map_err(engine)?
-    {
-        let (k, _) = entry.map_err(engine)?;
-        owned.push(k.value().2.to_owned());
-    }
-    for store in owned {
-        delete_store_in(txn, &store, post)?;
     }
     Ok(true)
 }

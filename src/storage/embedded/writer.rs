@@ -12,7 +12,7 @@ use redb::{
 };
 use tokio::sync::oneshot;
 
-use super::blobs::Paths;
+use super::blobs::{Paths, PostCommit};
 use super::codec::decode_record;
 use super::schema::{PURGE, RECORDS};
 use super::watch::{engine, BROKEN};
@@ -45,14 +45,6 @@ pub(super) enum BatchError {
     /// The database file failed an I/O operation: the engine refuses writes until a restart.
     Broken(String),
     Other(String),
-}
-
-/// Files to remove once the batch's fate is known.
-#[derive(Default)]
-pub(super) struct PostCommit {
-    pub(super) unlink_if_committed: Vec<PathBuf>,
-    pub(super) unlink_if_failed: Vec<PathBuf>,
-    pub(super) purge_scheduled: bool,
 }
 
 type JobFn<R> = Box<dyn FnOnce(&WriteTransaction, &mut PostCommit) -> Result<R> + Send>;
