@@ -55,18 +55,20 @@ async fn get_body(server: &TestServer, token: &str, store: &str, key: &str) -> B
     resp.bytes().await.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fsck_reports_and_removes_orphan_blob_files_of_a_data_directory() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let backend = Backend::embedded(&data);
-    let server = TestServer::start_on(&backend, |_| {}).await;
+/// A server on `backend` with one store holding `big` (a body of `big_len` bytes, stored apart from
+/// the record: a blob file or chunks) and `small` (inline); returns the server, the owner's token,
+/// the store id and the big body.
+async fn serve_big_and_small(
+    backend: &Backend,
+    big_len: usize,
+) -> (TestServer, String, String, Vec<u8>) {
+    let server = TestServer::start_on(backend, |_| {}).await;
     let token = server.user("owner").await;
     let store = server.create_store(&token, Some("s")).await["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let big = big_body(1_000_000);
+    let big = big_body(big_len);
     server
         .put_record(
             &token,
@@ -79,6 +81,15 @@ async fn fsck_reports_and_removes_orphan_blob_files_of_a_data_directory() {
     server
         .put_record(&token, &store, "small", "text/plain", "hello")
         .await;
+    (server, token, store, big)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsck_reports_and_removes_orphan_blob_files_of_a_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let backend = Backend::embedded(&data);
+    let (server, token, store, big) = serve_big_and_small(&backend, 1_000_000).await;
 
     // While the server holds the directory, fsck refuses rather than races it.
     let out = fsck(&["--data-dir", data.to_str().unwrap()]).await;
@@ -255,25 +266,7 @@ async fn fsck_reports_and_removes_orphan_chunks_on_postgres_beside_a_running_ser
     let Some(db) = PgDatabase::create().await else {
         return;
     };
-    let server = TestServer::start_on(&db.backend(), |_| {}).await;
-    let token = server.user("owner").await;
-    let store = server.create_store(&token, Some("s")).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let big = big_body(2_500_000);
-    server
-        .put_record(
-            &token,
-            &store,
-            "big",
-            "application/octet-stream",
-            big.clone(),
-        )
-        .await;
-    server
-        .put_record(&token, &store, "small", "text/plain", "hello")
-        .await;
+    let (server, token, store, big) = serve_big_and_small(&db.backend(), 2_500_000).await;
     let live = chunk_count(&db.url).await;
     assert_eq!(live, 3);
     plant_pg_orphan(&db.url, 2, 1000).await;
