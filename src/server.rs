@@ -61,7 +61,7 @@ pub struct ServerConfig {
     /// backend (also at shutdown). Until then `GET` store adds them from memory, except while a
     /// write of them is under way.
     pub access_flush_interval: Duration,
-    /// How often orphan bodies are looked for and removed ([`crate::storage::Store::orphans`]);
+    /// How often orphan bodies are looked for and removed ([`crate::storage::Housekeeping::orphans`]);
     /// `None`: never.
     pub orphan_check_interval: Option<Duration>,
 }
@@ -313,7 +313,7 @@ async fn expire_unnamed_periodically(
     }
 }
 
-/// Removes stored bodies no record points at (see [`Store::orphans`]), `every` apart, the first
+/// Removes stored bodies no record points at (see [`Housekeeping::orphans`]), `every` apart, the first
 /// time `every` after the start. A body younger than [`ORPHAN_MIN_AGE`] may belong to a write in
 /// flight and is left for a later round.
 async fn remove_orphans_periodically(store: Arc<dyn Store>, every: Duration) {

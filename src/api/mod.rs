@@ -205,7 +205,7 @@ fn token_of(parts: &Parts) -> Result<Option<Token>, ApiError> {
 }
 
 /// The request's token, parsed but not yet checked: a request on a store named by id checks it in
-/// the same storage round trip as the store (see [`crate::storage::Store::record_read`]).
+/// the same storage round trip as the store (see [`crate::storage::RecordStore::record_read`]).
 pub struct BearerToken(Option<Token>);
 
 impl BearerToken {
@@ -230,7 +230,7 @@ impl BearerToken {
     }
 
     /// The one place a token becomes a caller, given what the backend found for it (by
-    /// [`BearerToken::lookup`] or [`crate::storage::Store::record_read`]): none is anonymous, one
+    /// [`BearerToken::lookup`] or [`crate::storage::RecordStore::record_read`]): none is anonymous, one
     /// that authenticates nobody is a 401.
     pub fn caller(&self, found: Option<crate::model::Authenticated>) -> Result<Caller, ApiError> {
         match (&self.0, found) {

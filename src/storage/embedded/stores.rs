@@ -123,7 +123,7 @@ pub(super) fn delete_store_in(
     Ok(true)
 }
 
-/// [`Store::store_get_or_create`](crate::storage::Store::store_get_or_create), in `txn`.
+/// [`RecordStore::store_get_or_create`](crate::storage::RecordStore::store_get_or_create), in `txn`.
 pub(super) fn get_or_create_store(
     txn: &WriteTransaction,
     store: StoreInfo,
@@ -154,7 +154,7 @@ pub(super) fn get_or_create_store(
     Ok((store, true))
 }
 
-/// [`Store::store_update`](crate::storage::Store::store_update), in `txn`.
+/// [`RecordStore::store_update`](crate::storage::RecordStore::store_update), in `txn`.
 pub(super) fn update_store(
     txn: &WriteTransaction,
     id: &StoreId,
@@ -208,7 +208,7 @@ pub(super) fn update_store(
     Ok(Some(store))
 }
 
-/// [`Store::store_import`](crate::storage::Store::store_import), in `txn`.
+/// [`BulkTransfer::store_import`](crate::storage::BulkTransfer::store_import), in `txn`.
 pub(super) fn import_store(txn: &WriteTransaction, store: &StoreInfo) -> Result<()> {
     let mut names = txn.open_table(STORE_NAMES).map_err(engine)?;
     if let Some(name) = &store.name {
@@ -246,7 +246,7 @@ pub(super) fn import_store(txn: &WriteTransaction, store: &StoreInfo) -> Result<
     save_store(txn, store)
 }
 
-/// [`Store::stores_list`](crate::storage::Store::stores_list), in `txn`.
+/// [`RecordStore::stores_list`](crate::storage::RecordStore::stores_list), in `txn`.
 pub(super) fn list_stores(
     txn: &redb::ReadTransaction,
     owner: &UserId,
@@ -282,7 +282,7 @@ pub(super) fn list_stores(
     Ok(StorePage { total, items })
 }
 
-/// [`Store::stores_unnamed_idle`](crate::storage::Store::stores_unnamed_idle), in `txn`.
+/// [`Housekeeping::stores_unnamed_idle`](crate::storage::Housekeeping::stores_unnamed_idle), in `txn`.
 pub(super) fn unnamed_idle_stores(
     txn: &redb::ReadTransaction,
     idle_since: Millis,

@@ -136,7 +136,7 @@ pub(super) fn insert_user(txn: &WriteTransaction, user: &User, token: &TokenHash
     Ok(())
 }
 
-/// [`Store::user_create_first`](crate::storage::Store::user_create_first), in `txn`.
+/// [`Administration::user_create_first`](crate::storage::Administration::user_create_first), in `txn`.
 pub(super) fn create_first_user(
     txn: &WriteTransaction,
     user: User,
@@ -154,7 +154,7 @@ pub(super) fn create_first_user(
     Ok(Some(user))
 }
 
-/// [`Store::user_update`](crate::storage::Store::user_update), in `txn`.
+/// [`Administration::user_update`](crate::storage::Administration::user_update), in `txn`.
 pub(super) fn update_user(
     txn: &WriteTransaction,
     id: &UserId,
@@ -181,7 +181,7 @@ pub(super) fn update_user(
     Ok(Some(user))
 }
 
-/// [`Store::user_delete`](crate::storage::Store::user_delete) but for the user's own stores (see
+/// [`Administration::user_delete`](crate::storage::Administration::user_delete) but for the user's own stores (see
 /// `stores::delete_stores_of`), in `txn`: the user, its tokens, and the shares it was given.
 pub(super) fn delete_user(txn: &WriteTransaction, id: &UserId) -> Result<bool> {
     let Some(user) = txn
@@ -222,7 +222,7 @@ pub(super) fn delete_user(txn: &WriteTransaction, id: &UserId) -> Result<bool> {
     Ok(true)
 }
 
-/// [`Store::token_add`](crate::storage::Store::token_add), in `txn`.
+/// [`Administration::token_add`](crate::storage::Administration::token_add), in `txn`.
 pub(super) fn add_token(
     txn: &WriteTransaction,
     user: &UserId,
@@ -245,7 +245,7 @@ pub(super) fn add_token(
     Ok(true)
 }
 
-/// [`Store::user_import`](crate::storage::Store::user_import), in `txn`.
+/// [`BulkTransfer::user_import`](crate::storage::BulkTransfer::user_import), in `txn`.
 pub(super) fn import_user(
     txn: &WriteTransaction,
     user: &User,
@@ -276,7 +276,7 @@ pub(super) fn import_user(
     Ok(())
 }
 
-/// [`Store::users_list`](crate::storage::Store::users_list), in `txn`.
+/// [`Administration::users_list`](crate::storage::Administration::users_list), in `txn`.
 pub(super) fn list_users(txn: &redb::ReadTransaction) -> Result<Vec<User>> {
     let users = txn.open_table(USERS).map_err(engine)?;
     let mut out = Vec::new();

@@ -18,8 +18,8 @@ use crate::model::{
     UserId, Username,
 };
 use crate::storage::{
-    put_one_by_one, BodyInput, BodyOutput, ImportRecord, KeyListQuery, KeyPage, Record, RecordRead,
-    Result, Store, WriteOutcome,
+    BodyInput, BodyOutput, KeyListQuery, KeyPage, Record, RecordRead, RecordStore, RecordWrite,
+    Result, WriteOutcome,
 };
 
 impl PgStore {
@@ -292,14 +292,16 @@ impl PgStore {
         .await
     }
 
-    pub(super) async fn record_put_versioned_impl(
-        &self,
-        store: &StoreId,
-        key: &RecordKey,
-        content_type: &str,
-        body: BodyInput,
-        version: u64,
-    ) -> Result<WriteOutcome> {
+    /// One record of [`Self::records_write_impl`]: a body kept inline in one statement
+    /// ([`PUT_RECORD`]), a chunked one in a transaction with its chunks.
+    async fn write_one(&self, store: &StoreId, record: RecordWrite) -> Result<WriteOutcome> {
+        let RecordWrite {
+            key,
+            content_type,
+            body,
+            version,
+        } = record;
+        let (key, content_type) = (&key, content_type.as_str());
         let budget = body_budget(self.op_timeout, body.len());
         self.bounded(budget, async move {
             let size = body.len();
@@ -356,11 +358,18 @@ impl PgStore {
         .await
     }
 
-    pub(super) async fn records_import_impl(
+    /// The write path: a single record (a PUT) through [`Self::write_one`]; a batch's inline
+    /// records in one statement ([`IMPORT_RECORDS`]), then its chunked ones one at a time.
+    pub(super) async fn records_write_impl(
         &self,
         store: &StoreId,
-        records: Vec<ImportRecord>,
+        mut records: Vec<RecordWrite>,
     ) -> Result<WriteOutcome> {
+        if records.len() == 1 {
+            if let Some(record) = records.pop() {
+                return self.write_one(store, record).await;
+            }
+        }
         // The last of several records with one key wins, as if they were written in turn (one
         // statement cannot upsert a row twice).
         let mut latest = std::collections::HashMap::with_capacity(records.len());
@@ -406,7 +415,12 @@ impl PgStore {
         if exists == 0 {
             return Ok(WriteOutcome::StoreMissing);
         }
-        put_one_by_one(self, store, large).await
+        for record in large {
+            if self.write_one(store, record).await? == WriteOutcome::StoreMissing {
+                return Ok(WriteOutcome::StoreMissing);
+            }
+        }
+        Ok(WriteOutcome::Written)
     }
 
     pub(super) async fn record_delete_impl(

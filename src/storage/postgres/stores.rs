@@ -10,7 +10,7 @@ use super::sql::select_stores;
 use super::PgStore;
 use crate::model::{now_millis, Millis, StoreId, StoreInfo, StoreName, UserId};
 use crate::storage::{
-    AccessDelta, Result, StorageError, Store, StoreListQuery, StorePage, StoreUpdate,
+    AccessDelta, RecordStore, Result, StorageError, StoreListQuery, StorePage, StoreUpdate,
 };
 
 impl PgStore {
