@@ -357,6 +357,31 @@ struct ConnectionLimits {
     send: Duration,
 }
 
+/// The API as hyper drives it on one connection.
+trait App:
+    tower::Service<
+        Request<Incoming>,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> App for S where
+    S: tower::Service<
+            Request<Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// Serves HTTP/1.1 or HTTP/2 (with TLS if `tls`) on one accepted connection until the client
 /// closes it, it sits idle for `limits.idle`, a write stalls for `limits.send`, or `stopping`.
 async fn serve_connection<S>(
@@ -369,14 +394,7 @@ async fn serve_connection<S>(
     stopping: tokio_util::sync::CancellationToken,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
-    S: tower::Service<
-            Request<Incoming>,
-            Response = axum::response::Response,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: App,
 {
     // hyper-util reads the first bytes to tell HTTP/1 from HTTP/2 without a time limit, before
     // the header read timeout starts: a client that never sends a byte must not hold a
@@ -420,14 +438,7 @@ async fn drive<I, S>(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    S: tower::Service<
-            Request<Incoming>,
-            Response = axum::response::Response,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: App,
 {
     let connection =
         builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(app));

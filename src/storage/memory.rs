@@ -77,6 +77,19 @@ impl State {
         seen.owner_disabled = self.users.get(&store.user_id).is_none_or(|u| u.disabled);
         seen
     }
+
+    fn record(&self, store: &StoreId, key: &RecordKey) -> Option<Record> {
+        let (content_type, body, version) = self.records.get(store)?.get(key.as_str())?;
+        Some(Record {
+            meta: RecordMeta {
+                key: key.clone(),
+                size: body.len() as u64,
+                content_type: content_type.clone(),
+                version: *version,
+            },
+            body: BodyOutput::Bytes(body.clone()),
+        })
+    }
 }
 
 fn insert_user(state: &mut State, user: &User, token: TokenHash) -> Result<()> {
@@ -171,12 +184,16 @@ impl RecordStore for MemoryStore {
         Ok(page_stores(stores, query))
     }
 
-    async fn store_update(&self, id: &StoreId, update: StoreUpdate) -> Result<Option<StoreInfo>> {
+    async fn store_update(
+        &self,
+        id: &StoreId,
+        mut update: StoreUpdate,
+    ) -> Result<Option<StoreInfo>> {
         let mut state = self.write()?;
         let Some(mut store) = state.stores.get(id).cloned() else {
             return Ok(None);
         };
-        if let Some(new_name) = update.name {
+        if let Some(new_name) = update.name.take() {
             if new_name != store.name {
                 if let Some(name) = &new_name {
                     if state
@@ -195,15 +212,7 @@ impl RecordStore for MemoryStore {
                 store.name = new_name;
             }
         }
-        if let Some(access) = update.general_access {
-            store.general_access = access;
-        }
-        if let Some(title) = update.title {
-            store.title = title;
-        }
-        let now = now_millis();
-        store.modified_at = now;
-        store.accessed_at = now;
+        update.apply_settings(&mut store);
         state.stores.insert(id.clone(), store.clone());
         Ok(Some(store))
     }
@@ -238,20 +247,7 @@ impl RecordStore for MemoryStore {
     }
 
     async fn record_get(&self, store: &StoreId, key: &RecordKey) -> Result<Option<Record>> {
-        let state = self.read()?;
-        Ok(state
-            .records
-            .get(store)
-            .and_then(|r| r.get(key.as_str()))
-            .map(|(content_type, body, version)| Record {
-                meta: RecordMeta {
-                    key: key.clone(),
-                    size: body.len() as u64,
-                    content_type: content_type.clone(),
-                    version: *version,
-                },
-                body: BodyOutput::Bytes(body.clone()),
-            }))
+        Ok(self.read()?.record(store, key))
     }
 
     async fn records_write(
@@ -615,19 +611,6 @@ impl Snapshot for MemorySnapshot {
     }
 
     async fn record(&self, store: &StoreId, key: &RecordKey) -> Result<Option<Record>> {
-        Ok(self
-            .0
-            .records
-            .get(store)
-            .and_then(|r| r.get(key.as_str()))
-            .map(|(content_type, body, version)| Record {
-                meta: RecordMeta {
-                    key: key.clone(),
-                    size: body.len() as u64,
-                    content_type: content_type.clone(),
-                    version: *version,
-                },
-                body: BodyOutput::Bytes(body.clone()),
-            }))
+        Ok(self.0.record(store, key))
     }
 }

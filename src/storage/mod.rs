@@ -116,6 +116,22 @@ pub struct StoreUpdate {
     pub title: Option<Option<String>>,
 }
 
+impl StoreUpdate {
+    /// Applies what the update changes besides the name (which each backend re-indexes itself),
+    /// and marks the store modified and accessed now.
+    pub(crate) fn apply_settings(self, store: &mut StoreInfo) {
+        if let Some(access) = self.general_access {
+            store.general_access = access;
+        }
+        if let Some(title) = self.title {
+            store.title = title;
+        }
+        let now = crate::model::now_millis();
+        store.modified_at = now;
+        store.accessed_at = now;
+    }
+}
+
 /// What a record write did to the store, for the caller's response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteOutcome {

@@ -8,7 +8,7 @@ use super::codec::{decode, encode};
 use super::schema::{PURGE, SHARED_WITH, SHARES, STORES, STORES_BY_OWNER, STORE_NAMES};
 use super::users::read_user;
 use super::watch::engine;
-use crate::model::{now_millis, Millis, StoreId, StoreInfo, UserId};
+use crate::model::{Millis, StoreId, StoreInfo, UserId};
 use crate::storage::{Result, StorageError, StoreListQuery, StorePage, StoreUpdate};
 
 pub(super) fn load_store(txn: &WriteTransaction, id: &str) -> Result<Option<StoreInfo>> {
@@ -158,12 +158,12 @@ pub(super) fn get_or_create_store(
 pub(super) fn update_store(
     txn: &WriteTransaction,
     id: &StoreId,
-    update: StoreUpdate,
+    mut update: StoreUpdate,
 ) -> Result<Option<StoreInfo>> {
     let Some(mut store) = load_store(txn, id.as_str())? else {
         return Ok(None);
     };
-    if let Some(new_name) = update.name {
+    if let Some(new_name) = update.name.take() {
         if new_name != store.name {
             let mut names = txn.open_table(STORE_NAMES).map_err(engine)?;
             if let Some(name) = &new_name {
@@ -195,15 +195,7 @@ pub(super) fn update_store(
             store.name = new_name;
         }
     }
-    if let Some(access) = update.general_access {
-        store.general_access = access;
-    }
-    if let Some(title) = update.title {
-        store.title = title;
-    }
-    let now = now_millis();
-    store.modified_at = now;
-    store.accessed_at = now;
+    update.apply_settings(&mut store);
     save_store(txn, &store)?;
     Ok(Some(store))
 }

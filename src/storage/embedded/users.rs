@@ -118,6 +118,16 @@ pub(super) fn authenticate(
 }
 
 pub(super) fn insert_user(txn: &WriteTransaction, user: &User, token: &TokenHash) -> Result<()> {
+    save_new_user(txn, user)?;
+    let grant = TokenGrant {
+        hash: *token,
+        read_only: false,
+    };
+    save_token(txn, &grant, user.id.as_str())
+}
+
+/// Saves a user that does not exist yet; [`StorageError::UserExists`] if its name is taken.
+fn save_new_user(txn: &WriteTransaction, user: &User) -> Result<()> {
     let mut names = txn.open_table(USERNAMES).map_err(engine)?;
     if names.get(user.username.as_str()).map_err(engine)?.is_some() {
         return Err(StorageError::UserExists);
@@ -128,10 +138,6 @@ pub(super) fn insert_user(txn: &WriteTransaction, user: &User, token: &TokenHash
     txn.open_table(USERS)
         .map_err(engine)?
         .insert(user.id.as_str(), encode(user)?.as_slice())
-        .map_err(engine)?;
-    txn.open_table(TOKENS)
-        .map_err(engine)?
-        .insert(&token.0, user.id.as_str())
         .map_err(engine)?;
     Ok(())
 }
@@ -258,17 +264,7 @@ pub(super) fn import_user(
         .map_err(engine)?
         .is_some();
     if !exists {
-        let mut names = txn.open_table(USERNAMES).map_err(engine)?;
-        if names.get(user.username.as_str()).map_err(engine)?.is_some() {
-            return Err(StorageError::UserExists);
-        }
-        names
-            .insert(user.username.as_str(), user.id.as_str())
-            .map_err(engine)?;
-        txn.open_table(USERS)
-            .map_err(engine)?
-            .insert(user.id.as_str(), encode(user)?.as_slice())
-            .map_err(engine)?;
+        save_new_user(txn, user)?;
     }
     for token in tokens {
         save_token(txn, token, user.id.as_str())?;

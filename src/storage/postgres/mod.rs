@@ -29,15 +29,14 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Transaction};
 
-use self::errors::{db_err, settle};
+use self::errors::{db_err, settle, within};
 use self::pool::{PooledConnection, StatementPool};
 use self::purge::purge_deleted;
 use self::schema::migrate;
 use self::spool::ReadSpools;
 use super::{
     AccessDelta, KeyListQuery, KeyPage, OrphanCheck, OrphanReport, Record, RecordRead, RecordWrite,
-    Result, Snapshot, StorageError, StoreListQuery, StorePage, StoreUpdate, UserUpdate,
-    WriteOutcome,
+    Result, Snapshot, StoreListQuery, StorePage, StoreUpdate, UserUpdate, WriteOutcome,
 };
 use crate::model::{
     Authenticated, Millis, RecordKey, RecordMeta, ShareAccess, StoreId, StoreInfo, StoreName,
@@ -130,18 +129,13 @@ impl PgStore {
         })
     }
 
-    /// Runs `op`, failing with [`StorageError::Unavailable`] when it takes longer than `limit`.
-    /// A timed-out transaction is dropped, which rolls it back (or the connection is discarded).
+    /// [`within`] `limit`.
     async fn bounded<T>(
         &self,
         limit: Duration,
         op: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
-        tokio::time::timeout(limit, op).await.unwrap_or_else(|_| {
-            Err(StorageError::Unavailable(format!(
-                "the database did not answer within {limit:?}"
-            )))
-        })
+        within(limit, op).await
     }
 
     /// The one row of a single statement, run outside any transaction on the statement pool.

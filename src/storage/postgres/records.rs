@@ -7,7 +7,9 @@ use sqlx::Row;
 
 use super::chunks::{body_budget, free_replaced, missed_chunks, write_chunks, CHUNK, INLINE_MAX};
 use super::errors::db_err;
-use super::rows::{corrupt, meta_of, store_from_row, to_i64, to_u64, version_of};
+use super::rows::{
+    corrupt, meta_of, store_from_row, stored_body, to_i64, to_u64, version_of, StoredBody,
+};
 use super::spool::chunks_to_file;
 use super::sql::{
     random_shard, record_query, DELETE_RECORD, IMPORT_RECORDS, PUT_RECORD, RECORD_READ,
@@ -38,18 +40,13 @@ impl PgStore {
         {
             return Ok(None);
         }
-        if row
-            .try_get::<Option<i64>, _>("blob_id")
-            .map_err(db_err)?
-            .is_some()
-        {
-            return self.record_get(store, key).await;
+        match stored_body(row)? {
+            StoredBody::Inline(bytes) => Ok(Some(Record {
+                meta: meta_of(key, row)?,
+                body: BodyOutput::Bytes(bytes),
+            })),
+            StoredBody::Chunked(_) => self.record_get(store, key).await,
         }
-        let body: Option<Vec<u8>> = row.try_get("body").map_err(db_err)?;
-        Ok(Some(Record {
-            meta: meta_of(key, row)?,
-            body: BodyOutput::Bytes(Bytes::from(body.unwrap_or_default())),
-        }))
     }
 
     pub(super) async fn keys_list_impl(
@@ -242,13 +239,9 @@ impl PgStore {
             return Ok(None);
         };
         let meta = meta_of(key, &row)?;
-        let blob_id: Option<i64> = row.try_get("blob_id").map_err(db_err)?;
-        let body = match blob_id {
-            None => {
-                let body: Option<Vec<u8>> = row.try_get("body").map_err(db_err)?;
-                BodyOutput::Bytes(Bytes::from(body.unwrap_or_default()))
-            }
-            Some(blob_id) => {
+        let body = match stored_body(&row)? {
+            StoredBody::Inline(bytes) => BodyOutput::Bytes(bytes),
+            StoredBody::Chunked(blob_id) => {
                 if room.len != meta.size {
                     // Overwritten in between: account for the body actually read.
                     drop(room);
