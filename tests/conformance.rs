@@ -1278,3 +1278,194 @@ async fn record_read_gathers_caller_store_share_and_record() {
         );
     }
 }
+
+/// The record a read returns, as (content type, version, body).
+async fn read_now(
+    store: &dyn Store,
+    token: &Token,
+    sid: &kvstore::model::StoreId,
+    k: &str,
+) -> (
+    Option<(String, u64, Vec<u8>)>,
+    Option<(String, u64, Vec<u8>)>,
+) {
+    let plain = |r: kvstore::storage::Record| {
+        let body = match r.body {
+            BodyOutput::Bytes(b) => b.to_vec(),
+            BodyOutput::File(mut f) => {
+                let mut v = Vec::new();
+                std::io::Read::read_to_end(&mut f, &mut v).unwrap();
+                v
+            }
+        };
+        (r.meta.content_type, r.meta.version, body)
+    };
+    let got = store.record_get(sid, &key(k)).await.unwrap().map(plain);
+    let read = store
+        .record_read(Some(&token.hash()), sid, Some(&key(k)))
+        .await
+        .unwrap()
+        .record
+        .map(plain);
+    (got, read)
+}
+
+// The embedded engine keeps small hot records in memory: every change must reach the next read.
+#[tokio::test]
+async fn a_read_after_a_write_never_serves_what_the_write_replaced() {
+    for (backend, s) in backends().await {
+        let store = &*s.store;
+        let token = Token::generate();
+        let alice = store
+            .user_create(Username::parse("alice").unwrap(), false, token.hash())
+            .await
+            .unwrap();
+        let (info, _) = store
+            .store_get_or_create(StoreInfo::new(alice.id.clone(), Some(name("hot")), None))
+            .await
+            .unwrap();
+        let sid = info.id.clone();
+        let put = |v: &'static [u8], ct: &'static str, version: u64| {
+            let sid = sid.clone();
+            async move {
+                let write = RecordWrite {
+                    key: key("k"),
+                    content_type: ct.to_owned(),
+                    body: BodyInput::Bytes(Bytes::from_static(v)),
+                    version,
+                };
+                store.records_write(&sid, vec![write]).await.unwrap()
+            }
+        };
+        let expect = |v: &[u8], ct: &str, version: u64| {
+            let one = Some((ct.to_owned(), version, v.to_vec()));
+            (one.clone(), one)
+        };
+
+        put(b"first", "text/plain", 1).await;
+        for _ in 0..3 {
+            // Twice or more: the second read may be served from memory.
+            assert_eq!(
+                read_now(store, &token, &sid, "k").await,
+                expect(b"first", "text/plain", 1),
+                "{backend}"
+            );
+        }
+        put(b"{\"second\":2}", "application/json", 2).await;
+        assert_eq!(
+            read_now(store, &token, &sid, "k").await,
+            expect(b"{\"second\":2}", "application/json", 2),
+            "{backend}: overwrite"
+        );
+        read_now(store, &token, &sid, "k").await;
+        assert_eq!(
+            store.record_delete(&sid, &key("k")).await.unwrap(),
+            WriteOutcome::Written
+        );
+        assert_eq!(
+            read_now(store, &token, &sid, "k").await,
+            (None, None),
+            "{backend}: delete"
+        );
+        let meta = store.record_meta(&sid, &key("k")).await.unwrap();
+        assert!(meta.is_none(), "{backend}: meta after delete");
+
+        // A deleted store takes its records along.
+        put(b"third", "text/plain", 3).await;
+        read_now(store, &token, &sid, "k").await;
+        assert!(store.store_delete(&sid).await.unwrap());
+        assert_eq!(
+            read_now(store, &token, &sid, "k").await,
+            (None, None),
+            "{backend}: store deleted"
+        );
+
+        // So does a user deleted with their stores.
+        let (info, _) = store
+            .store_get_or_create(StoreInfo::new(alice.id.clone(), Some(name("hot2")), None))
+            .await
+            .unwrap();
+        let sid = info.id.clone();
+        let write = RecordWrite {
+            key: key("k"),
+            content_type: "text/plain".to_owned(),
+            body: BodyInput::Bytes(Bytes::from_static(b"fourth")),
+            version: 4,
+        };
+        store.records_write(&sid, vec![write]).await.unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                read_now(store, &token, &sid, "k").await,
+                expect(b"fourth", "text/plain", 4),
+                "{backend}: second store"
+            );
+        }
+        assert!(store.user_delete(&alice.id).await.unwrap());
+        let got = store.record_get(&sid, &key("k")).await.unwrap();
+        assert!(got.is_none(), "{backend}: record of a deleted user's store");
+    }
+}
+
+// Readers racing one writer: once a write is acknowledged, no read that starts after it returns
+// an older record, and no read returns a body with another write's content type or version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readers_racing_a_writer_never_see_a_stale_or_torn_record() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    const WRITES: u64 = 300;
+    for (backend, s) in backends().await {
+        let token = Token::generate();
+        let alice = s
+            .store
+            .user_create(Username::parse("alice").unwrap(), false, token.hash())
+            .await
+            .unwrap();
+        let (info, _) = s
+            .store
+            .store_get_or_create(StoreInfo::new(alice.id.clone(), Some(name("race")), None))
+            .await
+            .unwrap();
+        let sid = info.id.clone();
+        let acked = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let mut readers = Vec::new();
+        for reader in 0..3 {
+            let (store, sid, acked, done) =
+                (s.store.clone(), sid.clone(), acked.clone(), done.clone());
+            let token = token.clone();
+            readers.push(tokio::spawn(async move {
+                let mut checked = 0u64;
+                while !done.load(Ordering::SeqCst) {
+                    let floor = acked.load(Ordering::SeqCst);
+                    let (got, read) = read_now(&*store, &token, &sid, "k").await;
+                    for (ct, version, body) in [got, read].into_iter().flatten() {
+                        let n: u64 = ct.trim_start_matches("text/x-").parse().unwrap();
+                        assert_eq!(version, n, "{backend} reader {reader}: torn record");
+                        assert_eq!(body, n.to_string().repeat(50).into_bytes(), "torn body");
+                        assert!(n >= floor, "{backend}: read {n} after {floor} was acked");
+                        checked += 1;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                checked
+            }));
+        }
+        for n in 1..=WRITES {
+            let write = RecordWrite {
+                key: key("k"),
+                content_type: format!("text/x-{n}"),
+                body: BodyInput::Bytes(Bytes::from(n.to_string().repeat(50))),
+                version: n,
+            };
+            s.store.records_write(&sid, vec![write]).await.unwrap();
+            acked.store(n, Ordering::SeqCst);
+        }
+        done.store(true, Ordering::SeqCst);
+        let mut checked = 0;
+        for r in readers {
+            checked += r.await.unwrap();
+        }
+        assert!(checked > 0, "{backend}: the readers read nothing");
+        let (got, _) = read_now(&*s.store, &token, &sid, "k").await;
+        assert_eq!(got.unwrap().1, WRITES, "{backend}: the last write");
+    }
+}

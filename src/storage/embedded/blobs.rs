@@ -13,6 +13,7 @@ use rand::RngCore;
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 use super::codec::{decode_record, RecordHeader};
+use super::hot::Changes;
 use super::schema::RECORDS;
 use super::watch::engine;
 use super::EmbeddedStore;
@@ -20,12 +21,14 @@ use crate::model::RecordKey;
 use crate::storage::{BodyInput, OrphanCheck, OrphanReport, RecordWrite, Result, StorageError};
 
 /// What a write transaction leaves for after its commit: blob files to remove once the batch's fate
-/// is known, and whether a purge of deleted stores should run.
+/// is known, whether a purge of deleted stores should run, and which stores and records changed
+/// (for the hot-record cache, which drops them before the commit).
 #[derive(Default)]
 pub(super) struct PostCommit {
     pub(super) unlink_if_committed: Vec<PathBuf>,
     pub(super) unlink_if_failed: Vec<PathBuf>,
     pub(super) purge_scheduled: bool,
+    pub(super) changes: Changes,
 }
 
 /// Bodies larger than this live in blob files rather than inside the B-tree.

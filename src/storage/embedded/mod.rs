@@ -14,6 +14,7 @@
 
 mod blobs;
 mod codec;
+mod hot;
 mod records;
 mod schema;
 mod shares;
@@ -44,6 +45,7 @@ use crate::model::{
     TokenGrant, TokenHash, User, UserId, Username,
 };
 use blobs::{collect_orphans, Paths, INLINE_MAX};
+use hot::HotRecords;
 use records::{
     delete_record, find_record, list_keys, meta_of, open_record, put_records, read_record,
 };
@@ -88,6 +90,7 @@ pub struct EmbeddedStore {
     db: Arc<Database>,
     paths: Arc<Paths>,
     auth: Arc<AuthCache>,
+    hot: Arc<HotRecords>,
     writer: RwLock<Option<mpsc::Sender<Box<dyn Job>>>>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -159,19 +162,21 @@ impl EmbeddedStore {
         let db = Arc::new(db);
         let paths = Arc::new(paths);
         let auth = Arc::new(AuthCache::default());
+        let hot = Arc::new(HotRecords::default());
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
         let thread = {
             let db = db.clone();
             let paths = paths.clone();
-            let auth = auth.clone();
+            let (auth, hot) = (auth.clone(), hot.clone());
             std::thread::Builder::new()
                 .name("kvstore-writer".into())
-                .spawn(move || writer_loop(&db, &paths, &auth, rx, purge_pending))?
+                .spawn(move || writer_loop(&db, &paths, (&auth, &hot), rx, purge_pending))?
         };
         Ok(Self {
             db,
             paths,
             auth,
+            hot,
             writer: RwLock::new(Some(tx)),
             writer_thread: Mutex::new(Some(thread)),
         })
@@ -234,6 +239,7 @@ impl RecordStore for EmbeddedStore {
         // Everything from one read transaction; only a blob removed by a concurrent overwrite
         // between the header and the open sends the record through `record_get`'s retries.
         let at = self.auth.generation();
+        let ticket = self.hot.ticket();
         let (mut read, blob_gone) = self.read_now(|txn| {
             let caller = match token {
                 Some(token) => self.caller_in(at, txn, token)?,
@@ -267,7 +273,8 @@ impl RecordStore for EmbeddedStore {
                     false,
                 ));
             };
-            let (record, blob_gone) = match open_record(txn, &self.paths, store, key) {
+            let hot = Some((&*self.hot, ticket));
+            let (record, blob_gone) = match open_record(txn, &self.paths, hot, store, key) {
                 Ok(record) => (record, false),
                 Err(StorageError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                     (None, true)
@@ -302,8 +309,12 @@ impl RecordStore for EmbeddedStore {
     }
 
     async fn store_get_or_create(&self, store: StoreInfo) -> Result<(StoreInfo, bool)> {
-        self.write(WriteKind::DATA, move |txn, _| {
-            get_or_create_store(txn, store)
+        self.write(WriteKind::DATA, move |txn, post| {
+            let (info, created) = get_or_create_store(txn, store)?;
+            if created {
+                post.changes.stores.push(info.id.as_str().to_owned());
+            }
+            Ok((info, created))
         })
         .await
     }
@@ -359,7 +370,8 @@ impl RecordStore for EmbeddedStore {
         // open, the file stays readable even if it is removed.
         let mut attempts = 0;
         loop {
-            match self.read_now(|txn| read_record(txn, &self.paths, store, key)) {
+            let hot = Some((&*self.hot, self.hot.ticket()));
+            match self.read_now(|txn| read_record(txn, &self.paths, hot, store, key)) {
                 Err(StorageError::Io(e))
                     if e.kind() == std::io::ErrorKind::NotFound && attempts < 16 =>
                 {
@@ -551,8 +563,10 @@ impl BulkTransfer for EmbeddedStore {
 
     async fn store_import(&self, store: &StoreInfo) -> Result<()> {
         let store = store.clone();
-        self.write(WriteKind::DATA, move |txn, _| import_store(txn, &store))
-            .await
+        self.write(WriteKind::DATA, move |txn, post| {
+            import_store(txn, &store, post)
+        })
+        .await
     }
 }
 

@@ -10,6 +10,7 @@ use redb::WriteTransaction;
 use super::blobs::PostCommit;
 use super::blobs::{remove_blob_later, Paths, PreparedBody, PreparedRecord};
 use super::codec::{decode_record, encode, RecordHeader};
+use super::hot::{HotRecord, HotRecords, Ticket, HOT_BODY_MAX};
 use super::schema::RECORDS;
 use super::stores::{load_store, save_store, store_exists};
 use super::watch::engine;
@@ -112,25 +113,41 @@ pub(super) fn list_keys(
 pub(super) fn read_record(
     txn: &redb::ReadTransaction,
     paths: &Paths,
+    hot: Option<(&HotRecords, Ticket)>,
     store: &StoreId,
     key: &RecordKey,
 ) -> Result<Option<Record>> {
     if !store_exists(txn, store.as_str())? {
         return Ok(None);
     }
-    open_record(txn, paths, store, key)
+    open_record(txn, paths, hot, store, key)
 }
 
-/// [`read_record`] for a caller that has already seen the store live in this transaction.
+/// [`read_record`] for a caller that has already seen the store live in this transaction: from
+/// the hot records when given and there, else from the table, kept in the hot records when small.
+/// `txn` must have begun after the ticket was taken (snapshots, which read the past, pass none).
 pub(super) fn open_record(
     txn: &redb::ReadTransaction,
     paths: &Paths,
+    hot: Option<(&HotRecords, Ticket)>,
     store: &StoreId,
     key: &RecordKey,
 ) -> Result<Option<Record>> {
+    if let Some(hit) = hot.and_then(|(hot, _)| hot.get(store.as_str(), key.as_str())) {
+        return Ok(Some(hit.record(key)));
+    }
     let Some((header, inline)) = record_row(txn, store, key, true)? else {
         return Ok(None);
     };
+    if let (Some((hot, at)), None, true) = (hot, header.blob, inline.len() <= HOT_BODY_MAX) {
+        let hot_record = HotRecord {
+            content_type: header.content_type.clone(),
+            size: header.size,
+            version: header.version,
+            body: inline.clone(),
+        };
+        hot.fill(at, store.as_str(), key.as_str(), hot_record);
+    }
     let body = match header.blob {
         Some(blob) => BodyOutput::File(fs::File::open(paths.blob(&blob))?),
         None => BodyOutput::Bytes(inline),
@@ -185,6 +202,9 @@ pub(super) fn put_records(
         }
         info.stats.storage_bytes += record.size;
         info.stats.write_count += 1;
+        post.changes
+            .records
+            .push((store.as_str().to_owned(), record.key.as_str().to_owned()));
     }
     let now = now_millis();
     info.modified_at = now;
@@ -215,6 +235,9 @@ pub(super) fn delete_record(
         info.stats.storage_bytes = info.stats.storage_bytes.saturating_sub(old.size);
         info.stats.record_count = info.stats.record_count.saturating_sub(1);
         remove_blob_later(paths, &old, post);
+        post.changes
+            .records
+            .push((store.as_str().to_owned(), key.as_str().to_owned()));
     }
     info.stats.delete_count += 1;
     let now = now_millis();

@@ -118,7 +118,7 @@ impl Snapshot for EmbeddedSnapshot {
 
     async fn record(&self, store: &StoreId, key: &RecordKey) -> Result<Option<Record>> {
         let (store, key) = (store.clone(), key.clone());
-        self.read(move |txn, paths| read_record(txn, paths, &store, &key))
+        self.read(move |txn, paths| read_record(txn, paths, None, &store, &key))
             .await
     }
 }

@@ -84,6 +84,7 @@ pub(super) fn delete_store_in(
     let Some(store) = load_store(txn, id)? else {
         return Ok(false);
     };
+    post.changes.stores.push(id.to_owned());
     txn.open_table(STORES)
         .map_err(engine)?
         .remove(id)
@@ -201,7 +202,12 @@ pub(super) fn update_store(
 }
 
 /// [`BulkTransfer::store_import`](crate::storage::BulkTransfer::store_import), in `txn`.
-pub(super) fn import_store(txn: &WriteTransaction, store: &StoreInfo) -> Result<()> {
+pub(super) fn import_store(
+    txn: &WriteTransaction,
+    store: &StoreInfo,
+    post: &mut PostCommit,
+) -> Result<()> {
+    post.changes.stores.push(store.id.as_str().to_owned());
     let mut names = txn.open_table(STORE_NAMES).map_err(engine)?;
     if let Some(name) = &store.name {
         let holder = names

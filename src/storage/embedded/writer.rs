@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 
 use super::blobs::{Paths, PostCommit};
 use super::codec::decode_record;
+use super::hot::{Changes, HotRecords};
 use super::schema::{PURGE, RECORDS};
 use super::watch::{engine, BROKEN};
 use super::EmbeddedStore;
@@ -35,6 +36,9 @@ pub(super) trait Job: Send {
     fn frees_space(&self) -> bool;
     /// Whether the job may change users or tokens (see [`AuthCache`]).
     fn changes_auth(&self) -> bool;
+    /// Whether the job reports every store and record it changes in [`PostCommit::changes`];
+    /// a batch with a job that does not drops the whole hot-record cache (see [`HotRecords`]).
+    fn reports_changes(&self) -> bool;
 }
 
 /// Why a batch failed, as every job in it is told.
@@ -54,26 +58,34 @@ type JobFn<R> = Box<dyn FnOnce(&WriteTransaction, &mut PostCommit) -> Result<R> 
 pub(super) struct WriteKind {
     frees_space: bool,
     changes_auth: bool,
+    reports_changes: bool,
 }
 
 impl WriteKind {
-    /// Users, tokens: the conservative default; every such commit invalidates the token cache.
+    /// Users, tokens: the conservative default; every such commit invalidates the token cache
+    /// and the hot-record cache.
     pub(super) const AUTH: Self = Self {
         frees_space: false,
         changes_auth: true,
+        reports_changes: false,
     };
-    /// Stores, records, shares, counters.
+    /// Stores, records, shares, counters. The job reports in [`PostCommit::changes`] every store
+    /// it creates, imports or deletes and every record it writes or deletes (the functions in
+    /// `records.rs` and `stores.rs` that do so report on their own).
     pub(super) const DATA: Self = Self {
         frees_space: false,
         changes_auth: false,
+        reports_changes: true,
     };
     pub(super) const FREEING_DATA: Self = Self {
         frees_space: true,
         changes_auth: false,
+        reports_changes: true,
     };
     pub(super) const FREEING_AUTH: Self = Self {
         frees_space: true,
         changes_auth: true,
+        reports_changes: false,
     };
 }
 
@@ -95,6 +107,10 @@ impl<R: Send + 'static> Job for TypedJob<R> {
 
     fn changes_auth(&self) -> bool {
         self.kind.changes_auth
+    }
+
+    fn reports_changes(&self) -> bool {
+        self.kind.reports_changes
     }
 
     fn apply(&mut self, txn: &WriteTransaction, post: &mut PostCommit) -> Result<()> {
@@ -150,7 +166,7 @@ impl EmbeddedStore {
 pub(super) fn writer_loop(
     db: &Database,
     paths: &Paths,
-    auth: &AuthCache,
+    (auth, hot): (&AuthCache, &HotRecords),
     rx: mpsc::Receiver<Box<dyn Job>>,
     mut purge_pending: bool,
 ) {
@@ -161,7 +177,7 @@ pub(super) fn writer_loop(
                 match rx.try_recv() {
                     Ok(job) => queue.push_back(job),
                     Err(mpsc::TryRecvError::Empty) => {
-                        purge_pending = purge_step(db, paths).unwrap_or_else(|e| {
+                        purge_pending = purge_step(db, paths, hot).unwrap_or_else(|e| {
                             tracing::error!(error = %e, "background purge of deleted stores failed");
                             false
                         });
@@ -200,13 +216,19 @@ pub(super) fn writer_loop(
                 continue;
             }
         }
-        purge_pending |= run_batch(db, paths, auth, batch);
+        purge_pending |= run_batch(db, paths, (auth, hot), batch);
     }
 }
 
 /// Applies a batch in one transaction and answers every job. Returns whether a purge was scheduled.
-fn run_batch(db: &Database, paths: &Paths, auth: &AuthCache, mut batch: Vec<Box<dyn Job>>) -> bool {
+fn run_batch(
+    db: &Database,
+    paths: &Paths,
+    (auth, hot): (&AuthCache, &HotRecords),
+    mut batch: Vec<Box<dyn Job>>,
+) -> bool {
     let changes_auth = batch.iter().any(|job| job.changes_auth());
+    let reports_changes = batch.iter().all(|job| job.reports_changes());
     if changes_auth {
         auth.change_begins();
     }
@@ -215,6 +237,8 @@ fn run_batch(db: &Database, paths: &Paths, auth: &AuthCache, mut batch: Vec<Box<
     // written pages that a restart accepts, so its fate is unknown, unlike a transaction abandoned
     // before the commit.
     let mut commit_reached = false;
+    // Whether the hot records this batch changes were dropped (and must be released below).
+    let mut hot_dropped = false;
     let committed = (|| -> Result<()> {
         let mut txn = db.begin_write().map_err(engine)?;
         txn.set_durability(Durability::Immediate).map_err(engine)?;
@@ -224,11 +248,17 @@ fn run_batch(db: &Database, paths: &Paths, auth: &AuthCache, mut batch: Vec<Box<
         for job in batch.iter_mut() {
             job.apply(&txn, &mut post)?;
         }
+        post.changes.everything |= !reports_changes;
+        hot.change_begins(&post.changes);
+        hot_dropped = true;
         commit_reached = true;
         txn.commit().map_err(engine)
     })();
     if changes_auth {
         auth.change_ends();
+    }
+    if hot_dropped {
+        hot.change_ends(&post.changes);
     }
     let committed = committed.map_err(|e| match e {
         // Whatever the first error said (even "disk full"), redb now refuses every write.
@@ -266,9 +296,12 @@ fn run_batch(db: &Database, paths: &Paths, auth: &AuthCache, mut batch: Vec<Box<
 }
 
 /// Removes some records of one deleted store. Returns whether more purging remains.
-fn purge_step(db: &Database, paths: &Paths) -> Result<bool> {
+fn purge_step(db: &Database, paths: &Paths, hot: &HotRecords) -> Result<bool> {
     let txn = db.begin_write().map_err(engine)?;
     let mut unlink = Vec::new();
+    // The store's row is gone, so no read reaches its records; but a store imported again under
+    // the same id would, and must not be served what this removes.
+    let mut changes = Changes::default();
     {
         let mut purge = txn.open_table(PURGE).map_err(engine)?;
         let Some(store_id) = purge
@@ -278,6 +311,7 @@ fn purge_step(db: &Database, paths: &Paths) -> Result<bool> {
         else {
             return Ok(false);
         };
+        changes.stores.push(store_id.clone());
         let mut records = txn.open_table(RECORDS).map_err(engine)?;
         let mut keys = Vec::new();
         for entry in records
@@ -308,7 +342,10 @@ fn purge_step(db: &Database, paths: &Paths) -> Result<bool> {
     // Purging is not acknowledged to anyone: no need to wait for the disk.
     let mut txn = txn;
     txn.set_durability(Durability::None).map_err(engine)?;
-    txn.commit().map_err(engine)?;
+    hot.change_begins(&changes);
+    let committed = txn.commit().map_err(engine);
+    hot.change_ends(&changes);
+    committed?;
     for path in unlink {
         paths.unlink(path);
     }
