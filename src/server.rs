@@ -2,6 +2,7 @@
 //! limits (connections, idle keep-alive), shuts down gracefully, and flushes the batched counters.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -455,51 +456,45 @@ where
     }
 }
 
-/// Whether a connection has requests in flight, and since when it has had none.
+/// Whether a connection has requests in flight, and since when it has had none. Two atomics
+/// rather than a lock and a wake-up per request: the connection's idle watch checks them only
+/// when its timer fires, at most once per idle period.
 struct Activity {
-    state: std::sync::Mutex<(usize, tokio::time::Instant)>,
-    changed: tokio::sync::Notify,
+    in_flight: AtomicUsize,
+    /// When the last request ended (or the connection opened), in ms after `opened`.
+    last_end_ms: AtomicU64,
+    opened: tokio::time::Instant,
 }
 
 impl Activity {
     fn new() -> Self {
         Self {
-            state: std::sync::Mutex::new((0, tokio::time::Instant::now())),
-            changed: tokio::sync::Notify::new(),
+            in_flight: AtomicUsize::new(0),
+            last_end_ms: AtomicU64::new(0),
+            opened: tokio::time::Instant::now(),
         }
     }
 
     /// A request is in flight until the returned guard is dropped.
     fn begin(self: &Arc<Self>) -> Busy {
-        if let Ok(mut state) = self.state.lock() {
-            state.0 += 1;
-        }
-        self.changed.notify_waiters();
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
         Busy(self.clone())
     }
 
     /// Resolves once no request has been in flight for `idle`.
     async fn idle_for(&self, idle: Duration) {
         loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            // Registered before the state is read, so that no change is missed.
-            changed.as_mut().enable();
-            let state = self.state.lock().map(|s| *s).ok();
-            match state {
-                Some((0, since)) => {
-                    if since.elapsed() >= idle {
-                        return;
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep_until(since + idle) => {}
-                        () = changed => {}
-                    }
+            let wait = if self.in_flight.load(Ordering::SeqCst) > 0 {
+                idle
+            } else {
+                let last = Duration::from_millis(self.last_end_ms.load(Ordering::SeqCst));
+                let quiet = self.opened.elapsed().saturating_sub(last);
+                if quiet >= idle {
+                    return;
                 }
-                Some(_) => changed.await,
-                // A poisoned lock cannot tell; let the connection be.
-                None => std::future::pending().await,
-            }
+                idle - quiet
+            };
+            tokio::time::sleep(wait).await;
         }
     }
 }
@@ -509,11 +504,10 @@ struct Busy(Arc<Activity>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        if let Ok(mut state) = self.0.state.lock() {
-            state.0 = state.0.saturating_sub(1);
-            state.1 = tokio::time::Instant::now();
-        }
-        self.0.changed.notify_waiters();
+        let ended = u64::try_from(self.0.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        // The end time first: a watch that sees no request in flight sees when the last ended.
+        self.0.last_end_ms.fetch_max(ended, Ordering::SeqCst);
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -99,8 +99,6 @@ pub fn router(state: AppState) -> Router {
         .merge(unlimited)
         .fallback(page_not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn(unread::close_if_body_unread))
-        .layer(axum::middleware::from_fn(headers::refuse_oversized_headers))
         .layer(axum::middleware::from_fn(observe::observe))
         .layer(cors)
         .with_state(state)

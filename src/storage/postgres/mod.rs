@@ -5,7 +5,7 @@
 //! so that the counters stay exact under concurrent writers on any number of nodes. Bodies larger
 //! than [`INLINE_MAX`](chunks::INLINE_MAX) are stored in 1 MiB chunks, never as one huge `bytea`.
 //!
-//! This file holds the connection settings, [`PgStore`] with its two pools, and the [`Store`] impl,
+//! This file holds the connection settings, [`PgStore`] with its two pools, and the trait impls,
 //! which hands each method to the file of its concern.
 
 mod chunks;
