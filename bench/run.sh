@@ -635,7 +635,7 @@ references() {
         mkdir -p "$d/weed"
         start_bg "$RUN_DIR/seaweedfs.log" taskset -c "$SERVER_CPU" "$WEED" server -dir="$d/weed" \
             -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port="$WEED_PORT" -volume.port=$((WEED_PORT + 1)) \
-            -filer -filer.port=$((WEED_PORT + 2)) -s3 -s3.port=$((WEED_PORT + 3)) -volume.max=20
+            -filer -filer.port=$((WEED_PORT + 2)) -s3 -s3.port=$((WEED_PORT + 3)) -s3.port.iceberg=0 -s3.port.lance=0 -volume.max=20
         local weed_pid=$LAST_PID
         SERVER_PID=$weed_pid
         local s3="http://127.0.0.1:$((WEED_PORT + 3))" out vol

@@ -25,7 +25,7 @@ def main():
     s3, bucket, master, keys_file, s3_out, vol_out = sys.argv[1:7]
     keys = [k.strip() for k in open(keys_file) if k.strip()]
     body = b"h" * 1024
-    deadline = time.time() + 120
+    deadline = time.time() + 60
     while True:
         try:
             request("PUT", f"{s3}/{bucket}")
