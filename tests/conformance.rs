@@ -1357,6 +1357,34 @@ async fn a_read_after_a_write_never_serves_what_the_write_replaced() {
             expect(b"{\"second\":2}", "application/json", 2),
             "{backend}: overwrite"
         );
+        // The store that comes with the record is current too: its counters (where the backend
+        // says they are exact), its name.
+        let (hash, k) = (token.hash(), key("k"));
+        let store_now = || async {
+            let read = store
+                .record_read(Some(&hash), &sid, Some(&k))
+                .await
+                .unwrap();
+            let exact = read.counters_exact;
+            (read.store.unwrap(), exact)
+        };
+        let writes = |(info, exact): (StoreInfo, bool)| exact.then_some(info.stats.write_count);
+        let expected = |n: u64| (backend != "postgres").then_some(n);
+        assert_eq!(writes(store_now().await), expected(2), "{backend}");
+        put(b"{\"second\":2}", "application/json", 2).await;
+        let after = writes(store_now().await);
+        assert_eq!(after, expected(3), "{backend}: after a write");
+        let rename = StoreUpdate {
+            name: Some(Some(name("hot-renamed"))),
+            ..StoreUpdate::default()
+        };
+        store.store_update(&sid, rename).await.unwrap();
+        let renamed = store_now().await.0.name;
+        assert_eq!(
+            renamed,
+            Some(name("hot-renamed")),
+            "{backend}: after a rename"
+        );
         read_now(store, &token, &sid, "k").await;
         assert_eq!(
             store.record_delete(&sid, &key("k")).await.unwrap(),

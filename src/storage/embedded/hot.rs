@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 
-use crate::model::{RecordKey, RecordMeta};
+use crate::model::{RecordKey, RecordMeta, StoreInfo};
 use crate::storage::{BodyOutput, Record};
 
 /// Records larger than this are not kept.
@@ -66,13 +66,18 @@ pub(super) struct Changes {
     pub(super) everything: bool,
     /// Stores created, imported or deleted: all their entries are dropped.
     pub(super) stores: Vec<String>,
+    /// Stores whose row changed (counters, settings): their cached row is dropped.
+    pub(super) rows: Vec<String>,
     /// Records written or deleted.
     pub(super) records: Vec<(String, String)>,
 }
 
 impl Changes {
     pub(super) fn is_empty(&self) -> bool {
-        !self.everything && self.stores.is_empty() && self.records.is_empty()
+        !self.everything
+            && self.stores.is_empty()
+            && self.records.is_empty()
+            && self.rows.is_empty()
     }
 
     fn touched_stores(&self) -> impl Iterator<Item = &str> {
@@ -80,12 +85,15 @@ impl Changes {
             .iter()
             .map(String::as_str)
             .chain(self.records.iter().map(|(s, _)| s.as_str()))
+            .chain(self.rows.iter().map(String::as_str))
     }
 }
 
 #[derive(Default)]
 struct StoreEntries {
     records: HashMap<String, Arc<HotRecord>>,
+    /// The store's row as its owner reads it (`owner_disabled` false).
+    row: Option<Arc<StoreInfo>>,
     /// While a commit that changes this store is under way.
     busy: bool,
     /// The sequence number of the last commit that changed this store (0: none seen).
@@ -123,6 +131,39 @@ impl HotRecords {
     pub(super) fn get(&self, store: &str, key: &str) -> Option<Arc<HotRecord>> {
         let inner = self.inner.read().ok()?;
         inner.stores.get(store)?.records.get(key).cloned()
+    }
+
+    /// The store's row and the record, both cached: a GET by the store's owner needs nothing else.
+    pub(super) fn get_with_row(
+        &self,
+        store: &str,
+        key: &str,
+    ) -> Option<(Arc<StoreInfo>, Arc<HotRecord>)> {
+        let inner = self.inner.read().ok()?;
+        let entries = inner.stores.get(store)?;
+        Some((entries.row.clone()?, entries.records.get(key).cloned()?))
+    }
+
+    /// Keeps the row of `store` as its owner read it in a read transaction begun after `at` was
+    /// taken, under the same conditions as [`Self::fill`]. Only stores with cached records keep
+    /// a row, so rows are bounded by the records' bounds.
+    pub(super) fn fill_row(&self, at: Ticket, row: &StoreInfo) {
+        let Ok(mut inner) = self.inner.write() else {
+            return;
+        };
+        if inner.all_busy || inner.all_stamped > at.0 || inner.forgotten > at.0 {
+            return;
+        }
+        let Some(entries) = inner.stores.get_mut(row.id.as_str()) else {
+            return;
+        };
+        if entries.busy || entries.stamped > at.0 || entries.row.is_some() {
+            return;
+        }
+        if entries.records.is_empty() {
+            return;
+        }
+        entries.row = Some(Arc::new(row.clone()));
     }
 
     /// Keeps what a read transaction begun after `at` was taken found, unless a commit changed
@@ -170,8 +211,12 @@ impl HotRecords {
             inner.clear_records();
             return;
         }
+        for store in &changes.rows {
+            inner.stores.entry(store.clone()).or_default().row = None;
+        }
         for store in &changes.stores {
             let entries = inner.stores.entry(store.clone()).or_default();
+            entries.row = None;
             for (key, record) in entries.records.drain() {
                 inner.entries -= 1;
                 inner.bytes -= record.cost(&key);
@@ -232,6 +277,7 @@ impl Inner {
     fn clear_records(&mut self) {
         for entries in self.stores.values_mut() {
             entries.records.clear();
+            entries.row = None;
         }
         self.entries = 0;
         self.bytes = 0;
@@ -341,6 +387,44 @@ mod tests {
         cache.change_ends(&all);
         cache.fill(at, "u", "k", record(b"before"));
         assert!(body(&cache, "u", "k").is_none());
+    }
+
+    #[test]
+    fn a_store_row_is_kept_beside_its_records_and_dropped_when_it_changes() {
+        use crate::model::UserId;
+        let cache = HotRecords::default();
+        let mut row = StoreInfo::new(UserId::generate(), None, None);
+        let sid = row.id.as_str().to_owned();
+        let at = cache.ticket();
+        cache.fill_row(at, &row);
+        assert!(
+            cache.get_with_row(&sid, "k").is_none(),
+            "a row without records"
+        );
+        cache.fill(at, &sid, "k", record(b"v"));
+        cache.fill_row(at, &row);
+        let (cached, _) = cache.get_with_row(&sid, "k").unwrap();
+        assert_eq!(cached.id, row.id);
+
+        // A write of the row (say, counters flushed) drops it, and a read from before stays out.
+        let change = Changes {
+            rows: vec![sid.clone()],
+            ..Changes::default()
+        };
+        cache.change_begins(&change);
+        cache.fill_row(cache.ticket(), &row);
+        assert!(
+            cache.get_with_row(&sid, "k").is_none(),
+            "served during its commit"
+        );
+        cache.change_ends(&change);
+        cache.fill_row(at, &row);
+        assert!(cache.get_with_row(&sid, "k").is_none());
+        assert!(cache.get(&sid, "k").is_some(), "the record stays");
+        row.stats.write_count = 7;
+        cache.fill_row(cache.ticket(), &row);
+        let (cached, _) = cache.get_with_row(&sid, "k").unwrap();
+        assert_eq!(cached.stats.write_count, 7);
     }
 
     #[test]

@@ -208,6 +208,28 @@ impl EmbeddedStore {
         Ok(found)
     }
 
+    /// [`RecordStore::record_read`] answered from the caches alone, for the store's owner.
+    fn hot_read(
+        &self,
+        at: Generation,
+        token: &TokenHash,
+        store: &StoreId,
+        key: &RecordKey,
+    ) -> Option<RecordRead> {
+        let caller = self.auth.get(at, token)?;
+        let (row, record) = self.hot.get_with_row(store.as_str(), key.as_str())?;
+        if caller.user.id != row.user_id {
+            return None;
+        }
+        Some(RecordRead {
+            caller: Some(caller),
+            store: Some(StoreInfo::clone(&row)),
+            share: None,
+            record: Some(record.record(key)),
+            counters_exact: true,
+        })
+    }
+
     async fn read<R: Send + 'static>(
         &self,
         f: impl FnOnce(&redb::ReadTransaction) -> Result<R> + Send + 'static,
@@ -240,6 +262,13 @@ impl RecordStore for EmbeddedStore {
         // between the header and the open sends the record through `record_get`'s retries.
         let at = self.auth.generation();
         let ticket = self.hot.ticket();
+        // The owner's GET of a hot record: caller, store row and record all cached, no read
+        // transaction at all.
+        if let (Some(token), Some(key)) = (token, key) {
+            if let Some(read) = self.hot_read(at, token, store, key) {
+                return Ok(read);
+            }
+        }
         let (mut read, blob_gone) = self.read_now(|txn| {
             let caller = match token {
                 Some(token) => self.caller_in(at, txn, token)?,
@@ -281,6 +310,13 @@ impl RecordStore for EmbeddedStore {
                 }
                 Err(e) => return Err(e),
             };
+            if caller
+                .as_ref()
+                .is_some_and(|who| who.user.id == info.user_id)
+            {
+                // As the owner reads it (`owner_disabled` false): served only to the owner.
+                self.hot.fill_row(ticket, &info);
+            }
             Ok((
                 RecordRead {
                     caller,
@@ -310,7 +346,7 @@ impl RecordStore for EmbeddedStore {
 
     async fn store_get_or_create(&self, store: StoreInfo) -> Result<(StoreInfo, bool)> {
         self.write(WriteKind::DATA, move |txn, post| {
-            let (info, created) = get_or_create_store(txn, store)?;
+            let (info, created) = get_or_create_store(txn, store, &mut post.changes)?;
             if created {
                 post.changes.stores.push(info.id.as_str().to_owned());
             }
@@ -345,8 +381,8 @@ impl RecordStore for EmbeddedStore {
 
     async fn store_update(&self, id: &StoreId, update: StoreUpdate) -> Result<Option<StoreInfo>> {
         let id = id.clone();
-        self.write(WriteKind::DATA, move |txn, _| {
-            update_store(txn, &id, update)
+        self.write(WriteKind::DATA, move |txn, post| {
+            update_store(txn, &id, update, &mut post.changes)
         })
         .await
     }
@@ -587,11 +623,11 @@ impl Housekeeping for EmbeddedStore {
     }
 
     async fn apply_access(&self, batch: Vec<(StoreId, AccessDelta)>) -> Result<()> {
-        self.write(WriteKind::DATA, move |txn, _| {
+        self.write(WriteKind::DATA, move |txn, post| {
             for (id, delta) in &batch {
                 if let Some(mut store) = load_store(txn, id.as_str())? {
                     apply_delta(&mut store, delta);
-                    save_store(txn, &store)?;
+                    save_store(txn, &store, &mut post.changes)?;
                 }
             }
             Ok(())

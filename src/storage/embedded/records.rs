@@ -210,7 +210,7 @@ pub(super) fn put_records(
     info.modified_at = now;
     info.accessed_at = now;
     drop(records);
-    save_store(txn, &info)?;
+    save_store(txn, &info, &mut post.changes)?;
     Ok(WriteOutcome::Written)
 }
 
@@ -244,6 +244,6 @@ pub(super) fn delete_record(
     info.modified_at = now;
     info.accessed_at = now;
     drop(records);
-    save_store(txn, &info)?;
+    save_store(txn, &info, &mut post.changes)?;
     Ok(WriteOutcome::Written)
 }

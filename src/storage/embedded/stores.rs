@@ -5,6 +5,7 @@ use redb::{ReadableTable, WriteTransaction};
 
 use super::blobs::PostCommit;
 use super::codec::{decode, encode};
+use super::hot::Changes;
 use super::schema::{PURGE, SHARED_WITH, SHARES, STORES, STORES_BY_OWNER, STORE_NAMES};
 use super::users::read_user;
 use super::watch::engine;
@@ -17,7 +18,13 @@ pub(super) fn load_store(txn: &WriteTransaction, id: &str) -> Result<Option<Stor
     row.map(|v| decode(v.value())).transpose()
 }
 
-pub(super) fn save_store(txn: &WriteTransaction, store: &StoreInfo) -> Result<()> {
+/// Writes a store's row; every write of one goes through here and is reported in `changes`.
+pub(super) fn save_store(
+    txn: &WriteTransaction,
+    store: &StoreInfo,
+    changes: &mut Changes,
+) -> Result<()> {
+    changes.rows.push(store.id.as_str().to_owned());
     let mut table = txn.open_table(STORES).map_err(engine)?;
     table
         .insert(store.id.as_str(), encode(store)?.as_slice())
@@ -128,6 +135,7 @@ pub(super) fn delete_store_in(
 pub(super) fn get_or_create_store(
     txn: &WriteTransaction,
     store: StoreInfo,
+    changes: &mut Changes,
 ) -> Result<(StoreInfo, bool)> {
     let mut names = txn.open_table(STORE_NAMES).map_err(engine)?;
     if let Some(name) = &store.name {
@@ -151,7 +159,7 @@ pub(super) fn get_or_create_store(
             store.name.is_some(),
         )
         .map_err(engine)?;
-    save_store(txn, &store)?;
+    save_store(txn, &store, changes)?;
     Ok((store, true))
 }
 
@@ -160,6 +168,7 @@ pub(super) fn update_store(
     txn: &WriteTransaction,
     id: &StoreId,
     mut update: StoreUpdate,
+    changes: &mut Changes,
 ) -> Result<Option<StoreInfo>> {
     let Some(mut store) = load_store(txn, id.as_str())? else {
         return Ok(None);
@@ -197,7 +206,7 @@ pub(super) fn update_store(
         }
     }
     update.apply_settings(&mut store);
-    save_store(txn, &store)?;
+    save_store(txn, &store, changes)?;
     Ok(Some(store))
 }
 
@@ -241,7 +250,7 @@ pub(super) fn import_store(
         )
         .map_err(engine)?;
     drop((names, by_owner));
-    save_store(txn, store)
+    save_store(txn, store, &mut post.changes)
 }
 
 /// [`RecordStore::stores_list`](crate::storage::RecordStore::stores_list), in `txn`.
