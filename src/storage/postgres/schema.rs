@@ -99,11 +99,12 @@ ALTER TABLE records ADD COLUMN prev_size bigint, ADD COLUMN prev_blob_id bigint;
 "#,
     // 5: a store's title (apify-client's `update(title=…)`).
     "ALTER TABLE stores ADD COLUMN title text;",
-    // 6: the generation of everything an access check reads (tokens, users, store settings,
-    // shares), bumped by every statement that may change it, in its own transaction, with a
-    // notification: nodes cache access checks and use an entry only under the generation it was
-    // filled under (see `access_cache`). Creating a user, token or store bumps nothing: the
-    // caches never remember an absence of those.
+    // 6 (counted as above; kvstore_schema records it as version 7): the generation of
+    // everything an access check reads (tokens, users, store settings, shares), bumped by every
+    // statement that may change it, in its own transaction, with a notification: nodes cache
+    // access checks and use an entry only under the generation it was filled under (see
+    // `access_cache`). Creating a user, token or store bumps nothing: the caches never remember
+    // an absence of those.
     r#"
 CREATE TABLE kvstore_generation (
     id integer PRIMARY KEY CHECK (id = 1),

@@ -127,10 +127,13 @@ LEFT JOIN records r ON r.store_id = s.id AND r.key = $2";
 
 /// [`RECORD_READ`] when the caller, the store and the share come from the caches: the record
 /// alone, and the access generation to check the cached entries against. $1 store, $2 key.
+///
+/// The generation's one row drives the join: under pgbench (64 clients, the backends on one core)
+/// this ran at 0.96–1.0× the throughput of the records-only `SELECT`, against 0.80–0.95× with the
+/// generation as a scalar subquery.
 pub(super) const RECORD_READ_CACHED: &str = "
-SELECT (SELECT g.value FROM kvstore_generation g WHERE g.id = 1) AS generation,
-    r.content_type, r.size, r.body, r.blob_id, r.version
-FROM (SELECT 1) AS one
+SELECT g.value AS generation, r.content_type, r.size, r.body, r.blob_id, r.version
+FROM kvstore_generation g
 LEFT JOIN records r ON r.store_id = $1 AND r.key = $2";
 
 /// The access generation alone, for an access check without a record (a write's) answered by the
