@@ -8,6 +8,7 @@
 //! This file holds the connection settings, [`PgStore`] with its two pools, and the trait impls,
 //! which hands each method to the file of its concern.
 
+mod access_cache;
 mod chunks;
 mod errors;
 mod pool;
@@ -23,12 +24,14 @@ mod stores;
 mod users;
 
 use crate::storage::{Administration, BulkTransfer, Housekeeping, RecordStore};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Transaction};
 
+use self::access_cache::AccessCache;
 use self::errors::{db_err, settle, within};
 use self::pool::{PooledConnection, StatementPool};
 use self::purge::purge_deleted;
@@ -83,6 +86,17 @@ pub struct PgStore {
     spool: tempfile::TempDir,
     op_timeout: Duration,
     read_spools: std::sync::Arc<ReadSpools>,
+    /// Token → caller, store → store, (store, user) → share, exact across nodes (see
+    /// [`access_cache`]).
+    access: Arc<AccessCache>,
+    /// The task that listens for changes to clear [`Self::access`]; ends with the store.
+    listener: tokio::task::AbortHandle,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
 }
 
 impl PgStore {
@@ -115,17 +129,27 @@ impl PgStore {
                     Ok(true)
                 })
             })
-            .connect_with(connect_options)
+            .connect_with(connect_options.clone())
             .await
             .map_err(db_err)?;
         migrate(&pool).await?;
         tokio::spawn(purge_deleted(pool.clone()));
+        // One more connection, of its own, listening for changes to what the caches hold.
+        let listen_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_lazy_with(connect_options.application_name(access_cache::LISTENER_NAME));
+        let access = Arc::new(AccessCache::default());
+        let listener =
+            tokio::spawn(access_cache::listen(listen_pool, access.clone())).abort_handle();
         Ok(Self {
             pool,
             statements,
             spool: tempfile::tempdir()?,
             op_timeout: options.op_timeout,
             read_spools: std::sync::Arc::new(ReadSpools::new(options.max_read_spool_bytes)),
+            access,
+            listener,
         })
     }
 
@@ -361,6 +385,7 @@ impl Housekeeping for PgStore {
     }
 
     async fn close(&self) -> Result<()> {
+        self.listener.abort();
         self.statements.close();
         self.pool.close().await;
         Ok(())
