@@ -3,13 +3,15 @@
 //! Real SQL rather than a key-value emulation: keys are indexed per store in byte order
 //! (`COLLATE "C"`), a key listing is a keyset range scan, and a record write locks its store's row
 //! so that the counters stay exact under concurrent writers on any number of nodes. Bodies larger
-//! than [`INLINE_MAX`](chunks::INLINE_MAX) are stored in 1 MiB chunks, never as one huge `bytea`.
+//! than [`INLINE_MAX`](chunks::INLINE_MAX) are stored in 1 MiB chunks, never as one huge `bytea`,
+//! or, with an object store, those of `--object-store-min-bytes` or more there ([`objects`]).
 //!
 //! This file holds the connection settings, [`PgStore`] with its two pools, and the [`Store`] impl,
 //! which hands each method to the file of its concern.
 
 mod chunks;
 mod errors;
+mod objects;
 mod pool;
 mod purge;
 mod records;
@@ -29,10 +31,12 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Transaction};
 
 use self::errors::{db_err, settle};
+use self::objects::{collect_garbage, ObjectBodies};
 use self::pool::{PooledConnection, StatementPool};
 use self::purge::purge_deleted;
 use self::schema::migrate;
 use self::spool::ReadSpools;
+use super::objects::ObjectStoreOptions;
 use super::{
     AccessDelta, BodyInput, ImportRecord, KeyListQuery, KeyPage, OrphanCheck, OrphanReport, Record,
     RecordRead, Result, Snapshot, StorageError, Store, StoreListQuery, StorePage, StoreUpdate,
@@ -60,6 +64,9 @@ pub struct PgOptions {
     /// body waits up to `op_timeout` for room, then fails with 503. One body is always let
     /// through alone, whatever its size.
     pub max_read_spool_bytes: u64,
+    /// Bodies of at least `min_bytes` in this S3-compatible object store, the rest in the
+    /// database (see [`objects`]).
+    pub objects: Option<ObjectStoreOptions>,
 }
 
 impl Default for PgOptions {
@@ -69,6 +76,7 @@ impl Default for PgOptions {
             acquire_timeout: Duration::from_secs(5),
             op_timeout: Duration::from_secs(10),
             max_read_spool_bytes: 1024 * 1024 * 1024,
+            objects: None,
         }
     }
 }
@@ -83,6 +91,9 @@ pub struct PgStore {
     spool: tempfile::TempDir,
     op_timeout: Duration,
     read_spools: std::sync::Arc<ReadSpools>,
+    objects: Option<std::sync::Arc<ObjectBodies>>,
+    /// Stops the object collector when the store goes.
+    _collector: Option<tokio_util::sync::DropGuard>,
 }
 
 impl PgStore {
@@ -118,14 +129,33 @@ impl PgStore {
             .connect_with(connect_options)
             .await
             .map_err(db_err)?;
+        let objects = options
+            .objects
+            .as_ref()
+            .map(ObjectBodies::new)
+            .transpose()?
+            .map(std::sync::Arc::new);
         migrate(&pool).await?;
         tokio::spawn(purge_deleted(pool.clone()));
+        let collector = objects.clone().map(|bodies| {
+            let stop = tokio_util::sync::CancellationToken::new();
+            let (pool, stopped) = (pool.clone(), stop.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = collect_garbage(pool, bodies) => {}
+                    () = stopped.cancelled() => {}
+                }
+            });
+            stop.drop_guard()
+        });
         Ok(Self {
             pool,
             statements,
             spool: tempfile::tempdir()?,
             op_timeout: options.op_timeout,
             read_spools: std::sync::Arc::new(ReadSpools::new(options.max_read_spool_bytes)),
+            objects,
+            _collector: collector,
         })
     }
 
@@ -357,7 +387,11 @@ impl Store for PgStore {
                 .map(|_| ())
                 .map_err(db_err)
         })
-        .await
+        .await?;
+        match &self.objects {
+            Some(bodies) => bodies.objects.ping().await,
+            None => Ok(()),
+        }
     }
 
     fn spool_dir(&self) -> std::path::PathBuf {

@@ -7,6 +7,7 @@ use sqlx::Row;
 
 use super::chunks::{body_budget, free_replaced, missed_chunks, write_chunks, CHUNK, INLINE_MAX};
 use super::errors::db_err;
+use super::objects::object_of;
 use super::rows::{corrupt, meta_of, store_from_row, to_i64, to_u64, version_of};
 use super::spool::chunks_to_file;
 use super::sql::{
@@ -37,6 +38,9 @@ impl PgStore {
             .is_none()
         {
             return Ok(None);
+        }
+        if let Some(name) = object_of(row)? {
+            return self.record_of_object(key, row, &name).await.map(Some);
         }
         if row
             .try_get::<Option<i64>, _>("blob_id")
@@ -202,6 +206,12 @@ impl PgStore {
                 self.maybe_row(record_query(store, key)).await
             })
             .await?;
+        if let Some(row) = &row {
+            // An object is immutable: the row names the version it read, whole.
+            if let Some(name) = object_of(row)? {
+                return self.record_of_object(key, row, &name).await.map(Some);
+            }
+        }
         let size = match &row {
             None => return Ok(None),
             Some(row)
@@ -241,6 +251,11 @@ impl PgStore {
         let Some(row) = row else {
             return Ok(None);
         };
+        if let Some(name) = object_of(&row)? {
+            // Overwritten in between by a body in the object store.
+            drop((txn, room));
+            return self.record_of_object(key, &row, &name).await.map(Some);
+        }
         let meta = meta_of(key, &row)?;
         let blob_id: Option<i64> = row.try_get("blob_id").map_err(db_err)?;
         let body = match blob_id {
@@ -300,6 +315,15 @@ impl PgStore {
         body: BodyInput,
         version: u64,
     ) -> Result<WriteOutcome> {
+        if let Some(bodies) = self
+            .objects
+            .as_ref()
+            .filter(|_| self.goes_to_objects(body.len()))
+        {
+            return self
+                .record_put_object(bodies, store, key, content_type, body, version)
+                .await;
+        }
         let budget = body_budget(self.op_timeout, body.len());
         self.bounded(budget, async move {
             let size = body.len();
@@ -314,6 +338,7 @@ impl PgStore {
                     .bind(i64::from_ne_bytes(version.to_ne_bytes()))
                     .bind(random_shard())
                     .bind(to_i64(now_millis()))
+                    .bind(None::<String>)
             };
             let written: i64 = if size > INLINE_MAX {
                 // Chunks first, in the same transaction; they vanish with it if it fails.
@@ -369,7 +394,7 @@ impl PgStore {
         }
         let (large, small): (Vec<_>, Vec<_>) = latest
             .into_values()
-            .partition(|r| r.body.len() > INLINE_MAX);
+            .partition(|r| r.body.len() > INLINE_MAX || self.goes_to_objects(r.body.len()));
         let total: u64 = small.iter().map(|r| r.body.len()).sum();
         let (mut keys, mut types, mut sizes, mut bodies, mut versions) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());

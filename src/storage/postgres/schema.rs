@@ -99,6 +99,18 @@ ALTER TABLE records ADD COLUMN prev_size bigint, ADD COLUMN prev_blob_id bigint;
 "#,
     // 5: a store's title (apify-client's `update(title=…)`).
     "ALTER TABLE stores ADD COLUMN title text;",
+    // 7: bodies in object storage. `object` names a record's body in the object store;
+    // `object_garbage` holds the names no committed row points at, with the time they became
+    // garbage: replaced and deleted bodies, and uploads not (yet) committed, whose row goes in
+    // the transaction that commits the record. The collector removes them after a grace period.
+    r#"
+ALTER TABLE records ADD COLUMN object text, ADD COLUMN prev_object text;
+CREATE TABLE object_garbage (
+    name text PRIMARY KEY,
+    since bigint NOT NULL
+);
+CREATE INDEX object_garbage_since ON object_garbage (since);
+"#,
 ];
 
 pub(super) async fn migrate(pool: &PgPool) -> Result<()> {

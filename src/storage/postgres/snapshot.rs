@@ -8,13 +8,15 @@ use sqlx::{Postgres, Row, Transaction};
 
 use super::chunks::body_budget;
 use super::errors::db_err;
+use super::objects::object_of;
 use super::rows::{corrupt, meta_of, share_row, store_from_row, token_row, user_from_row};
-use super::spool::chunks_to_file;
+use super::spool::{chunks_to_file, object_to_file};
 use super::sql::{record_query, select_stores, USER_COLS};
 use super::PgStore;
 use crate::model::{
     RecordKey, RecordMeta, ShareAccess, StoreId, StoreInfo, TokenGrant, User, UserId,
 };
+use crate::storage::objects::Objects;
 use crate::storage::{BodyOutput, Record, Result, Snapshot, StorageError};
 
 impl PgStore {
@@ -38,6 +40,7 @@ impl PgStore {
             txn: tokio::sync::Mutex::new(txn),
             spool: self.spool.path().to_path_buf(),
             op_timeout: self.op_timeout,
+            objects: self.objects.as_ref().map(|b| b.objects.clone()),
         }))
     }
 }
@@ -48,6 +51,9 @@ struct PgSnapshot {
     txn: tokio::sync::Mutex<Transaction<'static, Postgres>>,
     spool: std::path::PathBuf,
     op_timeout: Duration,
+    /// Where the bodies of the rows that name an object are. An object replaced during the backup
+    /// stays for `--object-store-gc-grace`: a longer backup may fail with 503.
+    objects: Option<Objects>,
 }
 
 impl PgSnapshot {
@@ -167,6 +173,20 @@ impl Snapshot for PgSnapshot {
             return Ok(None);
         };
         let meta = meta_of(key, &row)?;
+        if let Some(name) = object_of(&row)? {
+            drop(txn);
+            let Some(objects) = &self.objects else {
+                return Err(StorageError::Unavailable(format!(
+                    "the record {key} has its body in an object store, and this node has none \
+                     (--object-store)"
+                )));
+            };
+            let file = object_to_file(objects, &name, meta.size, &self.spool, None).await?;
+            return Ok(Some(Record {
+                meta,
+                body: BodyOutput::File(file),
+            }));
+        }
         let blob_id: Option<i64> = row.try_get("blob_id").map_err(db_err)?;
         let body = match blob_id {
             None => {
