@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test suite of kvstore: unit tests, the HTTP integration tests and the storage
-# conformance suite (on the embedded engine, then the HTTP suites again on the in-memory backend
-# and on PostgreSQL), schemathesis fuzzing a live server against its own OpenAPI document
+# conformance suite (on the embedded engine, then the HTTP suites again on the in-memory backend,
+# on PostgreSQL, and on PostgreSQL with bodies in SeaweedFS, an S3 server installed from PyPI by
+# scripts/seaweedfs.sh into tests/.venv-seaweedfs), schemathesis fuzzing a live server against its own OpenAPI document
 # (scripts/schemathesis.sh), and the end-to-end tests with the official apify-client packages
 # (Python v3, v2 and 1.12, JS), the Apify SDK for Python and the Apify CLI. The clients and schemathesis
 # are installed into ignored folders under tests/.
@@ -73,6 +74,18 @@ else
   echo "!! PostgreSQL is not reachable at ${pg_host}:${pg_port}: the PostgreSQL suites are SKIPPED."
 fi
 
+# SeaweedFS (S3) for tests/object_store*.rs and the postgres-s3 stage, installed up front: under
+# CI=true a failed install fails the run (the tests may not skip there); elsewhere they skip loudly.
+if scripts/seaweedfs.sh >/dev/null; then
+  have_weed=1
+elif [[ ${CI:-} == true ]]; then
+  echo "SeaweedFS could not be installed (scripts/seaweedfs.sh), and CI=true requires its tests." >&2
+  exit 1
+else
+  have_weed=0
+  echo "!! SeaweedFS could not be installed: the object-store suites are SKIPPED."
+fi
+
 # The HTTP suites whose server comes from tests/common (TestServer::start), rerun on the other
 # backends; docs/reliability.md's "on every backend" means these.
 backend_suites=(--test stores --test keys --test records --test access --test caching --test backup
@@ -86,6 +99,12 @@ if [[ $have_pg == 1 ]]; then
     env KVSTORE_TEST_BACKEND=postgres cargo test "${backend_suites[@]}"
 else
   skip "HTTP suites on PostgreSQL (${backend_suites[*]}): no database at ${pg_host}:${pg_port}"
+fi
+if [[ $have_pg == 1 && $have_weed == 1 ]]; then
+  stage "HTTP suites on PostgreSQL with bodies in SeaweedFS (S3)" \
+    env KVSTORE_TEST_BACKEND=postgres-s3 cargo test "${backend_suites[@]}"
+else
+  skip "HTTP suites on PostgreSQL + SeaweedFS (${backend_suites[*]}): no database or no SeaweedFS"
 fi
 stage "schemathesis against the OpenAPI document (GET /v2/openapi.json)" scripts/schemathesis.sh
 # The storage browser (GET /) end to end in headless Chromium (Debian's chromium, apt-installed if missing).
