@@ -1,5 +1,5 @@
 //! Bulk loader for the benchmark suite (`bench/run.sh`): fills one store with N records through the
-//! public storage API (`kvstore::storage`), not through HTTP: `records_import` batches of 1000
+//! public storage API (`kvstore::storage`), not through HTTP: `records_write` batches of 1000
 //! records (one transaction each), a few batches in flight.
 //!
 //! ```sh
@@ -23,7 +23,7 @@ use futures_util::stream::{self, StreamExt};
 
 use kvstore::model::{RecordKey, StoreInfo, StoreName, Token};
 use kvstore::storage::postgres::PgOptions;
-use kvstore::storage::{self, Backend, BodyInput, ImportRecord, Store, WriteOutcome};
+use kvstore::storage::{self, Backend, BodyInput, RecordWrite, Store, WriteOutcome};
 
 struct Args {
     backend: Backend,
@@ -41,7 +41,7 @@ const USAGE: &str = "usage: bench_load (--data-dir DIR | --database-url URL) --t
 [--keys N (10000)] [--value-bytes B (64)] [--hot H (1000)] [--hot-bytes B (1024)] \
 [--store NAME (bench)] [--extra-stores M (0)] [--concurrency C (batches in flight, 4)]";
 
-/// Records per `records_import` call.
+/// Records per `records_write` call.
 const BATCH: u64 = 1000;
 
 fn parse_args() -> Result<Args, String> {
@@ -179,7 +179,7 @@ async fn fill(store: &Arc<dyn Store>, args: &Args) -> Result<String, Box<dyn std
     let started = Instant::now();
     let report_every = (args.keys / 20).max(1);
     let id = info.id.clone();
-    // Batches of BATCH records through `records_import` (one transaction each), a few in flight so
+    // Batches of BATCH records through `records_write` (one transaction each), a few in flight so
     // that the embedded writer's group commit and PostgreSQL's backends overlap them.
     let batches = (0..args.keys).step_by(BATCH as usize);
     let mut imports = stream::iter(batches)
@@ -193,7 +193,7 @@ async fn fill(store: &Arc<dyn Store>, args: &Args) -> Result<String, Box<dyn std
                     } else {
                         small.clone()
                     };
-                    Ok(ImportRecord {
+                    Ok(RecordWrite {
                         key: RecordKey::parse(&format!("k{i:08}"))?,
                         content_type: "application/octet-stream".to_owned(),
                         body: BodyInput::Bytes(body),
@@ -205,7 +205,7 @@ async fn fill(store: &Arc<dyn Store>, args: &Args) -> Result<String, Box<dyn std
             async move {
                 let records = records?;
                 let n = records.len() as u64;
-                if store.records_import(&id, records).await? != WriteOutcome::Written {
+                if store.records_write(&id, records).await? != WriteOutcome::Written {
                     return Err("the store vanished during the load".into());
                 }
                 let before = done.fetch_add(n, Ordering::Relaxed);

@@ -2,6 +2,7 @@
 //! limits (connections, idle keep-alive), shuts down gracefully, and flushes the batched counters.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,7 +62,7 @@ pub struct ServerConfig {
     /// backend (also at shutdown). Until then `GET` store adds them from memory, except while a
     /// write of them is under way.
     pub access_flush_interval: Duration,
-    /// How often orphan bodies are looked for and removed ([`crate::storage::Store::orphans`]);
+    /// How often orphan bodies are looked for and removed ([`crate::storage::Housekeeping::orphans`]);
     /// `None`: never.
     pub orphan_check_interval: Option<Duration>,
 }
@@ -313,7 +314,7 @@ async fn expire_unnamed_periodically(
     }
 }
 
-/// Removes stored bodies no record points at (see [`Store::orphans`]), `every` apart, the first
+/// Removes stored bodies no record points at (see [`Housekeeping::orphans`]), `every` apart, the first
 /// time `every` after the start. A body younger than [`ORPHAN_MIN_AGE`] may belong to a write in
 /// flight and is left for a later round.
 async fn remove_orphans_periodically(store: Arc<dyn Store>, every: Duration) {
@@ -357,6 +358,31 @@ struct ConnectionLimits {
     send: Duration,
 }
 
+/// The API as hyper drives it on one connection.
+trait App:
+    tower::Service<
+        Request<Incoming>,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> App for S where
+    S: tower::Service<
+            Request<Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// Serves HTTP/1.1 or HTTP/2 (with TLS if `tls`) on one accepted connection until the client
 /// closes it, it sits idle for `limits.idle`, a write stalls for `limits.send`, or `stopping`.
 async fn serve_connection<S>(
@@ -369,14 +395,7 @@ async fn serve_connection<S>(
     stopping: tokio_util::sync::CancellationToken,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
-    S: tower::Service<
-            Request<Incoming>,
-            Response = axum::response::Response,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: App,
 {
     // hyper-util reads the first bytes to tell HTTP/1 from HTTP/2 without a time limit, before
     // the header read timeout starts: a client that never sends a byte must not hold a
@@ -420,14 +439,7 @@ async fn drive<I, S>(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    S: tower::Service<
-            Request<Incoming>,
-            Response = axum::response::Response,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: App,
 {
     let connection =
         builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(app));
@@ -444,51 +456,45 @@ where
     }
 }
 
-/// Whether a connection has requests in flight, and since when it has had none.
+/// Whether a connection has requests in flight, and since when it has had none. Two atomics
+/// rather than a lock and a wake-up per request: the connection's idle watch checks them only
+/// when its timer fires, at most once per idle period.
 struct Activity {
-    state: std::sync::Mutex<(usize, tokio::time::Instant)>,
-    changed: tokio::sync::Notify,
+    in_flight: AtomicUsize,
+    /// When the last request ended (or the connection opened), in ms after `opened`.
+    last_end_ms: AtomicU64,
+    opened: tokio::time::Instant,
 }
 
 impl Activity {
     fn new() -> Self {
         Self {
-            state: std::sync::Mutex::new((0, tokio::time::Instant::now())),
-            changed: tokio::sync::Notify::new(),
+            in_flight: AtomicUsize::new(0),
+            last_end_ms: AtomicU64::new(0),
+            opened: tokio::time::Instant::now(),
         }
     }
 
     /// A request is in flight until the returned guard is dropped.
     fn begin(self: &Arc<Self>) -> Busy {
-        if let Ok(mut state) = self.state.lock() {
-            state.0 += 1;
-        }
-        self.changed.notify_waiters();
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
         Busy(self.clone())
     }
 
     /// Resolves once no request has been in flight for `idle`.
     async fn idle_for(&self, idle: Duration) {
         loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            // Registered before the state is read, so that no change is missed.
-            changed.as_mut().enable();
-            let state = self.state.lock().map(|s| *s).ok();
-            match state {
-                Some((0, since)) => {
-                    if since.elapsed() >= idle {
-                        return;
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep_until(since + idle) => {}
-                        () = changed => {}
-                    }
+            let wait = if self.in_flight.load(Ordering::SeqCst) > 0 {
+                idle
+            } else {
+                let last = Duration::from_millis(self.last_end_ms.load(Ordering::SeqCst));
+                let quiet = self.opened.elapsed().saturating_sub(last);
+                if quiet >= idle {
+                    return;
                 }
-                Some(_) => changed.await,
-                // A poisoned lock cannot tell; let the connection be.
-                None => std::future::pending().await,
-            }
+                idle - quiet
+            };
+            tokio::time::sleep(wait).await;
         }
     }
 }
@@ -498,11 +504,10 @@ struct Busy(Arc<Activity>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        if let Ok(mut state) = self.0.state.lock() {
-            state.0 = state.0.saturating_sub(1);
-            state.1 = tokio::time::Instant::now();
-        }
-        self.0.changed.notify_waiters();
+        let ended = u64::try_from(self.0.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        // The end time first: a watch that sees no request in flight sees when the last ended.
+        self.0.last_end_ms.fetch_max(ended, Ordering::SeqCst);
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kvstore::model::{RecordKey, ShareAccess, StoreInfo, StoreName, Token, UserId, Username};
 use kvstore::storage::{
-    self, AccessDelta, Backend, BodyInput, BodyOutput, ImportRecord, KeyListQuery, StorageError,
+    self, AccessDelta, Backend, BodyInput, BodyOutput, KeyListQuery, RecordWrite, StorageError,
     Store, StoreListQuery, StoreUpdate, WriteOutcome,
 };
 use rand::{Rng, SeedableRng};
@@ -486,7 +486,7 @@ async fn a_batch_import_writes_every_record_with_its_version_and_exact_stats() {
             .await
             .unwrap();
         let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-        let record = |k: &str, body: Vec<u8>, version: u64| ImportRecord {
+        let record = |k: &str, body: Vec<u8>, version: u64| RecordWrite {
             key: key(k),
             content_type: format!("type/{k}"),
             body: BodyInput::Bytes(body.into()),
@@ -500,7 +500,7 @@ async fn a_batch_import_writes_every_record_with_its_version_and_exact_stats() {
             record("b", Vec::new(), u64::MAX),
         ];
         assert_eq!(
-            store.records_import(&sid, batch).await.unwrap(),
+            store.records_write(&sid, batch).await.unwrap(),
             WriteOutcome::Written,
             "{backend}"
         );
@@ -527,7 +527,7 @@ async fn a_batch_import_writes_every_record_with_its_version_and_exact_stats() {
         // A missing store takes nothing.
         store.store_delete(&sid).await.unwrap();
         let outcome = store
-            .records_import(&sid, vec![record("c", b"c".to_vec(), 5)])
+            .records_write(&sid, vec![record("c", b"c".to_vec(), 5)])
             .await
             .unwrap();
         assert_eq!(outcome, WriteOutcome::StoreMissing, "{backend}");

@@ -50,6 +50,7 @@
 
 mod common;
 
+use kvstore::storage::{Administration, Housekeeping, RecordStore};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{Read, Write};
@@ -64,7 +65,7 @@ use common::child::{kvstore, Served};
 use kvstore::model::{RecordKey, StoreId, StoreInfo, StoreName, Token, UserId, Username};
 use kvstore::storage::embedded::EmbeddedStore;
 use kvstore::storage::{
-    BodyInput, BodyOutput, KeyListQuery, OrphanCheck, Store, StoreListQuery, WriteOutcome,
+    BodyInput, BodyOutput, KeyListQuery, OrphanCheck, StoreListQuery, WriteOutcome,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -9,6 +9,7 @@
 
 mod common;
 
+use kvstore::storage::{Administration, BulkTransfer, Housekeeping, RecordStore};
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};

@@ -3,8 +3,6 @@
 //! headers itself (see `src/server.rs`), with a bare 431.
 
 use axum::extract::Request;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
 
@@ -12,18 +10,21 @@ use crate::error::ApiError;
 /// field), as nginx and most servers bound them.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-pub async fn refuse_oversized_headers(request: Request, next: Next) -> Response {
+/// Refuses a request whose request line and headers are over [`MAX_HEADER_BYTES`].
+pub fn check_size(request: &Request) -> Result<(), ApiError> {
+    let uri = request.uri();
     let size = request
         .headers()
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 32)
         .sum::<usize>()
-        + request.uri().to_string().len();
+        + uri.path().len()
+        + uri.query().map_or(0, |q| q.len() + 1)
+        + uri.authority().map_or(0, |a| a.as_str().len());
     if size > MAX_HEADER_BYTES {
-        return ApiError::RequestHeadersTooLarge {
+        return Err(ApiError::RequestHeadersTooLarge {
             limit: MAX_HEADER_BYTES,
-        }
-        .into_response();
+        });
     }
-    next.run(request).await
+    Ok(())
 }

@@ -4,6 +4,7 @@
 
 mod admin;
 mod body;
+mod caller;
 mod dto;
 mod headers;
 mod keys;
@@ -17,39 +18,26 @@ mod records;
 pub(crate) mod resolve;
 mod settings;
 mod shares;
+mod state;
 mod stores;
 mod ui;
 mod unread;
 mod users;
 
-use std::sync::Arc;
-
-use axum::extract::{FromRequestParts, Request};
-use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, Method, Uri};
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, Uri};
 use axum::routing::get;
 use axum::Router;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
-use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::model::Token;
-use crate::storage::{AccessCounters, Store};
 
+pub use caller::BearerToken;
 pub use headers::MAX_HEADER_BYTES;
 pub use observe::init_metrics;
 pub use params::MAX_LIMIT;
 pub use settings::Settings;
-
-/// Everything a handler needs; cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    pub store: Arc<dyn Store>,
-    pub access: Arc<AccessCounters>,
-    pub config: Arc<Settings>,
-    /// `None` unless `--rate-limit` is set.
-    pub rate_limiter: Option<Arc<rate_limit::RateLimiter>>,
-}
+pub use state::AppState;
 
 pub fn router(state: AppState) -> Router {
     let cors = cors_layer(&state.config.cors_origins);
@@ -111,8 +99,6 @@ pub fn router(state: AppState) -> Router {
         .merge(unlimited)
         .fallback(page_not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn(unread::close_if_body_unread))
-        .layer(axum::middleware::from_fn(headers::refuse_oversized_headers))
         .layer(axum::middleware::from_fn(observe::observe))
         .layer(cors)
         .with_state(state)
@@ -186,74 +172,4 @@ pub fn override_method(mut request: Request) -> Request {
         }
     }
     request
-}
-
-/// The token from `Authorization: Bearer …` or `?token=`.
-fn token_of(parts: &Parts) -> Result<Option<Token>, ApiError> {
-    if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
-        let value = value.to_str().map_err(|_| ApiError::InvalidToken)?;
-        let (scheme, token) = value.trim().split_once(' ').ok_or(ApiError::InvalidToken)?;
-        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-            return Err(ApiError::InvalidToken);
-        }
-        return Ok(Some(Token::from_secret(token.trim().to_owned())));
-    }
-    let params = params::Params::from_query(parts.uri.query());
-    Ok(params
-        .get("token")?
-        .map(|t| Token::from_secret(t.to_owned())))
-}
-
-/// The request's token, parsed but not yet checked: a request on a store named by id checks it in
-/// the same storage round trip as the store (see [`crate::storage::Store::record_read`]).
-pub struct BearerToken(Option<Token>);
-
-impl BearerToken {
-    /// Whether the request carries a token at all (valid or not).
-    pub fn given(&self) -> bool {
-        self.0.is_some()
-    }
-
-    pub fn hash(&self) -> Option<crate::model::TokenHash> {
-        self.0.as_ref().map(Token::hash)
-    }
-
-    /// Who holds the token, as the backend knows it; no storage call without a token.
-    pub async fn lookup(
-        &self,
-        state: &AppState,
-    ) -> Result<Option<crate::model::Authenticated>, ApiError> {
-        Ok(match &self.0 {
-            Some(token) => state.store.user_by_token(&token.hash()).await?,
-            None => None,
-        })
-    }
-
-    /// The one place a token becomes a caller, given what the backend found for it (by
-    /// [`BearerToken::lookup`] or [`crate::storage::Store::record_read`]): none is anonymous, one
-    /// that authenticates nobody is a 401.
-    pub fn caller(&self, found: Option<crate::model::Authenticated>) -> Result<Caller, ApiError> {
-        match (&self.0, found) {
-            (None, _) => Ok(Caller::anonymous()),
-            (Some(_), Some(who)) => Ok(Caller::authenticated(who)),
-            (Some(_), None) => Err(ApiError::InvalidToken),
-        }
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for BearerToken {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        Ok(BearerToken(token_of(parts)?))
-    }
-}
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = BearerToken(token_of(parts)?);
-        token.caller(token.lookup(state).await?)
-    }
 }

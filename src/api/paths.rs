@@ -17,6 +17,10 @@ fn segment(parts: &Parts, index: usize) -> Option<String> {
         .trim_start_matches('/')
         .split('/')
         .nth(index)?;
+    if !raw.contains('%') {
+        // Nothing to decode (the common case): the path is already UTF-8.
+        return Some(raw.to_owned());
+    }
     percent_encoding::percent_decode_str(raw)
         .decode_utf8()
         .ok()

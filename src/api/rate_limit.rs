@@ -63,7 +63,7 @@ impl RateLimiter {
 }
 
 fn bucket_of(parts: &Parts) -> Bucket {
-    match super::token_of(parts) {
+    match super::caller::token_of(parts) {
         Ok(Some(token)) => Bucket::Token(token.hash().0),
         _ => match parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>() {
             Some(ConnectInfo(addr)) => Bucket::Address(addr.ip()),

@@ -6,7 +6,7 @@
 //! store, caller may look → 404 `record-not-found`.
 //!
 //! A store named by id (what the clients send) costs one storage call,
-//! [`crate::storage::Store::record_read`]: the token's user, the store, the caller's share and, for
+//! [`crate::storage::RecordStore::record_read`]: the token's user, the store, the caller's share and, for
 //! `GET record`, the record. A name costs the lookups it needs.
 //!
 //! Errors come in this order: a token that authenticates nobody (401), a bad record key (400), no

@@ -43,27 +43,29 @@ struct Asset {
 }
 
 const ASSETS: &[Asset] = &[
-    Asset {
-        name: "app.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../ui/app.js"),
-    },
-    Asset {
-        name: "api.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../ui/api.js"),
-    },
-    Asset {
-        name: "app.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("../ui/app.css"),
-    },
-    Asset {
-        name: "favicon.svg",
-        content_type: "image/svg+xml",
-        body: include_bytes!("../ui/favicon.svg"),
-    },
+    embedded("app.js", JS, include_bytes!("../ui/app.js")),
+    embedded("api.js", JS, include_bytes!("../ui/api.js")),
+    embedded(
+        "app.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../ui/app.css"),
+    ),
+    embedded(
+        "favicon.svg",
+        "image/svg+xml",
+        include_bytes!("../ui/favicon.svg"),
+    ),
 ];
+
+const JS: &str = "text/javascript; charset=utf-8";
+
+const fn embedded(name: &'static str, content_type: &'static str, body: &'static [u8]) -> Asset {
+    Asset {
+        name,
+        content_type,
+        body,
+    }
+}
 
 /// What is computed once: the page with the bundle hash filled in, and every ETag.
 struct Built {

@@ -23,7 +23,7 @@ use crate::model::{
     Username,
 };
 use crate::storage::{
-    BodyInput, BodyOutput, ImportBatcher, ImportRecord, Snapshot, StorageError, Store,
+    BodyInput, BodyOutput, ImportBatcher, RecordWrite, Snapshot, StorageError, Store,
 };
 
 const MAGIC: &[u8] = b"kvstore-backup 1\n";
@@ -433,7 +433,7 @@ pub async fn restore(
             } => {
                 let key = RecordKey::parse(&key).map_err(|e| BackupError::Invalid(e.0))?;
                 let body = read_body(&mut reader, size, store.spool_dir()).await?;
-                let record = ImportRecord {
+                let record = RecordWrite {
                     key,
                     content_type,
                     body,

@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::walk;
 use crate::model::StoreInfo;
-use crate::storage::{BodyInput, BodyOutput, ImportBatcher, ImportRecord, StorageError, Store};
+use crate::storage::{BodyInput, BodyOutput, ImportBatcher, RecordWrite, StorageError, Store};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CopyReport {
@@ -87,7 +87,7 @@ async fn copy_records(
                 BodyOutput::Bytes(bytes) => BodyInput::Bytes(bytes),
                 BodyOutput::File(file) => spool(file, to.spool_dir(), record.meta.size).await?,
             };
-            let record = ImportRecord {
+            let record = RecordWrite {
                 key: meta.key.clone(),
                 content_type: record.meta.content_type,
                 body,

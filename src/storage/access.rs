@@ -1,5 +1,5 @@
 //! Read and list counters and `accessedAt`, batched in memory so that a read never costs a write.
-//! A background task hands the batch to [`super::Store::apply_access`] every few seconds.
+//! A background task hands the batch to [`super::Housekeeping::apply_access`] every few seconds.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -11,7 +11,7 @@ use crate::model::RecordMeta;
 #[derive(Debug)]
 pub enum BodyInput {
     Bytes(Bytes),
-    /// A body spooled to a temporary file in [`super::Store::spool_dir`]; removed when dropped
+    /// A body spooled to a temporary file in [`super::RecordStore::spool_dir`]; removed when dropped
     /// unless the backend moves it into place.
     File {
         path: tempfile::TempPath,

@@ -1,6 +1,7 @@
 //! An in-memory backend for tests and experiments: the reference model the other backends are
 //! checked against. Nothing survives a restart.
 
+use crate::storage::{page_stores, Administration, BulkTransfer, Housekeeping, RecordStore};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::RwLock;
@@ -9,9 +10,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    apply_delta, AccessDelta, BodyInput, BodyOutput, KeyListQuery, KeyPage, Record, Result,
-    Snapshot, StorageError, Store, StoreListQuery, StorePage, StoreUpdate, UserUpdate,
-    WriteOutcome,
+    apply_delta, AccessDelta, BodyOutput, KeyListQuery, KeyPage, Record, RecordWrite, Result,
+    Snapshot, StorageError, StoreListQuery, StorePage, StoreUpdate, UserUpdate, WriteOutcome,
 };
 use crate::model::{
     now_millis, Authenticated, Millis, RecordKey, RecordMeta, ShareAccess, StoreId, StoreInfo,
@@ -77,22 +77,19 @@ impl State {
         seen.owner_disabled = self.users.get(&store.user_id).is_none_or(|u| u.disabled);
         seen
     }
-}
 
-/// One page of stores sorted by creation time, as the listings return them.
-fn page_of(stores: &mut Vec<&StoreInfo>, query: &StoreListQuery) -> StorePage {
-    stores.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-    if query.desc {
-        stores.reverse();
+    fn record(&self, store: &StoreId, key: &RecordKey) -> Option<Record> {
+        let (content_type, body, version) = self.records.get(store)?.get(key.as_str())?;
+        Some(Record {
+            meta: RecordMeta {
+                key: key.clone(),
+                size: body.len() as u64,
+                content_type: content_type.clone(),
+                version: *version,
+            },
+            body: BodyOutput::Bytes(body.clone()),
+        })
     }
-    let total = stores.len() as u64;
-    let items = stores
-        .iter()
-        .skip(usize::try_from(query.offset).unwrap_or(usize::MAX))
-        .take(usize::try_from(query.limit).unwrap_or(usize::MAX))
-        .map(|s| (*s).clone())
-        .collect();
-    StorePage { total, items }
 }
 
 fn insert_user(state: &mut State, user: &User, token: TokenHash) -> Result<()> {
@@ -107,13 +104,228 @@ fn insert_user(state: &mut State, user: &User, token: TokenHash) -> Result<()> {
     Ok(())
 }
 
+// The request path: callers, stores, keys and records.
 #[async_trait]
-impl Store for MemoryStore {
-    async fn snapshot(&self) -> Result<Box<dyn Snapshot>> {
-        // Bodies are reference-counted `Bytes`: the copy is of the maps, not of the data.
-        Ok(Box::new(MemorySnapshot(self.read()?.clone())))
+impl RecordStore for MemoryStore {
+    async fn user_by_token(&self, token: &TokenHash) -> Result<Option<Authenticated>> {
+        let state = self.read()?;
+        Ok(state.tokens.get(token).and_then(|(id, read_only)| {
+            let user = state.users.get(id).filter(|u| !u.disabled)?;
+            Some(Authenticated {
+                user: user.clone(),
+                read_only: *read_only,
+            })
+        }))
     }
 
+    async fn share_get(&self, store: &StoreId, user: &UserId) -> Result<Option<ShareAccess>> {
+        Ok(self
+            .read()?
+            .shares
+            .get(&(store.clone(), user.clone()))
+            .copied())
+    }
+
+    async fn stores_shared_with(&self, user: &UserId, query: &StoreListQuery) -> Result<StorePage> {
+        let state = self.read()?;
+        let stores = state
+            .shares
+            .keys()
+            .filter(|(_, u)| u == user)
+            .filter_map(|(s, _)| state.stores.get(s))
+            .filter(|s| query.unnamed || s.name.is_some())
+            .map(|s| state.store_seen(s))
+            // A disabled owner's stores answer nobody but administrators, listings included.
+            .filter(|s| !s.owner_disabled)
+            .collect();
+        Ok(page_stores(stores, query))
+    }
+
+    async fn store_get_or_create(&self, store: StoreInfo) -> Result<(StoreInfo, bool)> {
+        let mut state = self.write()?;
+        if let Some(name) = &store.name {
+            let key = (store.user_id.clone(), name.clone());
+            if let Some(existing) = state.names.get(&key).and_then(|id| state.stores.get(id)) {
+                return Ok((existing.clone(), false));
+            }
+            state.names.insert(key, store.id.clone());
+        }
+        state.records.insert(store.id.clone(), BTreeMap::new());
+        state.stores.insert(store.id.clone(), store.clone());
+        Ok((store, true))
+    }
+
+    async fn store_get(&self, id: &StoreId) -> Result<Option<StoreInfo>> {
+        let state = self.read()?;
+        Ok(state.stores.get(id).map(|s| state.store_seen(s)))
+    }
+
+    async fn store_get_by_name(
+        &self,
+        owner: &UserId,
+        name: &StoreName,
+    ) -> Result<Option<StoreInfo>> {
+        let state = self.read()?;
+        Ok(state
+            .names
+            .get(&(owner.clone(), name.clone()))
+            .and_then(|id| state.stores.get(id))
+            .map(|s| state.store_seen(s)))
+    }
+
+    async fn stores_list(&self, owner: &UserId, query: &StoreListQuery) -> Result<StorePage> {
+        let state = self.read()?;
+        let stores = state
+            .stores
+            .values()
+            .filter(|s| &s.user_id == owner && (query.unnamed || s.name.is_some()))
+            .map(|s| state.store_seen(s))
+            .collect();
+        Ok(page_stores(stores, query))
+    }
+
+    async fn store_update(
+        &self,
+        id: &StoreId,
+        mut update: StoreUpdate,
+    ) -> Result<Option<StoreInfo>> {
+        let mut state = self.write()?;
+        let Some(mut store) = state.stores.get(id).cloned() else {
+            return Ok(None);
+        };
+        if let Some(new_name) = update.name.take() {
+            if new_name != store.name {
+                if let Some(name) = &new_name {
+                    if state
+                        .names
+                        .contains_key(&(store.user_id.clone(), name.clone()))
+                    {
+                        return Err(StorageError::NameTaken);
+                    }
+                    state
+                        .names
+                        .insert((store.user_id.clone(), name.clone()), id.clone());
+                }
+                if let Some(old) = &store.name {
+                    state.names.remove(&(store.user_id.clone(), old.clone()));
+                }
+                store.name = new_name;
+            }
+        }
+        update.apply_settings(&mut store);
+        state.stores.insert(id.clone(), store.clone());
+        Ok(Some(store))
+    }
+
+    async fn store_delete(&self, id: &StoreId) -> Result<bool> {
+        Ok(remove_store(&mut *self.write()?, id))
+    }
+
+    async fn keys_list(&self, store: &StoreId, query: &KeyListQuery) -> Result<Option<KeyPage>> {
+        let state = self.read()?;
+        let Some(records) = state.records.get(store) else {
+            return Ok(None);
+        };
+        let start = super::scan_start(query);
+        let mut matching = records
+            .range::<String, _>((start, std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(query.prefix.as_str()));
+        let mut items = Vec::new();
+        for (key, (content_type, body, version)) in matching.by_ref().take(query.limit) {
+            items.push(RecordMeta {
+                key: RecordKey::parse(key).map_err(|e| StorageError::Corrupt(e.0))?,
+                size: body.len() as u64,
+                content_type: content_type.clone(),
+                version: *version,
+            });
+        }
+        let is_truncated = matching.next().is_some();
+        Ok(Some(KeyPage {
+            items,
+            is_truncated,
+        }))
+    }
+
+    async fn record_get(&self, store: &StoreId, key: &RecordKey) -> Result<Option<Record>> {
+        Ok(self.read()?.record(store, key))
+    }
+
+    async fn records_write(
+        &self,
+        store: &StoreId,
+        records: Vec<RecordWrite>,
+    ) -> Result<WriteOutcome> {
+        let records = tokio::task::spawn_blocking(move || {
+            records
+                .into_iter()
+                .map(|r| {
+                    Ok((
+                        r.key,
+                        r.content_type,
+                        r.body.into_bytes_blocking()?,
+                        r.version,
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .await
+        .map_err(|e| StorageError::Engine(e.to_string()))??;
+        let mut state = self.write()?;
+        let state = &mut *state;
+        let (Some(info), Some(stored)) =
+            (state.stores.get_mut(store), state.records.get_mut(store))
+        else {
+            return Ok(WriteOutcome::StoreMissing);
+        };
+        for (key, content_type, body, version) in records {
+            let size = body.len() as u64;
+            match stored.insert(key.as_str().to_owned(), (content_type, body, version)) {
+                Some((_, old, _)) => {
+                    info.stats.storage_bytes =
+                        info.stats.storage_bytes.saturating_sub(old.len() as u64)
+                }
+                None => info.stats.record_count += 1,
+            }
+            info.stats.storage_bytes += size;
+            info.stats.write_count += 1;
+        }
+        let now = now_millis();
+        info.modified_at = now;
+        info.accessed_at = now;
+        Ok(WriteOutcome::Written)
+    }
+
+    async fn record_delete(&self, store: &StoreId, key: &RecordKey) -> Result<WriteOutcome> {
+        let mut state = self.write()?;
+        let state = &mut *state;
+        let (Some(info), Some(records)) =
+            (state.stores.get_mut(store), state.records.get_mut(store))
+        else {
+            return Ok(WriteOutcome::StoreMissing);
+        };
+        if let Some((_, old, _)) = records.remove(key.as_str()) {
+            info.stats.storage_bytes = info.stats.storage_bytes.saturating_sub(old.len() as u64);
+            info.stats.record_count = info.stats.record_count.saturating_sub(1);
+        }
+        info.stats.delete_count += 1;
+        let now = now_millis();
+        info.modified_at = now;
+        info.accessed_at = now;
+        Ok(WriteOutcome::Written)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.read().map(|_| ())
+    }
+
+    fn spool_dir(&self) -> PathBuf {
+        self.spool.path().to_path_buf()
+    }
+}
+
+// Users, tokens and shares.
+#[async_trait]
+impl Administration for MemoryStore {
     async fn user_create(
         &self,
         username: Username,
@@ -137,17 +349,6 @@ impl Store for MemoryStore {
         let user = User::new(username, true);
         insert_user(&mut state, &user, token)?;
         Ok(Some(user))
-    }
-
-    async fn user_by_token(&self, token: &TokenHash) -> Result<Option<Authenticated>> {
-        let state = self.read()?;
-        Ok(state.tokens.get(token).and_then(|(id, read_only)| {
-            let user = state.users.get(id).filter(|u| !u.disabled)?;
-            Some(Authenticated {
-                user: user.clone(),
-                read_only: *read_only,
-            })
-        }))
     }
 
     async fn user_by_name(&self, username: &Username) -> Result<Option<User>> {
@@ -240,14 +441,6 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
-    async fn share_get(&self, store: &StoreId, user: &UserId) -> Result<Option<ShareAccess>> {
-        Ok(self
-            .read()?
-            .shares
-            .get(&(store.clone(), user.clone()))
-            .copied())
-    }
-
     async fn shares_list(&self, store: &StoreId) -> Result<Vec<(UserId, ShareAccess)>> {
         Ok(self
             .read()?
@@ -257,214 +450,14 @@ impl Store for MemoryStore {
             .map(|((_, u), a)| (u.clone(), *a))
             .collect())
     }
+}
 
-    async fn stores_shared_with(&self, user: &UserId, query: &StoreListQuery) -> Result<StorePage> {
-        let state = self.read()?;
-        let mut stores: Vec<&StoreInfo> = state
-            .shares
-            .keys()
-            .filter(|(_, u)| u == user)
-            .filter_map(|(s, _)| state.stores.get(s))
-            .filter(|s| query.unnamed || s.name.is_some())
-            // A disabled owner's stores answer nobody but administrators, listings included.
-            .filter(|s| !state.store_seen(s).owner_disabled)
-            .collect();
-        let mut page = page_of(&mut stores, query);
-        page.items = page.items.iter().map(|s| state.store_seen(s)).collect();
-        Ok(page)
-    }
-
-    async fn store_get_or_create(&self, store: StoreInfo) -> Result<(StoreInfo, bool)> {
-        let mut state = self.write()?;
-        if let Some(name) = &store.name {
-            let key = (store.user_id.clone(), name.clone());
-            if let Some(existing) = state.names.get(&key).and_then(|id| state.stores.get(id)) {
-                return Ok((existing.clone(), false));
-            }
-            state.names.insert(key, store.id.clone());
-        }
-        state.records.insert(store.id.clone(), BTreeMap::new());
-        state.stores.insert(store.id.clone(), store.clone());
-        Ok((store, true))
-    }
-
-    async fn store_get(&self, id: &StoreId) -> Result<Option<StoreInfo>> {
-        let state = self.read()?;
-        Ok(state.stores.get(id).map(|s| state.store_seen(s)))
-    }
-
-    async fn store_get_by_name(
-        &self,
-        owner: &UserId,
-        name: &StoreName,
-    ) -> Result<Option<StoreInfo>> {
-        let state = self.read()?;
-        Ok(state
-            .names
-            .get(&(owner.clone(), name.clone()))
-            .and_then(|id| state.stores.get(id))
-            .map(|s| state.store_seen(s)))
-    }
-
-    async fn stores_list(&self, owner: &UserId, query: &StoreListQuery) -> Result<StorePage> {
-        let state = self.read()?;
-        let mut stores: Vec<&StoreInfo> = state
-            .stores
-            .values()
-            .filter(|s| &s.user_id == owner && (query.unnamed || s.name.is_some()))
-            .collect();
-        Ok(page_of(&mut stores, query))
-    }
-
-    async fn stores_unnamed_idle(&self, idle_since: Millis, limit: usize) -> Result<Vec<StoreId>> {
-        let state = self.read()?;
-        let mut idle: Vec<&StoreInfo> = state
-            .stores
-            .values()
-            .filter(|s| s.name.is_none() && s.accessed_at < idle_since)
-            .collect();
-        idle.sort_by_key(|s| s.accessed_at);
-        Ok(idle.into_iter().take(limit).map(|s| s.id.clone()).collect())
-    }
-
-    async fn store_update(&self, id: &StoreId, update: StoreUpdate) -> Result<Option<StoreInfo>> {
-        let mut state = self.write()?;
-        let Some(mut store) = state.stores.get(id).cloned() else {
-            return Ok(None);
-        };
-        if let Some(new_name) = update.name {
-            if new_name != store.name {
-                if let Some(name) = &new_name {
-                    if state
-                        .names
-                        .contains_key(&(store.user_id.clone(), name.clone()))
-                    {
-                        return Err(StorageError::NameTaken);
-                    }
-                    state
-                        .names
-                        .insert((store.user_id.clone(), name.clone()), id.clone());
-                }
-                if let Some(old) = &store.name {
-                    state.names.remove(&(store.user_id.clone(), old.clone()));
-                }
-                store.name = new_name;
-            }
-        }
-        if let Some(access) = update.general_access {
-            store.general_access = access;
-        }
-        if let Some(title) = update.title {
-            store.title = title;
-        }
-        let now = now_millis();
-        store.modified_at = now;
-        store.accessed_at = now;
-        state.stores.insert(id.clone(), store.clone());
-        Ok(Some(store))
-    }
-
-    async fn store_delete(&self, id: &StoreId) -> Result<bool> {
-        Ok(remove_store(&mut *self.write()?, id))
-    }
-
-    async fn keys_list(&self, store: &StoreId, query: &KeyListQuery) -> Result<Option<KeyPage>> {
-        let state = self.read()?;
-        let Some(records) = state.records.get(store) else {
-            return Ok(None);
-        };
-        let start = super::scan_start(query);
-        let mut matching = records
-            .range::<String, _>((start, std::ops::Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(query.prefix.as_str()));
-        let mut items = Vec::new();
-        for (key, (content_type, body, version)) in matching.by_ref().take(query.limit) {
-            items.push(RecordMeta {
-                key: RecordKey::parse(key).map_err(|e| StorageError::Corrupt(e.0))?,
-                size: body.len() as u64,
-                content_type: content_type.clone(),
-                version: *version,
-            });
-        }
-        let is_truncated = matching.next().is_some();
-        Ok(Some(KeyPage {
-            items,
-            is_truncated,
-        }))
-    }
-
-    async fn record_get(&self, store: &StoreId, key: &RecordKey) -> Result<Option<Record>> {
-        let state = self.read()?;
-        Ok(state
-            .records
-            .get(store)
-            .and_then(|r| r.get(key.as_str()))
-            .map(|(content_type, body, version)| Record {
-                meta: RecordMeta {
-                    key: key.clone(),
-                    size: body.len() as u64,
-                    content_type: content_type.clone(),
-                    version: *version,
-                },
-                body: BodyOutput::Bytes(body.clone()),
-            }))
-    }
-
-    async fn record_meta(&self, store: &StoreId, key: &RecordKey) -> Result<Option<RecordMeta>> {
-        Ok(self.record_get(store, key).await?.map(|r| r.meta))
-    }
-
-    async fn record_put_versioned(
-        &self,
-        store: &StoreId,
-        key: &RecordKey,
-        content_type: &str,
-        body: BodyInput,
-        version: u64,
-    ) -> Result<WriteOutcome> {
-        let body = tokio::task::spawn_blocking(move || body.into_bytes_blocking())
-            .await
-            .map_err(|e| StorageError::Engine(e.to_string()))??;
-        let mut state = self.write()?;
-        let state = &mut *state;
-        let (Some(info), Some(records)) =
-            (state.stores.get_mut(store), state.records.get_mut(store))
-        else {
-            return Ok(WriteOutcome::StoreMissing);
-        };
-        let size = body.len() as u64;
-        let entry = (content_type.to_owned(), body, version);
-        match records.insert(key.as_str().to_owned(), entry) {
-            Some((_, old, _)) => {
-                info.stats.storage_bytes = info.stats.storage_bytes.saturating_sub(old.len() as u64)
-            }
-            None => info.stats.record_count += 1,
-        }
-        info.stats.storage_bytes += size;
-        info.stats.write_count += 1;
-        let now = now_millis();
-        info.modified_at = now;
-        info.accessed_at = now;
-        Ok(WriteOutcome::Written)
-    }
-
-    async fn record_delete(&self, store: &StoreId, key: &RecordKey) -> Result<WriteOutcome> {
-        let mut state = self.write()?;
-        let state = &mut *state;
-        let (Some(info), Some(records)) =
-            (state.stores.get_mut(store), state.records.get_mut(store))
-        else {
-            return Ok(WriteOutcome::StoreMissing);
-        };
-        if let Some((_, old, _)) = records.remove(key.as_str()) {
-            info.stats.storage_bytes = info.stats.storage_bytes.saturating_sub(old.len() as u64);
-            info.stats.record_count = info.stats.record_count.saturating_sub(1);
-        }
-        info.stats.delete_count += 1;
-        let now = now_millis();
-        info.modified_at = now;
-        info.accessed_at = now;
-        Ok(WriteOutcome::Written)
+// Whole users and stores moved between backends, and snapshots for backups.
+#[async_trait]
+impl BulkTransfer for MemoryStore {
+    async fn snapshot(&self) -> Result<Box<dyn Snapshot>> {
+        // Bodies are reference-counted `Bytes`: the copy is of the maps, not of the data.
+        Ok(Box::new(MemorySnapshot(self.read()?.clone())))
     }
 
     async fn user_tokens(&self, user: &UserId) -> Result<Vec<TokenGrant>> {
@@ -521,6 +514,21 @@ impl Store for MemoryStore {
         state.stores.insert(store.id.clone(), store.clone());
         Ok(())
     }
+}
+
+// Background work: retention, orphans, counter flushes, shutdown.
+#[async_trait]
+impl Housekeeping for MemoryStore {
+    async fn stores_unnamed_idle(&self, idle_since: Millis, limit: usize) -> Result<Vec<StoreId>> {
+        let state = self.read()?;
+        let mut idle: Vec<&StoreInfo> = state
+            .stores
+            .values()
+            .filter(|s| s.name.is_none() && s.accessed_at < idle_since)
+            .collect();
+        idle.sort_by_key(|s| s.accessed_at);
+        Ok(idle.into_iter().take(limit).map(|s| s.id.clone()).collect())
+    }
 
     async fn apply_access(&self, batch: Vec<(StoreId, AccessDelta)>) -> Result<()> {
         let mut state = self.write()?;
@@ -530,14 +538,6 @@ impl Store for MemoryStore {
             }
         }
         Ok(())
-    }
-
-    async fn ping(&self) -> Result<()> {
-        self.read().map(|_| ())
-    }
-
-    fn spool_dir(&self) -> PathBuf {
-        self.spool.path().to_path_buf()
     }
 
     async fn close(&self) -> Result<()> {
@@ -611,19 +611,6 @@ impl Snapshot for MemorySnapshot {
     }
 
     async fn record(&self, store: &StoreId, key: &RecordKey) -> Result<Option<Record>> {
-        Ok(self
-            .0
-            .records
-            .get(store)
-            .and_then(|r| r.get(key.as_str()))
-            .map(|(content_type, body, version)| Record {
-                meta: RecordMeta {
-                    key: key.clone(),
-                    size: body.len() as u64,
-                    content_type: content_type.clone(),
-                    version: *version,
-                },
-                body: BodyOutput::Bytes(body.clone()),
-            }))
+        Ok(self.0.record(store, key))
     }
 }

@@ -1,5 +1,6 @@
-//! The storage boundary: one domain-level [`Store`] trait (users, stores, keys, records) and the
-//! backends behind it. Only [`open`] knows which backend is in use.
+//! The storage boundary: the domain-level [`Store`] traits, one per concern (the request path,
+//! administration, bulk transfer, housekeeping), and the backends behind them. Only [`open`]
+//! knows which backend is in use.
 //!
 //! Absence is `Option`/`bool`; the HTTP layer decides what it means for the client.
 
@@ -84,7 +85,7 @@ pub struct KeyPage {
     pub is_truncated: bool,
 }
 
-/// What [`Store::record_read`] found.
+/// What [`RecordStore::record_read`] found.
 #[derive(Debug, Default)]
 pub struct RecordRead {
     /// The token's user; `None` without a token, or for a token that authenticates nobody.
@@ -94,7 +95,7 @@ pub struct RecordRead {
     /// [`crate::auth`]'s to say).
     pub share: Option<ShareAccess>,
     pub record: Option<Record>,
-    /// Whether `store`'s counters and times are those [`Store::store_get`] shows; PostgreSQL
+    /// Whether `store`'s counters and times are those [`RecordStore::store_get`] shows; PostgreSQL
     /// leaves its counter shards out of this read.
     pub counters_exact: bool,
 }
@@ -116,6 +117,22 @@ pub struct StoreUpdate {
     pub title: Option<Option<String>>,
 }
 
+impl StoreUpdate {
+    /// Applies what the update changes besides the name (which each backend re-indexes itself),
+    /// and marks the store modified and accessed now.
+    pub(crate) fn apply_settings(self, store: &mut StoreInfo) {
+        if let Some(access) = self.general_access {
+            store.general_access = access;
+        }
+        if let Some(title) = self.title {
+            store.title = title;
+        }
+        let now = crate::model::now_millis();
+        store.modified_at = now;
+        store.accessed_at = now;
+    }
+}
+
 /// What a record write did to the store, for the caller's response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteOutcome {
@@ -123,9 +140,9 @@ pub enum WriteOutcome {
     StoreMissing,
 }
 
-/// One record of a [`Store::records_import`] batch.
+/// One record of a [`RecordStore::records_write`] batch.
 #[derive(Debug)]
-pub struct ImportRecord {
+pub struct RecordWrite {
     pub key: RecordKey,
     pub content_type: String,
     pub body: BodyInput,
@@ -133,7 +150,7 @@ pub struct ImportRecord {
     pub version: u64,
 }
 
-/// How [`Store::orphans`] runs.
+/// How [`Housekeeping::orphans`] runs.
 #[derive(Debug, Clone, Copy)]
 pub struct OrphanCheck {
     /// Remove what is found (otherwise only report it).
@@ -144,7 +161,7 @@ pub struct OrphanCheck {
     pub min_age: Duration,
 }
 
-/// What [`Store::orphans`] found: stored bodies that no record points at.
+/// What [`Housekeeping::orphans`] found: stored bodies that no record points at.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OrphanReport {
     /// Orphan bodies found (blob files, or chunked bodies on PostgreSQL).
@@ -156,36 +173,13 @@ pub struct OrphanReport {
     pub removed: u64,
 }
 
-/// Writes `records` one [`Store::record_put_versioned`] at a time, stopping if the store is gone.
-pub(crate) async fn put_one_by_one<S: Store + ?Sized>(
-    target: &S,
-    store: &StoreId,
-    records: Vec<ImportRecord>,
-) -> Result<WriteOutcome> {
-    for record in records {
-        let outcome = target
-            .record_put_versioned(
-                store,
-                &record.key,
-                &record.content_type,
-                record.body,
-                record.version,
-            )
-            .await?;
-        if outcome == WriteOutcome::StoreMissing {
-            return Ok(outcome);
-        }
-    }
-    Ok(WriteOutcome::Written)
-}
-
-/// Gathers records of one store at a time into [`Store::records_import`] batches of bounded size
+/// Gathers records of one store at a time into [`RecordStore::records_write`] batches of bounded size
 /// (restore, copy): a batch goes out when it is full, when a record of another store arrives, and
 /// at [`ImportBatcher::flush`].
 #[derive(Default)]
 pub struct ImportBatcher {
     store: Option<StoreId>,
-    records: Vec<ImportRecord>,
+    records: Vec<RecordWrite>,
     bytes: u64,
 }
 
@@ -198,7 +192,7 @@ impl ImportBatcher {
         &mut self,
         target: &dyn Store,
         store: &StoreId,
-        record: ImportRecord,
+        record: RecordWrite,
     ) -> Result<()> {
         if self.store.as_ref().is_some_and(|s| s != store) {
             self.flush(target).await?;
@@ -218,7 +212,7 @@ impl ImportBatcher {
         let records = std::mem::take(&mut self.records);
         match &self.store {
             Some(store) if !records.is_empty() => {
-                target.records_import(store, records).await?;
+                target.records_write(store, records).await?;
             }
             _ => {}
         }
@@ -226,58 +220,27 @@ impl ImportBatcher {
     }
 }
 
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
-    // --- users and tokens ---
+/// Everything a backend is: the four traits below, by concern. Code holds an `Arc<dyn Store>` and
+/// imports the trait of the concern it uses (`use crate::storage::RecordStore` on the request path).
+///
+/// A new backend implements the required methods of each (the ones without a body below; the
+/// others have defaults written once in terms of them), and runs `tests/conformance.rs`, which
+/// every backend passes the same way.
+pub trait Store: RecordStore + Administration + BulkTransfer + Housekeeping {}
 
-    /// Creates a user with one token. Fails with [`StorageError::UserExists`] if the name is taken.
-    async fn user_create(
-        &self,
-        username: Username,
-        is_admin: bool,
-        token: TokenHash,
-    ) -> Result<User>;
-    /// Creates the user only if there is no user at all yet; `None` when users already exist.
-    /// Several nodes starting together on one empty database create it once.
-    async fn user_create_first(&self, username: Username, token: TokenHash)
-        -> Result<Option<User>>;
+impl<T: RecordStore + Administration + BulkTransfer + Housekeeping + ?Sized> Store for T {}
+
+/// The request path: callers, stores, keys and records, what serving the API needs.
+#[async_trait]
+pub trait RecordStore: Send + Sync + 'static {
     /// The user a token belongs to, with the token's scope; `None` for an unknown token or a
     /// disabled user.
     async fn user_by_token(&self, token: &TokenHash) -> Result<Option<Authenticated>>;
-    async fn user_by_name(&self, username: &Username) -> Result<Option<User>>;
-    async fn user_by_id(&self, id: &UserId) -> Result<Option<User>>;
-    async fn users_list(&self) -> Result<Vec<User>>;
-    /// `Ok(None)` when the user does not exist.
-    async fn user_update(&self, id: &UserId, update: UserUpdate) -> Result<Option<User>>;
-    /// Deletes the user, its tokens, the shares it was given, and its stores (with their records,
-    /// as `store_delete` does). `false` when it did not exist.
-    async fn user_delete(&self, id: &UserId) -> Result<bool>;
-    /// Adds a token to a user; with `revoke_others`, every other token of the user stops working
-    /// in the same transaction. `false` when the user does not exist.
-    async fn token_add(
-        &self,
-        user: &UserId,
-        grant: TokenGrant,
-        revoke_others: bool,
-    ) -> Result<bool>;
-
-    // --- sharing ---
-
-    /// Shares a store with a user (`Some`), or stops sharing it (`None`). `false` when the store
-    /// does not exist.
-    async fn share_set(
-        &self,
-        store: &StoreId,
-        user: &UserId,
-        access: Option<ShareAccess>,
-    ) -> Result<bool>;
+    /// `user`'s share of `store`, whoever the user is (whether it counts is
+    /// [`crate::auth`]'s to say).
     async fn share_get(&self, store: &StoreId, user: &UserId) -> Result<Option<ShareAccess>>;
-    /// Who a store is shared with.
-    async fn shares_list(&self, store: &StoreId) -> Result<Vec<(UserId, ShareAccess)>>;
-    /// Stores other users shared with `user`, paged like [`Store::stores_list`].
+    /// Stores other users shared with `user`, paged like [`RecordStore::stores_list`].
     async fn stores_shared_with(&self, user: &UserId, query: &StoreListQuery) -> Result<StorePage>;
-
-    // --- stores ---
 
     /// Saves `store` unless the owner already has a store of that name, in which case that one is
     /// returned with `false`. Unnamed stores are always created.
@@ -293,11 +256,6 @@ pub trait Store: Send + Sync + 'static {
     async fn store_update(&self, id: &StoreId, update: StoreUpdate) -> Result<Option<StoreInfo>>;
     /// Makes the store and its records invisible at once. `false` when it did not exist.
     async fn store_delete(&self, id: &StoreId) -> Result<bool>;
-    /// Unnamed stores, of every user, that nobody has read or written since `idle_since`; the
-    /// longest idle first, at most `limit` (for `serve --unnamed-retention`).
-    async fn stores_unnamed_idle(&self, idle_since: Millis, limit: usize) -> Result<Vec<StoreId>>;
-
-    // --- records ---
 
     /// The hot path of record requests by store id: the token's user, the store, the caller's
     /// share of it and, given a key, the record (`GET`; writes give none), in one read
@@ -339,8 +297,12 @@ pub trait Store: Send + Sync + 'static {
     /// `None` when the store does not exist.
     async fn keys_list(&self, store: &StoreId, query: &KeyListQuery) -> Result<Option<KeyPage>>;
     async fn record_get(&self, store: &StoreId, key: &RecordKey) -> Result<Option<Record>>;
-    async fn record_meta(&self, store: &StoreId, key: &RecordKey) -> Result<Option<RecordMeta>>;
-    /// Stores a record under a new random version (its ETag).
+    /// The record without its body; backends that can avoid reading the body override this.
+    async fn record_meta(&self, store: &StoreId, key: &RecordKey) -> Result<Option<RecordMeta>> {
+        Ok(self.record_get(store, key).await?.map(|r| r.meta))
+    }
+    /// Stores a record under a new random version (its ETag): a batch of one for
+    /// [`RecordStore::records_write`].
     async fn record_put(
         &self,
         store: &StoreId,
@@ -348,34 +310,80 @@ pub trait Store: Send + Sync + 'static {
         content_type: &str,
         body: BodyInput,
     ) -> Result<WriteOutcome> {
-        self.record_put_versioned(store, key, content_type, body, rand::random())
-            .await
+        let record = RecordWrite {
+            key: key.clone(),
+            content_type: content_type.to_owned(),
+            body,
+            version: rand::random(),
+        };
+        self.records_write(store, vec![record]).await
     }
-    /// Stores a record under the given version (copies keep their ETags).
-    async fn record_put_versioned(
+    /// The one write path: stores records of one store, each under its given version (copies
+    /// keep their ETags), in one transaction and one durable commit where the backend can
+    /// (restore, copy and bulk loads write batches; a PUT is a batch of one). A key given twice
+    /// ends with its last record, as if they were written in turn. Nothing is written when the
+    /// store does not exist.
+    async fn records_write(
         &self,
         store: &StoreId,
-        key: &RecordKey,
-        content_type: &str,
-        body: BodyInput,
-        version: u64,
+        records: Vec<RecordWrite>,
     ) -> Result<WriteOutcome>;
-    /// Stores many records of one store at once, each under its given version: one transaction
-    /// and one durable commit for the whole batch where the backend can (restore, copy, bulk
-    /// loads: a commit per record would cost an fsync each). A key given twice ends with its last
-    /// record, as if they were written in turn. Nothing is written when the store does not exist.
-    async fn records_import(
-        &self,
-        store: &StoreId,
-        records: Vec<ImportRecord>,
-    ) -> Result<WriteOutcome> {
-        put_one_by_one(self, store, records).await
-    }
     /// Deleting a record that does not exist is not an error.
     async fn record_delete(&self, store: &StoreId, key: &RecordKey) -> Result<WriteOutcome>;
 
-    // --- copying between backends (`kvstore copy`) ---
+    /// Checks that the backend answers (readiness).
+    async fn ping(&self) -> Result<()>;
+    /// Where request bodies are spooled before [`RecordStore::records_write`]; on the same
+    /// filesystem as the data so that a spooled body can be moved into place without a copy.
+    fn spool_dir(&self) -> PathBuf;
+}
 
+/// Users, tokens and shares (the admin API, `kvstore users` and `kvstore share`).
+#[async_trait]
+pub trait Administration: Send + Sync + 'static {
+    /// Creates a user with one token. Fails with [`StorageError::UserExists`] if the name is taken.
+    async fn user_create(
+        &self,
+        username: Username,
+        is_admin: bool,
+        token: TokenHash,
+    ) -> Result<User>;
+    /// Creates the user only if there is no user at all yet; `None` when users already exist.
+    /// Several nodes starting together on one empty database create it once.
+    async fn user_create_first(&self, username: Username, token: TokenHash)
+        -> Result<Option<User>>;
+    async fn user_by_name(&self, username: &Username) -> Result<Option<User>>;
+    async fn user_by_id(&self, id: &UserId) -> Result<Option<User>>;
+    async fn users_list(&self) -> Result<Vec<User>>;
+    /// `Ok(None)` when the user does not exist.
+    async fn user_update(&self, id: &UserId, update: UserUpdate) -> Result<Option<User>>;
+    /// Deletes the user, its tokens, the shares it was given, and its stores (with their records,
+    /// as `store_delete` does). `false` when it did not exist.
+    async fn user_delete(&self, id: &UserId) -> Result<bool>;
+    /// Adds a token to a user; with `revoke_others`, every other token of the user stops working
+    /// in the same transaction. `false` when the user does not exist.
+    async fn token_add(
+        &self,
+        user: &UserId,
+        grant: TokenGrant,
+        revoke_others: bool,
+    ) -> Result<bool>;
+    /// Shares a store with a user (`Some`), or stops sharing it (`None`). `false` when the store
+    /// does not exist.
+    async fn share_set(
+        &self,
+        store: &StoreId,
+        user: &UserId,
+        access: Option<ShareAccess>,
+    ) -> Result<bool>;
+    /// Who a store is shared with.
+    async fn shares_list(&self, store: &StoreId) -> Result<Vec<(UserId, ShareAccess)>>;
+}
+
+/// Whole users and stores moved between backends (`kvstore copy`, `restore`; records go through
+/// [`RecordStore::records_write`]) and snapshots read whole (`kvstore backup`, `copy`).
+#[async_trait]
+pub trait BulkTransfer: Send + Sync + 'static {
     /// A user's tokens (hashes and scopes).
     async fn user_tokens(&self, user: &UserId) -> Result<Vec<TokenGrant>>;
     /// Saves a user exactly as given (id, name, creation time, flags) unless it exists, and adds
@@ -384,14 +392,16 @@ pub trait Store: Send + Sync + 'static {
     /// Saves a store row exactly as given (id, timestamps, stats, secret), creating or replacing
     /// it. Records are not touched. [`StorageError::NameTaken`] if another store has the name.
     async fn store_import(&self, store: &StoreInfo) -> Result<()>;
-
-    // --- backups (`kvstore backup`) ---
-
     /// A consistent read-only view of all data as of now; writes go on meanwhile.
     async fn snapshot(&self) -> Result<Box<dyn Snapshot>>;
+}
 
-    // --- housekeeping ---
-
+/// Background work the server runs on a timer, and shutdown.
+#[async_trait]
+pub trait Housekeeping: Send + Sync + 'static {
+    /// Unnamed stores, of every user, that nobody has read or written since `idle_since`; the
+    /// longest idle first, at most `limit` (for `serve --unnamed-retention`).
+    async fn stores_unnamed_idle(&self, idle_since: Millis, limit: usize) -> Result<Vec<StoreId>>;
     /// Finds stored bodies that no record points at (left by a crash between storing a body and
     /// committing its record, or by a bug), reports them and, with `check.remove`, removes them.
     /// Bodies an open snapshot may still read and bodies of writes in flight are never touched.
@@ -402,11 +412,6 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Applies batched read/list counters and `accessedAt` (see [`AccessCounters`]).
     async fn apply_access(&self, batch: Vec<(StoreId, access::AccessDelta)>) -> Result<()>;
-    /// Checks that the backend answers (readiness).
-    async fn ping(&self) -> Result<()>;
-    /// Where request bodies are spooled before [`Store::record_put`]; on the same filesystem as the
-    /// data so that a spooled body can be moved into place without a copy.
-    fn spool_dir(&self) -> PathBuf;
     /// Waits until every acknowledged write is on disk and background work has stopped.
     async fn close(&self) -> Result<()>;
 }
@@ -484,6 +489,22 @@ pub async fn ensure_first_user(store: &dyn Store, token: Option<Token>) -> Resul
         .user_create_first(admin, token.hash())
         .await?
         .map(|_| token))
+}
+
+/// One page of stores sorted by creation time (then id), as every store listing returns them, for
+/// backends that gather the matching stores before paging.
+pub(crate) fn page_stores(mut stores: Vec<StoreInfo>, query: &StoreListQuery) -> StorePage {
+    stores.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    if query.desc {
+        stores.reverse();
+    }
+    let total = stores.len() as u64;
+    let items = stores
+        .into_iter()
+        .skip(usize::try_from(query.offset).unwrap_or(usize::MAX))
+        .take(usize::try_from(query.limit).unwrap_or(usize::MAX))
+        .collect();
+    StorePage { total, items }
 }
 
 /// Where a key scan starts: after `exclusiveStartKey`, or at `prefix` when that comes later.

@@ -17,7 +17,7 @@ use super::schema::RECORDS;
 use super::watch::engine;
 use super::EmbeddedStore;
 use crate::model::RecordKey;
-use crate::storage::{BodyInput, ImportRecord, OrphanCheck, OrphanReport, Result, StorageError};
+use crate::storage::{BodyInput, OrphanCheck, OrphanReport, RecordWrite, Result, StorageError};
 
 /// What a write transaction leaves for after its commit: blob files to remove once the batch's fate
 /// is known, and whether a purge of deleted stores should run.
@@ -226,7 +226,7 @@ impl EmbeddedStore {
     /// are removed (no commit will point at them).
     pub(super) fn prepare_records(
         paths: &Paths,
-        records: Vec<ImportRecord>,
+        records: Vec<RecordWrite>,
     ) -> Result<Vec<PreparedRecord>> {
         let mut prepared = Vec::with_capacity(records.len());
         for record in records {

@@ -23,6 +23,7 @@ mod users;
 mod watch;
 mod writer;
 
+use crate::storage::{Administration, BulkTransfer, Housekeeping, RecordStore};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,9 +35,9 @@ use redb::{Database, ReadableDatabase};
 
 use super::auth_cache::{AuthCache, Generation};
 use super::{
-    apply_delta, AccessDelta, BodyInput, ImportRecord, KeyListQuery, KeyPage, OrphanCheck,
-    OrphanReport, Record, RecordRead, Result, Snapshot, StorageError, Store, StoreListQuery,
-    StorePage, StoreUpdate, UserUpdate, WriteOutcome,
+    apply_delta, AccessDelta, BodyInput, KeyListQuery, KeyPage, OrphanCheck, OrphanReport, Record,
+    RecordRead, RecordWrite, Result, Snapshot, StorageError, StoreListQuery, StorePage,
+    StoreUpdate, UserUpdate, WriteOutcome,
 };
 use crate::model::{
     Authenticated, Millis, RecordKey, RecordMeta, ShareAccess, StoreId, StoreInfo, StoreName,
@@ -216,34 +217,9 @@ impl EmbeddedStore {
     }
 }
 
+// The request path: callers, stores, keys and records.
 #[async_trait]
-impl Store for EmbeddedStore {
-    async fn user_create(
-        &self,
-        username: Username,
-        is_admin: bool,
-        token: TokenHash,
-    ) -> Result<User> {
-        let user = User::new(username, is_admin);
-        self.write(WriteKind::AUTH, move |txn, _| {
-            insert_user(txn, &user, &token)?;
-            Ok(user)
-        })
-        .await
-    }
-
-    async fn user_create_first(
-        &self,
-        username: Username,
-        token: TokenHash,
-    ) -> Result<Option<User>> {
-        let user = User::new(username, true);
-        self.write(WriteKind::AUTH, move |txn, _| {
-            create_first_user(txn, user, &token)
-        })
-        .await
-    }
-
+impl RecordStore for EmbeddedStore {
     async fn user_by_token(&self, token: &TokenHash) -> Result<Option<Authenticated>> {
         let at = self.auth.generation();
         self.read_now(|txn| self.caller_in(at, txn, token))
@@ -315,6 +291,170 @@ impl Store for EmbeddedStore {
         Ok(read)
     }
 
+    async fn share_get(&self, store: &StoreId, user: &UserId) -> Result<Option<ShareAccess>> {
+        self.read_now(|txn| share_in(txn, store, user))
+    }
+
+    async fn stores_shared_with(&self, user: &UserId, query: &StoreListQuery) -> Result<StorePage> {
+        let (user, query) = (user.clone(), query.clone());
+        self.read(move |txn| list_shared_with(txn, &user, &query))
+            .await
+    }
+
+    async fn store_get_or_create(&self, store: StoreInfo) -> Result<(StoreInfo, bool)> {
+        self.write(WriteKind::DATA, move |txn, _| {
+            get_or_create_store(txn, store)
+        })
+        .await
+    }
+
+    async fn store_get(&self, id: &StoreId) -> Result<Option<StoreInfo>> {
+        self.read_now(|txn| read_store(txn, id.as_str()))
+    }
+
+    async fn store_get_by_name(
+        &self,
+        owner: &UserId,
+        name: &StoreName,
+    ) -> Result<Option<StoreInfo>> {
+        let (owner, name) = (owner.clone(), name.clone());
+        self.read_now(move |txn| {
+            let names = txn.open_table(STORE_NAMES).map_err(engine)?;
+            let Some(id) = names.get((owner.as_str(), name.as_str())).map_err(engine)? else {
+                return Ok(None);
+            };
+            read_store(txn, id.value())
+        })
+    }
+
+    async fn stores_list(&self, owner: &UserId, query: &StoreListQuery) -> Result<StorePage> {
+        let (owner, query) = (owner.clone(), query.clone());
+        self.read(move |txn| list_stores(txn, &owner, &query)).await
+    }
+
+    async fn store_update(&self, id: &StoreId, update: StoreUpdate) -> Result<Option<StoreInfo>> {
+        let id = id.clone();
+        self.write(WriteKind::DATA, move |txn, _| {
+            update_store(txn, &id, update)
+        })
+        .await
+    }
+
+    async fn store_delete(&self, id: &StoreId) -> Result<bool> {
+        let id = id.clone();
+        self.write(WriteKind::FREEING_DATA, move |txn, post| {
+            delete_store_in(txn, id.as_str(), post)
+        })
+        .await
+    }
+
+    async fn keys_list(&self, store: &StoreId, query: &KeyListQuery) -> Result<Option<KeyPage>> {
+        let (store, query) = (store.clone(), query.clone());
+        self.read(move |txn| list_keys(txn, &store, &query)).await
+    }
+
+    async fn record_get(&self, store: &StoreId, key: &RecordKey) -> Result<Option<Record>> {
+        // A concurrent overwrite or delete may commit and remove the blob between our read of
+        // the header and the open; a fresh read transaction then sees the new state. Once
+        // open, the file stays readable even if it is removed.
+        let mut attempts = 0;
+        loop {
+            match self.read_now(|txn| read_record(txn, &self.paths, store, key)) {
+                Err(StorageError::Io(e))
+                    if e.kind() == std::io::ErrorKind::NotFound && attempts < 16 =>
+                {
+                    attempts += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn record_meta(&self, store: &StoreId, key: &RecordKey) -> Result<Option<RecordMeta>> {
+        let found = self.read_now(|txn| find_record(txn, store, key, false))?;
+        Ok(found.map(|(header, _)| meta_of(key, header)))
+    }
+
+    async fn records_write(
+        &self,
+        store: &StoreId,
+        records: Vec<RecordWrite>,
+    ) -> Result<WriteOutcome> {
+        // Bodies that stay inline and are already in memory need no file work, and a hop to the
+        // blocking pool (two thread wake-ups) cost half the CPU of a 1 KiB PUT: 81 → 38 µs.
+        let in_memory = records
+            .iter()
+            .all(|r| matches!(r.body, BodyInput::Bytes(_)) && r.body.len() <= INLINE_MAX);
+        let prepared = if in_memory {
+            Self::prepare_records(&self.paths, records)?
+        } else {
+            let paths = self.paths.clone();
+            tokio::task::spawn_blocking(move || Self::prepare_records(&paths, records))
+                .await
+                .map_err(|e| StorageError::Engine(e.to_string()))??
+        };
+        let store = store.clone();
+        let paths = self.paths.clone();
+        self.write(WriteKind::DATA, move |txn, post| {
+            put_records(txn, &paths, &store, prepared, post)
+        })
+        .await
+    }
+
+    async fn record_delete(&self, store: &StoreId, key: &RecordKey) -> Result<WriteOutcome> {
+        let (store, key) = (store.clone(), key.clone());
+        let paths = self.paths.clone();
+        self.write(WriteKind::FREEING_DATA, move |txn, post| {
+            delete_record(txn, &paths, &store, &key, post)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        if self.writer.read().map(|w| w.is_none()).unwrap_or(true) {
+            return Err(StorageError::Closed);
+        }
+        // Reads of cached pages still work after an I/O error: the probe must not rely on one.
+        if self.paths.io_failed.load(Ordering::Acquire) {
+            return Err(StorageError::Unavailable(BROKEN.into()));
+        }
+        self.read(|txn| read_store(txn, "").map(|_| ())).await
+    }
+
+    fn spool_dir(&self) -> PathBuf {
+        self.paths.spool.clone()
+    }
+}
+
+// Users, tokens and shares.
+#[async_trait]
+impl Administration for EmbeddedStore {
+    async fn user_create(
+        &self,
+        username: Username,
+        is_admin: bool,
+        token: TokenHash,
+    ) -> Result<User> {
+        let user = User::new(username, is_admin);
+        self.write(WriteKind::AUTH, move |txn, _| {
+            insert_user(txn, &user, &token)?;
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn user_create_first(
+        &self,
+        username: Username,
+        token: TokenHash,
+    ) -> Result<Option<User>> {
+        let user = User::new(username, true);
+        self.write(WriteKind::AUTH, move |txn, _| {
+            create_first_user(txn, user, &token)
+        })
+        .await
+    }
+
     async fn user_update(&self, id: &UserId, update: UserUpdate) -> Result<Option<User>> {
         let id = id.clone();
         self.write(WriteKind::AUTH, move |txn, _| update_user(txn, &id, update))
@@ -359,19 +499,9 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn share_get(&self, store: &StoreId, user: &UserId) -> Result<Option<ShareAccess>> {
-        self.read_now(|txn| share_in(txn, store, user))
-    }
-
     async fn shares_list(&self, store: &StoreId) -> Result<Vec<(UserId, ShareAccess)>> {
         let store = store.clone();
         self.read(move |txn| list_shares(txn, &store)).await
-    }
-
-    async fn stores_shared_with(&self, user: &UserId, query: &StoreListQuery) -> Result<StorePage> {
-        let (user, query) = (user.clone(), query.clone());
-        self.read(move |txn| list_shared_with(txn, &user, &query))
-            .await
     }
 
     async fn user_by_name(&self, username: &Username) -> Result<Option<User>> {
@@ -391,67 +521,11 @@ impl Store for EmbeddedStore {
     async fn users_list(&self) -> Result<Vec<User>> {
         self.read(list_users).await
     }
+}
 
-    async fn store_get_or_create(&self, store: StoreInfo) -> Result<(StoreInfo, bool)> {
-        self.write(WriteKind::DATA, move |txn, _| {
-            get_or_create_store(txn, store)
-        })
-        .await
-    }
-
-    async fn store_get(&self, id: &StoreId) -> Result<Option<StoreInfo>> {
-        self.read_now(|txn| read_store(txn, id.as_str()))
-    }
-
-    async fn store_get_by_name(
-        &self,
-        owner: &UserId,
-        name: &StoreName,
-    ) -> Result<Option<StoreInfo>> {
-        let (owner, name) = (owner.clone(), name.clone());
-        self.read_now(move |txn| {
-            let names = txn.open_table(STORE_NAMES).map_err(engine)?;
-            let Some(id) = names.get((owner.as_str(), name.as_str())).map_err(engine)? else {
-                return Ok(None);
-            };
-            read_store(txn, id.value())
-        })
-    }
-
-    async fn stores_unnamed_idle(&self, idle_since: Millis, limit: usize) -> Result<Vec<StoreId>> {
-        // A full scan of the store rows: the sweep runs rarely and stores are few next to records.
-        self.read(move |txn| unnamed_idle_stores(txn, idle_since, limit))
-            .await
-    }
-
-    async fn stores_list(&self, owner: &UserId, query: &StoreListQuery) -> Result<StorePage> {
-        let (owner, query) = (owner.clone(), query.clone());
-        self.read(move |txn| list_stores(txn, &owner, &query)).await
-    }
-
-    async fn store_update(&self, id: &StoreId, update: StoreUpdate) -> Result<Option<StoreInfo>> {
-        let id = id.clone();
-        self.write(WriteKind::DATA, move |txn, _| {
-            update_store(txn, &id, update)
-        })
-        .await
-    }
-
-    async fn store_delete(&self, id: &StoreId) -> Result<bool> {
-        let id = id.clone();
-        self.write(WriteKind::FREEING_DATA, move |txn, post| {
-            delete_store_in(txn, id.as_str(), post)
-        })
-        .await
-    }
-
-    async fn orphans(&self, check: OrphanCheck) -> Result<OrphanReport> {
-        let (db, paths) = (self.db.clone(), self.paths.clone());
-        tokio::task::spawn_blocking(move || collect_orphans(&db, &paths, check))
-            .await
-            .map_err(|e| StorageError::Engine(e.to_string()))?
-    }
-
+// Whole users and stores moved between backends, and snapshots for backups.
+#[async_trait]
+impl BulkTransfer for EmbeddedStore {
     async fn snapshot(&self) -> Result<Box<dyn Snapshot>> {
         let pin = self.paths.pin();
         let txn = self.db.begin_read().map_err(engine)?;
@@ -460,85 +534,6 @@ impl Store for EmbeddedStore {
             paths: self.paths.clone(),
             _pin: pin,
         }))
-    }
-
-    async fn keys_list(&self, store: &StoreId, query: &KeyListQuery) -> Result<Option<KeyPage>> {
-        let (store, query) = (store.clone(), query.clone());
-        self.read(move |txn| list_keys(txn, &store, &query)).await
-    }
-
-    async fn record_get(&self, store: &StoreId, key: &RecordKey) -> Result<Option<Record>> {
-        // A concurrent overwrite or delete may commit and remove the blob between our read of
-        // the header and the open; a fresh read transaction then sees the new state. Once
-        // open, the file stays readable even if it is removed.
-        let mut attempts = 0;
-        loop {
-            match self.read_now(|txn| read_record(txn, &self.paths, store, key)) {
-                Err(StorageError::Io(e))
-                    if e.kind() == std::io::ErrorKind::NotFound && attempts < 16 =>
-                {
-                    attempts += 1;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    async fn record_meta(&self, store: &StoreId, key: &RecordKey) -> Result<Option<RecordMeta>> {
-        let found = self.read_now(|txn| find_record(txn, store, key, false))?;
-        Ok(found.map(|(header, _)| meta_of(key, header)))
-    }
-
-    async fn record_put_versioned(
-        &self,
-        store: &StoreId,
-        key: &RecordKey,
-        content_type: &str,
-        body: BodyInput,
-        version: u64,
-    ) -> Result<WriteOutcome> {
-        let record = ImportRecord {
-            key: key.clone(),
-            content_type: content_type.to_owned(),
-            body,
-            version,
-        };
-        self.records_import(store, vec![record]).await
-    }
-
-    async fn records_import(
-        &self,
-        store: &StoreId,
-        records: Vec<ImportRecord>,
-    ) -> Result<WriteOutcome> {
-        // Bodies that stay inline and are already in memory need no file work, and a hop to the
-        // blocking pool (two thread wake-ups) cost half the CPU of a 1 KiB PUT: 81 → 38 µs.
-        let in_memory = records
-            .iter()
-            .all(|r| matches!(r.body, BodyInput::Bytes(_)) && r.body.len() <= INLINE_MAX);
-        let prepared = if in_memory {
-            Self::prepare_records(&self.paths, records)?
-        } else {
-            let paths = self.paths.clone();
-            tokio::task::spawn_blocking(move || Self::prepare_records(&paths, records))
-                .await
-                .map_err(|e| StorageError::Engine(e.to_string()))??
-        };
-        let store = store.clone();
-        let paths = self.paths.clone();
-        self.write(WriteKind::DATA, move |txn, post| {
-            put_records(txn, &paths, &store, prepared, post)
-        })
-        .await
-    }
-
-    async fn record_delete(&self, store: &StoreId, key: &RecordKey) -> Result<WriteOutcome> {
-        let (store, key) = (store.clone(), key.clone());
-        let paths = self.paths.clone();
-        self.write(WriteKind::FREEING_DATA, move |txn, post| {
-            delete_record(txn, &paths, &store, &key, post)
-        })
-        .await
     }
 
     async fn user_tokens(&self, user: &UserId) -> Result<Vec<TokenGrant>> {
@@ -559,6 +554,23 @@ impl Store for EmbeddedStore {
         self.write(WriteKind::DATA, move |txn, _| import_store(txn, &store))
             .await
     }
+}
+
+// Background work: retention, orphans, counter flushes, shutdown.
+#[async_trait]
+impl Housekeeping for EmbeddedStore {
+    async fn stores_unnamed_idle(&self, idle_since: Millis, limit: usize) -> Result<Vec<StoreId>> {
+        // A full scan of the store rows: the sweep runs rarely and stores are few next to records.
+        self.read(move |txn| unnamed_idle_stores(txn, idle_since, limit))
+            .await
+    }
+
+    async fn orphans(&self, check: OrphanCheck) -> Result<OrphanReport> {
+        let (db, paths) = (self.db.clone(), self.paths.clone());
+        tokio::task::spawn_blocking(move || collect_orphans(&db, &paths, check))
+            .await
+            .map_err(|e| StorageError::Engine(e.to_string()))?
+    }
 
     async fn apply_access(&self, batch: Vec<(StoreId, AccessDelta)>) -> Result<()> {
         self.write(WriteKind::DATA, move |txn, _| {
@@ -571,21 +583,6 @@ impl Store for EmbeddedStore {
             Ok(())
         })
         .await
-    }
-
-    async fn ping(&self) -> Result<()> {
-        if self.writer.read().map(|w| w.is_none()).unwrap_or(true) {
-            return Err(StorageError::Closed);
-        }
-        // Reads of cached pages still work after an I/O error: the probe must not rely on one.
-        if self.paths.io_failed.load(Ordering::Acquire) {
-            return Err(StorageError::Unavailable(BROKEN.into()));
-        }
-        self.read(|txn| read_store(txn, "").map(|_| ())).await
-    }
-
-    fn spool_dir(&self) -> PathBuf {
-        self.paths.spool.clone()
     }
 
     async fn close(&self) -> Result<()> {

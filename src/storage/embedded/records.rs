@@ -141,7 +141,7 @@ pub(super) fn open_record(
     }))
 }
 
-/// The commit of [`Store::records_import`](crate::storage::Store::records_import), in `txn`: the
+/// The commit of [`RecordStore::records_write`](crate::storage::RecordStore::records_write), in `txn`: the
 /// bodies are prepared (blob files written and synced) before.
 pub(super) fn put_records(
     txn: &WriteTransaction,
@@ -194,7 +194,7 @@ pub(super) fn put_records(
     Ok(WriteOutcome::Written)
 }
 
-/// [`Store::record_delete`](crate::storage::Store::record_delete), in `txn`.
+/// [`RecordStore::record_delete`](crate::storage::RecordStore::record_delete), in `txn`.
 pub(super) fn delete_record(
     txn: &WriteTransaction,
     paths: &Paths,

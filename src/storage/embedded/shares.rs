@@ -7,7 +7,7 @@ use super::schema::{SHARED_WITH, SHARES};
 use super::stores::{load_store, read_store};
 use super::watch::engine;
 use crate::model::{ShareAccess, StoreId, UserId};
-use crate::storage::{Result, StorageError, StoreListQuery, StorePage};
+use crate::storage::{page_stores, Result, StorageError, StoreListQuery, StorePage};
 
 pub(super) fn share_code(access: ShareAccess) -> u8 {
     match access {
@@ -37,7 +37,7 @@ pub(super) fn share_in(
     found.map(share_of).transpose()
 }
 
-/// [`Store::share_set`](crate::storage::Store::share_set), in `txn`.
+/// [`Administration::share_set`](crate::storage::Administration::share_set), in `txn`.
 pub(super) fn set_share(
     txn: &WriteTransaction,
     store: &StoreId,
@@ -70,7 +70,7 @@ pub(super) fn set_share(
     Ok(true)
 }
 
-/// [`Store::shares_list`](crate::storage::Store::shares_list), in `txn`.
+/// [`Administration::shares_list`](crate::storage::Administration::shares_list), in `txn`.
 pub(super) fn list_shares(
     txn: &redb::ReadTransaction,
     store: &StoreId,
@@ -89,7 +89,7 @@ pub(super) fn list_shares(
     Ok(out)
 }
 
-/// [`Store::stores_shared_with`](crate::storage::Store::stores_shared_with), in `txn`.
+/// [`RecordStore::stores_shared_with`](crate::storage::RecordStore::stores_shared_with), in `txn`.
 pub(super) fn list_shared_with(
     txn: &redb::ReadTransaction,
     user: &UserId,
@@ -110,15 +110,5 @@ pub(super) fn list_shared_with(
             }
         }
     }
-    stores.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-    if query.desc {
-        stores.reverse();
-    }
-    let total = stores.len() as u64;
-    let items = stores
-        .into_iter()
-        .skip(usize::try_from(query.offset).unwrap_or(usize::MAX))
-        .take(usize::try_from(query.limit).unwrap_or(usize::MAX))
-        .collect();
-    Ok(StorePage { total, items })
+    Ok(page_stores(stores, query))
 }

@@ -8,7 +8,7 @@ use super::codec::{decode, encode};
 use super::schema::{PURGE, SHARED_WITH, SHARES, STORES, STORES_BY_OWNER, STORE_NAMES};
 use super::users::read_user;
 use super::watch::engine;
-use crate::model::{now_millis, Millis, StoreId, StoreInfo, UserId};
+use crate::model::{Millis, StoreId, StoreInfo, UserId};
 use crate::storage::{Result, StorageError, StoreListQuery, StorePage, StoreUpdate};
 
 pub(super) fn load_store(txn: &WriteTransaction, id: &str) -> Result<Option<StoreInfo>> {
@@ -123,7 +123,7 @@ pub(super) fn delete_store_in(
     Ok(true)
 }
 
-/// [`Store::store_get_or_create`](crate::storage::Store::store_get_or_create), in `txn`.
+/// [`RecordStore::store_get_or_create`](crate::storage::RecordStore::store_get_or_create), in `txn`.
 pub(super) fn get_or_create_store(
     txn: &WriteTransaction,
     store: StoreInfo,
@@ -154,16 +154,16 @@ pub(super) fn get_or_create_store(
     Ok((store, true))
 }
 
-/// [`Store::store_update`](crate::storage::Store::store_update), in `txn`.
+/// [`RecordStore::store_update`](crate::storage::RecordStore::store_update), in `txn`.
 pub(super) fn update_store(
     txn: &WriteTransaction,
     id: &StoreId,
-    update: StoreUpdate,
+    mut update: StoreUpdate,
 ) -> Result<Option<StoreInfo>> {
     let Some(mut store) = load_store(txn, id.as_str())? else {
         return Ok(None);
     };
-    if let Some(new_name) = update.name {
+    if let Some(new_name) = update.name.take() {
         if new_name != store.name {
             let mut names = txn.open_table(STORE_NAMES).map_err(engine)?;
             if let Some(name) = &new_name {
@@ -195,20 +195,12 @@ pub(super) fn update_store(
             store.name = new_name;
         }
     }
-    if let Some(access) = update.general_access {
-        store.general_access = access;
-    }
-    if let Some(title) = update.title {
-        store.title = title;
-    }
-    let now = now_millis();
-    store.modified_at = now;
-    store.accessed_at = now;
+    update.apply_settings(&mut store);
     save_store(txn, &store)?;
     Ok(Some(store))
 }
 
-/// [`Store::store_import`](crate::storage::Store::store_import), in `txn`.
+/// [`BulkTransfer::store_import`](crate::storage::BulkTransfer::store_import), in `txn`.
 pub(super) fn import_store(txn: &WriteTransaction, store: &StoreInfo) -> Result<()> {
     let mut names = txn.open_table(STORE_NAMES).map_err(engine)?;
     if let Some(name) = &store.name {
@@ -246,7 +238,7 @@ pub(super) fn import_store(txn: &WriteTransaction, store: &StoreInfo) -> Result<
     save_store(txn, store)
 }
 
-/// [`Store::stores_list`](crate::storage::Store::stores_list), in `txn`.
+/// [`RecordStore::stores_list`](crate::storage::RecordStore::stores_list), in `txn`.
 pub(super) fn list_stores(
     txn: &redb::ReadTransaction,
     owner: &UserId,
@@ -282,7 +274,7 @@ pub(super) fn list_stores(
     Ok(StorePage { total, items })
 }
 
-/// [`Store::stores_unnamed_idle`](crate::storage::Store::stores_unnamed_idle), in `txn`.
+/// [`Housekeeping::stores_unnamed_idle`](crate::storage::Housekeeping::stores_unnamed_idle), in `txn`.
 pub(super) fn unnamed_idle_stores(
     txn: &redb::ReadTransaction,
     idle_since: Millis,

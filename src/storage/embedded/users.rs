@@ -118,6 +118,16 @@ pub(super) fn authenticate(
 }
 
 pub(super) fn insert_user(txn: &WriteTransaction, user: &User, token: &TokenHash) -> Result<()> {
+    save_new_user(txn, user)?;
+    let grant = TokenGrant {
+        hash: *token,
+        read_only: false,
+    };
+    save_token(txn, &grant, user.id.as_str())
+}
+
+/// Saves a user that does not exist yet; [`StorageError::UserExists`] if its name is taken.
+fn save_new_user(txn: &WriteTransaction, user: &User) -> Result<()> {
     let mut names = txn.open_table(USERNAMES).map_err(engine)?;
     if names.get(user.username.as_str()).map_err(engine)?.is_some() {
         return Err(StorageError::UserExists);
@@ -129,14 +139,10 @@ pub(super) fn insert_user(txn: &WriteTransaction, user: &User, token: &TokenHash
         .map_err(engine)?
         .insert(user.id.as_str(), encode(user)?.as_slice())
         .map_err(engine)?;
-    txn.open_table(TOKENS)
-        .map_err(engine)?
-        .insert(&token.0, user.id.as_str())
-        .map_err(engine)?;
     Ok(())
 }
 
-/// [`Store::user_create_first`](crate::storage::Store::user_create_first), in `txn`.
+/// [`Administration::user_create_first`](crate::storage::Administration::user_create_first), in `txn`.
 pub(super) fn create_first_user(
     txn: &WriteTransaction,
     user: User,
@@ -154,7 +160,7 @@ pub(super) fn create_first_user(
     Ok(Some(user))
 }
 
-/// [`Store::user_update`](crate::storage::Store::user_update), in `txn`.
+/// [`Administration::user_update`](crate::storage::Administration::user_update), in `txn`.
 pub(super) fn update_user(
     txn: &WriteTransaction,
     id: &UserId,
@@ -181,7 +187,7 @@ pub(super) fn update_user(
     Ok(Some(user))
 }
 
-/// [`Store::user_delete`](crate::storage::Store::user_delete) but for the user's own stores (see
+/// [`Administration::user_delete`](crate::storage::Administration::user_delete) but for the user's own stores (see
 /// `stores::delete_stores_of`), in `txn`: the user, its tokens, and the shares it was given.
 pub(super) fn delete_user(txn: &WriteTransaction, id: &UserId) -> Result<bool> {
     let Some(user) = txn
@@ -222,7 +228,7 @@ pub(super) fn delete_user(txn: &WriteTransaction, id: &UserId) -> Result<bool> {
     Ok(true)
 }
 
-/// [`Store::token_add`](crate::storage::Store::token_add), in `txn`.
+/// [`Administration::token_add`](crate::storage::Administration::token_add), in `txn`.
 pub(super) fn add_token(
     txn: &WriteTransaction,
     user: &UserId,
@@ -245,7 +251,7 @@ pub(super) fn add_token(
     Ok(true)
 }
 
-/// [`Store::user_import`](crate::storage::Store::user_import), in `txn`.
+/// [`BulkTransfer::user_import`](crate::storage::BulkTransfer::user_import), in `txn`.
 pub(super) fn import_user(
     txn: &WriteTransaction,
     user: &User,
@@ -258,17 +264,7 @@ pub(super) fn import_user(
         .map_err(engine)?
         .is_some();
     if !exists {
-        let mut names = txn.open_table(USERNAMES).map_err(engine)?;
-        if names.get(user.username.as_str()).map_err(engine)?.is_some() {
-            return Err(StorageError::UserExists);
-        }
-        names
-            .insert(user.username.as_str(), user.id.as_str())
-            .map_err(engine)?;
-        txn.open_table(USERS)
-            .map_err(engine)?
-            .insert(user.id.as_str(), encode(user)?.as_slice())
-            .map_err(engine)?;
+        save_new_user(txn, user)?;
     }
     for token in tokens {
         save_token(txn, token, user.id.as_str())?;
@@ -276,7 +272,7 @@ pub(super) fn import_user(
     Ok(())
 }
 
-/// [`Store::users_list`](crate::storage::Store::users_list), in `txn`.
+/// [`Administration::users_list`](crate::storage::Administration::users_list), in `txn`.
 pub(super) fn list_users(txn: &redb::ReadTransaction) -> Result<Vec<User>> {
     let users = txn.open_table(USERS).map_err(engine)?;
     let mut out = Vec::new();

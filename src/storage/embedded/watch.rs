@@ -27,7 +27,7 @@ pub(super) fn engine<E: Into<redb::Error>>(e: E) -> StorageError {
 /// The database file's storage, watched: any failed operation sets `failed`, as it sets redb's
 /// own latch (`io_failed` in its cached file), which nothing but a reopen clears. The engine
 /// then answers 503 to writes and to `/readyz` (see
-/// [`Store::ping`](crate::storage::Store::ping)). One atomic store on a failure and a delegating
+/// [`RecordStore::ping`](crate::storage::RecordStore::ping)). One atomic store on a failure and a delegating
 /// call otherwise: nothing on the success path.
 #[derive(Debug)]
 pub(super) struct Watched<B> {

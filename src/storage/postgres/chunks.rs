@@ -119,9 +119,9 @@ impl PgStore {
     /// Runs [`free_replaced`] for what a write statement's own chunk `DELETE` missed, if anything
     /// (a body committed after the statement began): a second round trip only then. The write
     /// itself is committed by now, so a failure here does not fail it: the chunks stay until the
-    /// next orphan check ([`Store::orphans`]) removes them.
+    /// next orphan check ([`Housekeeping::orphans`]) removes them.
     ///
-    /// [`Store::orphans`]: crate::storage::Store::orphans
+    /// [`Housekeeping::orphans`]: crate::storage::Housekeeping::orphans
     pub(super) async fn free_missed(&self, row: &PgRow) -> Result<()> {
         let missed = missed_chunks(row)?;
         if missed.is_empty() {

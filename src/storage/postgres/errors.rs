@@ -45,6 +45,19 @@ pub(super) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))
 }
 
+/// Runs `op`, failing with [`StorageError::Unavailable`] when it takes longer than `limit`. A
+/// timed-out transaction is dropped, which rolls it back (or the connection is discarded).
+pub(super) async fn within<T>(
+    limit: std::time::Duration,
+    op: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(limit, op).await.unwrap_or_else(|_| {
+        Err(StorageError::Unavailable(format!(
+            "the database did not answer within {limit:?}"
+        )))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::is_unavailable_state;

@@ -6,7 +6,7 @@
 //! than [`INLINE_MAX`](chunks::INLINE_MAX) are stored in 1 MiB chunks, never as one huge `bytea`,
 //! or, with an object store, those of `--object-store-min-bytes` or more there ([`objects`]).
 //!
-//! This file holds the connection settings, [`PgStore`] with its two pools, and the [`Store`] impl,
+//! This file holds the connection settings, [`PgStore`] with its two pools, and the trait impls,
 //! which hands each method to the file of its concern.
 
 mod chunks;
@@ -24,13 +24,14 @@ mod sql;
 mod stores;
 mod users;
 
+use crate::storage::{Administration, BulkTransfer, Housekeeping, RecordStore};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Transaction};
 
-use self::errors::{db_err, settle};
+use self::errors::{db_err, settle, within};
 use self::objects::{collect_garbage, ObjectBodies};
 use self::pool::{PooledConnection, StatementPool};
 use self::purge::purge_deleted;
@@ -38,9 +39,8 @@ use self::schema::migrate;
 use self::spool::ReadSpools;
 use super::objects::ObjectStoreOptions;
 use super::{
-    AccessDelta, BodyInput, ImportRecord, KeyListQuery, KeyPage, OrphanCheck, OrphanReport, Record,
-    RecordRead, Result, Snapshot, StorageError, Store, StoreListQuery, StorePage, StoreUpdate,
-    UserUpdate, WriteOutcome,
+    AccessDelta, KeyListQuery, KeyPage, OrphanCheck, OrphanReport, Record, RecordRead, RecordWrite,
+    Result, Snapshot, StoreListQuery, StorePage, StoreUpdate, UserUpdate, WriteOutcome,
 };
 use crate::model::{
     Authenticated, Millis, RecordKey, RecordMeta, ShareAccess, StoreId, StoreInfo, StoreName,
@@ -159,18 +159,13 @@ impl PgStore {
         })
     }
 
-    /// Runs `op`, failing with [`StorageError::Unavailable`] when it takes longer than `limit`.
-    /// A timed-out transaction is dropped, which rolls it back (or the connection is discarded).
+    /// [`within`] `limit`.
     async fn bounded<T>(
         &self,
         limit: Duration,
         op: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
-        tokio::time::timeout(limit, op).await.unwrap_or_else(|_| {
-            Err(StorageError::Unavailable(format!(
-                "the database did not answer within {limit:?}"
-            )))
-        })
+        within(limit, op).await
     }
 
     /// The one row of a single statement, run outside any transaction on the statement pool.
@@ -205,8 +200,105 @@ impl PgStore {
 
 // Each method runs its `PgStore::…_impl` namesake in the file of its concern (users, shares,
 // stores, records, snapshot, purge); `ping`, `spool_dir` and `close` are the pools' own.
+// The request path: callers, stores, keys and records.
 #[async_trait]
-impl Store for PgStore {
+impl RecordStore for PgStore {
+    async fn user_by_token(&self, token: &TokenHash) -> Result<Option<Authenticated>> {
+        self.user_by_token_impl(token).await
+    }
+
+    async fn share_get(&self, store: &StoreId, user: &UserId) -> Result<Option<ShareAccess>> {
+        self.share_get_impl(store, user).await
+    }
+
+    async fn stores_shared_with(&self, user: &UserId, query: &StoreListQuery) -> Result<StorePage> {
+        self.stores_shared_with_impl(user, query).await
+    }
+
+    async fn store_get_or_create(&self, store: StoreInfo) -> Result<(StoreInfo, bool)> {
+        self.store_get_or_create_impl(store).await
+    }
+
+    async fn store_get(&self, id: &StoreId) -> Result<Option<StoreInfo>> {
+        self.store_get_impl(id).await
+    }
+
+    async fn store_get_by_name(
+        &self,
+        owner: &UserId,
+        name: &StoreName,
+    ) -> Result<Option<StoreInfo>> {
+        self.store_get_by_name_impl(owner, name).await
+    }
+
+    async fn stores_list(&self, owner: &UserId, query: &StoreListQuery) -> Result<StorePage> {
+        self.stores_list_impl(owner, query).await
+    }
+
+    async fn store_update(&self, id: &StoreId, update: StoreUpdate) -> Result<Option<StoreInfo>> {
+        self.store_update_impl(id, update).await
+    }
+
+    async fn store_delete(&self, id: &StoreId) -> Result<bool> {
+        self.store_delete_impl(id).await
+    }
+
+    async fn keys_list(&self, store: &StoreId, query: &KeyListQuery) -> Result<Option<KeyPage>> {
+        self.keys_list_impl(store, query).await
+    }
+
+    async fn record_read(
+        &self,
+        token: Option<&TokenHash>,
+        store: &StoreId,
+        key: Option<&RecordKey>,
+    ) -> Result<RecordRead> {
+        self.record_read_impl(token, store, key).await
+    }
+
+    async fn record_get(&self, store: &StoreId, key: &RecordKey) -> Result<Option<Record>> {
+        self.record_get_impl(store, key).await
+    }
+
+    async fn record_meta(&self, store: &StoreId, key: &RecordKey) -> Result<Option<RecordMeta>> {
+        self.record_meta_impl(store, key).await
+    }
+
+    async fn records_write(
+        &self,
+        store: &StoreId,
+        records: Vec<RecordWrite>,
+    ) -> Result<WriteOutcome> {
+        self.records_write_impl(store, records).await
+    }
+
+    async fn record_delete(&self, store: &StoreId, key: &RecordKey) -> Result<WriteOutcome> {
+        self.record_delete_impl(store, key).await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.bounded(self.op_timeout, async {
+            sqlx::query("SELECT 1")
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err(db_err)
+        })
+        .await?;
+        match &self.objects {
+            Some(bodies) => bodies.objects.ping().await,
+            None => Ok(()),
+        }
+    }
+
+    fn spool_dir(&self) -> std::path::PathBuf {
+        self.spool.path().to_path_buf()
+    }
+}
+
+// Users, tokens and shares.
+#[async_trait]
+impl Administration for PgStore {
     async fn user_create(
         &self,
         username: Username,
@@ -222,10 +314,6 @@ impl Store for PgStore {
         token: TokenHash,
     ) -> Result<Option<User>> {
         self.user_create_first_impl(username, token).await
-    }
-
-    async fn user_by_token(&self, token: &TokenHash) -> Result<Option<Authenticated>> {
-        self.user_by_token_impl(token).await
     }
 
     async fn user_by_name(&self, username: &Username) -> Result<Option<User>> {
@@ -262,101 +350,20 @@ impl Store for PgStore {
         self.share_set_impl(store, user, access).await
     }
 
-    async fn share_get(&self, store: &StoreId, user: &UserId) -> Result<Option<ShareAccess>> {
-        self.share_get_impl(store, user).await
-    }
-
     async fn shares_list(&self, store: &StoreId) -> Result<Vec<(UserId, ShareAccess)>> {
         self.shares_list_impl(store).await
-    }
-
-    async fn stores_shared_with(&self, user: &UserId, query: &StoreListQuery) -> Result<StorePage> {
-        self.stores_shared_with_impl(user, query).await
     }
 
     async fn users_list(&self) -> Result<Vec<User>> {
         self.users_list_impl().await
     }
+}
 
-    async fn store_get_or_create(&self, store: StoreInfo) -> Result<(StoreInfo, bool)> {
-        self.store_get_or_create_impl(store).await
-    }
-
-    async fn store_get(&self, id: &StoreId) -> Result<Option<StoreInfo>> {
-        self.store_get_impl(id).await
-    }
-
-    async fn store_get_by_name(
-        &self,
-        owner: &UserId,
-        name: &StoreName,
-    ) -> Result<Option<StoreInfo>> {
-        self.store_get_by_name_impl(owner, name).await
-    }
-
-    async fn stores_list(&self, owner: &UserId, query: &StoreListQuery) -> Result<StorePage> {
-        self.stores_list_impl(owner, query).await
-    }
-
-    async fn store_update(&self, id: &StoreId, update: StoreUpdate) -> Result<Option<StoreInfo>> {
-        self.store_update_impl(id, update).await
-    }
-
-    async fn store_delete(&self, id: &StoreId) -> Result<bool> {
-        self.store_delete_impl(id).await
-    }
-
-    async fn stores_unnamed_idle(&self, idle_since: Millis, limit: usize) -> Result<Vec<StoreId>> {
-        self.stores_unnamed_idle_impl(idle_since, limit).await
-    }
-
+// Whole users and stores moved between backends, and snapshots for backups.
+#[async_trait]
+impl BulkTransfer for PgStore {
     async fn snapshot(&self) -> Result<Box<dyn Snapshot>> {
         self.snapshot_impl().await
-    }
-
-    async fn keys_list(&self, store: &StoreId, query: &KeyListQuery) -> Result<Option<KeyPage>> {
-        self.keys_list_impl(store, query).await
-    }
-
-    async fn record_read(
-        &self,
-        token: Option<&TokenHash>,
-        store: &StoreId,
-        key: Option<&RecordKey>,
-    ) -> Result<RecordRead> {
-        self.record_read_impl(token, store, key).await
-    }
-
-    async fn record_get(&self, store: &StoreId, key: &RecordKey) -> Result<Option<Record>> {
-        self.record_get_impl(store, key).await
-    }
-
-    async fn record_meta(&self, store: &StoreId, key: &RecordKey) -> Result<Option<RecordMeta>> {
-        self.record_meta_impl(store, key).await
-    }
-
-    async fn record_put_versioned(
-        &self,
-        store: &StoreId,
-        key: &RecordKey,
-        content_type: &str,
-        body: BodyInput,
-        version: u64,
-    ) -> Result<WriteOutcome> {
-        self.record_put_versioned_impl(store, key, content_type, body, version)
-            .await
-    }
-
-    async fn records_import(
-        &self,
-        store: &StoreId,
-        records: Vec<ImportRecord>,
-    ) -> Result<WriteOutcome> {
-        self.records_import_impl(store, records).await
-    }
-
-    async fn record_delete(&self, store: &StoreId, key: &RecordKey) -> Result<WriteOutcome> {
-        self.record_delete_impl(store, key).await
     }
 
     async fn user_tokens(&self, user: &UserId) -> Result<Vec<TokenGrant>> {
@@ -370,6 +377,14 @@ impl Store for PgStore {
     async fn store_import(&self, store: &StoreInfo) -> Result<()> {
         self.store_import_impl(store).await
     }
+}
+
+// Background work: retention, orphans, counter flushes, shutdown.
+#[async_trait]
+impl Housekeeping for PgStore {
+    async fn stores_unnamed_idle(&self, idle_since: Millis, limit: usize) -> Result<Vec<StoreId>> {
+        self.stores_unnamed_idle_impl(idle_since, limit).await
+    }
 
     async fn orphans(&self, check: OrphanCheck) -> Result<OrphanReport> {
         self.orphans_impl(check).await
@@ -377,25 +392,6 @@ impl Store for PgStore {
 
     async fn apply_access(&self, batch: Vec<(StoreId, AccessDelta)>) -> Result<()> {
         self.apply_access_impl(batch).await
-    }
-
-    async fn ping(&self) -> Result<()> {
-        self.bounded(self.op_timeout, async {
-            sqlx::query("SELECT 1")
-                .execute(&self.pool)
-                .await
-                .map(|_| ())
-                .map_err(db_err)
-        })
-        .await?;
-        match &self.objects {
-            Some(bodies) => bodies.objects.ping().await,
-            None => Ok(()),
-        }
-    }
-
-    fn spool_dir(&self) -> std::path::PathBuf {
-        self.spool.path().to_path_buf()
     }
 
     async fn close(&self) -> Result<()> {

@@ -13,9 +13,9 @@ use crate::model::now_millis;
 use crate::storage::{OrphanCheck, OrphanReport, Result};
 
 const PURGE_BATCH: i64 = 1000;
-/// How long one orphan check ([`Store::orphans`]) may take: it reads every chunk's size.
+/// How long one orphan check ([`Housekeeping::orphans`]) may take: it reads every chunk's size.
 ///
-/// [`Store::orphans`]: crate::storage::Store::orphans
+/// [`Housekeeping::orphans`]: crate::storage::Housekeeping::orphans
 const ORPHAN_CHECK_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Removes the records of deleted stores in batches (their objects become garbage), then the

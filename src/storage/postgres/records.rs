@@ -8,7 +8,9 @@ use sqlx::Row;
 use super::chunks::{body_budget, free_replaced, missed_chunks, write_chunks, CHUNK, INLINE_MAX};
 use super::errors::db_err;
 use super::objects::object_of;
-use super::rows::{corrupt, meta_of, store_from_row, to_i64, to_u64, version_of};
+use super::rows::{
+    corrupt, meta_of, store_from_row, stored_body, to_i64, to_u64, version_of, StoredBody,
+};
 use super::spool::chunks_to_file;
 use super::sql::{
     random_shard, record_query, DELETE_RECORD, IMPORT_RECORDS, PUT_RECORD, RECORD_READ,
@@ -19,8 +21,8 @@ use crate::model::{
     UserId, Username,
 };
 use crate::storage::{
-    put_one_by_one, BodyInput, BodyOutput, ImportRecord, KeyListQuery, KeyPage, Record, RecordRead,
-    Result, Store, WriteOutcome,
+    BodyInput, BodyOutput, KeyListQuery, KeyPage, Record, RecordRead, RecordStore, RecordWrite,
+    Result, WriteOutcome,
 };
 
 impl PgStore {
@@ -42,18 +44,13 @@ impl PgStore {
         if let Some(name) = object_of(row)? {
             return self.record_of_object(key, row, &name).await.map(Some);
         }
-        if row
-            .try_get::<Option<i64>, _>("blob_id")
-            .map_err(db_err)?
-            .is_some()
-        {
-            return self.record_get(store, key).await;
+        match stored_body(row)? {
+            StoredBody::Inline(bytes) => Ok(Some(Record {
+                meta: meta_of(key, row)?,
+                body: BodyOutput::Bytes(bytes),
+            })),
+            StoredBody::Chunked(_) => self.record_get(store, key).await,
         }
-        let body: Option<Vec<u8>> = row.try_get("body").map_err(db_err)?;
-        Ok(Some(Record {
-            meta: meta_of(key, row)?,
-            body: BodyOutput::Bytes(Bytes::from(body.unwrap_or_default())),
-        }))
     }
 
     pub(super) async fn keys_list_impl(
@@ -257,13 +254,9 @@ impl PgStore {
             return self.record_of_object(key, &row, &name).await.map(Some);
         }
         let meta = meta_of(key, &row)?;
-        let blob_id: Option<i64> = row.try_get("blob_id").map_err(db_err)?;
-        let body = match blob_id {
-            None => {
-                let body: Option<Vec<u8>> = row.try_get("body").map_err(db_err)?;
-                BodyOutput::Bytes(Bytes::from(body.unwrap_or_default()))
-            }
-            Some(blob_id) => {
+        let body = match stored_body(&row)? {
+            StoredBody::Inline(bytes) => BodyOutput::Bytes(bytes),
+            StoredBody::Chunked(blob_id) => {
                 if room.len != meta.size {
                     // Overwritten in between: account for the body actually read.
                     drop(room);
@@ -307,14 +300,17 @@ impl PgStore {
         .await
     }
 
-    pub(super) async fn record_put_versioned_impl(
-        &self,
-        store: &StoreId,
-        key: &RecordKey,
-        content_type: &str,
-        body: BodyInput,
-        version: u64,
-    ) -> Result<WriteOutcome> {
+    /// One record of [`Self::records_write_impl`]: a body kept inline in one statement
+    /// ([`PUT_RECORD`]), a chunked one in a transaction with its chunks, one for the object store
+    /// uploaded first ([`Self::record_put_object`]).
+    async fn write_one(&self, store: &StoreId, record: RecordWrite) -> Result<WriteOutcome> {
+        let RecordWrite {
+            key,
+            content_type,
+            body,
+            version,
+        } = record;
+        let (key, content_type) = (&key, content_type.as_str());
         if let Some(bodies) = self
             .objects
             .as_ref()
@@ -381,11 +377,18 @@ impl PgStore {
         .await
     }
 
-    pub(super) async fn records_import_impl(
+    /// The write path: a single record (a PUT) through [`Self::write_one`]; a batch's inline
+    /// records in one statement ([`IMPORT_RECORDS`]), then its chunked ones one at a time.
+    pub(super) async fn records_write_impl(
         &self,
         store: &StoreId,
-        records: Vec<ImportRecord>,
+        mut records: Vec<RecordWrite>,
     ) -> Result<WriteOutcome> {
+        if records.len() == 1 {
+            if let Some(record) = records.pop() {
+                return self.write_one(store, record).await;
+            }
+        }
         // The last of several records with one key wins, as if they were written in turn (one
         // statement cannot upsert a row twice).
         let mut latest = std::collections::HashMap::with_capacity(records.len());
@@ -431,7 +434,12 @@ impl PgStore {
         if exists == 0 {
             return Ok(WriteOutcome::StoreMissing);
         }
-        put_one_by_one(self, store, large).await
+        for record in large {
+            if self.write_one(store, record).await? == WriteOutcome::StoreMissing {
+                return Ok(WriteOutcome::StoreMissing);
+            }
+        }
+        Ok(WriteOutcome::Written)
     }
 
     pub(super) async fn record_delete_impl(

@@ -1,6 +1,7 @@
 //! Row decoding: users, tokens, shares, stores and record metadata from their columns, and the
 //! conversions between the signed columns and the model's unsigned numbers.
 
+use bytes::Bytes;
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 
@@ -30,6 +31,26 @@ pub(super) fn meta_of(key: &RecordKey, row: &PgRow) -> Result<RecordMeta> {
         content_type: row.try_get("content_type").map_err(db_err)?,
         version: version_of(row)?,
     })
+}
+
+/// Where a record row's body is (its `body` and `blob_id` columns).
+pub(super) enum StoredBody {
+    /// In the row itself.
+    Inline(Bytes),
+    /// In `record_chunks`, under this blob id.
+    Chunked(i64),
+}
+
+pub(super) fn stored_body(row: &PgRow) -> Result<StoredBody> {
+    Ok(
+        match row.try_get::<Option<i64>, _>("blob_id").map_err(db_err)? {
+            Some(blob_id) => StoredBody::Chunked(blob_id),
+            None => {
+                let body: Option<Vec<u8>> = row.try_get("body").map_err(db_err)?;
+                StoredBody::Inline(Bytes::from(body.unwrap_or_default()))
+            }
+        },
+    )
 }
 
 /// The stored version is the u64 ETag seed, kept in a signed column.

@@ -3,13 +3,14 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use sqlx::{Postgres, Row, Transaction};
 
 use super::chunks::body_budget;
-use super::errors::db_err;
+use super::errors::{db_err, within};
 use super::objects::object_of;
-use super::rows::{corrupt, meta_of, share_row, store_from_row, token_row, user_from_row};
+use super::rows::{
+    corrupt, meta_of, share_row, store_from_row, stored_body, token_row, user_from_row, StoredBody,
+};
 use super::spool::{chunks_to_file, object_to_file};
 use super::sql::{record_query, select_stores, USER_COLS};
 use super::PgStore;
@@ -21,21 +22,20 @@ use crate::storage::{BodyOutput, Record, Result, Snapshot, StorageError};
 
 impl PgStore {
     pub(super) async fn snapshot_impl(&self) -> Result<Box<dyn Snapshot>> {
-        let txn = self
-            .bounded(self.op_timeout, async {
-                let mut txn = self
-                    .pool
-                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    .await
-                    .map_err(db_err)?;
-                // The snapshot is taken at the first statement, not at BEGIN: take it now.
-                sqlx::query("SELECT 1")
-                    .execute(&mut *txn)
-                    .await
-                    .map_err(db_err)?;
-                Ok(txn)
-            })
-            .await?;
+        let txn = within(self.op_timeout, async {
+            let mut txn = self
+                .pool
+                .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .await
+                .map_err(db_err)?;
+            // The snapshot is taken at the first statement, not at BEGIN: take it now.
+            sqlx::query("SELECT 1")
+                .execute(&mut *txn)
+                .await
+                .map_err(db_err)?;
+            Ok(txn)
+        })
+        .await?;
         Ok(Box::new(PgSnapshot {
             txn: tokio::sync::Mutex::new(txn),
             spool: self.spool.path().to_path_buf(),
@@ -56,25 +56,11 @@ struct PgSnapshot {
     objects: Option<Objects>,
 }
 
-impl PgSnapshot {
-    async fn bounded<T>(
-        &self,
-        limit: Duration,
-        op: impl std::future::Future<Output = Result<T>>,
-    ) -> Result<T> {
-        tokio::time::timeout(limit, op).await.unwrap_or_else(|_| {
-            Err(StorageError::Unavailable(format!(
-                "the database did not answer within {limit:?}"
-            )))
-        })
-    }
-}
-
 #[async_trait]
 impl Snapshot for PgSnapshot {
     async fn users(&self) -> Result<Vec<(User, Vec<TokenGrant>)>> {
         let mut txn = self.txn.lock().await;
-        self.bounded(self.op_timeout, async {
+        within(self.op_timeout, async {
             let users = sqlx::query(&format!("SELECT {USER_COLS} FROM users"))
                 .fetch_all(&mut **txn)
                 .await
@@ -102,7 +88,7 @@ impl Snapshot for PgSnapshot {
 
     async fn shares(&self) -> Result<Vec<(StoreId, UserId, ShareAccess)>> {
         let mut txn = self.txn.lock().await;
-        self.bounded(self.op_timeout, async {
+        within(self.op_timeout, async {
             sqlx::query(
                 "SELECT sh.store_id, sh.user_id, sh.access FROM store_shares sh
                  JOIN stores s ON s.id = sh.store_id AND NOT s.deleted",
@@ -119,7 +105,7 @@ impl Snapshot for PgSnapshot {
 
     async fn stores(&self) -> Result<Vec<StoreInfo>> {
         let mut txn = self.txn.lock().await;
-        self.bounded(self.op_timeout, async {
+        within(self.op_timeout, async {
             sqlx::query(&select_stores("NOT deleted", ""))
                 .fetch_all(&mut **txn)
                 .await
@@ -138,7 +124,7 @@ impl Snapshot for PgSnapshot {
         limit: usize,
     ) -> Result<Vec<RecordMeta>> {
         let mut txn = self.txn.lock().await;
-        self.bounded(self.op_timeout, async {
+        within(self.op_timeout, async {
             let rows = sqlx::query(
                 "SELECT key, content_type, size, version FROM records
                  WHERE store_id = $1 AND key > $2 ORDER BY key LIMIT $3",
@@ -161,14 +147,13 @@ impl Snapshot for PgSnapshot {
 
     async fn record(&self, store: &StoreId, key: &RecordKey) -> Result<Option<Record>> {
         let mut txn = self.txn.lock().await;
-        let row = self
-            .bounded(self.op_timeout, async {
-                record_query(store, key)
-                    .fetch_optional(&mut **txn)
-                    .await
-                    .map_err(db_err)
-            })
-            .await?;
+        let row = within(self.op_timeout, async {
+            record_query(store, key)
+                .fetch_optional(&mut **txn)
+                .await
+                .map_err(db_err)
+        })
+        .await?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -187,19 +172,14 @@ impl Snapshot for PgSnapshot {
                 body: BodyOutput::File(file),
             }));
         }
-        let blob_id: Option<i64> = row.try_get("blob_id").map_err(db_err)?;
-        let body = match blob_id {
-            None => {
-                let body: Option<Vec<u8>> = row.try_get("body").map_err(db_err)?;
-                BodyOutput::Bytes(Bytes::from(body.unwrap_or_default()))
-            }
-            Some(blob_id) => {
+        let body = match stored_body(&row)? {
+            StoredBody::Inline(bytes) => BodyOutput::Bytes(bytes),
+            StoredBody::Chunked(blob_id) => {
                 let budget = body_budget(self.op_timeout, meta.size);
-                let file = self
-                    .bounded(budget, async {
-                        chunks_to_file(&mut txn, blob_id, &self.spool, None).await
-                    })
-                    .await?;
+                let file = within(budget, async {
+                    chunks_to_file(&mut txn, blob_id, &self.spool, None).await
+                })
+                .await?;
                 BodyOutput::File(file)
             }
         };

@@ -115,10 +115,10 @@ SELECT count(*) AS store_exists, (SELECT blob_id FROM d) AS prev_blob_id,
     (SELECT size FROM d) AS prev_size, (SELECT count(*) FROM gone) AS freed
 FROM s";
 
-/// [`Store::record_read`] in one round trip: the token's user, the store row (counters not
+/// [`RecordStore::record_read`] in one round trip: the token's user, the store row (counters not
 /// summed), the caller's share and the record. $1 store, $2 key, $3 token hash (or NULL).
 ///
-/// [`Store::record_read`]: crate::storage::Store::record_read
+/// [`RecordStore::record_read`]: crate::storage::RecordStore::record_read
 pub(super) const RECORD_READ: &str = "
 SELECT s.id, s.name, s.user_id, s.created_at, s.modified_at, s.accessed_at, s.general_access,
     s.url_signing_secret_key, s.schema, s.title, s.record_count, s.storage_bytes, s.read_count,

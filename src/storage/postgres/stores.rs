@@ -7,10 +7,10 @@ use super::errors::{db_err, is_unique_violation};
 use super::purge::purge_deleted;
 use super::rows::{corrupt, store_from_row, to_i64, to_u64};
 use super::sql::select_stores;
-use super::PgStore;
+use super::{PgQuery, PgStore};
 use crate::model::{now_millis, Millis, StoreId, StoreInfo, StoreName, UserId};
 use crate::storage::{
-    AccessDelta, Result, StorageError, Store, StoreListQuery, StorePage, StoreUpdate,
+    AccessDelta, RecordStore, Result, StorageError, StoreListQuery, StorePage, StoreUpdate,
 };
 
 impl PgStore {
@@ -58,21 +58,12 @@ impl PgStore {
     ) -> Result<(StoreInfo, bool)> {
         self.bounded(self.op_timeout, async move {
             for _ in 0..3 {
-                let inserted = sqlx::query(
+                let inserted = bind_settings(sqlx::query(
                     "INSERT INTO stores (id, name, user_id, created_at, modified_at, accessed_at,
                          general_access, url_signing_secret_key, schema)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                      ON CONFLICT (user_id, name) WHERE name IS NOT NULL AND NOT deleted DO NOTHING",
-                )
-                .bind(store.id.as_str())
-                .bind(store.name.as_ref().map(StoreName::as_str))
-                .bind(store.user_id.as_str())
-                .bind(to_i64(store.created_at))
-                .bind(to_i64(store.modified_at))
-                .bind(to_i64(store.accessed_at))
-                .bind(store.general_access.as_str())
-                .bind(&store.url_signing_secret_key)
-                .bind(store.schema.as_deref())
+                ), &store)
                 .execute(&self.pool)
                 .await
                 .map_err(db_err)?;
@@ -239,8 +230,9 @@ impl PgStore {
 
     pub(super) async fn store_import_impl(&self, store: &StoreInfo) -> Result<()> {
         self.bounded(self.op_timeout, async move {
-            let saved = sqlx::query(
-                "INSERT INTO stores (id, name, user_id, created_at, modified_at, accessed_at,
+            let saved = bind_settings(
+                sqlx::query(
+                    "INSERT INTO stores (id, name, user_id, created_at, modified_at, accessed_at,
                      general_access, url_signing_secret_key, schema, record_count, storage_bytes,
                      read_count, write_count, delete_count, list_count, title, deleted)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
@@ -253,16 +245,9 @@ impl PgStore {
                      storage_bytes = EXCLUDED.storage_bytes, read_count = EXCLUDED.read_count,
                      write_count = EXCLUDED.write_count, delete_count = EXCLUDED.delete_count,
                      list_count = EXCLUDED.list_count, title = EXCLUDED.title, deleted = false",
+                ),
+                store,
             )
-            .bind(store.id.as_str())
-            .bind(store.name.as_ref().map(StoreName::as_str))
-            .bind(store.user_id.as_str())
-            .bind(to_i64(store.created_at))
-            .bind(to_i64(store.modified_at))
-            .bind(to_i64(store.accessed_at))
-            .bind(store.general_access.as_str())
-            .bind(&store.url_signing_secret_key)
-            .bind(store.schema.as_deref())
             .bind(to_i64(store.stats.record_count))
             .bind(to_i64(store.stats.storage_bytes))
             .bind(to_i64(store.stats.read_count))
@@ -313,4 +298,19 @@ impl PgStore {
         })
         .await
     }
+}
+
+/// Binds a store's id and settings as $1 … $9: id, name, owner, created, modified, accessed,
+/// general access, signing secret, schema (the columns both store inserts start with).
+fn bind_settings<'q>(query: PgQuery<'q>, store: &'q StoreInfo) -> PgQuery<'q> {
+    query
+        .bind(store.id.as_str())
+        .bind(store.name.as_ref().map(StoreName::as_str))
+        .bind(store.user_id.as_str())
+        .bind(to_i64(store.created_at))
+        .bind(to_i64(store.modified_at))
+        .bind(to_i64(store.accessed_at))
+        .bind(store.general_access.as_str())
+        .bind(&store.url_signing_secret_key)
+        .bind(store.schema.as_deref())
 }
