@@ -313,3 +313,51 @@ async fn large_reads_are_never_torn_by_racing_overwrites() {
     writer.await.unwrap();
     assert!(reads > 0);
 }
+
+#[tokio::test]
+async fn two_nodes_share_the_bodies_and_collect_the_garbage_together() {
+    let Some(weed) = seaweed::shared() else {
+        return;
+    };
+    let grace = Duration::from_secs(1);
+    let Some(kv) = PgS3::start(&weed.endpoint, 1024, grace, Duration::from_secs(10)).await else {
+        return;
+    };
+    // A second node on the same database and bucket: its own pools and its own collector.
+    let other =
+        common::TestServer::start_on(&kv.db.backend_with_objects(kv.options.clone()), |_| {}).await;
+    let put_on = |server: &common::TestServer, key: &str, bytes: Vec<u8>| {
+        server
+            .req(Method::PUT, &kv.path(key), Some(&kv.token))
+            .header("content-type", "application/octet-stream")
+            .body(bytes)
+            .send()
+    };
+    // Written through one node, read through the other at once.
+    assert_eq!(
+        put_on(&kv.server, "k", body(300_000, 1))
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    let got = other.get(&kv.path("k"), &kv.token).send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert!(got.bytes().await.unwrap().to_vec() == body(300_000, 1));
+    // Overwrites racing through both nodes, both collecting: once the grace period has passed the
+    // bucket holds exactly the objects the rows name, and both nodes serve the same bodies.
+    let mut writes = Vec::new();
+    for i in 0..10u8 {
+        let server = if i % 2 == 0 { &kv.server } else { &other };
+        writes.push(put_on(server, &format!("k{}", i % 3), body(5000, i)));
+    }
+    for resp in futures_util::future::join_all(writes).await {
+        assert_eq!(resp.unwrap().status(), 201);
+    }
+    assert_eq!(kv.wait_for_collection(grace * 20).await, (4, 4));
+    for key in ["k0", "k1", "k2"] {
+        let via_a = kv.get_bytes(key).await;
+        let via_b = other.get(&kv.path(key), &kv.token).send().await.unwrap();
+        assert!(via_b.bytes().await.unwrap().to_vec() == via_a, "{key}");
+    }
+}

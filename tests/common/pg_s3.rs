@@ -21,6 +21,8 @@ pub struct PgS3 {
     pub db: PgDatabase,
     pub token: String,
     pub store: String,
+    /// What the server was started with, for a second node on the same database and bucket.
+    pub options: ObjectStoreOptions,
 }
 
 impl PgS3 {
@@ -37,7 +39,7 @@ impl PgS3 {
             ..object_options(endpoint, min_bytes)
         };
         let objects = Objects::new(&options).unwrap();
-        let server = TestServer::start_on(&db.backend_with_objects(options), |_| {}).await;
+        let server = TestServer::start_on(&db.backend_with_objects(options.clone()), |_| {}).await;
         let token = server.user("alice").await;
         let store = server.create_store(&token, Some("bodies")).await["id"]
             .as_str()
@@ -49,6 +51,7 @@ impl PgS3 {
             db,
             token,
             store,
+            options,
         })
     }
 
