@@ -14,26 +14,22 @@ W=$("$ROOT/scripts/seaweedfs.sh" 2>/dev/null)
 D=$(mktemp -d)
 P=$((20000 + RANDOM % 20000))
 db="kvstore_s3_bench_$$"
-"$W" server -dir="$D" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port=$P -volume.port=$((P + 1)) -filer \
-  -filer.port=$((P + 2)) -s3 -s3.port=$((P + 3)) -s3.port.iceberg=0 -s3.port.lance=0 \
-  -volume.max=20 -master.telemetry=false >"$D/weed.log" 2>&1 &
-WP=$!
+WP= S3=
+read -r WP S3 < <(BUCKET=bench-bucket "$ROOT/scripts/seaweedfs.sh" start "$D/weed" 2>/dev/null) || true
 KP=
 cleanup() {
   [[ -n $KP ]] && kill "$KP" 2>/dev/null
   # weed may not exit on SIGTERM: SIGKILL after a short grace.
-  kill "$WP" 2>/dev/null
-  for _ in $(seq 20); do kill -0 "$WP" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$WP" 2>/dev/null
+  if [[ -n $WP ]]; then
+    kill "$WP" 2>/dev/null
+    for _ in $(seq 20); do kill -0 "$WP" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$WP" 2>/dev/null
+  fi
   psql -q "$PG_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
   rm -rf "$D"
 }
 trap cleanup EXIT
-S3=http://127.0.0.1:$((P + 3))
-for _ in $(seq 600); do
-  [[ $(curl -s -o /dev/null -w '%{http_code}' -X PUT "$S3/bench-bucket") == 200 ]] && break
-  sleep 0.1
-done
+[[ -n $S3 ]] || { echo "SeaweedFS did not start" >&2; exit 1; }
 head -c $((64 * 1024 * 1024)) /dev/urandom >"$D/body"
 curl -sf -o /dev/null -X PUT --data-binary @"$D/body" "$S3/bench-bucket/warm-up"
 psql -q "$PG_URL" -c "CREATE DATABASE $db"

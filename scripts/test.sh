@@ -126,12 +126,8 @@ if [[ $have_pg == 1 && $have_weed == 1 ]] && command -v psql >/dev/null; then
   # The same clients on PostgreSQL with bodies of 1 KiB or more in SeaweedFS (one `weed server`
   # on loopback, its gateway's Iceberg and Lance listeners off; stopped on exit).
   weed_dir=$(mktemp -d -t kvstore-weed.XXXXXX)
-  weed_port=$((20000 + RANDOM % 20000))
-  "$(scripts/seaweedfs.sh 2>/dev/null)" server -dir="$weed_dir" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
-    -master.port=$weed_port -volume.port=$((weed_port + 1)) -filer -filer.port=$((weed_port + 2)) -s3 \
-    -s3.port=$((weed_port + 3)) -s3.port.iceberg=0 -s3.port.lance=0 -volume.max=20 \
-    -master.telemetry=false >"$weed_dir/weed.log" 2>&1 &
-  weed_pid=$!
+  weed_pid= weed_endpoint=
+  read -r weed_pid weed_endpoint < <(BUCKET=kvstore-clients scripts/seaweedfs.sh start "$weed_dir" 2>/dev/null) || true
   stop_weed() {
     kill "$weed_pid" 2>/dev/null || true
     for _ in $(seq 20); do kill -0 "$weed_pid" 2>/dev/null || break; sleep 0.1; done
@@ -139,15 +135,12 @@ if [[ $have_pg == 1 && $have_weed == 1 ]] && command -v psql >/dev/null; then
     rm -rf "$weed_dir"
   }
   trap 'status=$?; stop_weed; (exit "$status"); report_skips' EXIT
-  for _ in $(seq 600); do
-    [[ $(curl -s -o /dev/null -w '%{http_code}' -X PUT "http://127.0.0.1:$((weed_port + 3))/kvstore-clients") == 200 ]] && break
-    sleep 0.1
-  done
+  [[ -n ${weed_endpoint:-} ]] || { echo "SeaweedFS did not start (scripts/seaweedfs.sh start)" >&2; exit 1; }
   client_db="kvstore_clients_$$"
   psql "$pg_url" -qc "DROP DATABASE IF EXISTS ${client_db} WITH (FORCE)" -qc "CREATE DATABASE ${client_db}"
   stage "official clients on PostgreSQL with bodies in SeaweedFS (S3)" \
     env CLIENT_TESTS_DATABASE_URL="${pg_url%/*}/${client_db}" KVSTORE_OBJECT_STORE=s3://kvstore-clients \
-    KVSTORE_OBJECT_STORE_ENDPOINT="http://127.0.0.1:$((weed_port + 3))" KVSTORE_OBJECT_STORE_MIN_BYTES=1024 \
+    KVSTORE_OBJECT_STORE_ENDPOINT="$weed_endpoint" KVSTORE_OBJECT_STORE_MIN_BYTES=1024 \
     scripts/client-tests.sh py3 py2 py1 js sdk cli
 else
   skip "official clients on PostgreSQL + SeaweedFS: no database, no SeaweedFS or no psql"
