@@ -26,7 +26,8 @@ usage: bench/run.sh [--quick] [--only WORKLOAD...] [--backend embedded|postgres]
 Environment: BENCH_SIZES ("10000 1000000 10000000"), BENCH_WARM/BENCH_DUR/BENCH_REPS (seconds of
 warm-up and of each run, number of runs), BENCH_SERVER_CPU (0), BENCH_CLIENT_CPU (1),
 BENCH_QUIET_MAX (1200 s to wait for a quiet machine), BENCH_QUIET_LOAD (0.7), PGHOST (127.0.0.1),
-PGPORT (5432), PGUSER (postgres), BENCH_PG_ADMIN_DB (test).
+PGPORT (5432), PGUSER (postgres), BENCH_PG_ADMIN_DB (test), BENCH_PREBUILT (a directory holding
+kvstore and examples/bench_hello, examples/bench_load to run instead of building this checkout).
 EOF
 }
 
@@ -417,6 +418,15 @@ HELLO="$RUN_DIR/bin/bench_hello"
 LOADER="$RUN_DIR/bin/bench_load"
 VERSION_TEXT=""
 build() {
+    # BENCH_PREBUILT=DIR: DIR/kvstore and DIR/examples/bench_{hello,load} instead of a build (say,
+    # another checkout's target/release, to measure a baseline in a run of its own).
+    if [ -n "${BENCH_PREBUILT:-}" ]; then
+        mkdir -p "$RUN_DIR/bin"
+        cp "$BENCH_PREBUILT/kvstore" "$BENCH_PREBUILT/examples/bench_hello" \
+            "$BENCH_PREBUILT/examples/bench_load" "$RUN_DIR/bin/" || die "no binaries in $BENCH_PREBUILT"
+        VERSION_TEXT="prebuilt $BENCH_PREBUILT ($("$RUN_DIR/bin/kvstore" --version 2>/dev/null || echo '?'))"
+        return 0
+    fi
     # Others may be editing the tree: a build that fails is tried again a little later.
     local try
     for try in 1 2 3; do

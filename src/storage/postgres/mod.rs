@@ -9,6 +9,7 @@
 //! This file holds the connection settings, [`PgStore`] with its two pools, and the trait impls,
 //! which hands each method to the file of its concern.
 
+mod access_cache;
 mod chunks;
 mod errors;
 mod objects;
@@ -25,12 +26,14 @@ mod stores;
 mod users;
 
 use crate::storage::{Administration, BulkTransfer, Housekeeping, RecordStore};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Transaction};
 
+use self::access_cache::AccessCache;
 use self::errors::{db_err, settle, within};
 use self::objects::{collect_garbage, ObjectBodies};
 use self::pool::{PooledConnection, StatementPool};
@@ -94,6 +97,17 @@ pub struct PgStore {
     objects: Option<std::sync::Arc<ObjectBodies>>,
     /// Stops the object collector when the store goes.
     _collector: Option<tokio_util::sync::DropGuard>,
+    /// Token → caller, store → store, (store, user) → share, exact across nodes (see
+    /// [`access_cache`]).
+    access: Arc<AccessCache>,
+    /// The task that listens for changes to clear [`Self::access`]; ends with the store.
+    listener: tokio::task::AbortHandle,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
 }
 
 impl PgStore {
@@ -126,7 +140,7 @@ impl PgStore {
                     Ok(true)
                 })
             })
-            .connect_with(connect_options)
+            .connect_with(connect_options.clone())
             .await
             .map_err(db_err)?;
         let objects = options
@@ -148,6 +162,14 @@ impl PgStore {
             });
             stop.drop_guard()
         });
+        // One more connection, of its own, listening for changes to what the caches hold.
+        let listen_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_lazy_with(connect_options.application_name(access_cache::LISTENER_NAME));
+        let access = Arc::new(AccessCache::default());
+        let listener =
+            tokio::spawn(access_cache::listen(listen_pool, access.clone())).abort_handle();
         Ok(Self {
             pool,
             statements,
@@ -156,6 +178,8 @@ impl PgStore {
             read_spools: std::sync::Arc::new(ReadSpools::new(options.max_read_spool_bytes)),
             objects,
             _collector: collector,
+            access,
+            listener,
         })
     }
 
@@ -395,6 +419,7 @@ impl Housekeeping for PgStore {
     }
 
     async fn close(&self) -> Result<()> {
+        self.listener.abort();
         self.statements.close();
         self.pool.close().await;
         Ok(())

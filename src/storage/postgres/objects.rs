@@ -183,11 +183,9 @@ impl PgStore {
     }
 }
 
-/// The object a record row names, if its body is in the object store.
+/// The object a record row names, if its body is in the object store. Every statement that reads
+/// a record's body selects `object`: a missing column is an error, never an empty body.
 pub(super) fn object_of(row: &PgRow) -> Result<Option<String>> {
-    if row.try_column("object").is_err() {
-        return Ok(None);
-    }
     row.try_get("object").map_err(db_err)
 }
 

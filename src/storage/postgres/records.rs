@@ -5,6 +5,7 @@ use bytes::Bytes;
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 
+use super::access_cache::{count, Outcome};
 use super::chunks::{body_budget, free_replaced, missed_chunks, write_chunks, CHUNK, INLINE_MAX};
 use super::errors::db_err;
 use super::objects::object_of;
@@ -13,7 +14,8 @@ use super::rows::{
 };
 use super::spool::chunks_to_file;
 use super::sql::{
-    random_shard, record_query, DELETE_RECORD, IMPORT_RECORDS, PUT_RECORD, RECORD_READ,
+    random_shard, record_query, DELETE_RECORD, GENERATION, IMPORT_RECORDS, PUT_RECORD, RECORD_READ,
+    RECORD_READ_CACHED,
 };
 use super::PgStore;
 use crate::model::{
@@ -134,6 +136,51 @@ impl PgStore {
         store: &StoreId,
         key: Option<&RecordKey>,
     ) -> Result<RecordRead> {
+        let Some(cached) = self.access.lookup(token, store) else {
+            count(Outcome::Miss);
+            return self.record_read_uncached(token, store, key).await;
+        };
+        let row = self
+            .bounded(self.op_timeout, async {
+                match key {
+                    Some(key) => {
+                        self.row(
+                            sqlx::query(RECORD_READ_CACHED)
+                                .bind(store.as_str())
+                                .bind(key.as_str()),
+                        )
+                        .await
+                    }
+                    None => self.row(sqlx::query(GENERATION)).await,
+                }
+            })
+            .await?;
+        if row.try_get::<i64, _>("generation").map_err(db_err)? != cached.generation {
+            // Something an access check reads changed since the entries were filled.
+            count(Outcome::Stale);
+            return self.record_read_uncached(token, store, key).await;
+        }
+        count(Outcome::Hit);
+        let record = match key {
+            Some(key) => self.record_of_row(store, key, &row).await?,
+            None => None,
+        };
+        Ok(RecordRead {
+            caller: cached.caller,
+            store: Some(cached.store),
+            share: cached.share,
+            record,
+            counters_exact: false,
+        })
+    }
+
+    /// [`Self::record_read_impl`] without the caches, filling them.
+    async fn record_read_uncached(
+        &self,
+        token: Option<&TokenHash>,
+        store: &StoreId,
+        key: Option<&RecordKey>,
+    ) -> Result<RecordRead> {
         let row = self
             .bounded(self.op_timeout, async {
                 self.row(
@@ -177,6 +224,9 @@ impl PgStore {
             .map_err(db_err)?
             .map(|a| ShareAccess::parse(&a).map_err(corrupt))
             .transpose()?;
+        let generation: i64 = row.try_get("generation").map_err(db_err)?;
+        self.access
+            .fill(generation, token, caller.as_ref(), &info, share);
         let record = if let Some(key) = key {
             self.record_of_row(store, key, &row).await?
         } else {

@@ -99,10 +99,40 @@ ALTER TABLE records ADD COLUMN prev_size bigint, ADD COLUMN prev_blob_id bigint;
 "#,
     // 5: a store's title (apify-client's `update(title=…)`).
     "ALTER TABLE stores ADD COLUMN title text;",
-    // 7: bodies in object storage. `object` names a record's body in the object store;
-    // `object_garbage` holds the names no committed row points at, with the time they became
-    // garbage: replaced and deleted bodies, and uploads not (yet) committed, whose row goes in
-    // the transaction that commits the record. The collector removes them after a grace period.
+    // 6 (counted as above; kvstore_schema records it as version 7): the generation of
+    // everything an access check reads (tokens, users, store settings, shares), bumped by every
+    // statement that may change it, in its own transaction, with a notification: nodes cache
+    // access checks and use an entry only under the generation it was filled under (see
+    // `access_cache`). Creating a user, token or store bumps nothing: the caches never remember
+    // an absence of those.
+    r#"
+CREATE TABLE kvstore_generation (
+    id integer PRIMARY KEY CHECK (id = 1),
+    value bigint NOT NULL
+);
+INSERT INTO kvstore_generation (id, value) VALUES (1, 0);
+CREATE FUNCTION kvstore_access_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE kvstore_generation SET value = value + 1 WHERE id = 1;
+    PERFORM pg_notify('kvstore_access', '');
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER users_access_changed AFTER UPDATE OR DELETE ON users
+    FOR EACH STATEMENT EXECUTE FUNCTION kvstore_access_changed();
+CREATE TRIGGER tokens_access_changed AFTER UPDATE OR DELETE ON tokens
+    FOR EACH STATEMENT EXECUTE FUNCTION kvstore_access_changed();
+CREATE TRIGGER store_shares_access_changed AFTER INSERT OR UPDATE OR DELETE ON store_shares
+    FOR EACH STATEMENT EXECUTE FUNCTION kvstore_access_changed();
+CREATE TRIGGER stores_access_changed
+    AFTER UPDATE OF id, name, user_id, general_access, url_signing_secret_key, schema, title, deleted
+    ON stores FOR EACH STATEMENT EXECUTE FUNCTION kvstore_access_changed();
+"#,
+    // 7 (counted as above; kvstore_schema records it as version 8): bodies in object storage.
+    // `object` names a record's body in the object store; `object_garbage` holds the names no
+    // committed row points at, with the time they became garbage: replaced and deleted bodies,
+    // and uploads not (yet) committed, whose row goes in the transaction that commits the
+    // record. The collector removes them after a grace period.
     r#"
 ALTER TABLE records ADD COLUMN object text, ADD COLUMN prev_object text;
 CREATE TABLE object_garbage (

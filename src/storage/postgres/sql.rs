@@ -116,11 +116,12 @@ SELECT count(*) AS store_exists, (SELECT blob_id FROM d) AS prev_blob_id,
 FROM s";
 
 /// [`RecordStore::record_read`] in one round trip: the token's user, the store row (counters not
-/// summed), the caller's share and the record. $1 store, $2 key, $3 token hash (or NULL).
+/// summed), the caller's share and the record, with the access generation they were read under
+/// (see [`super::access_cache`]). $1 store, $2 key, $3 token hash (or NULL).
 ///
 /// [`RecordStore::record_read`]: crate::storage::RecordStore::record_read
 pub(super) const RECORD_READ: &str = "
-SELECT s.id, s.name, s.user_id, s.created_at, s.modified_at, s.accessed_at, s.general_access,
+SELECT (SELECT g.value FROM kvstore_generation g WHERE g.id = 1) AS generation, s.id, s.name, s.user_id, s.created_at, s.modified_at, s.accessed_at, s.general_access,
     s.url_signing_secret_key, s.schema, s.title, s.record_count, s.storage_bytes, s.read_count,
     s.write_count, s.delete_count, s.list_count,
     -- An authenticated owner is enabled (a disabled user's tokens match no row of u): no lookup.
@@ -135,6 +136,22 @@ LEFT JOIN (tokens t JOIN users u ON u.id = t.user_id AND NOT u.disabled) ON t.ha
 LEFT JOIN stores s ON s.id = $1 AND NOT s.deleted
 LEFT JOIN store_shares sh ON sh.store_id = s.id AND sh.user_id = u.id
 LEFT JOIN records r ON r.store_id = s.id AND r.key = $2";
+
+/// [`RECORD_READ`] when the caller, the store and the share come from the caches: the record
+/// alone, and the access generation to check the cached entries against. $1 store, $2 key.
+///
+/// The generation's one row drives the join: under pgbench (64 clients, the backends on one core)
+/// this ran at 0.96–1.0× the throughput of the records-only `SELECT`, against 0.80–0.95× with the
+/// generation as a scalar subquery.
+pub(super) const RECORD_READ_CACHED: &str = "
+SELECT g.value AS generation, r.content_type, r.size, r.body, r.blob_id, r.version, r.object
+FROM kvstore_generation g
+LEFT JOIN records r ON r.store_id = $1 AND r.key = $2";
+
+/// The access generation alone, for an access check without a record (a write's) answered by the
+/// caches.
+pub(super) const GENERATION: &str =
+    "SELECT value AS generation FROM kvstore_generation WHERE id = 1";
 
 /// Counter shard rows per store: writers of one store spread over this many rows.
 const COUNTER_SHARDS: i16 = 16;

@@ -1,0 +1,19 @@
+-- PUT_RECORD without the counter-shard upsert; see ../statements.sh.
+\set i random(0, 999)
+\set shard random(0, 15)
+\set version random(1, 1000000000)
+WITH s AS (SELECT id FROM stores WHERE id = :store AND NOT deleted FOR SHARE),
+up AS (
+    INSERT INTO records AS r (store_id, key, content_type, size, body, blob_id, version,
+        prev_size, prev_blob_id)
+    SELECT :store, 'k' || lpad((:i * 10)::text, 8, '0'), 'application/octet-stream', 1024, :body::bytea, NULL, :version, NULL, NULL FROM s
+    ON CONFLICT (store_id, key) DO UPDATE SET content_type = EXCLUDED.content_type,
+        size = EXCLUDED.size, body = EXCLUDED.body, blob_id = EXCLUDED.blob_id,
+        version = EXCLUDED.version, prev_size = r.size, prev_blob_id = r.blob_id
+    RETURNING prev_size, prev_blob_id),
+gone AS (DELETE FROM record_chunks
+    WHERE blob_id IN (SELECT prev_blob_id FROM up WHERE prev_blob_id IS NOT NULL)
+    RETURNING 1)
+SELECT count(*) AS written, max(prev_blob_id) AS prev_blob_id, max(prev_size) AS prev_size,
+    (SELECT count(*) FROM gone) AS freed
+FROM up;
