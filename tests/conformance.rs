@@ -54,6 +54,20 @@ async fn backends() -> Vec<(&'static str, Subject)> {
                 _pg: Some(db),
             },
         ));
+        // PostgreSQL with bodies of 1 KiB or more in SeaweedFS (S3).
+        if let Some(weed) = common::seaweed::shared() {
+            if let Some(db) = common::PgDatabase::create().await {
+                let backend = db.backend_with_objects(common::object_options(&weed.endpoint, 1024));
+                subjects.push((
+                    "postgres-s3",
+                    Subject {
+                        store: storage::open(&backend).await.unwrap(),
+                        _dir: None,
+                        _pg: Some(db),
+                    },
+                ));
+            }
+        }
     }
     subjects
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::model::GeneralAccess;
+use crate::storage::objects::ObjectStoreOptions;
 use crate::storage::postgres::PgOptions;
 use crate::storage::Backend;
 
@@ -194,6 +195,30 @@ pub struct DataArgs {
     /// wait up to --db-timeout for room, then answer 503.
     #[arg(long, env = "KVSTORE_DB_MAX_READ_SPOOL", default_value_t = 1024 * 1024 * 1024)]
     pub db_max_read_spool: u64,
+
+    /// With --database-url: keep record bodies of --object-store-min-bytes or more in this
+    /// S3-compatible bucket (s3://BUCKET[/PREFIX]) instead of the database. Credentials and
+    /// region come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION; without a key,
+    /// requests are anonymous.
+    #[arg(long, env = "KVSTORE_OBJECT_STORE", requires = "database_url")]
+    pub object_store: Option<String>,
+
+    /// The S3 endpoint of --object-store (e.g. http://127.0.0.1:8333 for SeaweedFS, Garage, MinIO
+    /// or Ceph); without it, AWS S3.
+    #[arg(long, env = "KVSTORE_OBJECT_STORE_ENDPOINT", requires = "object_store")]
+    pub object_store_endpoint: Option<String>,
+
+    /// Bodies of this many bytes or more go to --object-store; smaller ones stay in the database.
+    #[arg(long, env = "KVSTORE_OBJECT_STORE_MIN_BYTES",
+        default_value_t = crate::storage::objects::DEFAULT_MIN_BYTES)]
+    pub object_store_min_bytes: u64,
+
+    /// How long an object no record points at any more (overwritten, deleted, or an upload whose
+    /// record never committed) is kept before it is removed: reads in flight and uploads still
+    /// running must finish within it (e.g. `10m`, `90s`).
+    #[arg(long, env = "KVSTORE_OBJECT_STORE_GC_GRACE", value_parser = humantime::parse_duration,
+        default_value = "10m")]
+    pub object_store_gc_grace: std::time::Duration,
 }
 
 impl DataArgs {
@@ -206,6 +231,13 @@ impl DataArgs {
                     acquire_timeout: std::time::Duration::from_secs(self.db_acquire_timeout),
                     op_timeout: std::time::Duration::from_secs(self.db_timeout.max(1)),
                     max_read_spool_bytes: self.db_max_read_spool,
+                    objects: self.object_store.as_ref().map(|url| ObjectStoreOptions {
+                        url: url.clone(),
+                        endpoint: self.object_store_endpoint.clone(),
+                        min_bytes: self.object_store_min_bytes,
+                        gc_grace: self.object_store_gc_grace,
+                        op_timeout: std::time::Duration::from_secs(self.db_timeout.max(1)),
+                    }),
                 },
             },
             None => Backend::Embedded {
@@ -221,7 +253,10 @@ impl DataArgs {
     /// Where the data lives, for messages.
     pub fn describe(&self) -> String {
         match &self.database_url {
-            Some(_) => "the PostgreSQL database".to_owned(),
+            Some(_) => match &self.object_store {
+                Some(url) => format!("the PostgreSQL database with bodies in {url}"),
+                None => "the PostgreSQL database".to_owned(),
+            },
             None => format!("the data directory {}", self.data_dir.display()),
         }
     }

@@ -9,6 +9,7 @@ mod auth_cache;
 pub mod body;
 pub mod embedded;
 pub mod memory;
+pub mod objects;
 pub mod postgres;
 
 use std::path::PathBuf;

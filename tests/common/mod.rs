@@ -1,15 +1,19 @@
 //! Shared by the integration tests: a real server on `127.0.0.1:0` over a fresh backend, and
 //! small helpers to talk to it; [`child`]: the real binary as a child process; [`contents`]: what a
-//! backend holds, read whole. The backend comes from `KVSTORE_TEST_BACKEND` (`embedded`, the
-//! default, or `memory`).
+//! backend holds, read whole; [`seaweed`]: SeaweedFS, an S3 server. The backend comes from
+//! `KVSTORE_TEST_BACKEND`: `embedded` (the default), `memory`, `postgres`, or `postgres-s3`
+//! (PostgreSQL with bodies of 1 KiB or more in SeaweedFS).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod child;
 pub mod contents;
+pub mod pg_s3;
+pub mod seaweed;
 
 use std::sync::Arc;
 
 use kvstore::model::{Token, Username};
+use kvstore::storage::objects::ObjectStoreOptions;
 use kvstore::storage::{self, Backend, Store};
 use kvstore::ServerConfig;
 use reqwest::{Method, RequestBuilder, Response};
@@ -49,6 +53,16 @@ impl TestServer {
                     .await
                     .expect("KVSTORE_TEST_BACKEND=postgres needs a reachable PostgreSQL");
                 let backend = db.backend();
+                pg = Some(db);
+                (backend, None)
+            }
+            "postgres-s3" => {
+                let db = PgDatabase::create()
+                    .await
+                    .expect("KVSTORE_TEST_BACKEND=postgres-s3 needs a reachable PostgreSQL");
+                let seaweed =
+                    seaweed::shared().expect("KVSTORE_TEST_BACKEND=postgres-s3 needs SeaweedFS");
+                let backend = db.backend_with_objects(object_options(&seaweed.endpoint, 1024));
                 pg = Some(db);
                 (backend, None)
             }
@@ -242,6 +256,22 @@ pub fn skipped(reason: &str) {
     }
 }
 
+/// Bodies of `min_bytes` or more in the shared bucket of the S3 server at `endpoint`, under a
+/// prefix of their own; garbage kept for 10 minutes (the default).
+pub fn object_options(endpoint: &str, min_bytes: u64) -> ObjectStoreOptions {
+    ObjectStoreOptions {
+        url: format!(
+            "s3://{}/{}",
+            seaweed::BUCKET,
+            kvstore::model::StoreId::generate().as_str()
+        ),
+        endpoint: Some(endpoint.to_owned()),
+        min_bytes,
+        gc_grace: std::time::Duration::from_secs(600),
+        op_timeout: std::time::Duration::from_secs(10),
+    }
+}
+
 /// A fresh PostgreSQL database for one test, dropped afterwards (also when the test fails).
 pub struct PgDatabase {
     pub url: String,
@@ -291,6 +321,17 @@ impl PgDatabase {
         kvstore::storage::Backend::Postgres {
             url: self.url.clone(),
             options: Default::default(),
+        }
+    }
+
+    /// [`Self::backend`] with bodies in an object store.
+    pub fn backend_with_objects(&self, objects: ObjectStoreOptions) -> kvstore::storage::Backend {
+        kvstore::storage::Backend::Postgres {
+            url: self.url.clone(),
+            options: kvstore::storage::postgres::PgOptions {
+                objects: Some(objects),
+                ..Default::default()
+            },
         }
     }
 }

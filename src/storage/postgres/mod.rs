@@ -3,7 +3,8 @@
 //! Real SQL rather than a key-value emulation: keys are indexed per store in byte order
 //! (`COLLATE "C"`), a key listing is a keyset range scan, and a record write locks its store's row
 //! so that the counters stay exact under concurrent writers on any number of nodes. Bodies larger
-//! than [`INLINE_MAX`](chunks::INLINE_MAX) are stored in 1 MiB chunks, never as one huge `bytea`.
+//! than [`INLINE_MAX`](chunks::INLINE_MAX) are stored in 1 MiB chunks, never as one huge `bytea`,
+//! or, with an object store, those of `--object-store-min-bytes` or more there ([`objects`]).
 //!
 //! This file holds the connection settings, [`PgStore`] with its two pools, and the trait impls,
 //! which hands each method to the file of its concern.
@@ -11,6 +12,7 @@
 mod access_cache;
 mod chunks;
 mod errors;
+mod objects;
 mod pool;
 mod purge;
 mod records;
@@ -33,10 +35,12 @@ use sqlx::{Postgres, Transaction};
 
 use self::access_cache::AccessCache;
 use self::errors::{db_err, settle, within};
+use self::objects::{collect_garbage, ObjectBodies};
 use self::pool::{PooledConnection, StatementPool};
 use self::purge::purge_deleted;
 use self::schema::migrate;
 use self::spool::ReadSpools;
+use super::objects::ObjectStoreOptions;
 use super::{
     AccessDelta, KeyListQuery, KeyPage, OrphanCheck, OrphanReport, Record, RecordRead, RecordWrite,
     Result, Snapshot, StoreListQuery, StorePage, StoreUpdate, UserUpdate, WriteOutcome,
@@ -63,6 +67,9 @@ pub struct PgOptions {
     /// body waits up to `op_timeout` for room, then fails with 503. One body is always let
     /// through alone, whatever its size.
     pub max_read_spool_bytes: u64,
+    /// Bodies of at least `min_bytes` in this S3-compatible object store, the rest in the
+    /// database (see [`objects`]).
+    pub objects: Option<ObjectStoreOptions>,
 }
 
 impl Default for PgOptions {
@@ -72,6 +79,7 @@ impl Default for PgOptions {
             acquire_timeout: Duration::from_secs(5),
             op_timeout: Duration::from_secs(10),
             max_read_spool_bytes: 1024 * 1024 * 1024,
+            objects: None,
         }
     }
 }
@@ -86,6 +94,9 @@ pub struct PgStore {
     spool: tempfile::TempDir,
     op_timeout: Duration,
     read_spools: std::sync::Arc<ReadSpools>,
+    objects: Option<std::sync::Arc<ObjectBodies>>,
+    /// Stops the object collector when the store goes.
+    _collector: Option<tokio_util::sync::DropGuard>,
     /// Token → caller, store → store, (store, user) → share, exact across nodes (see
     /// [`access_cache`]).
     access: Arc<AccessCache>,
@@ -132,8 +143,25 @@ impl PgStore {
             .connect_with(connect_options.clone())
             .await
             .map_err(db_err)?;
+        let objects = options
+            .objects
+            .as_ref()
+            .map(ObjectBodies::new)
+            .transpose()?
+            .map(std::sync::Arc::new);
         migrate(&pool).await?;
         tokio::spawn(purge_deleted(pool.clone()));
+        let collector = objects.clone().map(|bodies| {
+            let stop = tokio_util::sync::CancellationToken::new();
+            let (pool, stopped) = (pool.clone(), stop.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = collect_garbage(pool, bodies) => {}
+                    () = stopped.cancelled() => {}
+                }
+            });
+            stop.drop_guard()
+        });
         // One more connection, of its own, listening for changes to what the caches hold.
         let listen_pool = PgPoolOptions::new()
             .max_connections(1)
@@ -148,6 +176,8 @@ impl PgStore {
             spool: tempfile::tempdir()?,
             op_timeout: options.op_timeout,
             read_spools: std::sync::Arc::new(ReadSpools::new(options.max_read_spool_bytes)),
+            objects,
+            _collector: collector,
             access,
             listener,
         })
@@ -278,7 +308,11 @@ impl RecordStore for PgStore {
                 .map(|_| ())
                 .map_err(db_err)
         })
-        .await
+        .await?;
+        match &self.objects {
+            Some(bodies) => bodies.objects.ping().await,
+            None => Ok(()),
+        }
     }
 
     fn spool_dir(&self) -> std::path::PathBuf {

@@ -7,8 +7,9 @@ use sqlx::postgres::PgPool;
 use sqlx::Row;
 
 use super::errors::db_err;
-use super::rows::to_u64;
+use super::rows::{to_i64, to_u64};
 use super::PgStore;
+use crate::model::now_millis;
 use crate::storage::{OrphanCheck, OrphanReport, Result};
 
 const PURGE_BATCH: i64 = 1000;
@@ -17,7 +18,8 @@ const PURGE_BATCH: i64 = 1000;
 /// [`Housekeeping::orphans`]: crate::storage::Housekeeping::orphans
 const ORPHAN_CHECK_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// Removes the records of deleted stores in batches, then the stores themselves.
+/// Removes the records of deleted stores in batches (their objects become garbage), then the
+/// stores themselves.
 pub(super) async fn purge_deleted(pool: PgPool) {
     if let Err(e) = purge_deleted_once(&pool).await {
         tracing::warn!(error = %e, "purging deleted stores failed; will retry on the next delete");
@@ -35,12 +37,16 @@ async fn purge_deleted_once(pool: &PgPool) -> Result<()> {
                 "WITH gone AS (
                      DELETE FROM records WHERE (store_id, key) IN
                          (SELECT store_id, key FROM records WHERE store_id = $1 LIMIT $2)
-                     RETURNING blob_id)
+                     RETURNING blob_id, object),
+                 garbage AS (INSERT INTO object_garbage (name, since)
+                     SELECT object, $3 FROM gone WHERE object IS NOT NULL
+                     ON CONFLICT (name) DO NOTHING)
                  DELETE FROM record_chunks WHERE blob_id IN
                      (SELECT blob_id FROM gone WHERE blob_id IS NOT NULL)",
             )
             .bind(&id)
             .bind(PURGE_BATCH)
+            .bind(to_i64(now_millis()))
             .execute(pool)
             .await
             .map_err(db_err)?;

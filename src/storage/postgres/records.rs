@@ -8,6 +8,7 @@ use sqlx::Row;
 use super::access_cache::{count, Outcome};
 use super::chunks::{body_budget, free_replaced, missed_chunks, write_chunks, CHUNK, INLINE_MAX};
 use super::errors::db_err;
+use super::objects::object_of;
 use super::rows::{
     corrupt, meta_of, store_from_row, stored_body, to_i64, to_u64, version_of, StoredBody,
 };
@@ -41,6 +42,9 @@ impl PgStore {
             .is_none()
         {
             return Ok(None);
+        }
+        if let Some(name) = object_of(row)? {
+            return self.record_of_object(key, row, &name).await.map(Some);
         }
         match stored_body(row)? {
             StoredBody::Inline(bytes) => Ok(Some(Record {
@@ -249,6 +253,12 @@ impl PgStore {
                 self.maybe_row(record_query(store, key)).await
             })
             .await?;
+        if let Some(row) = &row {
+            // An object is immutable: the row names the version it read, whole.
+            if let Some(name) = object_of(row)? {
+                return self.record_of_object(key, row, &name).await.map(Some);
+            }
+        }
         let size = match &row {
             None => return Ok(None),
             Some(row)
@@ -288,6 +298,11 @@ impl PgStore {
         let Some(row) = row else {
             return Ok(None);
         };
+        if let Some(name) = object_of(&row)? {
+            // Overwritten in between by a body in the object store.
+            drop((txn, room));
+            return self.record_of_object(key, &row, &name).await.map(Some);
+        }
         let meta = meta_of(key, &row)?;
         let body = match stored_body(&row)? {
             StoredBody::Inline(bytes) => BodyOutput::Bytes(bytes),
@@ -336,7 +351,8 @@ impl PgStore {
     }
 
     /// One record of [`Self::records_write_impl`]: a body kept inline in one statement
-    /// ([`PUT_RECORD`]), a chunked one in a transaction with its chunks.
+    /// ([`PUT_RECORD`]), a chunked one in a transaction with its chunks, one for the object store
+    /// uploaded first ([`Self::record_put_object`]).
     async fn write_one(&self, store: &StoreId, record: RecordWrite) -> Result<WriteOutcome> {
         let RecordWrite {
             key,
@@ -345,6 +361,15 @@ impl PgStore {
             version,
         } = record;
         let (key, content_type) = (&key, content_type.as_str());
+        if let Some(bodies) = self
+            .objects
+            .as_ref()
+            .filter(|_| self.goes_to_objects(body.len()))
+        {
+            return self
+                .record_put_object(bodies, store, key, content_type, body, version)
+                .await;
+        }
         let budget = body_budget(self.op_timeout, body.len());
         self.bounded(budget, async move {
             let size = body.len();
@@ -359,6 +384,7 @@ impl PgStore {
                     .bind(i64::from_ne_bytes(version.to_ne_bytes()))
                     .bind(random_shard())
                     .bind(to_i64(now_millis()))
+                    .bind(None::<String>)
             };
             let written: i64 = if size > INLINE_MAX {
                 // Chunks first, in the same transaction; they vanish with it if it fails.
@@ -421,7 +447,7 @@ impl PgStore {
         }
         let (large, small): (Vec<_>, Vec<_>) = latest
             .into_values()
-            .partition(|r| r.body.len() > INLINE_MAX);
+            .partition(|r| r.body.len() > INLINE_MAX || self.goes_to_objects(r.body.len()));
         let total: u64 = small.iter().map(|r| r.body.len()).sum();
         let (mut keys, mut types, mut sizes, mut bodies, mut versions) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());

@@ -128,6 +128,19 @@ CREATE TRIGGER stores_access_changed
     AFTER UPDATE OF id, name, user_id, general_access, url_signing_secret_key, schema, title, deleted
     ON stores FOR EACH STATEMENT EXECUTE FUNCTION kvstore_access_changed();
 "#,
+    // 7 (counted as above; kvstore_schema records it as version 8): bodies in object storage.
+    // `object` names a record's body in the object store; `object_garbage` holds the names no
+    // committed row points at, with the time they became garbage: replaced and deleted bodies,
+    // and uploads not (yet) committed, whose row goes in the transaction that commits the
+    // record. The collector removes them after a grace period.
+    r#"
+ALTER TABLE records ADD COLUMN object text, ADD COLUMN prev_object text;
+CREATE TABLE object_garbage (
+    name text PRIMARY KEY,
+    since bigint NOT NULL
+);
+CREATE INDEX object_garbage_since ON object_garbage (since);
+"#,
 ];
 
 pub(super) async fn migrate(pool: &PgPool) -> Result<()> {

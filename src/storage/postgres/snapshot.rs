@@ -7,16 +7,18 @@ use sqlx::{Postgres, Row, Transaction};
 
 use super::chunks::body_budget;
 use super::errors::{db_err, within};
+use super::objects::object_of;
 use super::rows::{
     corrupt, meta_of, share_row, store_from_row, stored_body, token_row, user_from_row, StoredBody,
 };
-use super::spool::chunks_to_file;
+use super::spool::{chunks_to_file, object_to_file};
 use super::sql::{record_query, select_stores, USER_COLS};
 use super::PgStore;
 use crate::model::{
     RecordKey, RecordMeta, ShareAccess, StoreId, StoreInfo, TokenGrant, User, UserId,
 };
-use crate::storage::{BodyOutput, Record, Result, Snapshot};
+use crate::storage::objects::Objects;
+use crate::storage::{BodyOutput, Record, Result, Snapshot, StorageError};
 
 impl PgStore {
     pub(super) async fn snapshot_impl(&self) -> Result<Box<dyn Snapshot>> {
@@ -38,6 +40,7 @@ impl PgStore {
             txn: tokio::sync::Mutex::new(txn),
             spool: self.spool.path().to_path_buf(),
             op_timeout: self.op_timeout,
+            objects: self.objects.as_ref().map(|b| b.objects.clone()),
         }))
     }
 }
@@ -48,6 +51,9 @@ struct PgSnapshot {
     txn: tokio::sync::Mutex<Transaction<'static, Postgres>>,
     spool: std::path::PathBuf,
     op_timeout: Duration,
+    /// Where the bodies of the rows that name an object are. An object replaced during the backup
+    /// stays for `--object-store-gc-grace`: a longer backup may fail with 503.
+    objects: Option<Objects>,
 }
 
 #[async_trait]
@@ -152,6 +158,20 @@ impl Snapshot for PgSnapshot {
             return Ok(None);
         };
         let meta = meta_of(key, &row)?;
+        if let Some(name) = object_of(&row)? {
+            drop(txn);
+            let Some(objects) = &self.objects else {
+                return Err(StorageError::Unavailable(format!(
+                    "the record {key} has its body in an object store, and this node has none \
+                     (--object-store)"
+                )));
+            };
+            let file = object_to_file(objects, &name, meta.size, &self.spool, None).await?;
+            return Ok(Some(Record {
+                meta,
+                body: BodyOutput::File(file),
+            }));
+        }
         let body = match stored_body(&row)? {
             StoredBody::Inline(bytes) => BodyOutput::Bytes(bytes),
             StoredBody::Chunked(blob_id) => {

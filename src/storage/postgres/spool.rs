@@ -8,6 +8,7 @@ use sqlx::Row;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use super::errors::db_err;
+use crate::storage::objects::Objects;
 use crate::storage::{Result, StorageError};
 
 /// Keeps the temporary files of chunked bodies that clients are still reading (see
@@ -124,36 +125,68 @@ pub(super) async fn chunks_to_file(
     spool: &std::path::Path,
     room: Option<SpoolRoom>,
 ) -> Result<std::fs::File> {
-    // With room to account for, the file is opened twice (independent handles, so that their
-    // locks are independent) and unlinked at once; the reader gets the second handle.
-    let (file, reader) = match room {
-        None => (tempfile::tempfile_in(spool)?, None),
-        Some(_) => {
-            let (file, path) = tempfile::NamedTempFile::new_in(spool)?.into_parts();
-            let reader = std::fs::File::open(&path)?;
-            drop(path);
-            (file, Some(reader))
-        }
-    };
-    let mut file = tokio::fs::File::from_std(file);
+    let mut file = SpoolFile::create(spool, room.is_some())?;
     let mut chunks = sqlx::query("SELECT data FROM record_chunks WHERE blob_id = $1 ORDER BY seq")
         .bind(blob_id)
         .fetch(conn);
     while let Some(chunk) = chunks.try_next().await.map_err(db_err)? {
         let data: Vec<u8> = chunk.try_get("data").map_err(db_err)?;
-        file.write_all(&data).await?;
+        file.file.write_all(&data).await?;
     }
     drop(chunks);
-    file.flush().await?;
-    match (reader, room) {
-        (Some(reader), Some(room)) => {
-            fs4::fs_std::FileExt::lock_shared(&reader)?;
-            room.keep(file.into_std().await);
-            Ok(reader)
-        }
-        _ => {
-            file.rewind().await?;
-            Ok(file.into_std().await)
+    file.finish(room).await
+}
+
+/// A body in the object store copied into a spool file, as [`chunks_to_file`] copies chunks.
+pub(super) async fn object_to_file(
+    objects: &Objects,
+    name: &str,
+    size: u64,
+    spool: &std::path::Path,
+    room: Option<SpoolRoom>,
+) -> Result<std::fs::File> {
+    let mut file = SpoolFile::create(spool, room.is_some())?;
+    objects.get_into(name, &mut file.file, size).await?;
+    file.finish(room).await
+}
+
+/// A spool file being written, and (with room to account for) the reader's handle of it.
+struct SpoolFile {
+    file: tokio::fs::File,
+    reader: Option<std::fs::File>,
+}
+
+impl SpoolFile {
+    fn create(spool: &std::path::Path, accounted: bool) -> Result<Self> {
+        // With room to account for, the file is opened twice (independent handles, so that their
+        // locks are independent) and unlinked at once; the reader gets the second handle.
+        let (file, reader) = if accounted {
+            let (file, path) = tempfile::NamedTempFile::new_in(spool)?.into_parts();
+            let reader = std::fs::File::open(&path)?;
+            drop(path);
+            (file, Some(reader))
+        } else {
+            (tempfile::tempfile_in(spool)?, None)
+        };
+        Ok(Self {
+            file: tokio::fs::File::from_std(file),
+            reader,
+        })
+    }
+
+    /// The file for its reader, positioned at the start.
+    async fn finish(mut self, room: Option<SpoolRoom>) -> Result<std::fs::File> {
+        self.file.flush().await?;
+        match (self.reader, room) {
+            (Some(reader), Some(room)) => {
+                fs4::fs_std::FileExt::lock_shared(&reader)?;
+                room.keep(self.file.into_std().await);
+                Ok(reader)
+            }
+            _ => {
+                self.file.rewind().await?;
+                Ok(self.file.into_std().await)
+            }
         }
     }
 }

@@ -7,8 +7,9 @@ use crate::model::{RecordKey, StoreId};
 
 /// Stores a record in one statement: the store must exist (a shared row lock, so that a delete
 /// of the store waits, but other writers do not), the upsert keeps the previous size and blob,
-/// the previous blob's chunks go, and one counter shard takes the changes. $1 store, $2 key,
-/// $3 content type, $4 size, $5 inline body, $6 blob id, $7 version, $8 shard, $9 now.
+/// the previous blob's chunks go, the previous object (if any) becomes garbage, and one counter
+/// shard takes the changes. $1 store, $2 key, $3 content type, $4 size, $5 inline body, $6 blob
+/// id, $7 version, $8 shard, $9 now, $10 object name.
 ///
 /// The upsert replaces the newest row even if it was committed after this statement began, but
 /// the chunk `DELETE` sees only what was committed before: a concurrent writer's chunks are
@@ -20,15 +21,19 @@ pub(super) const PUT_RECORD: &str = "
 WITH s AS (SELECT id FROM stores WHERE id = $1 AND NOT deleted FOR SHARE),
 up AS (
     INSERT INTO records AS r (store_id, key, content_type, size, body, blob_id, version,
-        prev_size, prev_blob_id)
-    SELECT $1, $2, $3, $4, $5, $6, $7, NULL, NULL FROM s
+        prev_size, prev_blob_id, object, prev_object)
+    SELECT $1, $2, $3, $4, $5, $6, $7, NULL, NULL, $10, NULL FROM s
     ON CONFLICT (store_id, key) DO UPDATE SET content_type = EXCLUDED.content_type,
         size = EXCLUDED.size, body = EXCLUDED.body, blob_id = EXCLUDED.blob_id,
-        version = EXCLUDED.version, prev_size = r.size, prev_blob_id = r.blob_id
-    RETURNING prev_size, prev_blob_id),
+        version = EXCLUDED.version, prev_size = r.size, prev_blob_id = r.blob_id,
+        object = EXCLUDED.object, prev_object = r.object
+    RETURNING prev_size, prev_blob_id, prev_object),
 gone AS (DELETE FROM record_chunks
     WHERE blob_id IN (SELECT prev_blob_id FROM up WHERE prev_blob_id IS NOT NULL)
     RETURNING 1),
+garbage AS (INSERT INTO object_garbage (name, since)
+    SELECT prev_object, $9 FROM up WHERE prev_object IS NOT NULL
+    ON CONFLICT (name) DO NOTHING),
 counted AS (
     INSERT INTO store_counters AS c (store_id, shard, record_count, storage_bytes, write_count,
         modified_at)
@@ -50,17 +55,21 @@ pub(super) const IMPORT_RECORDS: &str = "
 WITH s AS (SELECT id FROM stores WHERE id = $1 AND NOT deleted FOR SHARE),
 up AS (
     INSERT INTO records AS r (store_id, key, content_type, size, body, blob_id, version,
-        prev_size, prev_blob_id)
-    SELECT $1, t.key, t.content_type, t.size, t.body, NULL, t.version, NULL, NULL
+        prev_size, prev_blob_id, object, prev_object)
+    SELECT $1, t.key, t.content_type, t.size, t.body, NULL, t.version, NULL, NULL, NULL, NULL
     FROM s, unnest($2::text[], $3::text[], $4::bigint[], $5::bytea[], $6::bigint[])
         AS t (key, content_type, size, body, version)
     ON CONFLICT (store_id, key) DO UPDATE SET content_type = EXCLUDED.content_type,
         size = EXCLUDED.size, body = EXCLUDED.body, blob_id = EXCLUDED.blob_id,
-        version = EXCLUDED.version, prev_size = r.size, prev_blob_id = r.blob_id
-    RETURNING size, prev_size, prev_blob_id),
+        version = EXCLUDED.version, prev_size = r.size, prev_blob_id = r.blob_id,
+        object = NULL, prev_object = r.object
+    RETURNING size, prev_size, prev_blob_id, prev_object),
 gone AS (DELETE FROM record_chunks
     WHERE blob_id IN (SELECT prev_blob_id FROM up WHERE prev_blob_id IS NOT NULL)
     RETURNING 1),
+garbage AS (INSERT INTO object_garbage (name, since)
+    SELECT prev_object, $8 FROM up WHERE prev_object IS NOT NULL
+    ON CONFLICT (name) DO NOTHING),
 counted AS (
     INSERT INTO store_counters AS c (store_id, shard, record_count, storage_bytes, write_count,
         modified_at)
@@ -85,10 +94,13 @@ FROM s";
 pub(super) const DELETE_RECORD: &str = "
 WITH s AS (SELECT id FROM stores WHERE id = $1 AND NOT deleted FOR SHARE),
 d AS (DELETE FROM records WHERE store_id = $1 AND key = $2 AND EXISTS (SELECT 1 FROM s)
-    RETURNING size, blob_id),
+    RETURNING size, blob_id, object),
 gone AS (DELETE FROM record_chunks
     WHERE blob_id IN (SELECT blob_id FROM d WHERE blob_id IS NOT NULL)
     RETURNING 1),
+garbage AS (INSERT INTO object_garbage (name, since)
+    SELECT object, $4 FROM d WHERE object IS NOT NULL
+    ON CONFLICT (name) DO NOTHING),
 counted AS (
     INSERT INTO store_counters AS c (store_id, shard, record_count, storage_bytes, delete_count,
         modified_at)
@@ -118,7 +130,7 @@ SELECT (SELECT g.value FROM kvstore_generation g WHERE g.id = 1) AS generation, 
     u.id AS u_id, u.username AS u_username, u.created_at AS u_created_at,
     u.is_admin AS u_is_admin, t.read_only AS t_read_only,
     sh.access AS share_access,
-    r.content_type, r.size, r.body, r.blob_id, r.version
+    r.content_type, r.size, r.body, r.blob_id, r.version, r.object
 FROM (SELECT 1) AS one
 LEFT JOIN (tokens t JOIN users u ON u.id = t.user_id AND NOT u.disabled) ON t.hash = $3
 LEFT JOIN stores s ON s.id = $1 AND NOT s.deleted
@@ -132,7 +144,7 @@ LEFT JOIN records r ON r.store_id = s.id AND r.key = $2";
 /// this ran at 0.96–1.0× the throughput of the records-only `SELECT`, against 0.80–0.95× with the
 /// generation as a scalar subquery.
 pub(super) const RECORD_READ_CACHED: &str = "
-SELECT g.value AS generation, r.content_type, r.size, r.body, r.blob_id, r.version
+SELECT g.value AS generation, r.content_type, r.size, r.body, r.blob_id, r.version, r.object
 FROM kvstore_generation g
 LEFT JOIN records r ON r.store_id = $1 AND r.key = $2";
 
@@ -176,13 +188,14 @@ pub(super) fn random_shard() -> i16 {
 
 pub(super) const USER_COLS: &str = "id, username, created_at, is_admin, disabled";
 
-/// A record of a live store, with its inline body (if any) and its blob id (if chunked).
+/// A record of a live store, with its inline body (if any), its blob id (if chunked) and its
+/// object's name (if in the object store).
 pub(super) fn record_query<'q>(
     store: &'q StoreId,
     key: &'q RecordKey,
 ) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
     sqlx::query(
-        "SELECT r.content_type, r.size, r.body, r.blob_id, r.version
+        "SELECT r.content_type, r.size, r.body, r.blob_id, r.version, r.object
          FROM records r JOIN stores s ON s.id = r.store_id AND NOT s.deleted
          WHERE r.store_id = $1 AND r.key = $2",
     )

@@ -1,0 +1,399 @@
+//! Record bodies in S3-compatible object storage (AWS S3, SeaweedFS, Garage, MinIO, Ceph), on the
+//! `object_store` crate: a bucket and an optional prefix, streaming multipart uploads from a body's
+//! spool file, streaming downloads into a file, deletes and listings.
+//!
+//! Every call runs under a timeout, and every failure of the store (unreachable, slow, a 5xx, a
+//! refusal) is [`StorageError::Unavailable`], a 503: an object-store error never becomes a 500.
+//! `/metrics` counts requests, bytes and errors (`kvstore_object_store_*`).
+//!
+//! Objects are immutable: a name is written once, completely, before any row points at it, and
+//! removed only once no row does (see the PostgreSQL backend's garbage collection).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path;
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{BodyInput, Result, StorageError};
+
+/// Part size of multipart uploads (S3 wants at least 5 MiB per part but the last), and the most
+/// memory one upload holds, with [`UPLOAD_CONCURRENCY`] parts in flight.
+const PART: usize = 8 * 1024 * 1024;
+const UPLOAD_CONCURRENCY: usize = 2;
+
+/// Where bodies go and when: `kvstore serve --object-store …`.
+#[derive(Debug, Clone)]
+pub struct ObjectStoreOptions {
+    /// `s3://BUCKET[/PREFIX]`.
+    pub url: String,
+    /// The S3 endpoint (`http://127.0.0.1:8333`); `None`: AWS itself.
+    pub endpoint: Option<String>,
+    /// Bodies of this many bytes or more go to the object store.
+    pub min_bytes: u64,
+    /// How long an object no row points at any more is kept before it is removed: long enough for
+    /// reads in flight and for uploads not yet committed.
+    pub gc_grace: Duration,
+    /// How long one request to the object store (or one part of a body) may take.
+    pub op_timeout: Duration,
+}
+
+/// Default of `--object-store-min-bytes`: the size above which PostgreSQL would chunk a body.
+pub const DEFAULT_MIN_BYTES: u64 = 256 * 1024;
+
+/// The bucket and prefix of `s3://BUCKET[/PREFIX]`.
+pub fn parse_url(url: &str) -> std::result::Result<(String, String), String> {
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| format!("the object store must be s3://BUCKET[/PREFIX], not {url:?}"))?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let valid_bucket = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if !valid_bucket {
+        return Err(format!(
+            "{bucket:?} is not a bucket name (3 to 63 of a-z, 0-9, '-' and '.')"
+        ));
+    }
+    let prefix = prefix.trim_matches('/');
+    if prefix.split('/').any(|p| p == "." || p == "..") {
+        return Err(format!("the prefix {prefix:?} has a '.' or '..' part"));
+    }
+    Ok((bucket.to_owned(), prefix.to_owned()))
+}
+
+/// A bucket (and prefix) of an S3-compatible object store.
+#[derive(Clone)]
+pub struct Objects {
+    store: Arc<AmazonS3>,
+    prefix: String,
+    op_timeout: Duration,
+    description: String,
+}
+
+impl std::fmt::Debug for Objects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.description)
+    }
+}
+
+impl Objects {
+    /// Builds the client (nothing is sent yet). Credentials and region come from the standard
+    /// `AWS_*` variables; without `AWS_ACCESS_KEY_ID` requests go unsigned (anonymous).
+    pub fn new(options: &ObjectStoreOptions) -> Result<Self> {
+        // object_store's HTTP client uses rustls without a bundled provider: ring, like the rest
+        // of the server (an already installed provider stays).
+        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+        let (bucket, prefix) = parse_url(&options.url).map_err(StorageError::Engine)?;
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(&bucket);
+        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+            builder = builder.with_skip_signature(true);
+        }
+        if std::env::var_os("AWS_REGION").is_none()
+            && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+        {
+            builder = builder.with_region("us-east-1");
+        }
+        if let Some(endpoint) = &options.endpoint {
+            builder = builder
+                .with_endpoint(endpoint.trim_end_matches('/'))
+                // Path-style (`ENDPOINT/BUCKET/KEY`): what SeaweedFS, Garage and MinIO serve.
+                .with_virtual_hosted_style_request(false);
+        }
+        let op_timeout = options.op_timeout.max(Duration::from_secs(1));
+        // Retries stay within one operation's time: a store that is down answers 503 promptly.
+        let retry = RetryConfig {
+            max_retries: 2,
+            retry_timeout: op_timeout,
+            ..RetryConfig::default()
+        };
+        // (The client options replace the builder's own: plain HTTP is allowed here or nowhere.)
+        let allow_http = options
+            .endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://"));
+        let client = ClientOptions::new()
+            .with_allow_http(allow_http)
+            .with_timeout(op_timeout)
+            .with_connect_timeout(op_timeout.min(Duration::from_secs(5)));
+        let store = builder
+            .with_retry(retry)
+            .with_client_options(client)
+            .build()
+            .map_err(|e| StorageError::Engine(format!("object store {}: {e}", options.url)))?;
+        Ok(Self {
+            store: Arc::new(store),
+            prefix,
+            op_timeout,
+            description: match &options.endpoint {
+                Some(endpoint) => format!("{} at {endpoint}", options.url),
+                None => options.url.clone(),
+            },
+        })
+    }
+
+    /// Where the objects live, for messages.
+    pub fn describe(&self) -> &str {
+        &self.description
+    }
+
+    fn path(&self, name: &str) -> Path {
+        if self.prefix.is_empty() {
+            Path::from(name)
+        } else {
+            Path::from(format!("{}/{name}", self.prefix))
+        }
+    }
+
+    /// Runs one request under the timeout, counting it (and its failure) in `/metrics`.
+    async fn call<T>(
+        &self,
+        op: &'static str,
+        request: impl std::future::Future<Output = object_store::Result<T>>,
+    ) -> Result<T> {
+        self.call_found(op, request).await?.ok_or_else(|| {
+            StorageError::Unavailable(format!(
+                "the object store {} answered a {op} with \"not found\"",
+                self.description
+            ))
+        })
+    }
+
+    /// [`Self::call`] for a request whose "not found" answer is `None` rather than an error.
+    async fn call_found<T>(
+        &self,
+        op: &'static str,
+        request: impl std::future::Future<Output = object_store::Result<T>>,
+    ) -> Result<Option<T>> {
+        metrics::counter!("kvstore_object_store_requests_total", "op" => op).increment(1);
+        let result = match tokio::time::timeout(self.op_timeout, request).await {
+            Ok(Ok(v)) => Ok(Some(v)),
+            Ok(Err(object_store::Error::NotFound { .. })) => Ok(None),
+            Ok(Err(e)) => Err(self.unavailable(op, &e)),
+            Err(_) => Err(StorageError::Unavailable(format!(
+                "the object store {} did not answer a {op} within {:?}",
+                self.description, self.op_timeout
+            ))),
+        };
+        if result.is_err() {
+            metrics::counter!("kvstore_object_store_errors_total", "op" => op).increment(1);
+        }
+        result
+    }
+
+    fn unavailable(&self, op: &str, e: &object_store::Error) -> StorageError {
+        StorageError::Unavailable(format!(
+            "the object store {} failed a {op}: {e}",
+            self.description
+        ))
+    }
+
+    /// Writes `body` under `name`: one request for a body of up to one part, else a multipart
+    /// upload streamed from its file (aborted on failure). Complete when this returns `Ok`.
+    pub async fn put(&self, name: &str, body: &BodyInput) -> Result<()> {
+        let path = self.path(name);
+        let len = body.len();
+        if len <= PART as u64 {
+            let bytes = match body {
+                BodyInput::Bytes(b) => b.clone(),
+                BodyInput::File { path, .. } => Bytes::from(tokio::fs::read(path).await?),
+            };
+            self.call("put", self.store.put(&path, bytes.into()))
+                .await?;
+            metrics::counter!("kvstore_object_store_sent_bytes_total").increment(len);
+            return Ok(());
+        }
+        let upload = self
+            .call("put_multipart", self.store.put_multipart(&path))
+            .await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
+        let written = async {
+            match body {
+                BodyInput::Bytes(b) => {
+                    for part in b.chunks(PART) {
+                        self.call("put_part", writer.wait_for_capacity(UPLOAD_CONCURRENCY))
+                            .await?;
+                        writer.put(b.slice_ref(part));
+                    }
+                }
+                BodyInput::File { path, .. } => {
+                    let mut file = tokio::fs::File::open(path).await?;
+                    let mut buf = vec![0u8; PART];
+                    loop {
+                        let n = read_full(&mut file, &mut buf).await?;
+                        if n == 0 {
+                            break;
+                        }
+                        self.call("put_part", writer.wait_for_capacity(UPLOAD_CONCURRENCY))
+                            .await?;
+                        writer.write(&buf[..n]);
+                        if n < PART {
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok::<_, StorageError>(())
+        }
+        .await;
+        match written {
+            Ok(()) => {
+                self.call("complete_multipart", writer.finish()).await?;
+                metrics::counter!("kvstore_object_store_sent_bytes_total").increment(len);
+                Ok(())
+            }
+            Err(e) => {
+                // Best effort: a part upload the store never sees completed is its own to drop.
+                let _ = tokio::time::timeout(self.op_timeout, writer.abort()).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Copies the object `name` into `file` (at its current position), a bounded piece at a
+    /// time: never the whole body in memory. `expected` is the size its row records.
+    pub async fn get_into(
+        &self,
+        name: &str,
+        file: &mut tokio::fs::File,
+        expected: u64,
+    ) -> Result<()> {
+        let path = self.path(name);
+        let result = self.call("get", self.store.get(&path)).await?;
+        let mut stream = result.into_stream();
+        let mut copied = 0u64;
+        loop {
+            let next = tokio::time::timeout(self.op_timeout, stream.next()).await;
+            let chunk = match next {
+                Err(_) => {
+                    metrics::counter!("kvstore_object_store_errors_total", "op" => "get")
+                        .increment(1);
+                    return Err(StorageError::Unavailable(format!(
+                        "the object store {} stalled sending {name} for {:?}",
+                        self.description, self.op_timeout
+                    )));
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    metrics::counter!("kvstore_object_store_errors_total", "op" => "get")
+                        .increment(1);
+                    return Err(self.unavailable("get", &e));
+                }
+                Ok(Some(Ok(chunk))) => chunk,
+            };
+            file.write_all(&chunk).await?;
+            copied += chunk.len() as u64;
+            metrics::counter!("kvstore_object_store_received_bytes_total")
+                .increment(chunk.len() as u64);
+        }
+        file.flush().await?;
+        if copied != expected {
+            return Err(StorageError::Corrupt(format!(
+                "the object {name} has {copied} bytes, its record says {expected}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Removes the object `name`; one already gone is no error.
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        let path = self.path(name);
+        self.call_found("delete", self.store.delete(&path)).await?;
+        Ok(())
+    }
+
+    /// The names (relative to the prefix) of the objects under `sub` (a name prefix ending at a
+    /// `/`, or empty for all), with their sizes.
+    pub async fn list(&self, sub: &str) -> Result<Vec<(String, u64)>> {
+        let base = self.path(sub.trim_end_matches('/'));
+        let base = if sub.is_empty() && self.prefix.is_empty() {
+            None
+        } else {
+            Some(base)
+        };
+        let mut stream = self.store.list(base.as_ref());
+        metrics::counter!("kvstore_object_store_requests_total", "op" => "list").increment(1);
+        let strip = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let mut names = Vec::new();
+        loop {
+            match tokio::time::timeout(self.op_timeout, stream.next()).await {
+                Ok(None) => break,
+                Ok(Some(Ok(meta))) => {
+                    let full = meta.location.to_string();
+                    let name = full.strip_prefix(&strip).unwrap_or(&full).to_owned();
+                    names.push((name, meta.size));
+                }
+                Ok(Some(Err(e))) => {
+                    metrics::counter!("kvstore_object_store_errors_total", "op" => "list")
+                        .increment(1);
+                    return Err(self.unavailable("list", &e));
+                }
+                Err(_) => {
+                    metrics::counter!("kvstore_object_store_errors_total", "op" => "list")
+                        .increment(1);
+                    return Err(StorageError::Unavailable(format!(
+                        "the object store {} did not list within {:?}",
+                        self.description, self.op_timeout
+                    )));
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    /// Checks that the bucket answers: a `HEAD` of a name that never exists (404 is an answer).
+    pub async fn ping(&self) -> Result<()> {
+        let path = self.path(".kvstore-ping");
+        self.call_found("head", self.store.head(&path)).await?;
+        Ok(())
+    }
+}
+
+/// Fills `buf` from `file` as far as it goes; returns the bytes read (less only at the end).
+async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = file.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_url;
+
+    #[test]
+    fn object_store_urls() {
+        assert_eq!(
+            parse_url("s3://bodies").unwrap(),
+            ("bodies".to_owned(), String::new())
+        );
+        assert_eq!(
+            parse_url("s3://my.bucket-1/a/b/").unwrap(),
+            ("my.bucket-1".to_owned(), "a/b".to_owned())
+        );
+        for bad in [
+            "bodies",
+            "http://x/y",
+            "s3://ab",
+            "s3://Upper",
+            "s3://ok-bucket/../x",
+            "s3://",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+    }
+}
