@@ -1383,11 +1383,15 @@ async fn a_read_after_a_write_never_serves_what_the_write_replaced() {
             (read.store.unwrap(), exact)
         };
         let writes = |(info, exact): (StoreInfo, bool)| exact.then_some(info.stats.write_count);
-        let expected = |n: u64| (backend != "postgres").then_some(n);
-        assert_eq!(writes(store_now().await), expected(2), "{backend}");
+        // The embedded engine and the memory model always give them; others may leave them out.
+        let always = matches!(backend, "embedded" | "memory");
+        let check = |got: Option<u64>, n: u64, what: &str| match got {
+            Some(got) => assert_eq!(got, n, "{backend}: {what}"),
+            None => assert!(!always, "{backend}: {what}: counters left out"),
+        };
+        check(writes(store_now().await), 2, "before");
         put(b"{\"second\":2}", "application/json", 2).await;
-        let after = writes(store_now().await);
-        assert_eq!(after, expected(3), "{backend}: after a write");
+        check(writes(store_now().await), 3, "after a write");
         let rename = StoreUpdate {
             name: Some(Some(name("hot-renamed"))),
             ..StoreUpdate::default()
