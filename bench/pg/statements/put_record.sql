@@ -1,6 +1,5 @@
--- PUT_RECORD as src/storage/postgres/sql.rs has it (16 counter shards, drawn at random); see ../statements.sh.
+-- PUT_RECORD as src/storage/postgres/sql.rs has it (the counter shard of the backend, pg_backend_pid() % 1024); see ../statements.sh.
 \set i random(0, 999)
-\set shard random(0, 15)
 \set version random(1, 1000000000)
 WITH s AS (SELECT id FROM stores WHERE id = :store AND NOT deleted FOR SHARE),
 up AS (
@@ -17,7 +16,7 @@ gone AS (DELETE FROM record_chunks
 counted AS (
     INSERT INTO store_counters AS c (store_id, shard, record_count, storage_bytes, write_count,
         modified_at)
-    SELECT :store, :shard, CASE WHEN prev_size IS NULL THEN 1 ELSE 0 END, 1024 - coalesce(prev_size, 0),
+    SELECT :store, (pg_backend_pid() % 1024)::smallint, CASE WHEN prev_size IS NULL THEN 1 ELSE 0 END, 1024 - coalesce(prev_size, 0),
         1, 1 FROM up
     ON CONFLICT (store_id, shard) DO UPDATE SET
         record_count = c.record_count + EXCLUDED.record_count,

@@ -24,7 +24,7 @@ use super::chunks::{free_replaced, missed_chunks};
 use super::errors::db_err;
 use super::rows::{meta_of, to_i64};
 use super::spool::object_to_file;
-use super::sql::{random_shard, PUT_RECORD};
+use super::sql::PUT_RECORD;
 use super::PgStore;
 use crate::model::{now_millis, RecordKey, StoreId};
 use crate::storage::objects::{ObjectStoreOptions, Objects};
@@ -107,7 +107,6 @@ impl PgStore {
                     .bind(None::<Vec<u8>>)
                     .bind(None::<i64>)
                     .bind(i64::from_ne_bytes(version.to_ne_bytes()))
-                    .bind(random_shard())
                     .bind(to_i64(now_millis()))
                     .bind(Some(name.as_str()))
                     .fetch_one(&mut *txn)

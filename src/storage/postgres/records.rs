@@ -14,7 +14,7 @@ use super::rows::{
 };
 use super::spool::chunks_to_file;
 use super::sql::{
-    random_shard, record_query, DELETE_RECORD, GENERATION, IMPORT_RECORDS, PUT_RECORD, RECORD_READ,
+    record_query, DELETE_RECORD, GENERATION, IMPORT_RECORDS, PUT_RECORD, RECORD_READ,
     RECORD_READ_CACHED,
 };
 use super::PgStore;
@@ -382,7 +382,6 @@ impl PgStore {
                     .bind(inline)
                     .bind(blob_id)
                     .bind(i64::from_ne_bytes(version.to_ne_bytes()))
-                    .bind(random_shard())
                     .bind(to_i64(now_millis()))
                     .bind(None::<String>)
             };
@@ -472,7 +471,6 @@ impl PgStore {
                             .bind(sizes)
                             .bind(bodies)
                             .bind(versions)
-                            .bind(random_shard())
                             .bind(to_i64(now_millis()))
                             .bind(CHUNK as i64),
                     )
@@ -503,7 +501,6 @@ impl PgStore {
                     sqlx::query(DELETE_RECORD)
                         .bind(store.as_str())
                         .bind(key.as_str())
-                        .bind(random_shard())
                         .bind(to_i64(now_millis())),
                 )
                 .await?;

@@ -5,11 +5,23 @@ use sqlx::Postgres;
 
 use crate::model::{RecordKey, StoreId};
 
+/// The counter shard a write adds its changes to: the one of the backend (connection) that runs
+/// it, of at most 1024 shard rows per store. A connection runs one statement at a time, so two
+/// writers wait on one shard row only when their backends' process ids collide modulo 1024 (rare
+/// among a pool's connections, whose ids are mostly close together), instead of whenever two of
+/// 64 writers drew the same one of 16 rows at random — each row lock is held through the commit's
+/// WAL flush. A store's counters sum as many shard rows as backends ever wrote to it.
+macro_rules! counter_shard {
+    () => {
+        "(pg_backend_pid() % 1024)::smallint"
+    };
+}
+
 /// Stores a record in one statement: the store must exist (a shared row lock, so that a delete
 /// of the store waits, but other writers do not), the upsert keeps the previous size and blob,
-/// the previous blob's chunks go, the previous object (if any) becomes garbage, and one counter
-/// shard takes the changes. $1 store, $2 key, $3 content type, $4 size, $5 inline body, $6 blob
-/// id, $7 version, $8 shard, $9 now, $10 object name.
+/// the previous blob's chunks go, the previous object (if any) becomes garbage, and the counter
+/// shard of the connection's backend takes the changes (see `counter_shard!`). $1 store, $2 key,
+/// $3 content type, $4 size, $5 inline body, $6 blob id, $7 version, $8 now, $9 object name.
 ///
 /// The upsert replaces the newest row even if it was committed after this statement began, but
 /// the chunk `DELETE` sees only what was committed before: a concurrent writer's chunks are
@@ -17,12 +29,13 @@ use crate::model::{RecordKey, StoreId};
 /// [`free_replaced`] deletes the rest in a statement of its own, which does see them.
 ///
 /// [`free_replaced`]: super::chunks::free_replaced
-pub(super) const PUT_RECORD: &str = "
+pub(super) const PUT_RECORD: &str = concat!(
+    "
 WITH s AS (SELECT id FROM stores WHERE id = $1 AND NOT deleted FOR SHARE),
 up AS (
     INSERT INTO records AS r (store_id, key, content_type, size, body, blob_id, version,
         prev_size, prev_blob_id, object, prev_object)
-    SELECT $1, $2, $3, $4, $5, $6, $7, NULL, NULL, $10, NULL FROM s
+    SELECT $1, $2, $3, $4, $5, $6, $7, NULL, NULL, $9, NULL FROM s
     ON CONFLICT (store_id, key) DO UPDATE SET content_type = EXCLUDED.content_type,
         size = EXCLUDED.size, body = EXCLUDED.body, blob_id = EXCLUDED.blob_id,
         version = EXCLUDED.version, prev_size = r.size, prev_blob_id = r.blob_id,
@@ -32,13 +45,15 @@ gone AS (DELETE FROM record_chunks
     WHERE blob_id IN (SELECT prev_blob_id FROM up WHERE prev_blob_id IS NOT NULL)
     RETURNING 1),
 garbage AS (INSERT INTO object_garbage (name, since)
-    SELECT prev_object, $9 FROM up WHERE prev_object IS NOT NULL
+    SELECT prev_object, $8 FROM up WHERE prev_object IS NOT NULL
     ON CONFLICT (name) DO NOTHING),
 counted AS (
     INSERT INTO store_counters AS c (store_id, shard, record_count, storage_bytes, write_count,
         modified_at)
-    SELECT $1, $8, CASE WHEN prev_size IS NULL THEN 1 ELSE 0 END, $4 - coalesce(prev_size, 0),
-        1, $9 FROM up
+    SELECT $1, ",
+    counter_shard!(),
+    ", CASE WHEN prev_size IS NULL THEN 1 ELSE 0 END,
+        $4 - coalesce(prev_size, 0), 1, $8 FROM up
     ON CONFLICT (store_id, shard) DO UPDATE SET
         record_count = c.record_count + EXCLUDED.record_count,
         storage_bytes = c.storage_bytes + EXCLUDED.storage_bytes,
@@ -46,12 +61,14 @@ counted AS (
         modified_at = greatest(c.modified_at, EXCLUDED.modified_at))
 SELECT count(*) AS written, max(prev_blob_id) AS prev_blob_id, max(prev_size) AS prev_size,
     (SELECT count(*) FROM gone) AS freed
-FROM up";
+FROM up"
+);
 
 /// Stores a batch of inline records in one statement, as [`PUT_RECORD`] stores one: $1 store,
-/// $2 keys (distinct), $3 content types, $4 sizes, $5 bodies, $6 versions, $7 shard, $8 now,
-/// $9 the chunk size (to count the chunks of the bodies replaced).
-pub(super) const IMPORT_RECORDS: &str = "
+/// $2 keys (distinct), $3 content types, $4 sizes, $5 bodies, $6 versions, $7 now, $8 the chunk
+/// size (to count the chunks of the bodies replaced).
+pub(super) const IMPORT_RECORDS: &str = concat!(
+    "
 WITH s AS (SELECT id FROM stores WHERE id = $1 AND NOT deleted FOR SHARE),
 up AS (
     INSERT INTO records AS r (store_id, key, content_type, size, body, blob_id, version,
@@ -68,13 +85,15 @@ gone AS (DELETE FROM record_chunks
     WHERE blob_id IN (SELECT prev_blob_id FROM up WHERE prev_blob_id IS NOT NULL)
     RETURNING 1),
 garbage AS (INSERT INTO object_garbage (name, since)
-    SELECT prev_object, $8 FROM up WHERE prev_object IS NOT NULL
+    SELECT prev_object, $7 FROM up WHERE prev_object IS NOT NULL
     ON CONFLICT (name) DO NOTHING),
 counted AS (
     INSERT INTO store_counters AS c (store_id, shard, record_count, storage_bytes, write_count,
         modified_at)
-    SELECT $1, $7, count(*) FILTER (WHERE prev_size IS NULL),
-        coalesce(sum(size - coalesce(prev_size, 0)), 0)::bigint, count(*), $8 FROM up
+    SELECT $1, ",
+    counter_shard!(),
+    ", count(*) FILTER (WHERE prev_size IS NULL),
+        coalesce(sum(size - coalesce(prev_size, 0)), 0)::bigint, count(*), $7 FROM up
     HAVING count(*) > 0
     ON CONFLICT (store_id, shard) DO UPDATE SET
         record_count = c.record_count + EXCLUDED.record_count,
@@ -83,15 +102,17 @@ counted AS (
         modified_at = greatest(c.modified_at, EXCLUDED.modified_at))
 SELECT count(*) AS store_exists,
     (SELECT array_agg(prev_blob_id) FROM up WHERE prev_blob_id IS NOT NULL) AS prev_blob_ids,
-    (SELECT coalesce(sum((prev_size + $9 - 1) / $9) FILTER (WHERE prev_blob_id IS NOT NULL), 0)
+    (SELECT coalesce(sum((prev_size + $8 - 1) / $8) FILTER (WHERE prev_blob_id IS NOT NULL), 0)
         FROM up)::bigint AS prev_chunks,
     (SELECT count(*) FROM gone) AS freed
-FROM s";
+FROM s"
+);
 
 /// Deletes a record in one statement, as [`PUT_RECORD`] stores one (the same goes for the chunks
-/// of a body committed after the statement began). $1 store, $2 key, $3 shard, $4 now. Deleting a
+/// of a body committed after the statement began). $1 store, $2 key, $3 now. Deleting a
 /// missing record still counts as a delete of an existing store.
-pub(super) const DELETE_RECORD: &str = "
+pub(super) const DELETE_RECORD: &str = concat!(
+    "
 WITH s AS (SELECT id FROM stores WHERE id = $1 AND NOT deleted FOR SHARE),
 d AS (DELETE FROM records WHERE store_id = $1 AND key = $2 AND EXISTS (SELECT 1 FROM s)
     RETURNING size, blob_id, object),
@@ -99,13 +120,15 @@ gone AS (DELETE FROM record_chunks
     WHERE blob_id IN (SELECT blob_id FROM d WHERE blob_id IS NOT NULL)
     RETURNING 1),
 garbage AS (INSERT INTO object_garbage (name, since)
-    SELECT object, $4 FROM d WHERE object IS NOT NULL
+    SELECT object, $3 FROM d WHERE object IS NOT NULL
     ON CONFLICT (name) DO NOTHING),
 counted AS (
     INSERT INTO store_counters AS c (store_id, shard, record_count, storage_bytes, delete_count,
         modified_at)
-    SELECT $1, $3, -(SELECT count(*) FROM d), -(SELECT coalesce(sum(size), 0) FROM d)::bigint,
-        1, $4 FROM s
+    SELECT $1, ",
+    counter_shard!(),
+    ", -(SELECT count(*) FROM d),
+        -(SELECT coalesce(sum(size), 0) FROM d)::bigint, 1, $3 FROM s
     ON CONFLICT (store_id, shard) DO UPDATE SET
         record_count = c.record_count + EXCLUDED.record_count,
         storage_bytes = c.storage_bytes + EXCLUDED.storage_bytes,
@@ -113,7 +136,8 @@ counted AS (
         modified_at = greatest(c.modified_at, EXCLUDED.modified_at))
 SELECT count(*) AS store_exists, (SELECT blob_id FROM d) AS prev_blob_id,
     (SELECT size FROM d) AS prev_size, (SELECT count(*) FROM gone) AS freed
-FROM s";
+FROM s"
+);
 
 /// [`RecordStore::record_read`] in one round trip: the token's user, the store row (counters not
 /// summed), the caller's share and the record, with the access generation they were read under
@@ -153,9 +177,6 @@ LEFT JOIN records r ON r.store_id = $1 AND r.key = $2";
 pub(super) const GENERATION: &str =
     "SELECT value AS generation FROM kvstore_generation WHERE id = 1";
 
-/// Counter shard rows per store: writers of one store spread over this many rows.
-const COUNTER_SHARDS: i16 = 16;
-
 /// `SELECT` of store rows with their counters (the row's base plus every shard), for `filter`
 /// (a `WHERE` clause over the `stores` columns, which are unambiguous) and `tail` (ORDER BY…).
 pub(super) fn select_stores(filter: &str, tail: &str) -> String {
@@ -180,10 +201,6 @@ pub(super) fn select_stores(filter: &str, tail: &str) -> String {
              FROM store_counters WHERE store_id = s.id) c ON true
          WHERE {filter} {tail}"
     )
-}
-
-pub(super) fn random_shard() -> i16 {
-    rand::random::<u16>().rem_euclid(COUNTER_SHARDS as u16) as i16
 }
 
 pub(super) const USER_COLS: &str = "id, username, created_at, is_admin, disabled";

@@ -1,4 +1,4 @@
--- PUT_RECORD with the counter shard pg_backend_pid() % 1024 (one per connection); see ../statements.sh.
+-- PUT_RECORD with the counter shard drawn at random from 16 (as before 2026-12-05 23:40 UTC); see ../statements.sh.
 \set i random(0, 999)
 \set shard random(0, 15)
 \set version random(1, 1000000000)
@@ -17,7 +17,7 @@ gone AS (DELETE FROM record_chunks
 counted AS (
     INSERT INTO store_counters AS c (store_id, shard, record_count, storage_bytes, write_count,
         modified_at)
-    SELECT :store, (pg_backend_pid() % 1024)::smallint, CASE WHEN prev_size IS NULL THEN 1 ELSE 0 END, 1024 - coalesce(prev_size, 0),
+    SELECT :store, :shard, CASE WHEN prev_size IS NULL THEN 1 ELSE 0 END, 1024 - coalesce(prev_size, 0),
         1, 1 FROM up
     ON CONFLICT (store_id, shard) DO UPDATE SET
         record_count = c.record_count + EXCLUDED.record_count,
