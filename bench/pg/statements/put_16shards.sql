@@ -1,4 +1,4 @@
--- PUT_RECORD with the counter shard drawn at random from 16 (as before 2026-12-05 23:40 UTC); see ../statements.sh.
+-- PUT_RECORD with the counter shard drawn at random from 16 (PUT_RECORD before 2486149); see ../statements.sh.
 \set i random(0, 999)
 \set shard random(0, 15)
 \set version random(1, 1000000000)
