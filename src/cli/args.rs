@@ -138,20 +138,84 @@ pub struct CopyArgs {
     /// Target: a data directory, or a postgres:// URL.
     #[arg(long)]
     pub to: String,
+    /// The source database keeps bodies in this S3-compatible bucket (s3://BUCKET[/PREFIX]), as
+    /// its servers' --object-store. Credentials and region come from AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY and AWS_REGION, for both sides.
+    #[arg(long, value_name = "S3_URL")]
+    pub from_object_store: Option<String>,
+    /// The S3 endpoint of --from-object-store; without it, AWS S3.
+    #[arg(long, value_name = "URL", requires = "from_object_store")]
+    pub from_object_store_endpoint: Option<String>,
+    /// Put the target database's bodies of --to-object-store-min-bytes or more into this
+    /// S3-compatible bucket (s3://BUCKET[/PREFIX]), as its servers' --object-store.
+    #[arg(long, value_name = "S3_URL")]
+    pub to_object_store: Option<String>,
+    /// The S3 endpoint of --to-object-store; without it, AWS S3.
+    #[arg(long, value_name = "URL", requires = "to_object_store")]
+    pub to_object_store_endpoint: Option<String>,
+    /// Bodies of this many bytes or more go to --to-object-store; smaller ones stay in the
+    /// database.
+    #[arg(long, value_name = "BYTES", requires = "to_object_store",
+        default_value_t = crate::storage::objects::DEFAULT_MIN_BYTES)]
+    pub to_object_store_min_bytes: u64,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
 }
 
-/// A data directory, or a `postgres://` / `postgresql://` URL.
-pub fn backend_of(location: &str) -> Backend {
+impl CopyArgs {
+    /// The source backend.
+    pub fn source(&self) -> Result<Backend, String> {
+        let objects = self
+            .from_object_store
+            .as_ref()
+            .map(|url| ObjectStoreOptions {
+                url: url.clone(),
+                endpoint: self.from_object_store_endpoint.clone(),
+                min_bytes: crate::storage::objects::DEFAULT_MIN_BYTES,
+                gc_grace: COPY_GC_GRACE,
+                op_timeout: COPY_OP_TIMEOUT,
+            });
+        backend_of(&self.from, objects)
+    }
+
+    /// The target backend.
+    pub fn target(&self) -> Result<Backend, String> {
+        let objects = self.to_object_store.as_ref().map(|url| ObjectStoreOptions {
+            url: url.clone(),
+            endpoint: self.to_object_store_endpoint.clone(),
+            min_bytes: self.to_object_store_min_bytes,
+            gc_grace: COPY_GC_GRACE,
+            op_timeout: COPY_OP_TIMEOUT,
+        });
+        backend_of(&self.to, objects)
+    }
+}
+
+/// The grace period of the objects a copy replaces in its target (a repeated copy of a changed
+/// record), as `serve --object-store-gc-grace`'s default: servers may be reading them.
+const COPY_GC_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+/// How long one object-store request (or one part of a body) of a copy may take.
+const COPY_OP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A data directory, or a `postgres://` / `postgresql://` URL, with bodies of the database in
+/// `objects` if given (an error for a data directory, which keeps its bodies itself).
+pub fn backend_of(location: &str, objects: Option<ObjectStoreOptions>) -> Result<Backend, String> {
     if location.starts_with("postgres://") || location.starts_with("postgresql://") {
-        Backend::Postgres {
+        Ok(Backend::Postgres {
             url: location.to_owned(),
-            options: PgOptions::default(),
-        }
+            options: PgOptions {
+                objects,
+                ..PgOptions::default()
+            },
+        })
+    } else if objects.is_some() {
+        Err(format!(
+            "{location} is a data directory, which keeps its bodies itself: an object store goes \
+             with a postgres:// URL"
+        ))
     } else {
-        Backend::embedded(PathBuf::from(location))
+        Ok(Backend::embedded(PathBuf::from(location)))
     }
 }
 

@@ -1,12 +1,13 @@
 //! `kvstore copy`: everything from one backend to another, through [`crate::ops::copy`].
 
-use super::args::{backend_of, CopyArgs};
+use super::args::CopyArgs;
 use super::Outcome;
 use crate::storage;
 
 pub async fn copy(args: CopyArgs) -> Outcome {
-    let from = storage::open(&backend_of(&args.from)).await?;
-    let to = storage::open(&backend_of(&args.to)).await?;
+    let (source, target) = (args.source()?, args.target()?);
+    let from = storage::open(&source).await?;
+    let to = storage::open(&target).await?;
     let report = crate::ops::copy::copy_all(&*from, &to, !args.quiet).await;
     from.close().await?;
     to.close().await?;
