@@ -92,6 +92,24 @@ async fn new_user(store: &dyn Store, username: &str) -> UserId {
         .id
 }
 
+/// A new user `username` with a full token, and a store of theirs named `store_name`.
+async fn owner_and_store(
+    store: &dyn Store,
+    username: &str,
+    store_name: &str,
+) -> (Token, StoreInfo) {
+    let token = Token::generate();
+    let owner = store
+        .user_create(Username::parse(username).unwrap(), false, token.hash())
+        .await
+        .unwrap();
+    let (info, _) = store
+        .store_get_or_create(StoreInfo::new(owner.id, Some(name(store_name)), None))
+        .await
+        .unwrap();
+    (token, info)
+}
+
 async fn body_bytes(store: &dyn Store, sid: &kvstore::model::StoreId, k: &str) -> Option<Vec<u8>> {
     let record = store.record_get(sid, &key(k)).await.unwrap()?;
     Some(match record.body {
@@ -651,21 +669,13 @@ async fn keys_are_listed_in_byte_order_with_prefix_and_start() {
 async fn embedded_data_survives_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data");
-    let token = Token::generate();
-    let sid;
+    let (token, sid);
     {
         let store = storage::open(&Backend::embedded(path.clone()))
             .await
             .unwrap();
-        let alice = store
-            .user_create(Username::parse("alice").unwrap(), false, token.hash())
-            .await
-            .unwrap();
-        let (info, _) = store
-            .store_get_or_create(StoreInfo::new(alice.id, Some(name("keep")), None))
-            .await
-            .unwrap();
-        sid = info.id;
+        let (owner_token, info) = owner_and_store(&*store, "alice", "keep").await;
+        (token, sid) = (owner_token, info.id);
         store
             .record_put(
                 &sid,
@@ -1329,15 +1339,7 @@ async fn read_now(
 async fn a_read_after_a_write_never_serves_what_the_write_replaced() {
     for (backend, s) in backends().await {
         let store = &*s.store;
-        let token = Token::generate();
-        let alice = store
-            .user_create(Username::parse("alice").unwrap(), false, token.hash())
-            .await
-            .unwrap();
-        let (info, _) = store
-            .store_get_or_create(StoreInfo::new(alice.id.clone(), Some(name("hot")), None))
-            .await
-            .unwrap();
+        let (token, info) = owner_and_store(store, "alice", "hot").await;
         let sid = info.id.clone();
         let put = |v: &'static [u8], ct: &'static str, version: u64| {
             let sid = sid.clone();
@@ -1428,7 +1430,11 @@ async fn a_read_after_a_write_never_serves_what_the_write_replaced() {
 
         // So does a user deleted with their stores.
         let (info, _) = store
-            .store_get_or_create(StoreInfo::new(alice.id.clone(), Some(name("hot2")), None))
+            .store_get_or_create(StoreInfo::new(
+                info.user_id.clone(),
+                Some(name("hot2")),
+                None,
+            ))
             .await
             .unwrap();
         let sid = info.id.clone();
@@ -1446,7 +1452,7 @@ async fn a_read_after_a_write_never_serves_what_the_write_replaced() {
                 "{backend}: second store"
             );
         }
-        assert!(store.user_delete(&alice.id).await.unwrap());
+        assert!(store.user_delete(&info.user_id).await.unwrap());
         let got = store.record_get(&sid, &key("k")).await.unwrap();
         assert!(got.is_none(), "{backend}: record of a deleted user's store");
     }
@@ -1459,17 +1465,7 @@ async fn readers_racing_a_writer_never_see_a_stale_or_torn_record() {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     const WRITES: u64 = 300;
     for (backend, s) in backends().await {
-        let token = Token::generate();
-        let alice = s
-            .store
-            .user_create(Username::parse("alice").unwrap(), false, token.hash())
-            .await
-            .unwrap();
-        let (info, _) = s
-            .store
-            .store_get_or_create(StoreInfo::new(alice.id.clone(), Some(name("race")), None))
-            .await
-            .unwrap();
+        let (token, info) = owner_and_store(&*s.store, "alice", "race").await;
         let sid = info.id.clone();
         let acked = Arc::new(AtomicU64::new(0));
         let done = Arc::new(AtomicBool::new(false));

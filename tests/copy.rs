@@ -5,63 +5,18 @@
 
 mod common;
 
-use common::contents::{records_of, stores_of};
+use common::contents::{everything, two_owners};
 
 use bytes::Bytes;
-use kvstore::model::{GeneralAccess, RecordKey, StoreInfo, StoreName, Token, Username};
+use kvstore::model::{GeneralAccess, RecordKey};
 use kvstore::storage::{self, Backend, BodyInput, Store, StoreUpdate};
 
-/// Everything observable in a backend, in a comparable form.
-async fn snapshot(store: &dyn Store) -> Vec<String> {
-    let mut out = Vec::new();
-    for user in store.users_list().await.unwrap() {
-        let mut tokens = store.user_tokens(&user.id).await.unwrap();
-        tokens.sort_by_key(|t| t.hash.0);
-        out.push(format!("user {user:?} tokens {tokens:?}"));
-        for info in stores_of(store, &user.id).await {
-            out.push(format!("store {info:?}"));
-            for (meta, body) in records_of(store, &info.id).await.into_values() {
-                out.push(format!("record {meta:?} {:x?}", sha(&body)));
-            }
-        }
-    }
-    out
-}
-
-fn sha(bytes: &[u8]) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).into()
-}
-
 async fn fill(store: &dyn Store) {
-    let alice = store
-        .user_create(
-            Username::parse("alice").unwrap(),
-            false,
-            Token::generate().hash(),
-        )
-        .await
-        .unwrap();
-    let bob = store
-        .user_create(
-            Username::parse("bob").unwrap(),
-            true,
-            Token::generate().hash(),
-        )
-        .await
-        .unwrap();
-    let (named, _) = store
-        .store_get_or_create(StoreInfo::new(
-            alice.id.clone(),
-            Some(StoreName::parse("crawl").unwrap()),
-            Some(r#"{"collections":{"a":{"keyPrefix":"a"}}}"#.into()),
-        ))
-        .await
-        .unwrap();
-    let (unnamed, _) = store
-        .store_get_or_create(StoreInfo::new(bob.id.clone(), None, None))
-        .await
-        .unwrap();
+    let (named, unnamed) = two_owners(
+        store,
+        Some(r#"{"collections":{"a":{"keyPrefix":"a"}}}"#.into()),
+    )
+    .await;
     store
         .store_update(
             &named.id,
@@ -104,7 +59,7 @@ async fn embedded_to_postgres_to_embedded_is_exact() {
         .await
         .unwrap();
     fill(&*first).await;
-    let original = snapshot(&*first).await;
+    let original = everything(&*first).await;
     assert!(original.len() > 40);
 
     // The middle hop is PostgreSQL when there is one, otherwise the in-memory backend.
@@ -120,14 +75,14 @@ async fn embedded_to_postgres_to_embedded_is_exact() {
         (report.users, report.stores, report.records_copied),
         (2, 2, 40)
     );
-    assert_eq!(snapshot(&*middle).await, original);
+    assert_eq!(everything(&*middle).await, original);
 
     // Again: nothing left to copy, nothing changes.
     let again = kvstore::ops::copy::copy_all(&*first, &middle, false)
         .await
         .unwrap();
     assert_eq!((again.records_copied, again.records_skipped), (0, 40));
-    assert_eq!(snapshot(&*middle).await, original);
+    assert_eq!(everything(&*middle).await, original);
     first.close().await.unwrap();
 
     let last = storage::open(&Backend::embedded(dir.path().join("two")))
@@ -136,7 +91,7 @@ async fn embedded_to_postgres_to_embedded_is_exact() {
     kvstore::ops::copy::copy_all(&*middle, &last, false)
         .await
         .unwrap();
-    assert_eq!(snapshot(&*last).await, original);
+    assert_eq!(everything(&*last).await, original);
     last.close().await.unwrap();
     middle.close().await.unwrap();
 }
@@ -171,5 +126,5 @@ async fn the_cli_copies_a_data_directory() {
     );
     let a = storage::open(&Backend::embedded(from)).await.unwrap();
     let b = storage::open(&Backend::embedded(to)).await.unwrap();
-    assert_eq!(snapshot(&*a).await, snapshot(&*b).await);
+    assert_eq!(everything(&*a).await, everything(&*b).await);
 }

@@ -11,11 +11,11 @@ use std::path::Path;
 use std::process::Command;
 
 use bytes::Bytes;
-use kvstore::model::{RecordKey, StoreInfo, StoreName, Token, Username};
+use kvstore::model::RecordKey;
 use kvstore::storage::objects::{ObjectStoreOptions, Objects};
 use kvstore::storage::{self, Backend, BodyInput, Store};
 
-use common::contents::{records_of, stores_of};
+use common::contents::{everything, two_owners};
 use common::pg_s3::body;
 use common::{object_options, seaweed, PgDatabase};
 
@@ -26,69 +26,10 @@ const MIN_BYTES: u64 = 64 * 1024;
 /// of a multipart upload.
 const LARGE: [usize; 3] = [MIN_BYTES as usize + 1, 3_000_000, 9 * 1024 * 1024 + 77];
 
-/// Everything observable in a backend: users with tokens, stores with stats, and record
-/// metadata, as lines; and every body, in the same order.
-async fn state(store: &dyn Store) -> (Vec<String>, Vec<Vec<u8>>) {
-    let (mut lines, mut bodies) = (Vec::new(), Vec::new());
-    for user in store.users_list().await.unwrap() {
-        let mut tokens = store.user_tokens(&user.id).await.unwrap();
-        tokens.sort_by_key(|t| t.hash.0);
-        lines.push(format!("user {user:?} tokens {tokens:?}"));
-        for info in stores_of(store, &user.id).await {
-            lines.push(format!("store {info:?}"));
-            for (meta, bytes) in records_of(store, &info.id).await.into_values() {
-                lines.push(format!("record {meta:?} {}", bytes.len()));
-                bodies.push(bytes);
-            }
-        }
-    }
-    (lines, bodies)
-}
-
-fn assert_same(got: &(Vec<String>, Vec<Vec<u8>>), want: &(Vec<String>, Vec<Vec<u8>>)) {
-    assert_eq!(got.0, want.0);
-    assert_eq!(got.1.len(), want.1.len());
-    for (i, (a, b)) in got.1.iter().zip(&want.1).enumerate() {
-        assert!(
-            a == b,
-            "body {i} differs ({} and {} bytes)",
-            a.len(),
-            b.len()
-        );
-    }
-}
-
 /// Small records, large ones (one overwritten, so that its version is not the first), a deleted
 /// one, over two users and stores.
 async fn fill(store: &dyn Store) {
-    let alice = store
-        .user_create(
-            Username::parse("alice").unwrap(),
-            false,
-            Token::generate().hash(),
-        )
-        .await
-        .unwrap();
-    let bob = store
-        .user_create(
-            Username::parse("bob").unwrap(),
-            true,
-            Token::generate().hash(),
-        )
-        .await
-        .unwrap();
-    let (named, _) = store
-        .store_get_or_create(StoreInfo::new(
-            alice.id.clone(),
-            Some(StoreName::parse("crawl").unwrap()),
-            None,
-        ))
-        .await
-        .unwrap();
-    let (unnamed, _) = store
-        .store_get_or_create(StoreInfo::new(bob.id.clone(), None, None))
-        .await
-        .unwrap();
+    let (named, unnamed) = two_owners(store, None).await;
     let put = |store_id: kvstore::model::StoreId, key: String, bytes: Vec<u8>| async move {
         store
             .record_put(
@@ -179,7 +120,7 @@ async fn copy_carries_bodies_between_a_data_dir_postgres_inline_and_the_object_s
     let original = {
         let store = open(&Backend::embedded(first.clone())).await;
         fill(&*store).await;
-        let state = state(&*store).await;
+        let state = everything(&*store).await;
         store.close().await.unwrap();
         state
     };
@@ -194,7 +135,7 @@ async fn copy_carries_bodies_between_a_data_dir_postgres_inline_and_the_object_s
         &inline_db.url,
     ]);
     let store = open(&inline_db.backend()).await;
-    assert_same(&state(&*store).await, &original);
+    assert_eq!(everything(&*store).await, original);
     store.close().await.unwrap();
 
     // PostgreSQL inline → PostgreSQL with large bodies in the object store.
@@ -227,7 +168,7 @@ async fn copy_carries_bodies_between_a_data_dir_postgres_inline_and_the_object_s
         (LARGE_RECORDS, LARGE_RECORDS as i64, 20)
     );
     let store = open(&s3_db.backend_with_objects(options.clone())).await;
-    assert_same(&state(&*store).await, &original);
+    assert_eq!(everything(&*store).await, original);
     store.close().await.unwrap();
 
     // Again: everything is there already; nothing is uploaded twice.
@@ -249,7 +190,7 @@ async fn copy_carries_bodies_between_a_data_dir_postgres_inline_and_the_object_s
         path(&last),
     ]);
     let store = open(&Backend::embedded(last.clone())).await;
-    assert_same(&state(&*store).await, &original);
+    assert_eq!(everything(&*store).await, original);
     store.close().await.unwrap();
     // The data directory stays locked until its store is dropped.
     drop(store);
@@ -265,7 +206,7 @@ async fn copy_carries_bodies_between_a_data_dir_postgres_inline_and_the_object_s
         .await
         .unwrap();
     assert_eq!(report.records_copied, 24);
-    assert_same(&state(&*to).await, &original);
+    assert_eq!(everything(&*to).await, original);
     from.close().await.unwrap();
     to.close().await.unwrap();
     assert_eq!(
@@ -305,7 +246,7 @@ async fn a_backup_of_postgres_with_objects_restores_into_a_data_dir_and_an_objec
     let original = {
         let store = open(&source_db.backend_with_objects(options.clone())).await;
         fill(&*store).await;
-        let state = state(&*store).await;
+        let state = everything(&*store).await;
         store.close().await.unwrap();
         state
     };
@@ -340,7 +281,7 @@ async fn a_backup_of_postgres_with_objects_restores_into_a_data_dir_and_an_objec
         path(&restored),
     ]);
     let store = open(&Backend::embedded(restored)).await;
-    assert_same(&state(&*store).await, &original);
+    assert_eq!(everything(&*store).await, original);
     store.close().await.unwrap();
 
     // Into an empty database with large bodies in (another prefix of) the object store.
@@ -364,6 +305,6 @@ async fn a_backup_of_postgres_with_objects_restores_into_a_data_dir_and_an_objec
         (LARGE_RECORDS, LARGE_RECORDS as i64, 20)
     );
     let store = open(&target_db.backend_with_objects(other)).await;
-    assert_same(&state(&*store).await, &original);
+    assert_eq!(everything(&*store).await, original);
     store.close().await.unwrap();
 }

@@ -5,9 +5,10 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 
-use kvstore::model::{RecordMeta, StoreId, StoreInfo, UserId};
+use kvstore::model::{RecordMeta, StoreId, StoreInfo, StoreName, Token, UserId, Username};
 use kvstore::ops::walk;
 use kvstore::storage::{BodyOutput, Store};
+use sha2::Digest;
 
 /// A body as bytes, read from its file if it is in one.
 pub fn body_bytes(body: BodyOutput) -> Vec<u8> {
@@ -19,6 +20,27 @@ pub fn body_bytes(body: BodyOutput) -> Vec<u8> {
             v
         }
     }
+}
+
+/// Everything observable in a backend, one line each, in a comparable order: users with their
+/// tokens, their stores (settings and exact stats), and each record's metadata (ETag version
+/// included) with its body's length and SHA-256, so that equal lists mean equal bodies byte for
+/// byte and a failed comparison prints lines, not megabytes.
+pub async fn everything(store: &dyn Store) -> Vec<String> {
+    let mut out = Vec::new();
+    for user in store.users_list().await.unwrap() {
+        let mut tokens = store.user_tokens(&user.id).await.unwrap();
+        tokens.sort_by_key(|t| t.hash.0);
+        out.push(format!("user {user:?} tokens {tokens:?}"));
+        for info in stores_of(store, &user.id).await {
+            out.push(format!("store {info:?}"));
+            for (meta, body) in records_of(store, &info.id).await.into_values() {
+                let sha: [u8; 32] = sha2::Sha256::digest(&body).into();
+                out.push(format!("record {meta:?} {} bytes {sha:x?}", body.len()));
+            }
+        }
+    }
+    out
 }
 
 /// Every store of `user`, named and unnamed, oldest first.
@@ -40,4 +62,31 @@ pub async fn records_of(
         }
     }
     out
+}
+
+/// The usual cast of the copy and backup tests: `alice` (a user) with a store named `crawl` (with
+/// `schema`), and `bob` (an administrator) with an unnamed store. Returns (crawl, unnamed).
+pub async fn two_owners(store: &dyn Store, schema: Option<String>) -> (StoreInfo, StoreInfo) {
+    let mut owners = Vec::new();
+    for (username, is_admin) in [("alice", false), ("bob", true)] {
+        let user = store
+            .user_create(
+                Username::parse(username).unwrap(),
+                is_admin,
+                Token::generate().hash(),
+            )
+            .await
+            .unwrap();
+        owners.push(user.id);
+    }
+    let name = StoreName::parse("crawl").unwrap();
+    let (named, _) = store
+        .store_get_or_create(StoreInfo::new(owners[0].clone(), Some(name), schema))
+        .await
+        .unwrap();
+    let (unnamed, _) = store
+        .store_get_or_create(StoreInfo::new(owners[1].clone(), None, None))
+        .await
+        .unwrap();
+    (named, unnamed)
 }
