@@ -56,14 +56,18 @@ impl HotRecord {
         }
     }
 
+    pub(super) fn meta(&self, key: &RecordKey) -> RecordMeta {
+        RecordMeta {
+            key: key.clone(),
+            size: self.size,
+            content_type: self.content_type.clone(),
+            version: self.version,
+        }
+    }
+
     pub(super) fn record(&self, key: &RecordKey) -> Record {
         Record {
-            meta: RecordMeta {
-                key: key.clone(),
-                size: self.size,
-                content_type: self.content_type.clone(),
-                version: self.version,
-            },
+            meta: self.meta(key),
             body: BodyOutput::Bytes(self.body.clone()),
         }
     }
