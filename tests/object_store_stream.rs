@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 use common::pg_s3::{body, PgS3};
 use common::seaweed;
 
-/// (GET requests to the object store, body bytes received from it) so far.
-async fn object_gets(kv: &PgS3) -> (u64, u64) {
+/// (GET requests to the object store, body bytes received from it, failed GETs) so far.
+async fn object_gets(kv: &PgS3) -> (u64, u64, u64) {
     let text = kv
         .server
         .req(Method::GET, "/metrics", None)
@@ -35,6 +35,7 @@ async fn object_gets(kv: &PgS3) -> (u64, u64) {
     (
         value("kvstore_object_store_requests_total{op=\"get\"}"),
         value("kvstore_object_store_received_bytes_total "),
+        value("kvstore_object_store_errors_total{op=\"get\"}"),
     )
 }
 
@@ -79,7 +80,7 @@ async fn gets_stream_the_exact_body_and_ranges_fetch_only_their_bytes() {
     assert_eq!(got.len(), big.len());
     assert_eq!(Sha256::digest(&got), Sha256::digest(&big));
     let mut seen = object_gets(&kv).await;
-    assert_eq!(seen, (before.0 + 1, before.1 + size));
+    assert_eq!(seen, (before.0 + 1, before.1 + size, before.2));
 
     for (range, first, last) in [
         ("bytes=0-0", 0, 0),
@@ -109,7 +110,11 @@ async fn gets_stream_the_exact_body_and_ranges_fetch_only_their_bytes() {
         );
         // One request, for exactly the slice.
         let now = object_gets(&kv).await;
-        assert_eq!(now, (seen.0 + 1, seen.1 + last - first + 1), "{range}");
+        assert_eq!(
+            now,
+            (seen.0 + 1, seen.1 + last - first + 1, seen.2),
+            "{range}"
+        );
         seen = now;
     }
     // A range past the end is refused without asking the store.
@@ -122,4 +127,23 @@ async fn gets_stream_the_exact_body_and_ranges_fetch_only_their_bytes() {
         .unwrap();
     assert_eq!(resp.status(), 416);
     assert_eq!(object_gets(&kv).await, seen);
+
+    // An object gone (collected under a slow reader, say) or of another size than its row says
+    // is refused before any byte, and counted as a failed GET.
+    let name: String = {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&kv.db.url).await.unwrap();
+        sqlx::query_scalar("SELECT object FROM records WHERE key = 'big'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    };
+    kv.objects.delete(&name).await.unwrap();
+    assert_eq!(kv.get("big").await.status(), 503);
+    let now = object_gets(&kv).await;
+    assert_eq!(now, (seen.0 + 1, seen.1, seen.2 + 1));
+    let short = kvstore::storage::BodyInput::Bytes(big[..1024 * 1024].to_vec().into());
+    kv.objects.put(&name, &short).await.unwrap();
+    assert_eq!(kv.get("big").await.status(), 500);
+    assert_eq!(object_gets(&kv).await, (now.0 + 1, now.1, now.2 + 1));
 }

@@ -169,6 +169,8 @@ impl Objects {
         request: impl std::future::Future<Output = object_store::Result<T>>,
     ) -> Result<T> {
         self.call_found(op, request).await?.ok_or_else(|| {
+            // Here a missing object is a failure (a GET of a body its row names, say).
+            metrics::counter!("kvstore_object_store_errors_total", "op" => op).increment(1);
             StorageError::Unavailable(format!(
                 "the object store {} answered a {op} with \"not found\"",
                 self.description
