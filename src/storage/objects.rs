@@ -444,7 +444,83 @@ async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Resul
 
 #[cfg(test)]
 mod tests {
-    use super::parse_url;
+    use super::{parse_url, ObjectStream};
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+    use std::time::Duration;
+
+    /// What a response of `chunks` owing `len` bytes comes out as: the bytes passed on, and
+    /// whether it ended with an error.
+    async fn passed(
+        inner: futures_util::stream::BoxStream<'static, object_store::Result<Bytes>>,
+        len: u64,
+    ) -> (Vec<u8>, bool) {
+        let state = ObjectStream {
+            inner,
+            left: len,
+            failed: false,
+            name: "o".into(),
+            description: "test".into(),
+            timeout: Duration::from_millis(50),
+        };
+        let mut stream = futures_util::stream::unfold(state, ObjectStream::next).boxed();
+        let mut out = Vec::new();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(chunk) => out.extend_from_slice(&chunk),
+                Err(_) => {
+                    // Nothing follows an error.
+                    assert!(stream.next().await.is_none());
+                    return (out, true);
+                }
+            }
+        }
+        (out, false)
+    }
+
+    fn chunks(
+        parts: &[&'static [u8]],
+    ) -> futures_util::stream::BoxStream<'static, object_store::Result<Bytes>> {
+        let parts: Vec<_> = parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
+        futures_util::stream::iter(parts).boxed()
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_is_exactly_its_length_or_ends_in_an_error() {
+        assert_eq!(
+            passed(chunks(&[b"ab", b"cd"]), 4).await,
+            (b"abcd".to_vec(), false)
+        );
+        // Short: the bytes that came, then an error (the response is cut, not complete-looking).
+        assert_eq!(
+            passed(chunks(&[b"ab", b"c"]), 4).await,
+            (b"abc".to_vec(), true)
+        );
+        // Long: cut before the piece that overflows goes out.
+        assert_eq!(
+            passed(chunks(&[b"ab", b"cde"]), 4).await,
+            (b"ab".to_vec(), true)
+        );
+        assert_eq!(
+            passed(chunks(&[b"abcd", b"e"]), 4).await,
+            (b"abcd".to_vec(), true)
+        );
+        // A failure of the store.
+        let failing = futures_util::stream::iter(vec![
+            Ok(Bytes::from_static(b"ab")),
+            Err(object_store::Error::Generic {
+                store: "S3",
+                source: "connection reset".into(),
+            }),
+        ])
+        .boxed();
+        assert_eq!(passed(failing, 4).await, (b"ab".to_vec(), true));
+        // A store that stalls is given up on after the timeout.
+        let stalled = chunks(&[b"ab"])
+            .chain(futures_util::stream::pending())
+            .boxed();
+        assert_eq!(passed(stalled, 4).await, (b"ab".to_vec(), true));
+    }
 
     #[test]
     fn object_store_urls() {
