@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # 64 MiB PUT and GET straight to SeaweedFS's S3 gateway and through kvstore on PostgreSQL with bodies
-# in that gateway, three runs each, in one go (compare only numbers of one run of this script).
+# in that gateway, three runs each, in one go (compare only numbers of one run of this script); for GETs
+# also the time to the first byte of the body.
 #
 # Usage: bench/s3_64mib.sh
 # Env:   KVSTORE_BIN   the server binary (default target/release/kvstore, built if missing)
@@ -49,12 +50,15 @@ REC="http://127.0.0.1:$KVPORT/v2/key-value-stores/$ID/records/big"
 echo "binary: $KVSTORE_BIN; SeaweedFS: $("$W" version 2>&1 | head -n 1)"
 for run in 1 2 3; do
   s3put=$(curl -sf -o /dev/null -w '%{time_total}' -X PUT --data-binary @"$D/body" "$S3/bench-bucket/direct")
-  s3get=$(curl -sf -o "$D/out1" -w '%{time_total}' "$S3/bench-bucket/direct")
+  read -r s3get s3first < <(curl -sf -o "$D/out1" -w '%{time_total} %{time_starttransfer}\n' \
+    "$S3/bench-bucket/direct")
   kvput=$(curl -sf -o /dev/null -w '%{time_total}' -X PUT -H "$H" -H 'content-type: application/octet-stream' \
     --data-binary @"$D/body" "$REC")
-  kvget=$(curl -sf -o "$D/out2" -w '%{time_total}' -H "$H" "$REC")
+  read -r kvget kvfirst < <(curl -sf -o "$D/out2" -w '%{time_total} %{time_starttransfer}\n' -H "$H" "$REC")
   cmp -s "$D/body" "$D/out1" && cmp -s "$D/body" "$D/out2" || { echo "a body came back different" >&2; exit 1; }
-  awk -v r="$run" -v sp="$s3put" -v sg="$s3get" -v kp="$kvput" -v kg="$kvget" 'BEGIN {
-    printf "run %d: PUT S3 %.3fs kvstore %.3fs (%.2fx) | GET S3 %.3fs kvstore %.3fs (%.2fx)\n",
-      r, sp, kp, sp / kp, sg, kg, sg / kg }'
+  awk -v r="$run" -v sp="$s3put" -v sg="$s3get" -v kp="$kvput" -v kg="$kvget" -v sf="$s3first" \
+    -v kf="$kvfirst" 'BEGIN {
+    printf "run %d: PUT S3 %.3fs kvstore %.3fs (%.2fx) | GET S3 %.3fs kvstore %.3fs (%.2fx)", r, sp, kp,
+      sp / kp, sg, kg, sg / kg
+    printf " | GET first byte S3 %.3fs kvstore %.3fs\n", sf, kf }'
 done

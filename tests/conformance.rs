@@ -8,8 +8,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kvstore::model::{RecordKey, ShareAccess, StoreInfo, StoreName, Token, UserId, Username};
 use kvstore::storage::{
-    self, AccessDelta, Backend, BodyInput, BodyOutput, KeyListQuery, RecordWrite, StorageError,
-    Store, StoreListQuery, StoreUpdate, WriteOutcome,
+    self, AccessDelta, Backend, BodyInput, KeyListQuery, RecordWrite, StorageError, Store,
+    StoreListQuery, StoreUpdate, WriteOutcome,
 };
 use rand::{Rng, SeedableRng};
 
@@ -112,14 +112,7 @@ async fn owner_and_store(
 
 async fn body_bytes(store: &dyn Store, sid: &kvstore::model::StoreId, k: &str) -> Option<Vec<u8>> {
     let record = store.record_get(sid, &key(k)).await.unwrap()?;
-    Some(match record.body {
-        BodyOutput::Bytes(b) => b.to_vec(),
-        BodyOutput::File(mut f) => {
-            let mut v = Vec::new();
-            std::io::Read::read_to_end(&mut f, &mut v).unwrap();
-            v
-        }
-    })
+    Some(common::contents::body_bytes(record.body).await)
 }
 
 async fn all_keys(
@@ -956,14 +949,7 @@ async fn a_snapshot_keeps_reading_what_was_there_when_it_was_taken() {
                 record.meta.content_type, "application/octet-stream",
                 "{backend} {k}"
             );
-            let body = match record.body {
-                kvstore::storage::BodyOutput::Bytes(b) => b.to_vec(),
-                kvstore::storage::BodyOutput::File(mut f) => {
-                    let mut v = Vec::new();
-                    std::io::Read::read_to_end(&mut f, &mut v).unwrap();
-                    v
-                }
-            };
+            let body = common::contents::body_bytes(record.body).await;
             assert_eq!(body, want, "{backend}: {k} as it was");
         }
         let users = snapshot.users().await.unwrap();
@@ -1209,14 +1195,6 @@ async fn record_read_gathers_caller_store_share_and_record() {
                 .await
                 .unwrap();
         }
-        let body_of = |r: kvstore::storage::Record| match r.body {
-            BodyOutput::Bytes(b) => b.to_vec(),
-            BodyOutput::File(mut f) => {
-                let mut v = Vec::new();
-                std::io::Read::read_to_end(&mut f, &mut v).unwrap();
-                v
-            }
-        };
 
         // Owner, inline and chunked/blob bodies.
         let read = store
@@ -1228,13 +1206,17 @@ async fn record_read_gathers_caller_store_share_and_record() {
         assert_eq!(read.share, None);
         let record = read.record.unwrap();
         assert_eq!(record.meta.content_type, "application/x-test");
-        assert_eq!(body_of(record), b"tiny");
+        assert_eq!(common::contents::body_bytes(record.body).await, b"tiny");
         let read = store
             .record_read(None, &info.id, Some(&key("big")))
             .await
             .unwrap();
         assert!(read.caller.is_none());
-        assert_eq!(body_of(read.record.unwrap()), big, "{backend}");
+        assert_eq!(
+            common::contents::body_bytes(read.record.unwrap().body).await,
+            big,
+            "{backend}"
+        );
         // Without a key (a write checking access): the caller and the store, no record.
         let read = store
             .record_read(Some(&alice_token.hash()), &info.id, None)
@@ -1313,25 +1295,18 @@ async fn read_now(
     Option<(String, u64, Vec<u8>)>,
     Option<(String, u64, Vec<u8>)>,
 ) {
-    let plain = |r: kvstore::storage::Record| {
-        let body = match r.body {
-            BodyOutput::Bytes(b) => b.to_vec(),
-            BodyOutput::File(mut f) => {
-                let mut v = Vec::new();
-                std::io::Read::read_to_end(&mut f, &mut v).unwrap();
-                v
-            }
-        };
-        (r.meta.content_type, r.meta.version, body)
-    };
-    let got = store.record_get(sid, &key(k)).await.unwrap().map(plain);
+    async fn plain(r: Option<kvstore::storage::Record>) -> Option<(String, u64, Vec<u8>)> {
+        let r = r?;
+        let body = common::contents::body_bytes(r.body).await;
+        Some((r.meta.content_type, r.meta.version, body))
+    }
+    let got = plain(store.record_get(sid, &key(k)).await.unwrap()).await;
     let read = store
         .record_read(Some(&token.hash()), sid, Some(&key(k)))
         .await
         .unwrap()
-        .record
-        .map(plain);
-    (got, read)
+        .record;
+    (got, plain(read).await)
 }
 
 // The embedded engine keeps small hot records in memory: every change must reach the next read.

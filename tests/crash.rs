@@ -65,7 +65,7 @@ use common::child::{kvstore, Served};
 use kvstore::model::{RecordKey, StoreId, StoreInfo, StoreName, Token, UserId, Username};
 use kvstore::storage::embedded::EmbeddedStore;
 use kvstore::storage::{
-    BodyInput, BodyOutput, KeyListQuery, OrphanCheck, StoreListQuery, WriteOutcome,
+    BodyInput, KeyListQuery, LocalBody, OrphanCheck, StoreListQuery, WriteOutcome,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -1452,9 +1452,14 @@ impl Target for Direct {
         else {
             return Ok(None);
         };
-        match record.body {
-            BodyOutput::Bytes(b) => Ok(Some(b.to_vec())),
-            BodyOutput::File(mut file) => tokio::task::spawn_blocking(move || {
+        match record
+            .body
+            .into_local(&std::env::temp_dir())
+            .await
+            .map_err(lost)?
+        {
+            LocalBody::Bytes(b) => Ok(Some(b.to_vec())),
+            LocalBody::File(mut file) => tokio::task::spawn_blocking(move || {
                 let mut buf = Vec::new();
                 file.read_to_end(&mut buf).map(|_| Some(buf))
             })
@@ -1773,14 +1778,7 @@ async fn a_large_put_whose_fsync_fails_is_absent_or_whole_after_a_restart() {
     match store.record_get(&info.id, &rkey("big")).await {
         Ok(None) => {}
         Ok(Some(record)) => {
-            let got = match record.body {
-                BodyOutput::Bytes(b) => b.to_vec(),
-                BodyOutput::File(mut f) => {
-                    let mut buf = Vec::new();
-                    f.read_to_end(&mut buf).unwrap();
-                    buf
-                }
-            };
+            let got = common::contents::body_bytes(record.body).await;
             assert!(got == body, "the record came back with another body");
         }
         Err(e) => panic!(

@@ -58,3 +58,46 @@ async fn a_dead_object_store_answers_503_in_bounded_time_and_the_node_recovers()
         .unwrap();
     assert_eq!(ready.status(), 200);
 }
+
+#[tokio::test]
+async fn a_read_cut_off_by_the_object_store_is_cut_off_for_the_client() {
+    let Some(mut weed) = Seaweed::start() else {
+        return;
+    };
+    let Some(kv) = PgS3::start(
+        &weed.endpoint,
+        1024,
+        Duration::from_secs(600),
+        Duration::from_secs(2),
+    )
+    .await
+    else {
+        return;
+    };
+    // Far more than the buffers between the object store and the client hold.
+    let big = body(64 * 1024 * 1024, 4);
+    assert_eq!(kv.put("big", big.clone()).await.status(), 201);
+    let mut resp = kv.get("big").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-length"],
+        big.len().to_string().as_str()
+    );
+    weed.kill();
+    let mut got = 0usize;
+    let end = loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                assert!(
+                    chunk[..] == big[got..got + chunk.len()],
+                    "wrong bytes at {got}"
+                );
+                got += chunk.len();
+            }
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    assert!(end.is_err(), "the read ended cleanly after {got} bytes");
+    assert!(got < big.len(), "all {got} bytes came, then an error");
+}

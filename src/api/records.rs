@@ -23,7 +23,7 @@ use super::resolve::{bad_key, resolve, Ask, Need, Resolved};
 use super::{AppState, BearerToken};
 use crate::error::{ApiError, ApiResult};
 use crate::model::{now_millis, Invalid, RecordKey, RecordMeta};
-use crate::storage::{AccessKind, BodyOutput, WriteOutcome};
+use crate::storage::{AccessKind, BodyOutput, LocalBody, WriteOutcome};
 
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 /// Stored HTML or SVG must not run script with this server's origin.
@@ -216,13 +216,16 @@ fn answer(status: StatusCode, headers: HeaderMap, body: Body) -> Response {
     response
 }
 
-fn body_of(body: BodyOutput) -> Body {
+/// The whole body as a response body. A body in the object store is requested now: a failure
+/// before its first byte is an error answer (503), a later one cuts the response.
+async fn body_of(body: BodyOutput) -> ApiResult<Body> {
     match body {
-        BodyOutput::Bytes(bytes) => Body::from(bytes),
-        BodyOutput::File(file) => Body::from_stream(ReaderStream::with_capacity(
+        BodyOutput::Bytes(bytes) => Ok(Body::from(bytes)),
+        BodyOutput::File(file) => Ok(Body::from_stream(ReaderStream::with_capacity(
             tokio::fs::File::from_std(file),
             64 * 1024,
-        )),
+        ))),
+        BodyOutput::Stream(object) => Ok(Body::from_stream(object.open(0, object.len()).await?)),
     }
 }
 
@@ -285,7 +288,7 @@ pub async fn record_get(
         return Ok(answer(status, headers, Body::empty()));
     }
     match wanted_range(&request_headers, &record.meta) {
-        Wanted::Whole => Ok(answer(StatusCode::OK, headers, body_of(record.body))),
+        Wanted::Whole => Ok(answer(StatusCode::OK, headers, body_of(record.body).await?)),
         Wanted::Unsatisfiable => Err(ApiError::RangeNotSatisfiable {
             size: record.meta.size,
         }),
@@ -296,16 +299,14 @@ pub async fn record_get(
             if let Ok(v) = HeaderValue::from_str(&range) {
                 headers.insert(header::CONTENT_RANGE, v);
             }
-            let body = part_of(record.body, first, len)
-                .await
-                .map_err(|e| ApiError::Internal(format!("reading a record range: {e}")))?;
+            let body = part_of(record.body, first, len).await?;
             Ok(answer(StatusCode::PARTIAL_CONTENT, headers, body))
         }
     }
 }
 
-/// `len` bytes of a body from `first` on.
-async fn part_of(body: BodyOutput, first: u64, len: u64) -> std::io::Result<Body> {
+/// `len` bytes of a body from `first` on; of a body in the object store, a ranged request.
+async fn part_of(body: BodyOutput, first: u64, len: u64) -> ApiResult<Body> {
     match body {
         BodyOutput::Bytes(bytes) => {
             let start = usize::try_from(first)
@@ -319,12 +320,15 @@ async fn part_of(body: BodyOutput, first: u64, len: u64) -> std::io::Result<Body
         BodyOutput::File(file) => {
             use tokio::io::{AsyncReadExt, AsyncSeekExt};
             let mut file = tokio::fs::File::from_std(file);
-            file.seek(std::io::SeekFrom::Start(first)).await?;
+            file.seek(std::io::SeekFrom::Start(first))
+                .await
+                .map_err(|e| ApiError::Internal(format!("reading a record range: {e}")))?;
             Ok(Body::from_stream(ReaderStream::with_capacity(
                 file.take(len),
                 64 * 1024,
             )))
         }
+        BodyOutput::Stream(object) => Ok(Body::from_stream(object.open(first, len).await?)),
     }
 }
 
@@ -536,7 +540,9 @@ pub async fn records_zip(
             else {
                 continue; // deleted meanwhile
             };
-            zip = tokio::task::spawn_blocking(move || add_to_zip(zip, record))
+            let body = record.body.into_local(&state.store.spool_dir()).await?;
+            let meta = record.meta;
+            zip = tokio::task::spawn_blocking(move || add_to_zip(zip, &meta, body))
                 .await
                 .map_err(|e| ApiError::Internal(e.to_string()))?
                 .map_err(internal)?;
@@ -567,23 +573,24 @@ pub async fn records_zip(
             (header::CONTENT_LENGTH, len.to_string()),
             (header::CONTENT_DISPOSITION, disposition),
         ],
-        body_of(BodyOutput::File(file)),
+        body_of(BodyOutput::File(file)).await?,
     )
         .into_response())
 }
 
 fn add_to_zip(
     mut zip: zip::ZipWriter<std::fs::File>,
-    record: crate::storage::Record,
+    meta: &RecordMeta,
+    body: LocalBody,
 ) -> std::io::Result<zip::ZipWriter<std::fs::File>> {
     let options = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Stored)
-        .large_file(record.meta.size > u64::from(u32::MAX));
-    zip.start_file(record.meta.key.as_str(), options)
+        .large_file(meta.size > u64::from(u32::MAX));
+    zip.start_file(meta.key.as_str(), options)
         .map_err(std::io::Error::other)?;
-    match record.body {
-        BodyOutput::Bytes(bytes) => zip.write_all(&bytes)?,
-        BodyOutput::File(mut file) => {
+    match body {
+        LocalBody::Bytes(bytes) => zip.write_all(&bytes)?,
+        LocalBody::File(mut file) => {
             let mut buf = vec![0u8; 64 * 1024];
             loop {
                 let n = file.read(&mut buf)?;

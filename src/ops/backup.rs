@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -210,6 +211,14 @@ async fn send_body(sink: &mut Sink, body: BodyOutput, size: u64) -> Result<(), B
                 file.read_exact(&mut buf).await?;
                 left -= want as u64;
                 sink.send(buf.into()).await?;
+            }
+            Ok(())
+        }
+        BodyOutput::Stream(object) => {
+            let mut stream = object.open(0, size).await?;
+            while let Some(chunk) = stream.next().await {
+                sink.send(chunk.map_err(|e| StorageError::Unavailable(e.to_string()))?)
+                    .await?;
             }
             Ok(())
         }

@@ -86,6 +86,10 @@ async fn copy_records(
             let body = match record.body {
                 BodyOutput::Bytes(bytes) => BodyInput::Bytes(bytes),
                 BodyOutput::File(file) => spool(file, to.spool_dir(), record.meta.size).await?,
+                BodyOutput::Stream(object) => BodyInput::File {
+                    path: object.spool(&to.spool_dir()).await?.into_temp_path(),
+                    len: object.len(),
+                },
             };
             let record = RecordWrite {
                 key: meta.key.clone(),

@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 
 use super::walk;
 use crate::model::{format_millis, RecordKey, RecordMeta, StoreInfo, StoreName, User};
-use crate::storage::{BodyInput, BodyOutput, StorageError, Store, WriteOutcome};
+use crate::storage::{BodyInput, LocalBody, StorageError, Store, WriteOutcome};
 
 const METADATA_FILE: &str = "__metadata__.json";
 const RECORD_METADATA_SUFFIX: &str = ".__metadata__.json";
@@ -555,7 +555,7 @@ async fn export_records(
                 Layout::Js => js_record_files(&record.meta),
             };
             let value_path = folder.join(value_name);
-            let body = record.body;
+            let body = record.body.into_local(&store.spool_dir()).await?;
             let path = value_path.clone();
             tokio::task::spawn_blocking(move || write_body(&path, body))
                 .await
@@ -679,10 +679,10 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), TransferError> {
     std::fs::write(path, bytes).map_err(io_at(path))
 }
 
-fn write_body(path: &Path, body: BodyOutput) -> Result<(), TransferError> {
+fn write_body(path: &Path, body: LocalBody) -> Result<(), TransferError> {
     match body {
-        BodyOutput::Bytes(bytes) => write_file(path, &bytes),
-        BodyOutput::File(mut file) => {
+        LocalBody::Bytes(bytes) => write_file(path, &bytes),
+        LocalBody::File(mut file) => {
             let mut out = std::fs::File::create(path).map_err(io_at(path))?;
             std::io::copy(&mut file, &mut out).map_err(io_at(path))?;
             Ok(())

@@ -1,10 +1,14 @@
-//! Record bodies crossing the storage boundary: small ones as bytes, large ones as files, so that a
-//! large record is never held in memory whole.
+//! Record bodies crossing the storage boundary: small ones as bytes, large ones as files or as
+//! streams from the object store, so that a large record is never held in memory whole.
 
 use std::io::Read;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
+use super::objects::{ByteStream, Objects};
+use super::{Result, StorageError};
 use crate::model::RecordMeta;
 
 /// A body to store. Its size is known before the write starts.
@@ -51,6 +55,78 @@ pub enum BodyOutput {
     /// An open file positioned at the start of the body; it stays readable even if the record is
     /// overwritten or deleted meanwhile.
     File(std::fs::File),
+    /// A body in the object store, not yet requested: sent straight from the store's response.
+    Stream(ObjectBody),
+}
+
+impl BodyOutput {
+    /// The body as bytes or a file: a body in the object store is copied into a file in `spool`
+    /// first, for consumers that need all of it at hand (an archive, a file of their own).
+    pub async fn into_local(self, spool: &std::path::Path) -> Result<LocalBody> {
+        Ok(match self {
+            BodyOutput::Bytes(bytes) => LocalBody::Bytes(bytes),
+            BodyOutput::File(file) => LocalBody::File(file),
+            BodyOutput::Stream(object) => LocalBody::File(object.spool(spool).await?.into_file()),
+        })
+    }
+}
+
+/// A body at hand: [`BodyOutput`] less the streams.
+#[derive(Debug)]
+pub enum LocalBody {
+    Bytes(Bytes),
+    /// An open file positioned at the start of the body.
+    File(std::fs::File),
+}
+
+/// The body of a record in the object store: the object's name and the exact length its row
+/// records. Nothing is requested until it is opened; the object may be collected once the
+/// record is overwritten or deleted and the grace period has passed
+/// (`--object-store-gc-grace`), so it is opened right away, as the record is read.
+#[derive(Debug, Clone)]
+pub struct ObjectBody {
+    objects: Objects,
+    name: String,
+    len: u64,
+}
+
+impl ObjectBody {
+    pub fn new(objects: Objects, name: String, len: u64) -> Self {
+        Self { objects, name, len }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// `len` bytes from `first` on (see [`Objects::get_stream`]): an error before the first byte
+    /// comes back here, a later one ends the stream.
+    pub async fn open(&self, first: u64, len: u64) -> Result<ByteStream> {
+        self.objects
+            .get_stream(&self.name, self.len, first, len)
+            .await
+    }
+
+    /// The whole body copied into a new temporary file in `dir`, a piece at a time.
+    pub async fn spool(&self, dir: &std::path::Path) -> Result<tempfile::NamedTempFile> {
+        let mut stream = self.open(0, self.len).await?;
+        let (file, path) = tempfile::NamedTempFile::new_in(dir)?.into_parts();
+        let mut file = tokio::fs::File::from_std(file);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| StorageError::Unavailable(e.to_string()))?;
+            file.write_all(&chunk).await?;
+        }
+        file.flush().await?;
+        file.rewind().await?;
+        Ok(tempfile::NamedTempFile::from_parts(
+            file.into_std().await,
+            path,
+        ))
+    }
 }
 
 #[derive(Debug)]

@@ -24,7 +24,7 @@ use crate::model::{
 };
 
 pub use access::{apply_delta, AccessCounters, AccessDelta, AccessKind};
-pub use body::{BodyInput, BodyOutput, Record};
+pub use body::{BodyInput, BodyOutput, LocalBody, Record};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

@@ -1,6 +1,6 @@
 //! Record bodies in S3-compatible object storage (AWS S3, SeaweedFS, Garage, MinIO, Ceph), on the
 //! `object_store` crate: a bucket and an optional prefix, streaming multipart uploads from a body's
-//! spool file, streaming downloads into a file, deletes and listings.
+//! spool file, streamed (and ranged) downloads, deletes and listings.
 //!
 //! Every call runs under a timeout, and every failure of the store (unreachable, slow, a 5xx, a
 //! refusal) is [`StorageError::Unavailable`], a 503: an object-store error never becomes a 500.
@@ -13,10 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart};
+use object_store::{
+    ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{BodyInput, Result, StorageError};
@@ -71,6 +74,9 @@ pub fn parse_url(url: &str) -> std::result::Result<(String, String), String> {
 #[derive(Clone)]
 pub struct Objects {
     store: Arc<AmazonS3>,
+    /// The client of streamed downloads: no limit on a whole request, which lasts as long as the
+    /// client of the record reads; each wait for the store is bounded instead ([`ObjectStream`]).
+    reader: Arc<AmazonS3>,
     prefix: String,
     op_timeout: Duration,
     description: String,
@@ -121,13 +127,19 @@ impl Objects {
             .with_allow_http(allow_http)
             .with_timeout(op_timeout)
             .with_connect_timeout(op_timeout.min(Duration::from_secs(5)));
-        let store = builder
-            .with_retry(retry)
-            .with_client_options(client)
-            .build()
-            .map_err(|e| StorageError::Engine(format!("object store {}: {e}", options.url)))?;
+        let builder = builder.with_retry(retry);
+        let built = |client: ClientOptions| {
+            builder
+                .clone()
+                .with_client_options(client)
+                .build()
+                .map_err(|e| StorageError::Engine(format!("object store {}: {e}", options.url)))
+        };
+        let reader = built(client.clone().with_timeout_disabled())?;
+        let store = built(client)?;
         Ok(Self {
             store: Arc::new(store),
+            reader: Arc::new(reader),
             prefix,
             op_timeout,
             description: match &options.endpoint {
@@ -157,6 +169,8 @@ impl Objects {
         request: impl std::future::Future<Output = object_store::Result<T>>,
     ) -> Result<T> {
         self.call_found(op, request).await?.ok_or_else(|| {
+            // Here a missing object is a failure (a GET of a body its row names, say).
+            metrics::counter!("kvstore_object_store_errors_total", "op" => op).increment(1);
             StorageError::Unavailable(format!(
                 "the object store {} answered a {op} with \"not found\"",
                 self.description
@@ -263,41 +277,53 @@ impl Objects {
         file: &mut tokio::fs::File,
         expected: u64,
     ) -> Result<()> {
-        let path = self.path(name);
-        let result = self.call("get", self.store.get(&path)).await?;
-        let mut stream = result.into_stream();
-        let mut copied = 0u64;
-        loop {
-            let next = tokio::time::timeout(self.op_timeout, stream.next()).await;
-            let chunk = match next {
-                Err(_) => {
-                    metrics::counter!("kvstore_object_store_errors_total", "op" => "get")
-                        .increment(1);
-                    return Err(StorageError::Unavailable(format!(
-                        "the object store {} stalled sending {name} for {:?}",
-                        self.description, self.op_timeout
-                    )));
-                }
-                Ok(None) => break,
-                Ok(Some(Err(e))) => {
-                    metrics::counter!("kvstore_object_store_errors_total", "op" => "get")
-                        .increment(1);
-                    return Err(self.unavailable("get", &e));
-                }
-                Ok(Some(Ok(chunk))) => chunk,
-            };
+        let mut stream = self.get_stream(name, expected, 0, expected).await?;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| StorageError::Unavailable(e.to_string()))?;
             file.write_all(&chunk).await?;
-            copied += chunk.len() as u64;
-            metrics::counter!("kvstore_object_store_received_bytes_total")
-                .increment(chunk.len() as u64);
         }
         file.flush().await?;
-        if copied != expected {
+        Ok(())
+    }
+
+    /// Bytes `first..first + len` of the object `name`, whose row says it has `size` bytes: one
+    /// `GET` (ranged unless it is the whole object), answered before this returns; the body
+    /// follows as it is read. An error before any byte (the store is down, the object is gone
+    /// or has another size) is returned here; after that, the stream ends with an error instead
+    /// of yielding other than exactly `len` bytes.
+    pub async fn get_stream(
+        &self,
+        name: &str,
+        size: u64,
+        first: u64,
+        len: u64,
+    ) -> Result<ByteStream> {
+        let path = self.path(name);
+        let wanted = first..first.saturating_add(len);
+        let options = GetOptions {
+            range: (wanted != (0..size)).then(|| GetRange::Bounded(wanted.clone())),
+            ..GetOptions::default()
+        };
+        let result = self
+            .call("get", self.reader.get_opts(&path, options))
+            .await?;
+        if result.meta.size != size || result.range != wanted {
+            metrics::counter!("kvstore_object_store_errors_total", "op" => "get").increment(1);
             return Err(StorageError::Corrupt(format!(
-                "the object {name} has {copied} bytes, its record says {expected}"
+                "the object {name} has {} bytes and was sent {:?}; its record says {size} bytes \
+                 and {wanted:?} was asked for",
+                result.meta.size, result.range
             )));
         }
-        Ok(())
+        let stream = ObjectStream {
+            inner: result.into_stream(),
+            left: len,
+            failed: false,
+            name: name.to_owned(),
+            description: self.description.clone(),
+            timeout: self.op_timeout,
+        };
+        Ok(futures_util::stream::unfold(stream, ObjectStream::next).boxed())
     }
 
     /// Removes the object `name`; one already gone is no error.
@@ -358,6 +384,51 @@ impl Objects {
     }
 }
 
+/// A body on its way out of the object store: exactly the bytes asked for, or an error.
+pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
+
+/// The state of a [`ByteStream`]: the response body and how much of it is still due.
+struct ObjectStream {
+    inner: BoxStream<'static, object_store::Result<Bytes>>,
+    left: u64,
+    failed: bool,
+    name: String,
+    description: String,
+    timeout: Duration,
+}
+
+impl ObjectStream {
+    /// The next piece, or the error that ends the stream: a stall longer than the timeout, a
+    /// failure of the store (an object collected under a read ends so), a body that runs short
+    /// or long. A long body is cut before the extra bytes go out.
+    async fn next(mut self) -> Option<(std::io::Result<Bytes>, Self)> {
+        if self.failed {
+            return None;
+        }
+        let problem = match tokio::time::timeout(self.timeout, self.inner.next()).await {
+            Ok(Some(Ok(chunk))) if chunk.len() as u64 <= self.left => {
+                self.left -= chunk.len() as u64;
+                metrics::counter!("kvstore_object_store_received_bytes_total")
+                    .increment(chunk.len() as u64);
+                return Some((Ok(chunk), self));
+            }
+            Ok(None) if self.left == 0 => return None,
+            Ok(Some(Ok(_))) => "sent more bytes than its record has".to_owned(),
+            Ok(None) => format!("ended {} bytes short", self.left),
+            Ok(Some(Err(e))) => format!("failed: {e}"),
+            Err(_) => format!("stalled for {:?}", self.timeout),
+        };
+        metrics::counter!("kvstore_object_store_errors_total", "op" => "get").increment(1);
+        let message = format!(
+            "the object store {} sending {}: {problem}",
+            self.description, self.name
+        );
+        tracing::warn!("{message}");
+        self.failed = true;
+        Some((Err(std::io::Error::other(message)), self))
+    }
+}
+
 /// Fills `buf` from `file` as far as it goes; returns the bytes read (less only at the end).
 async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut filled = 0;
@@ -373,7 +444,83 @@ async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Resul
 
 #[cfg(test)]
 mod tests {
-    use super::parse_url;
+    use super::{parse_url, ObjectStream};
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+    use std::time::Duration;
+
+    /// What a response of `chunks` owing `len` bytes comes out as: the bytes passed on, and
+    /// whether it ended with an error.
+    async fn passed(
+        inner: futures_util::stream::BoxStream<'static, object_store::Result<Bytes>>,
+        len: u64,
+    ) -> (Vec<u8>, bool) {
+        let state = ObjectStream {
+            inner,
+            left: len,
+            failed: false,
+            name: "o".into(),
+            description: "test".into(),
+            timeout: Duration::from_millis(50),
+        };
+        let mut stream = futures_util::stream::unfold(state, ObjectStream::next).boxed();
+        let mut out = Vec::new();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(chunk) => out.extend_from_slice(&chunk),
+                Err(_) => {
+                    // Nothing follows an error.
+                    assert!(stream.next().await.is_none());
+                    return (out, true);
+                }
+            }
+        }
+        (out, false)
+    }
+
+    fn chunks(
+        parts: &[&'static [u8]],
+    ) -> futures_util::stream::BoxStream<'static, object_store::Result<Bytes>> {
+        let parts: Vec<_> = parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
+        futures_util::stream::iter(parts).boxed()
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_is_exactly_its_length_or_ends_in_an_error() {
+        assert_eq!(
+            passed(chunks(&[b"ab", b"cd"]), 4).await,
+            (b"abcd".to_vec(), false)
+        );
+        // Short: the bytes that came, then an error (the response is cut, not complete-looking).
+        assert_eq!(
+            passed(chunks(&[b"ab", b"c"]), 4).await,
+            (b"abc".to_vec(), true)
+        );
+        // Long: cut before the piece that overflows goes out.
+        assert_eq!(
+            passed(chunks(&[b"ab", b"cde"]), 4).await,
+            (b"ab".to_vec(), true)
+        );
+        assert_eq!(
+            passed(chunks(&[b"abcd", b"e"]), 4).await,
+            (b"abcd".to_vec(), true)
+        );
+        // A failure of the store.
+        let failing = futures_util::stream::iter(vec![
+            Ok(Bytes::from_static(b"ab")),
+            Err(object_store::Error::Generic {
+                store: "S3",
+                source: "connection reset".into(),
+            }),
+        ])
+        .boxed();
+        assert_eq!(passed(failing, 4).await, (b"ab".to_vec(), true));
+        // A store that stalls is given up on after the timeout.
+        let stalled = chunks(&[b"ab"])
+            .chain(futures_util::stream::pending())
+            .boxed();
+        assert_eq!(passed(stalled, 4).await, (b"ab".to_vec(), true));
+    }
 
     #[test]
     fn object_store_urls() {

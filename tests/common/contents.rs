@@ -7,14 +7,14 @@ use std::io::Read;
 
 use kvstore::model::{RecordMeta, StoreId, StoreInfo, StoreName, Token, UserId, Username};
 use kvstore::ops::walk;
-use kvstore::storage::{BodyOutput, Store};
+use kvstore::storage::{BodyOutput, LocalBody, Store};
 use sha2::Digest;
 
-/// A body as bytes, read from its file if it is in one.
-pub fn body_bytes(body: BodyOutput) -> Vec<u8> {
-    match body {
-        BodyOutput::Bytes(b) => b.to_vec(),
-        BodyOutput::File(mut f) => {
+/// A body as bytes, read from its file or its object if it is in one.
+pub async fn body_bytes(body: BodyOutput) -> Vec<u8> {
+    match body.into_local(&std::env::temp_dir()).await.unwrap() {
+        LocalBody::Bytes(b) => b.to_vec(),
+        LocalBody::File(mut f) => {
             let mut v = Vec::new();
             f.read_to_end(&mut v).unwrap();
             v
@@ -58,7 +58,7 @@ pub async fn records_of(
     while let Some(page) = pages.next().await.unwrap() {
         for meta in page {
             let record = store.record_get(id, &meta.key).await.unwrap().unwrap();
-            out.insert(meta.key.to_string(), (meta, body_bytes(record.body)));
+            out.insert(meta.key.to_string(), (meta, body_bytes(record.body).await));
         }
     }
     out

@@ -23,10 +23,10 @@ use sqlx::Row;
 use super::chunks::{free_replaced, missed_chunks};
 use super::errors::db_err;
 use super::rows::{meta_of, to_i64};
-use super::spool::object_to_file;
 use super::sql::PUT_RECORD;
 use super::PgStore;
 use crate::model::{now_millis, RecordKey, StoreId};
+use crate::storage::body::ObjectBody;
 use crate::storage::objects::{ObjectStoreOptions, Objects};
 use crate::storage::{BodyInput, BodyOutput, Record, Result, StorageError, WriteOutcome};
 
@@ -152,8 +152,9 @@ impl PgStore {
         }
     }
 
-    /// The record of a row whose body is the object `name`, copied into a read spool file.
-    pub(super) async fn record_of_object(
+    /// The record of a row whose body is the object `name`: the body is requested only when it
+    /// is sent, and then streamed (no spool file, no read-spool room).
+    pub(super) fn record_of_object(
         &self,
         key: &RecordKey,
         row: &PgRow,
@@ -166,18 +167,10 @@ impl PgStore {
                  (--object-store)"
             )));
         };
-        let room = self.read_spools.reserve(meta.size, self.op_timeout).await?;
-        let file = object_to_file(
-            &bodies.objects,
-            name,
-            meta.size,
-            self.spool.path(),
-            Some(room),
-        )
-        .await?;
+        let body = ObjectBody::new(bodies.objects.clone(), name.to_owned(), meta.size);
         Ok(Record {
             meta,
-            body: BodyOutput::File(file),
+            body: BodyOutput::Stream(body),
         })
     }
 }

@@ -44,7 +44,7 @@ impl PgStore {
             return Ok(None);
         }
         if let Some(name) = object_of(row)? {
-            return self.record_of_object(key, row, &name).await.map(Some);
+            return self.record_of_object(key, row, &name).map(Some);
         }
         match stored_body(row)? {
             StoredBody::Inline(bytes) => Ok(Some(Record {
@@ -256,7 +256,7 @@ impl PgStore {
         if let Some(row) = &row {
             // An object is immutable: the row names the version it read, whole.
             if let Some(name) = object_of(row)? {
-                return self.record_of_object(key, row, &name).await.map(Some);
+                return self.record_of_object(key, row, &name).map(Some);
             }
         }
         let size = match &row {
@@ -301,7 +301,7 @@ impl PgStore {
         if let Some(name) = object_of(&row)? {
             // Overwritten in between by a body in the object store.
             drop((txn, room));
-            return self.record_of_object(key, &row, &name).await.map(Some);
+            return self.record_of_object(key, &row, &name).map(Some);
         }
         let meta = meta_of(key, &row)?;
         let body = match stored_body(&row)? {

@@ -11,12 +11,13 @@ use super::objects::object_of;
 use super::rows::{
     corrupt, meta_of, share_row, store_from_row, stored_body, token_row, user_from_row, StoredBody,
 };
-use super::spool::{chunks_to_file, object_to_file};
+use super::spool::chunks_to_file;
 use super::sql::{record_query, select_stores, USER_COLS};
 use super::PgStore;
 use crate::model::{
     RecordKey, RecordMeta, ShareAccess, StoreId, StoreInfo, TokenGrant, User, UserId,
 };
+use crate::storage::body::ObjectBody;
 use crate::storage::objects::Objects;
 use crate::storage::{BodyOutput, Record, Result, Snapshot, StorageError};
 
@@ -166,10 +167,10 @@ impl Snapshot for PgSnapshot {
                      (--object-store)"
                 )));
             };
-            let file = object_to_file(objects, &name, meta.size, &self.spool, None).await?;
+            let body = ObjectBody::new(objects.clone(), name, meta.size);
             return Ok(Some(Record {
                 meta,
-                body: BodyOutput::File(file),
+                body: BodyOutput::Stream(body),
             }));
         }
         let body = match stored_body(&row)? {

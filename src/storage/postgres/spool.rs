@@ -8,7 +8,6 @@ use sqlx::Row;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use super::errors::db_err;
-use crate::storage::objects::Objects;
 use crate::storage::{Result, StorageError};
 
 /// Keeps the temporary files of chunked bodies that clients are still reading (see
@@ -134,19 +133,6 @@ pub(super) async fn chunks_to_file(
         file.file.write_all(&data).await?;
     }
     drop(chunks);
-    file.finish(room).await
-}
-
-/// A body in the object store copied into a spool file, as [`chunks_to_file`] copies chunks.
-pub(super) async fn object_to_file(
-    objects: &Objects,
-    name: &str,
-    size: u64,
-    spool: &std::path::Path,
-    room: Option<SpoolRoom>,
-) -> Result<std::fs::File> {
-    let mut file = SpoolFile::create(spool, room.is_some())?;
-    objects.get_into(name, &mut file.file, size).await?;
     file.finish(room).await
 }
 
