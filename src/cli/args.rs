@@ -309,6 +309,8 @@ impl DataArgs {
                 options: crate::storage::embedded::EmbeddedOptions {
                     min_free_bytes: self.min_free_disk,
                     cache_bytes: usize::try_from(self.cache_size).unwrap_or(usize::MAX),
+                    // `serve` turns it on (src/cli/serve.rs).
+                    collect_orphans_at_open: false,
                 },
             },
         }
