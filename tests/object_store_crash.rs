@@ -136,10 +136,8 @@ async fn writer(
         let sent = request.bearer_auth(ADMIN_TOKEN).send().await;
         let resp = match sent {
             Ok(resp) => resp,
-            Err(e) if killed.load(Ordering::SeqCst) => {
-                let _ = e;
-                return Ok(model);
-            }
+            // The kill cut it short: it may have happened or not.
+            Err(_) if killed.load(Ordering::SeqCst) => return Ok(model),
             Err(e) => return Err(format!("{key}: the request failed with no kill: {e}")),
         };
         let want = if value.is_some() { 201 } else { 204 };
