@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::child::{kvstore, Served};
-use common::seaweed::{self, BUCKET};
+use common::seaweed::{Seaweed, BUCKET};
 use common::{object_options, PgDatabase};
 use kvstore::storage::objects::Objects;
 use rand::rngs::StdRng;
@@ -84,6 +84,8 @@ struct Tally {
     /// PUTs of object-sized bodies a kill cut short: the crash garbage (an intent, and maybe an
     /// object or an incomplete multipart upload) unless the commit made it.
     cut_uploads: u64,
+    /// Of those, the multipart ones (over one 8 MiB part).
+    cut_multipart: u64,
 }
 
 fn serve(db: &str, objects_url: &str, endpoint: &str, grace: &str) -> std::process::Command {
@@ -258,7 +260,9 @@ async fn incomplete_uploads(endpoint: &str, prefix: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_uploads_and_deletes_loses_nothing_and_leaves_only_listed_garbage() {
-    let Some(weed) = seaweed::shared() else {
+    // An instance of its own: the half-gigabyte of bodies goes with it (the shared one's
+    // directory outlives the test process).
+    let Some(weed) = Seaweed::start() else {
         return;
     };
     let Some(db) = PgDatabase::create().await else {
@@ -339,6 +343,10 @@ async fn kill_9_during_uploads_and_deletes_loses_nothing_and_leaves_only_listed_
                 |m| matches!(m.in_flight, Some((_, Some((_, size)))) if size as u64 >= MIN_BYTES),
             )
             .count() as u64;
+        tally.cut_multipart += models
+            .iter()
+            .filter(|m| matches!(m.in_flight, Some((_, Some((_, size)))) if size > 8 << 20))
+            .count() as u64;
         {
             let t = shared.lock().unwrap();
             tally.puts += t.puts;
@@ -415,13 +423,14 @@ async fn kill_9_during_uploads_and_deletes_loses_nothing_and_leaves_only_listed_
         .unwrap_or_else(|e| panic!("after the collection (seed {seed}): {e}"));
     eprintln!(
         "{rounds} kills: {} PUTs acknowledged ({} multipart), {} DELETEs; the kills cut {} PUTs \
-         to the object store short; {} operations in flight at a kill happened; at the end {} objects in the bucket, {} unnamed ({unnamed} bytes), \
+         to the object store short ({} multipart); {} operations in flight at a kill happened; at the end {} objects in the bucket, {} unnamed ({unnamed} bytes), \
          {} names in object_garbage; {uploads} incomplete multipart uploads listed; a node with \
          --object-store-gc-grace 1s left exactly the {} named objects {:.1}s after its start",
         tally.puts,
         tally.multipart_puts,
         tally.deletes,
         tally.cut_uploads,
+        tally.cut_multipart,
         tally.in_flight_applied,
         in_bucket.len(),
         in_bucket.len() - named.len(),
