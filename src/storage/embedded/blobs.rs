@@ -212,11 +212,15 @@ fn remove_unreferenced(
         removed: 0,
     };
     if remove && pins.open_snapshots == 0 {
-        for id in candidates.keys() {
+        for (id, len) in &candidates {
             let path = paths.blob(id);
             match fs::remove_file(&path) {
                 Ok(()) => report.removed += 1,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // Removed meanwhile by the commit or purge that dropped its record: no orphan.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    report.bodies -= 1;
+                    report.bytes -= len;
+                }
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "could not remove an orphan blob")
                 }
