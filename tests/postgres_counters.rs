@@ -151,7 +151,11 @@ async fn folding_the_counter_shards_under_writers_on_two_nodes_keeps_the_counter
     // Every acknowledged write and delete is counted, on both nodes.
     for node in [&a, &b] {
         let resp = node
-            .req(Method::GET, &format!("/v2/key-value-stores/{id}"), Some(&token))
+            .req(
+                Method::GET,
+                &format!("/v2/key-value-stores/{id}"),
+                Some(&token),
+            )
             .send()
             .await
             .unwrap();

@@ -227,6 +227,7 @@ impl EmbeddedStore {
             share: None,
             record: Some(record.record(key)),
             counters_exact: true,
+            unconfirmed: None,
         })
     }
 
@@ -298,6 +299,7 @@ impl RecordStore for EmbeddedStore {
                         share,
                         record: None,
                         counters_exact: true,
+                        unconfirmed: None,
                     },
                     false,
                 ));
@@ -324,6 +326,7 @@ impl RecordStore for EmbeddedStore {
                     share,
                     record,
                     counters_exact: true,
+                    unconfirmed: None,
                 },
                 blob_gone,
             ))

@@ -43,8 +43,9 @@ use self::schema::migrate;
 use self::spool::ReadSpools;
 use super::objects::ObjectStoreOptions;
 use super::{
-    AccessDelta, KeyListQuery, KeyPage, OrphanCheck, OrphanReport, Record, RecordRead, RecordWrite,
-    Result, Snapshot, StoreListQuery, StorePage, StoreUpdate, UserUpdate, WriteOutcome,
+    AccessDelta, AccessStamp, BodyInput, IfCurrent, KeyListQuery, KeyPage, OrphanCheck,
+    OrphanReport, Record, RecordRead, RecordWrite, Result, Snapshot, StoreListQuery, StorePage,
+    StoreUpdate, UserUpdate, WriteOutcome,
 };
 use crate::model::{
     Authenticated, Millis, RecordKey, RecordMeta, ShareAccess, StoreId, StoreInfo, StoreName,
@@ -323,7 +324,40 @@ impl RecordStore for PgStore {
     }
 
     async fn record_delete(&self, store: &StoreId, key: &RecordKey) -> Result<WriteOutcome> {
-        self.record_delete_impl(store, key).await
+        match self.record_delete_impl(store, key, None).await? {
+            IfCurrent::Done(outcome) => Ok(outcome),
+            // Without a stamp there is nothing to be stale.
+            IfCurrent::Stale(()) => Ok(WriteOutcome::StoreMissing),
+        }
+    }
+
+    async fn record_read_for_write(
+        &self,
+        token: Option<&TokenHash>,
+        store: &StoreId,
+    ) -> Result<RecordRead> {
+        self.record_read_for_write_impl(token, store).await
+    }
+
+    async fn record_put_if_current(
+        &self,
+        stamp: Option<AccessStamp>,
+        store: &StoreId,
+        key: &RecordKey,
+        content_type: &str,
+        body: BodyInput,
+    ) -> Result<IfCurrent<BodyInput>> {
+        self.record_put_if_current_impl(stamp, store, key, content_type, body)
+            .await
+    }
+
+    async fn record_delete_if_current(
+        &self,
+        stamp: Option<AccessStamp>,
+        store: &StoreId,
+        key: &RecordKey,
+    ) -> Result<IfCurrent<()>> {
+        self.record_delete_impl(store, key, stamp).await
     }
 
     async fn ping(&self) -> Result<()> {
