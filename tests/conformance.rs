@@ -1373,6 +1373,13 @@ async fn a_read_after_a_write_never_serves_what_the_write_replaced() {
             expect(b"{\"second\":2}", "application/json", 2),
             "{backend}: overwrite"
         );
+        // A HEAD (the record's metadata alone) after a read that may have cached the record.
+        let meta = store.record_meta(&sid, &key("k")).await.unwrap().unwrap();
+        assert_eq!(
+            (meta.content_type.as_str(), meta.version, meta.size),
+            ("application/json", 2, 12),
+            "{backend}: metadata after an overwrite"
+        );
         // The store that comes with the record is current too: its counters (where the backend
         // says they are exact), its name.
         let (hash, k) = (token.hash(), key("k"));

@@ -11,7 +11,7 @@
 //! it, and an entry in the cache always holds what the last acknowledged write left.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -21,10 +21,12 @@ use crate::storage::{BodyOutput, Record};
 
 /// Records larger than this are not kept.
 pub(super) const HOT_BODY_MAX: usize = 4 * 1024;
-/// Bounds on the whole cache; reaching either clears it (simple, and a working set that does not
-/// fit gains little from any policy at these sizes).
+/// Bounds on the whole cache. Reaching either evicts down to [`EVICT_TO_PERCENT`] of both, records
+/// not read since the last eviction first (a clock's second chance: hot records stay, one
+/// eviction pass per many fills).
 const MAX_ENTRIES: usize = 64 * 1024;
 const MAX_BYTES: usize = 32 * 1024 * 1024;
+const EVICT_TO_PERCENT: usize = 85;
 /// What an entry costs besides its key, content type and body: map slots, the `Arc`, the strings'
 /// headers.
 const ENTRY_OVERHEAD: usize = 128;
@@ -39,17 +41,33 @@ pub(super) struct HotRecord {
     pub(super) size: u64,
     pub(super) version: u64,
     pub(super) body: Bytes,
+    /// Read since the last eviction pass.
+    pub(super) touched: AtomicBool,
 }
 
 impl HotRecord {
+    pub(super) fn new(content_type: String, size: u64, version: u64, body: Bytes) -> Self {
+        Self {
+            content_type,
+            size,
+            version,
+            body,
+            touched: AtomicBool::new(false),
+        }
+    }
+
+    pub(super) fn meta(&self, key: &RecordKey) -> RecordMeta {
+        RecordMeta {
+            key: key.clone(),
+            size: self.size,
+            content_type: self.content_type.clone(),
+            version: self.version,
+        }
+    }
+
     pub(super) fn record(&self, key: &RecordKey) -> Record {
         Record {
-            meta: RecordMeta {
-                key: key.clone(),
-                size: self.size,
-                content_type: self.content_type.clone(),
-                version: self.version,
-            },
+            meta: self.meta(key),
             body: BodyOutput::Bytes(self.body.clone()),
         }
     }
@@ -130,7 +148,9 @@ impl HotRecords {
 
     pub(super) fn get(&self, store: &str, key: &str) -> Option<Arc<HotRecord>> {
         let inner = self.inner.read().ok()?;
-        inner.stores.get(store)?.records.get(key).cloned()
+        let record = inner.stores.get(store)?.records.get(key)?;
+        record.touched.store(true, Ordering::Relaxed);
+        Some(record.clone())
     }
 
     /// The store's row and the record, both cached: a GET by the store's owner needs nothing else.
@@ -141,7 +161,10 @@ impl HotRecords {
     ) -> Option<(Arc<StoreInfo>, Arc<HotRecord>)> {
         let inner = self.inner.read().ok()?;
         let entries = inner.stores.get(store)?;
-        Some((entries.row.clone()?, entries.records.get(key).cloned()?))
+        let record = entries.records.get(key)?;
+        let row = entries.row.clone()?;
+        record.touched.store(true, Ordering::Relaxed);
+        Some((row, record.clone()))
     }
 
     /// Keeps the row of `store` as its owner read it in a read transaction begun after `at` was
@@ -208,7 +231,7 @@ impl HotRecords {
         let inner = &mut *inner;
         if changes.everything {
             inner.all_busy = true;
-            inner.clear_records();
+            inner.evict();
             return;
         }
         for store in &changes.rows {
@@ -274,6 +297,36 @@ impl HotRecords {
 }
 
 impl Inner {
+    /// Removes records until both bounds are [`EVICT_TO_PERCENT`] full: first those not read since
+    /// the last pass (clearing the mark of the others), then, if that was not enough, any.
+    fn evict(&mut self) {
+        let entries_goal = MAX_ENTRIES * EVICT_TO_PERCENT / 100;
+        let bytes_goal = MAX_BYTES * EVICT_TO_PERCENT / 100;
+        for spare_touched in [true, false] {
+            let (mut entries, mut bytes) = (self.entries, self.bytes);
+            for store in self.stores.values_mut() {
+                store.records.retain(|key, record| {
+                    if entries <= entries_goal && bytes <= bytes_goal {
+                        return true;
+                    }
+                    if spare_touched && record.touched.swap(false, Ordering::Relaxed) {
+                        return true;
+                    }
+                    entries -= 1;
+                    bytes -= record.cost(key);
+                    false
+                });
+                if store.records.is_empty() {
+                    store.row = None;
+                }
+            }
+            (self.entries, self.bytes) = (entries, bytes);
+            if entries <= entries_goal && bytes <= bytes_goal {
+                return;
+            }
+        }
+    }
+
     fn clear_records(&mut self) {
         for entries in self.stores.values_mut() {
             entries.records.clear();
@@ -289,12 +342,12 @@ mod tests {
     use super::*;
 
     fn record(body: &'static [u8]) -> HotRecord {
-        HotRecord {
-            content_type: "text/plain".into(),
-            size: body.len() as u64,
-            version: 1,
-            body: Bytes::from_static(body),
-        }
+        HotRecord::new(
+            "text/plain".into(),
+            body.len() as u64,
+            1,
+            Bytes::from_static(body),
+        )
     }
 
     fn changed(store: &str, key: &str) -> Changes {
@@ -458,5 +511,37 @@ mod tests {
             let counted: usize = inner.stores.values().map(|e| e.records.len()).sum();
             assert_eq!(counted, inner.entries);
         }
+    }
+
+    #[test]
+    fn a_full_cache_evicts_records_not_read_lately_and_keeps_the_hot_ones() {
+        let cache = HotRecords::default();
+        static BODY: [u8; 1024] = [0; 1024];
+        let hot: Vec<String> = (0..100).map(|i| format!("hot{i}")).collect();
+        for key in &hot {
+            cache.fill(cache.ticket(), "s", key, record(&BODY));
+        }
+        // Several times the cache's size in records read once, the hot ones read in between.
+        for i in 0..3 * MAX_ENTRIES {
+            cache.fill(cache.ticket(), "t", &format!("cold{i}"), record(&BODY));
+            if i % 1000 == 0 {
+                for key in &hot {
+                    assert!(
+                        cache.get("s", key).is_some(),
+                        "{key} evicted after {i} fills"
+                    );
+                }
+            }
+        }
+        let inner = cache.inner.read().unwrap();
+        assert!(inner.entries <= MAX_ENTRIES && inner.bytes <= MAX_BYTES);
+        assert!(
+            inner.bytes > MAX_BYTES / 2 || inner.entries > MAX_ENTRIES / 2,
+            "an eviction pass emptied the cache: {} entries, {} bytes",
+            inner.entries,
+            inner.bytes
+        );
+        let counted: usize = inner.stores.values().map(|e| e.records.len()).sum();
+        assert_eq!(counted, inner.entries);
     }
 }

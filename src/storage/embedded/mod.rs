@@ -422,6 +422,10 @@ impl RecordStore for EmbeddedStore {
     }
 
     async fn record_meta(&self, store: &StoreId, key: &RecordKey) -> Result<Option<RecordMeta>> {
+        // A hot record is what the last acknowledged write left (see `hot`): a HEAD needs no table.
+        if let Some(hit) = self.hot.get(store.as_str(), key.as_str()) {
+            return Ok(Some(hit.meta(key)));
+        }
         let found = self.read_now(|txn| find_record(txn, store, key, false))?;
         Ok(found.map(|(header, _)| meta_of(key, header)))
     }

@@ -140,12 +140,12 @@ pub(super) fn open_record(
         return Ok(None);
     };
     if let (Some((hot, at)), None, true) = (hot, header.blob, inline.len() <= HOT_BODY_MAX) {
-        let hot_record = HotRecord {
-            content_type: header.content_type.clone(),
-            size: header.size,
-            version: header.version,
-            body: inline.clone(),
-        };
+        let hot_record = HotRecord::new(
+            header.content_type.clone(),
+            header.size,
+            header.version,
+            inline.clone(),
+        );
         hot.fill(at, store.as_str(), key.as_str(), hot_record);
     }
     let body = match header.blob {
