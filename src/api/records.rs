@@ -4,7 +4,8 @@
 use std::io::{Read, Seek, Write};
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio_util::io::ReaderStream;
@@ -27,6 +28,24 @@ use crate::storage::{AccessKind, BodyOutput, IfCurrent, WriteOutcome};
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 /// Stored HTML or SVG must not run script with this server's origin.
 const RECORD_CSP: &str = "sandbox";
+
+/// The request headers a read answers to: its conditions and range. axum's `HeaderMap` extractor
+/// would clone every header of every GET; this copies only these, usually none.
+pub struct ReadHeaders(HeaderMap);
+
+impl<S: Send + Sync> FromRequestParts<S> for ReadHeaders {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let mut picked = HeaderMap::new();
+        for name in [header::IF_NONE_MATCH, header::RANGE, header::IF_RANGE] {
+            if let Some(value) = parts.headers.get(&name) {
+                picked.insert(name, value.clone());
+            }
+        }
+        Ok(Self(picked))
+    }
+}
 
 /// The record key of the path. It arrives percent-decoded, so keys the Python client encodes
 /// (`%21%27%28%29`) and keys the JS client sends raw are the same.
@@ -91,7 +110,9 @@ fn record_answer(
     meta: &RecordMeta,
     read: ReadMethod,
 ) -> (StatusCode, HeaderMap) {
-    let mut headers = HeaderMap::new();
+    // Room for every header below and the CORS, request-id and Vary headers added on the way
+    // out, so the map never grows.
+    let mut headers = HeaderMap::with_capacity(12);
     match read {
         ReadMethod::Get { .. } => {
             let content_type = HeaderValue::from_str(&meta.content_type)
@@ -202,6 +223,15 @@ fn wanted_range(request: &HeaderMap, meta: &RecordMeta) -> Wanted {
     Wanted::Part(first, last)
 }
 
+/// A response with these headers as they are: `(status, headers, body).into_response()` would copy
+/// them one by one into the response's own map.
+fn answer(status: StatusCode, headers: HeaderMap, body: Body) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
 fn body_of(body: BodyOutput) -> Body {
     match body {
         BodyOutput::Bytes(bytes) => Body::from(bytes),
@@ -253,7 +283,7 @@ pub async fn record_get(
     token: BearerToken,
     path: RecordPath,
     params: Params,
-    request_headers: HeaderMap,
+    ReadHeaders(request_headers): ReadHeaders,
 ) -> ApiResult<Response> {
     let signature = params.get("signature");
     let (resolved, _) = resolve_record(&state, &token, &path, Need::Read, signature, true).await?;
@@ -268,10 +298,10 @@ pub async fn record_get(
         ReadMethod::Get { attachment },
     );
     if status == StatusCode::NOT_MODIFIED {
-        return Ok((status, headers).into_response());
+        return Ok(answer(status, headers, Body::empty()));
     }
     match wanted_range(&request_headers, &record.meta) {
-        Wanted::Whole => Ok((StatusCode::OK, headers, body_of(record.body)).into_response()),
+        Wanted::Whole => Ok(answer(StatusCode::OK, headers, body_of(record.body))),
         Wanted::Unsatisfiable => Err(ApiError::RangeNotSatisfiable {
             size: record.meta.size,
         }),
@@ -285,7 +315,7 @@ pub async fn record_get(
             let body = part_of(record.body, first, len)
                 .await
                 .map_err(|e| ApiError::Internal(format!("reading a record range: {e}")))?;
-            Ok((StatusCode::PARTIAL_CONTENT, headers, body).into_response())
+            Ok(answer(StatusCode::PARTIAL_CONTENT, headers, body))
         }
     }
 }
@@ -345,7 +375,7 @@ pub async fn record_head(
     token: BearerToken,
     path: RecordPath,
     params: Params,
-    request_headers: HeaderMap,
+    ReadHeaders(request_headers): ReadHeaders,
 ) -> ApiResult<Response> {
     let signature = params.get("signature");
     let (resolved, key) =
@@ -358,7 +388,8 @@ pub async fn record_head(
     state
         .access
         .record(&resolved.store.id, AccessKind::Touch, now_millis());
-    Ok(record_answer(&request_headers, &meta, ReadMethod::Head).into_response())
+    let (status, headers) = record_answer(&request_headers, &meta, ReadMethod::Head);
+    Ok(answer(status, headers, Body::empty()))
 }
 
 /// Store a record

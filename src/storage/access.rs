@@ -1,7 +1,8 @@
 //! Read and list counters and `accessedAt`, batched in memory so that a read never costs a write.
 //! A background task hands the batch to [`super::Housekeeping::apply_access`] every few seconds.
 
-use std::collections::HashMap;
+// foldhash: these maps are looked up on every request; SipHash cost a GET ~1.8k instructions.
+use foldhash::HashMap;
 use std::sync::Mutex;
 
 use crate::model::{Millis, StoreId, StoreInfo};

@@ -357,7 +357,8 @@ pub trait RecordStore: Send + Sync + 'static {
     /// write (one round trip instead of two): it then sets [`RecordRead::unconfirmed`], and the
     /// caller passes it to [`RecordStore::record_put_if_current`] or
     /// [`RecordStore::record_delete_if_current`], and decides again through `record_read` before
-    /// refusing anything.
+    /// refusing anything. A backend that gives out stamps overrides those two as well: their
+    /// defaults ignore them.
     async fn record_read_for_write(
         &self,
         token: Option<&TokenHash>,
