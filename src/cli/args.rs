@@ -302,6 +302,7 @@ impl DataArgs {
                         gc_grace: self.object_store_gc_grace,
                         op_timeout: std::time::Duration::from_secs(self.db_timeout.max(1)),
                     }),
+                    ..PgOptions::default()
                 },
             },
             None => Backend::Embedded {

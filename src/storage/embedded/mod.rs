@@ -244,6 +244,7 @@ impl EmbeddedStore {
             share: None,
             record: Some(record.record(key)),
             counters_exact: true,
+            unconfirmed: None,
         })
     }
 
@@ -315,6 +316,7 @@ impl RecordStore for EmbeddedStore {
                         share,
                         record: None,
                         counters_exact: true,
+                        unconfirmed: None,
                     },
                     false,
                 ));
@@ -341,6 +343,7 @@ impl RecordStore for EmbeddedStore {
                     share,
                     record,
                     counters_exact: true,
+                    unconfirmed: None,
                 },
                 blob_gone,
             ))
