@@ -46,7 +46,7 @@ pub enum StorageError {
     Closed,
     #[error("no space left on the device")]
     Full,
-    #[error("the database is unreachable: {0}")]
+    #[error("the database or the object store is unavailable: {0}")]
     Unavailable(String),
 }
 
