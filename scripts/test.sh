@@ -74,7 +74,8 @@ else
   echo "!! PostgreSQL is not reachable at ${pg_host}:${pg_port}: the PostgreSQL suites are SKIPPED."
 fi
 
-# SeaweedFS (S3) for tests/object_store*.rs and the postgres-s3 stage, installed up front: under
+# SeaweedFS (S3) for tests/object_store*.rs (run by the first stage: the crash and replicated-cluster
+# tests included) and the postgres-s3 stages, installed up front: under
 # CI=true a failed install fails the run (the tests may not skip there); elsewhere they skip loudly.
 if scripts/seaweedfs.sh >/dev/null; then
   have_weed=1
@@ -103,8 +104,12 @@ fi
 if [[ $have_pg == 1 && $have_weed == 1 ]]; then
   stage "HTTP suites on PostgreSQL with bodies in SeaweedFS (S3)" \
     env KVSTORE_TEST_BACKEND=postgres-s3 cargo test "${backend_suites[@]}"
+  # The node tests (real processes, one database) again with every node on one bucket.
+  stage "node tests on PostgreSQL with bodies in SeaweedFS (S3)" \
+    env KVSTORE_TEST_BACKEND=postgres-s3 cargo test --test postgres_nodes
 else
   skip "HTTP suites on PostgreSQL + SeaweedFS (${backend_suites[*]}): no database or no SeaweedFS"
+  skip "node tests on PostgreSQL + SeaweedFS (postgres_nodes): no database or no SeaweedFS"
 fi
 stage "schemathesis against the OpenAPI document (GET /v2/openapi.json)" scripts/schemathesis.sh
 # The storage browser (GET /) end to end in headless Chromium (Debian's chromium, apt-installed if missing).

@@ -58,10 +58,11 @@ async fn the_client_round_trips_lists_and_deletes_objects() {
             .unwrap()
             == large
     );
-    // A size other than the row's is caught, not served.
+    // A size other than the row's is caught, not served: unavailable (503), like any failure of
+    // the object store.
     assert!(matches!(
         read_object(&objects, "s/small", 999).await,
-        Err(StorageError::Corrupt(_))
+        Err(StorageError::Unavailable(_))
     ));
     let mut names = objects.list("").await.unwrap();
     names.sort();
@@ -367,7 +368,7 @@ async fn reads_of_a_deleted_or_changed_object_never_serve_a_wrong_body() {
     // before any byte, whole or ranged: never a short body that looks complete.
     let short = BodyInput::Bytes(big[..1024 * 1024].to_vec().into());
     kv.objects.put(&name, &short).await.unwrap();
-    assert_eq!(kv.get("big").await.status(), 500);
+    assert_eq!(kv.get("big").await.status(), 503);
     let ranged = kv
         .server
         .get(&kv.path("big"), &kv.token)
@@ -375,7 +376,7 @@ async fn reads_of_a_deleted_or_changed_object_never_serve_a_wrong_body() {
         .send()
         .await
         .unwrap();
-    assert_eq!(ranged.status(), 500);
+    assert_eq!(ranged.status(), 503);
 }
 
 #[tokio::test]

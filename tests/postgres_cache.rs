@@ -336,6 +336,11 @@ async fn with_the_notification_connection_cut_nothing_stale_is_served() {
     let db = c.db.url.rsplit('/').next().unwrap().to_owned();
     let mut admin = sqlx::PgConnection::connect(&pg_admin_url()).await.unwrap();
     await_listeners(&mut admin, &db, 2).await;
+    // Bob may write (until his share goes, below).
+    let share_path = format!("/v2/key-value-stores/{s}/shares/bob");
+    let write = json!({ "access": "WRITE" });
+    b.data(&c.alice, Method::PUT, &share_path, Some(write), 200)
+        .await;
     a.warm(None, s, "k").await;
     a.warm(Some(&c.alice), s, "k").await;
     // Warm b's connections too: no new ones can be opened while the database refuses them.
@@ -375,6 +380,66 @@ async fn with_the_notification_connection_cut_nothing_stale_is_served() {
         "generalAccess changed, no notification"
     );
     a.warm(Some(&c.alice), s, "k").await;
+
+    // A write decided from the caches carries their generation into its one statement: with
+    // bob's share removed meanwhile (no notification), his PUT and DELETE write nothing and are
+    // refused after all, exactly as with cold caches.
+    a.warm(Some(&c.bob), s, "k").await;
+    assert_eq!(a.put(Some(&c.bob), s, "k").await, 201, "bob may write");
+    let hits = a.cache_hits().await;
+    assert_eq!(a.put(Some(&c.bob), s, "k").await, 201, "bob may write");
+    assert!(
+        a.cache_hits().await > hits,
+        "the PUT did not use the caches"
+    );
+    sqlx::query("DELETE FROM store_shares WHERE store_id = $1")
+        .bind(s)
+        .execute(&mut changer)
+        .await
+        .unwrap();
+    assert_eq!(
+        a.put(Some(&c.bob), s, "k").await,
+        404,
+        "PUT after the share was removed, no notification"
+    );
+    sqlx::query(
+        "INSERT INTO store_shares (store_id, user_id, access)
+         SELECT $1, id, 'WRITE' FROM users WHERE username = 'bob'",
+    )
+    .bind(s)
+    .execute(&mut changer)
+    .await
+    .unwrap();
+    a.warm(Some(&c.bob), s, "k").await;
+    sqlx::query("DELETE FROM store_shares WHERE store_id = $1")
+        .bind(s)
+        .execute(&mut changer)
+        .await
+        .unwrap();
+    let record_path = format!("/v2/key-value-stores/{s}/records/k");
+    let (status, _) = a
+        .send(Some(&c.bob), Method::DELETE, &record_path, None)
+        .await;
+    assert_eq!(
+        status, 404,
+        "DELETE after the share was removed, no notification"
+    );
+    assert_eq!(a.get(Some(&c.alice), s, "k").await, 200, "k is still there");
+    // And a refusal on the caches' word is confirmed before it is answered: bob's share, given
+    // again meanwhile, lets his next PUT through.
+    sqlx::query(
+        "INSERT INTO store_shares (store_id, user_id, access)
+         SELECT $1, id, 'WRITE' FROM users WHERE username = 'bob'",
+    )
+    .bind(s)
+    .execute(&mut changer)
+    .await
+    .unwrap();
+    assert_eq!(
+        a.put(Some(&c.bob), s, "k").await,
+        201,
+        "PUT after the share was given again, no notification"
+    );
     assert_eq!(listeners(&mut admin, &db).await, 0, "came back too early");
 
     // Back: the nodes listen again, and the caches serve again, exactly.
@@ -384,9 +449,7 @@ async fn with_the_notification_connection_cut_nothing_stale_is_served() {
         .unwrap();
     await_listeners(&mut admin, &db, 2).await;
     a.warm(Some(&c.alice), s, "k").await;
-    let store_path = format!("/v2/key-value-stores/{s}");
     let share = json!({ "access": "READ" });
-    let share_path = format!("{store_path}/shares/bob");
     b.data(&c.alice, Method::PUT, &share_path, Some(share), 200)
         .await;
     a.warm(Some(&c.bob), s, "k").await;

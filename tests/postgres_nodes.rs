@@ -9,6 +9,10 @@
 //!
 //! Every test makes a fresh database (`PgDatabase::create()`) and returns early, recorded as a
 //! skip (`common::skipped`), when PostgreSQL is unreachable outside CI.
+//!
+//! With `KVSTORE_TEST_BACKEND=postgres-s3` (a stage of scripts/test.sh) every node also keeps
+//! bodies of 1 KiB or more in the shared SeaweedFS, all nodes of a database under one prefix, and
+//! the concurrent-writers test checks that every object is named by a row or listed as garbage.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -41,13 +45,38 @@ async fn users_create(database_url: &str, name: &str) -> String {
 }
 
 /// `kvstore serve --database-url …` on 127.0.0.1:0, started; [`Served::wait_listening`] then
-/// waits until it serves.
+/// waits until it serves. With `KVSTORE_TEST_BACKEND=postgres-s3`, bodies of 1 KiB or more go
+/// to the shared SeaweedFS, under a prefix named after the database (so every node of one
+/// database shares one bucket and prefix).
 fn spawn_node(database_url: &str, extra: &[&str]) -> Served {
     let mut cmd = kvstore();
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
         .arg(database_url)
+        .args(object_store_args(database_url))
         .args(extra);
     Served::spawn(cmd)
+}
+
+/// The `--object-store` arguments of a node under `KVSTORE_TEST_BACKEND=postgres-s3`, else none.
+fn object_store_args(database_url: &str) -> Vec<String> {
+    if common::backend_name() != "postgres-s3" {
+        return Vec::new();
+    }
+    let weed = common::seaweed::shared().expect("KVSTORE_TEST_BACKEND=postgres-s3 needs SeaweedFS");
+    vec![
+        "--object-store".into(),
+        object_store_url(database_url),
+        "--object-store-endpoint".into(),
+        weed.endpoint.clone(),
+        "--object-store-min-bytes".into(),
+        "1024".into(),
+    ]
+}
+
+/// `s3://BUCKET/DATABASE` for the nodes of one database.
+fn object_store_url(database_url: &str) -> String {
+    let name = database_url.rsplit('/').next().unwrap().replace('_', "-");
+    format!("s3://{}/{name}", common::seaweed::BUCKET)
 }
 
 /// A node that serves (the test fails if it does not).
@@ -428,6 +457,64 @@ async fn concurrent_writers_on_two_nodes_keep_the_counters_exact() {
         .unwrap();
     assert_eq!(orphans.bodies, 0, "bodies no record points at: {orphans:?}");
     store.close().await.unwrap();
+    if common::backend_name() == "postgres-s3" {
+        objects_accounted_for(&_db.url).await;
+    }
+}
+
+/// Every object a row names is in the bucket, and every other object there is listed in
+/// `object_garbage` (for the collector): none is lost track of.
+async fn objects_accounted_for(database_url: &str) {
+    use sqlx::Connection;
+    let weed = common::seaweed::shared().unwrap();
+    let objects =
+        kvstore::storage::objects::Objects::new(&kvstore::storage::objects::ObjectStoreOptions {
+            url: object_store_url(database_url),
+            ..common::object_options(&weed.endpoint, 1024)
+        })
+        .unwrap();
+    let in_bucket: HashSet<String> = objects
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    let mut conn = sqlx::PgConnection::connect(database_url).await.unwrap();
+    let named: Vec<String> =
+        sqlx::query_scalar("SELECT object FROM records WHERE object IS NOT NULL")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    let garbage: HashSet<String> = sqlx::query_scalar("SELECT name FROM object_garbage")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert!(
+        !named.is_empty(),
+        "no record has its body in the object store"
+    );
+    for name in &named {
+        assert!(
+            in_bucket.contains(name),
+            "a row names {name}, not in the bucket"
+        );
+    }
+    let named: HashSet<String> = named.into_iter().collect();
+    for name in in_bucket.difference(&named) {
+        assert!(
+            garbage.contains(name),
+            "{name} is in the bucket, no row names it and object_garbage does not list it"
+        );
+    }
+    eprintln!(
+        "{} objects named by rows, {} others (all in object_garbage, {} names there)",
+        named.len(),
+        in_bucket.len() - named.len(),
+        garbage.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -13,6 +13,8 @@ set -euo pipefail
 DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 DB=$1 STORE=$2 TOK=$3
 shift 3
+# The access generation, for the statements that check it (a PUT on the caches' word).
+GEN=$(psql -X -Atc "SELECT value FROM kvstore_generation WHERE id = 1" "$DB")
 SCRIPTS=("$@")
 [ ${#SCRIPTS[@]} -gt 0 ] || SCRIPTS=("$DIR/select.sql" "$DIR"/statements/read_*.sql "$DIR/statements/generation.sql"
     "$DIR/upsert.sql" "$DIR"/statements/put_*.sql)
@@ -20,7 +22,7 @@ BODY=$(head -c 1024 /dev/zero | tr '\0' 'x')
 OUT=$(mktemp -d)
 for rep in 1 2; do
     for f in "${SCRIPTS[@]}"; do
-        taskset -c 1 pgbench -n -M prepared -c 64 -j 1 -T 6 -D store="$STORE" -D tok="$TOK" \
+        taskset -c 1 pgbench -n -M prepared -c 64 -j 1 -T 6 -D store="$STORE" -D tok="$TOK" -D gen="$GEN" \
             -D body="$BODY" -f "$f" "$DB" >"$OUT/out" 2>&1 &
         pg=$!
         sleep 1

@@ -23,7 +23,7 @@ use super::resolve::{bad_key, resolve, Ask, Need, Resolved};
 use super::{AppState, BearerToken};
 use crate::error::{ApiError, ApiResult};
 use crate::model::{now_millis, Invalid, RecordKey, RecordMeta};
-use crate::storage::{AccessKind, BodyOutput, LocalBody, WriteOutcome};
+use crate::storage::{AccessKind, BodyOutput, IfCurrent, LocalBody, WriteOutcome};
 
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 /// Stored HTML or SVG must not run script with this server's origin.
@@ -72,6 +72,22 @@ async fn resolve_record(
     } else {
         ask
     };
+    let resolved = resolve(state, token, ask).await?;
+    Ok((resolved, key.map_err(|e| bad_key(&e))?))
+}
+
+/// The access check of a PUT or DELETE of a record: from the backend's caches, for the write to
+/// confirm ([`Resolved::unconfirmed`]), or, `confirmed`, from the database (after a write found
+/// the caches stale).
+async fn resolve_write(
+    state: &AppState,
+    token: &BearerToken,
+    path: &RecordPath,
+    confirmed: bool,
+) -> ApiResult<(Resolved, RecordKey)> {
+    let key = record_key(path);
+    let ask = Ask::record(&path.store, &key, Need::Write);
+    let ask = if confirmed { ask } else { ask.writing_record() };
     let resolved = resolve(state, token, ask).await?;
     Ok((resolved, key.map_err(|e| bad_key(&e))?))
 }
@@ -417,8 +433,7 @@ pub async fn record_put(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let (Resolved { store, .. }, key) =
-        resolve_record(&state, &token, &path, Need::Write, Ok(None), false).await?;
+    let (resolved, key) = resolve_write(&state, &token, &path, false).await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -433,13 +448,24 @@ pub async fn record_put(
         idle_timeout: state.config.idle_timeout,
     };
     let body = read_body(body, &headers, &limits).await?;
-    match state
+    let (stamp, mut store) = (resolved.unconfirmed, resolved.store);
+    let written = match state
         .store
-        .record_put(&store.id, &key, &content_type, body)
+        .record_put_if_current(stamp, &store.id, &key, &content_type, body)
         .await?
     {
-        WriteOutcome::Written => {}
-        WriteOutcome::StoreMissing => return Err(ApiError::StoreNotFound),
+        IfCurrent::Done(written) => written,
+        IfCurrent::Stale(body) => {
+            // Access changed since the caches were filled: decide again, from the database.
+            store = resolve_write(&state, &token, &path, true).await?.0.store;
+            state
+                .store
+                .record_put(&store.id, &key, &content_type, body)
+                .await?
+        }
+    };
+    if written == WriteOutcome::StoreMissing {
+        return Err(ApiError::StoreNotFound);
     }
     let location = format!(
         "{}/v2/key-value-stores/{}/records/{}",
@@ -481,9 +507,20 @@ pub async fn record_delete(
     token: BearerToken,
     path: RecordPath,
 ) -> ApiResult<StatusCode> {
-    let (Resolved { store, .. }, key) =
-        resolve_record(&state, &token, &path, Need::Write, Ok(None), false).await?;
-    match state.store.record_delete(&store.id, &key).await? {
+    let (resolved, key) = resolve_write(&state, &token, &path, false).await?;
+    let written = match state
+        .store
+        .record_delete_if_current(resolved.unconfirmed, &resolved.store.id, &key)
+        .await?
+    {
+        IfCurrent::Done(written) => written,
+        IfCurrent::Stale(()) => {
+            // As for a PUT.
+            let store = resolve_write(&state, &token, &path, true).await?.0.store;
+            state.store.record_delete(&store.id, &key).await?
+        }
+    };
+    match written {
         WriteOutcome::Written => Ok(StatusCode::NO_CONTENT),
         WriteOutcome::StoreMissing => Err(ApiError::StoreNotFound),
     }

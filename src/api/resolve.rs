@@ -15,7 +15,7 @@
 use crate::auth::{self, Access, Caller, ReachedBy, SignatureError};
 use crate::error::{ApiError, ApiResult};
 use crate::model::{now_millis, Invalid, RecordKey, ShareAccess, StoreId, StoreInfo, StoreRef};
-use crate::storage::Record;
+use crate::storage::{AccessStamp, Record};
 
 use super::{AppState, BearerToken};
 
@@ -42,6 +42,9 @@ pub struct Ask<'a> {
     signature: ApiResult<Option<&'a str>>,
     /// Read the record too (`GET record`).
     read_record: bool,
+    /// A PUT or DELETE of the record, which confirms the access check itself (see
+    /// [`Resolved::unconfirmed`]).
+    writing: bool,
 }
 
 impl<'a> Ask<'a> {
@@ -53,6 +56,7 @@ impl<'a> Ask<'a> {
             need,
             signature: Ok(None),
             read_record: false,
+            writing: false,
         }
     }
 
@@ -76,6 +80,14 @@ impl<'a> Ask<'a> {
             ..self
         }
     }
+
+    /// A PUT or DELETE of the record that carries [`Resolved::unconfirmed`] into its write.
+    pub fn writing_record(self) -> Self {
+        Ask {
+            writing: true,
+            ..self
+        }
+    }
 }
 
 /// The answer to a record key that is not valid.
@@ -93,6 +105,10 @@ pub struct Resolved {
     pub record: Option<Record>,
     /// Whether `store`'s counters are exact: `record_read` may leave them out.
     counters_exact: bool,
+    /// For an ask [`Ask::writing_record`]: the access was decided from the backend's caches, not
+    /// yet confirmed; the write must carry this and, if it comes back stale, resolve again without
+    /// [`Ask::writing_record`] (see [`crate::storage::RecordStore::record_read_for_write`]).
+    pub unconfirmed: Option<AccessStamp>,
 }
 
 impl Resolved {
@@ -166,6 +182,7 @@ struct Found {
     /// Everything came from one `record_read` (by id), the record too when asked for.
     one_call: bool,
     counters_exact: bool,
+    unconfirmed: Option<AccessStamp>,
 }
 
 /// The store, key or record request's one way to the store and the caller's access.
@@ -176,11 +193,21 @@ pub async fn resolve(state: &AppState, token: &BearerToken, ask: Ask<'_>) -> Api
         need,
         signature,
         read_record,
+        writing,
     } = ask;
     let (found, checked) = match (check(token, key, need, signature), StoreRef::parse(raw)) {
         (Ok(checked), StoreRef::Id(id)) => {
             let key = checked.key.filter(|_| read_record);
-            (by_id(state, token, &id, key).await?, checked)
+            let found = by_id(state, token, &id, key, writing).await?;
+            // Refused on the caches' word alone: ask the database before answering.
+            let found = if found.unconfirmed.is_some()
+                && decide(state, &found, need, checked.signed).is_err()
+            {
+                by_id(state, token, &id, key, false).await?
+            } else {
+                found
+            };
+            (found, checked)
         }
         (Ok(checked), by_name) => (by_name_of(state, token, by_name).await?, checked),
         (Err(e), _) => {
@@ -200,6 +227,7 @@ pub async fn resolve(state: &AppState, token: &BearerToken, ask: Ask<'_>) -> Api
         by_signature,
         record,
         counters_exact: found.counters_exact,
+        unconfirmed: found.unconfirmed,
     })
 }
 
@@ -210,11 +238,19 @@ async fn by_id(
     token: &BearerToken,
     id: &StoreId,
     key: Option<&RecordKey>,
+    writing: bool,
 ) -> ApiResult<Found> {
-    let read = state
-        .store
-        .record_read(token.hash().as_ref(), id, key)
-        .await?;
+    let read = if writing {
+        state
+            .store
+            .record_read_for_write(token.hash().as_ref(), id)
+            .await?
+    } else {
+        state
+            .store
+            .record_read(token.hash().as_ref(), id, key)
+            .await?
+    };
     let caller = token.caller(read.caller)?;
     let store = read.store.ok_or_else(|| missing_store(&caller))?;
     Ok(Found {
@@ -225,6 +261,7 @@ async fn by_id(
         record: read.record,
         one_call: true,
         counters_exact: read.counters_exact,
+        unconfirmed: read.unconfirmed,
     })
 }
 
@@ -267,6 +304,7 @@ async fn by_name_of(state: &AppState, token: &BearerToken, by: StoreRef) -> ApiR
         record: None,
         one_call: false,
         counters_exact: true,
+        unconfirmed: None,
     })
 }
 

@@ -302,6 +302,7 @@ impl DataArgs {
                         gc_grace: self.object_store_gc_grace,
                         op_timeout: std::time::Duration::from_secs(self.db_timeout.max(1)),
                     }),
+                    ..PgOptions::default()
                 },
             },
             None => Backend::Embedded {
@@ -309,6 +310,8 @@ impl DataArgs {
                 options: crate::storage::embedded::EmbeddedOptions {
                     min_free_bytes: self.min_free_disk,
                     cache_bytes: usize::try_from(self.cache_size).unwrap_or(usize::MAX),
+                    // `serve` turns it on (src/cli/serve.rs).
+                    collect_orphans_at_open: false,
                 },
             },
         }
@@ -400,7 +403,9 @@ pub struct ServeArgs {
     /// How often the server looks for stored bodies no record points at and removes them (e.g.
     /// `6h`; `0` turns the check off); the first check comes one interval after the start. Each
     /// check reads every record once. Bodies younger than an hour are left alone, as a write may
-    /// not have committed its record yet.
+    /// not have committed its record yet. On a data directory the blob files the last process
+    /// left with no record (a crash) are also removed once, in the background right after the
+    /// start, whatever their age.
     #[arg(long, env = "KVSTORE_ORPHAN_CHECK_INTERVAL", value_parser = humantime::parse_duration,
         default_value = "24h")]
     pub orphan_check_interval: std::time::Duration,

@@ -10,7 +10,12 @@ use crate::server::{self, ServerConfig};
 use crate::storage;
 
 pub async fn serve(args: ServeArgs) -> Outcome {
-    let store = storage::open(&args.data.backend()).await?;
+    let mut backend = args.data.backend();
+    // The data directory is this process's alone: what a crash of the last one left can go now.
+    if let storage::Backend::Embedded { options, .. } = &mut backend {
+        options.collect_orphans_at_open = true;
+    }
+    let store = storage::open(&backend).await?;
     let admin_token = args.admin_token.clone().map(Token::from_secret);
     let token_was_given = admin_token.is_some();
     if let Some(token) = storage::ensure_first_user(&*store, admin_token).await? {

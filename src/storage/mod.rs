@@ -46,7 +46,7 @@ pub enum StorageError {
     Closed,
     #[error("no space left on the device")]
     Full,
-    #[error("the database is unreachable: {0}")]
+    #[error("the database or the object store is unavailable: {0}")]
     Unavailable(String),
 }
 
@@ -98,6 +98,26 @@ pub struct RecordRead {
     /// Whether `store`'s counters and times are those [`RecordStore::store_get`] shows; PostgreSQL
     /// leaves its counter shards out of this read.
     pub counters_exact: bool,
+    /// Set only by [`RecordStore::record_read_for_write`]: the caller, the store and the share
+    /// came from caches not yet confirmed against the database, and the write must carry this to
+    /// confirm them ([`RecordStore::record_put_if_current`], [`RecordStore::record_delete_if_current`]).
+    pub unconfirmed: Option<AccessStamp>,
+}
+
+/// What an access decision from a backend's caches was made under (PostgreSQL: the access
+/// generation the caches were filled under), for the write that confirms it: the write happens
+/// only if it is still current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccessStamp(pub i64);
+
+/// What a write that confirms an [`AccessStamp`] did: `Done`, or nothing because the stamp is no
+/// longer current (something an access check reads changed since): decide access again through
+/// [`RecordStore::record_read`], then write unconditionally. `Stale` gives back what was to be
+/// written (a PUT's body).
+#[derive(Debug)]
+pub enum IfCurrent<T> {
+    Done(WriteOutcome),
+    Stale(T),
 }
 
 /// A change to a user; `None` leaves a field as it is.
@@ -291,6 +311,7 @@ pub trait RecordStore: Send + Sync + 'static {
             share,
             record,
             counters_exact: true,
+            unconfirmed: None,
         })
     }
 
@@ -330,6 +351,46 @@ pub trait RecordStore: Send + Sync + 'static {
     ) -> Result<WriteOutcome>;
     /// Deleting a record that does not exist is not an error.
     async fn record_delete(&self, store: &StoreId, key: &RecordKey) -> Result<WriteOutcome>;
+
+    /// The access check of a PUT or DELETE of one record: [`RecordStore::record_read`] without a
+    /// key, which a backend may answer from caches it has not confirmed, leaving that to the
+    /// write (one round trip instead of two): it then sets [`RecordRead::unconfirmed`], and the
+    /// caller passes it to [`RecordStore::record_put_if_current`] or
+    /// [`RecordStore::record_delete_if_current`], and decides again through `record_read` before
+    /// refusing anything. A backend that gives out stamps overrides those two as well: their
+    /// defaults ignore them.
+    async fn record_read_for_write(
+        &self,
+        token: Option<&TokenHash>,
+        store: &StoreId,
+    ) -> Result<RecordRead> {
+        self.record_read(token, store, None).await
+    }
+    /// [`RecordStore::record_put`] if `stamp` (from [`RecordRead::unconfirmed`]) is still current;
+    /// without one, always.
+    async fn record_put_if_current(
+        &self,
+        stamp: Option<AccessStamp>,
+        store: &StoreId,
+        key: &RecordKey,
+        content_type: &str,
+        body: BodyInput,
+    ) -> Result<IfCurrent<BodyInput>> {
+        let _ = stamp; // never given out by a backend without caches to confirm
+        Ok(IfCurrent::Done(
+            self.record_put(store, key, content_type, body).await?,
+        ))
+    }
+    /// [`RecordStore::record_delete`] if `stamp` is still current; without one, always.
+    async fn record_delete_if_current(
+        &self,
+        stamp: Option<AccessStamp>,
+        store: &StoreId,
+        key: &RecordKey,
+    ) -> Result<IfCurrent<()>> {
+        let _ = stamp;
+        Ok(IfCurrent::Done(self.record_delete(store, key).await?))
+    }
 
     /// Checks that the backend answers (readiness).
     async fn ping(&self) -> Result<()>;

@@ -309,9 +309,11 @@ impl Objects {
             .await?;
         if result.meta.size != size || result.range != wanted {
             metrics::counter!("kvstore_object_store_errors_total", "op" => "get").increment(1);
-            return Err(StorageError::Corrupt(format!(
-                "the object {name} has {} bytes and was sent {:?}; its record says {size} bytes \
-                 and {wanted:?} was asked for",
+            // The store answered with another object than the one the row names (lost, mangled,
+            // or a replica behind): an object-store failure like any other, 503, never a body.
+            return Err(StorageError::Unavailable(format!(
+                "the object store sent the object {name} with {} bytes and the range {:?}; its \
+                 record says {size} bytes and {wanted:?} was asked for",
                 result.meta.size, result.range
             )));
         }

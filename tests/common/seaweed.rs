@@ -80,9 +80,14 @@ pub fn shared() -> Option<&'static Seaweed> {
 
 /// A base port P such that P..P+4 and their gRPC ports (+10000) are free now.
 fn free_ports() -> u16 {
+    free_port_range(4)
+}
+
+/// A base port P such that P..P+n and their gRPC ports (+10000) are free now.
+fn free_port_range(n: u16) -> u16 {
     for _ in 0..200 {
         let base = 20000 + rand::random::<u16>() % 25000;
-        let ports = (0..4).flat_map(|i| [base + i, base + i + 10000]);
+        let ports = (0..n).flat_map(|i| [base + i, base + i + 10000]);
         let listeners: Vec<_> = ports.map(|p| TcpListener::bind(("127.0.0.1", p))).collect();
         if listeners.iter().all(Result::is_ok) {
             return base;
@@ -251,5 +256,206 @@ impl Seaweed {
 impl Drop for Seaweed {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Kills the processes `pids` (by their own pids) once the process `owner` is gone; ends by
+/// itself when they are all gone.
+fn watchdog(owner: u32, pids: &[u32]) -> Child {
+    let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+    Command::new("bash")
+        .arg("-c")
+        .arg(
+            "alive() { for p in $PIDS; do kill -0 \"$p\" 2>/dev/null && return 0; done; return 1; }; \
+             while kill -0 \"$OWNER\" 2>/dev/null && alive; do sleep 0.5; done; \
+             for p in $PIDS; do kill -9 \"$p\" 2>/dev/null; done",
+        )
+        .env("OWNER", owner.to_string())
+        .env("PIDS", pids.join(" "))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// A SeaweedFS cluster of separate processes on loopback: one `weed master` with
+/// `-defaultReplication=REPLICATION`, three `weed volume` servers (one rack, so `001` keeps each
+/// volume on two of them, `002` on all three), one `weed filer` and one `weed s3` gateway, with
+/// [`BUCKET`] created. Dropping it kills every process.
+pub struct Cluster {
+    /// The S3 endpoint.
+    pub endpoint: String,
+    pub replication: String,
+    dir: tempfile::TempDir,
+    master: Option<Child>,
+    volumes: Vec<Option<Child>>,
+    filer: Option<Child>,
+    s3: Option<Child>,
+    watchdog: Option<Child>,
+}
+
+impl Cluster {
+    /// `None` (after saying so) without SeaweedFS outside CI.
+    pub fn start(replication: &str) -> Option<Self> {
+        let weed = weed_binary()?;
+        let dir = tempfile::tempdir().unwrap();
+        let p = free_port_range(6);
+        let root = dir.path().to_owned();
+        let spawn = |name: &str, args: Vec<String>| -> Child {
+            let data = root.join(name);
+            std::fs::create_dir_all(&data).unwrap();
+            let log = std::fs::File::create(root.join(format!("{name}.log"))).unwrap();
+            Command::new(&weed)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap()
+        };
+        let at = |name: &str| root.join(name).display().to_string();
+        let master = spawn(
+            "master",
+            vec![
+                "master".into(),
+                "-ip=127.0.0.1".into(),
+                "-ip.bind=127.0.0.1".into(),
+                format!("-port={p}"),
+                format!("-port.grpc={}", p + 10000),
+                format!("-mdir={}", at("master")),
+                format!("-defaultReplication={replication}"),
+                "-volumeSizeLimitMB=64".into(),
+                "-telemetry=false".into(),
+            ],
+        );
+        let volumes: Vec<Option<Child>> = (0..3u16)
+            .map(|i| {
+                let port = p + 1 + i;
+                Some(spawn(
+                    &format!("volume{i}"),
+                    vec![
+                        "volume".into(),
+                        "-ip=127.0.0.1".into(),
+                        "-ip.bind=127.0.0.1".into(),
+                        format!("-port={port}"),
+                        format!("-port.grpc={}", port + 10000),
+                        format!("-dir={}", at(&format!("volume{i}"))),
+                        "-max=20".into(),
+                        format!("-mserver=127.0.0.1:{p}"),
+                    ],
+                ))
+            })
+            .collect();
+        let filer = spawn(
+            "filer",
+            vec![
+                "filer".into(),
+                "-ip=127.0.0.1".into(),
+                "-ip.bind=127.0.0.1".into(),
+                format!("-port={}", p + 4),
+                format!("-port.grpc={}", p + 10004),
+                format!("-master=127.0.0.1:{p}"),
+                format!("-defaultStoreDir={}", at("filer")),
+            ],
+        );
+        // The Iceberg and Lance listeners (fixed ports 8181 and 9101 by default) off.
+        let s3 = spawn(
+            "s3",
+            vec![
+                "s3".into(),
+                "-ip.bind=127.0.0.1".into(),
+                format!("-port={}", p + 5),
+                format!("-port.grpc={}", p + 10005),
+                "-port.iceberg=0".into(),
+                "-port.lance=0".into(),
+                format!("-filer=127.0.0.1:{}", p + 4),
+            ],
+        );
+        let mut pids = vec![master.id(), filer.id(), s3.id()];
+        pids.extend(volumes.iter().flatten().map(Child::id));
+        let cluster = Self {
+            endpoint: format!("http://127.0.0.1:{}", p + 5),
+            replication: replication.to_owned(),
+            watchdog: Some(watchdog(std::process::id(), &pids)),
+            dir,
+            master: Some(master),
+            volumes,
+            filer: Some(filer),
+            s3: Some(s3),
+        };
+        let bucket = format!("/{BUCKET}");
+        let start = Instant::now();
+        loop {
+            if let Some(200 | 409) = http_status(p + 5, "PUT", &bucket) {
+                // Grows the volumes (with their replicas) before any test's write.
+                if http_request(p + 5, "PUT", &format!("{bucket}/.warm-up"), &[7; 4096])
+                    == Some(200)
+                {
+                    return Some(cluster);
+                }
+            }
+            assert!(
+                start.elapsed() < START_TIMEOUT,
+                "the SeaweedFS cluster did not serve S3 within {START_TIMEOUT:?}; logs in {}:\n{}",
+                cluster.dir.path().display(),
+                cluster.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The tails of every process's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for name in ["master", "volume0", "volume1", "volume2", "filer", "s3"] {
+            let log = std::fs::read_to_string(self.dir.path().join(format!("{name}.log")))
+                .unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            out.push_str(&format!("--- {name}\n"));
+            out.push_str(&lines[lines.len().saturating_sub(15)..].join("\n"));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Bytes in volume server `i`'s data directory (its volumes and their replicas).
+    pub fn volume_bytes(&self, i: usize) -> u64 {
+        let dir = self.dir.path().join(format!("volume{i}"));
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.metadata().ok())
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Kills volume server `i` (SIGKILL to its own pid) and waits for it to be gone.
+    pub fn kill_volume(&mut self, i: usize) {
+        if let Some(mut child) = self.volumes[i].take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let mut children: Vec<Child> = self.volumes.iter_mut().filter_map(Option::take).collect();
+        children.extend(
+            [self.s3.take(), self.filer.take(), self.master.take()]
+                .into_iter()
+                .flatten(),
+        );
+        for mut child in children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(mut watchdog) = self.watchdog.take() {
+            let _ = watchdog.wait();
+        }
     }
 }

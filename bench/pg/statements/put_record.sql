@@ -1,4 +1,4 @@
--- PUT_RECORD as src/storage/postgres/sql.rs has it (the counter shard of the backend, pg_backend_pid() % 1024); see ../statements.sh.
+-- PUT_RECORD before the access generation check moved into it (put_checked.sql is the statement now), the counter shard of the backend (pg_backend_pid() % 1024); see ../statements.sh.
 \set i random(0, 999)
 \set version random(1, 1000000000)
 WITH s AS (SELECT id FROM stores WHERE id = :store AND NOT deleted FOR SHARE),

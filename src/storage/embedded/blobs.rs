@@ -136,26 +136,58 @@ pub(super) fn collect_orphans(
     let cutoff = std::time::SystemTime::now()
         .checked_sub(check.min_age)
         .unwrap_or(std::time::UNIX_EPOCH);
-    let mut candidates = std::collections::HashMap::new();
+    let candidates = sizes(paths, blob_ids(paths)?, Some(cutoff))?;
+    remove_unreferenced(db, paths, candidates, check.remove)
+}
+
+/// The blob files in `blobs/`, by name only (no metadata read: cheap enough for start-up).
+pub(super) fn blob_ids(paths: &Paths) -> Result<Vec<[u8; 16]>> {
+    let mut ids = Vec::new();
     for entry in fs::read_dir(&paths.blobs)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(id) = name
+        let name = entry?.file_name();
+        // Anything else is not a blob file: not ours to judge.
+        if let Some(id) = name
             .to_str()
             .and_then(|n| hex::decode(n).ok())
             .and_then(|b| <[u8; 16]>::try_from(b).ok())
-        else {
-            continue; // not a blob file: not ours to judge
-        };
-        let meta = match entry.metadata() {
+        {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+/// The sizes of the blob files `ids` that are still there, and last written at `cutoff` or
+/// before when one is given.
+fn sizes(
+    paths: &Paths,
+    ids: Vec<[u8; 16]>,
+    cutoff: Option<std::time::SystemTime>,
+) -> Result<std::collections::HashMap<[u8; 16], u64>> {
+    let mut candidates = std::collections::HashMap::new();
+    for id in ids {
+        let meta = match fs::metadata(paths.blob(&id)) {
             Ok(meta) => meta,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e.into()),
         };
-        if meta.is_file() && meta.modified().map(|m| m <= cutoff).unwrap_or(false) {
+        let old_enough =
+            cutoff.is_none_or(|cutoff| meta.modified().map(|m| m <= cutoff).unwrap_or(false));
+        if meta.is_file() && old_enough {
             candidates.insert(id, meta.len());
         }
     }
+    Ok(candidates)
+}
+
+/// Of `candidates` (blob ids and sizes), those no record points at, removed with `remove`
+/// unless a snapshot is open.
+fn remove_unreferenced(
+    db: &Database,
+    paths: &Paths,
+    mut candidates: std::collections::HashMap<[u8; 16], u64>,
+    remove: bool,
+) -> Result<OrphanReport> {
     if candidates.is_empty() {
         return Ok(OrphanReport::default());
     }
@@ -179,12 +211,16 @@ pub(super) fn collect_orphans(
         bytes: candidates.values().sum(),
         removed: 0,
     };
-    if check.remove && pins.open_snapshots == 0 {
-        for id in candidates.keys() {
+    if remove && pins.open_snapshots == 0 {
+        for (id, len) in &candidates {
             let path = paths.blob(id);
             match fs::remove_file(&path) {
                 Ok(()) => report.removed += 1,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // Removed meanwhile by the commit or purge that dropped its record: no orphan.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    report.bodies -= 1;
+                    report.bytes -= len;
+                }
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "could not remove an orphan blob")
                 }
@@ -192,6 +228,30 @@ pub(super) fn collect_orphans(
         }
     }
     Ok(report)
+}
+
+/// The orphan check of a start-up, for blob files listed (`ids`) before this process could write
+/// any: each is either pointed at by a record or left by a crash (written, its commit never made,
+/// or dropped by a commit whose removal of it never ran), however young. Runs in the background
+/// so that the server need not wait for a scan of every record; the log says what it removed.
+pub(super) fn collect_crash_orphans(db: &Database, paths: &Paths, ids: Vec<[u8; 16]>) {
+    let report = sizes(paths, ids, None)
+        .and_then(|candidates| remove_unreferenced(db, paths, candidates, true));
+    match report {
+        Ok(report) if report.removed < report.bodies => tracing::warn!(
+            bodies = report.bodies,
+            bytes = report.bytes,
+            removed = report.removed,
+            "start-up orphan check: a snapshot was open, the periodic check removes the rest"
+        ),
+        Ok(report) => tracing::info!(
+            bodies = report.bodies,
+            bytes = report.bytes,
+            removed = report.removed,
+            "start-up orphan check: blob files no record points at, left by an earlier run"
+        ),
+        Err(e) => tracing::warn!(error = %e, "start-up orphan check failed"),
+    }
 }
 
 pub(super) fn remove_blob_later(paths: &Paths, header: &RecordHeader, post: &mut PostCommit) {

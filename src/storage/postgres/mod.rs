@@ -11,6 +11,7 @@
 
 mod access_cache;
 mod chunks;
+mod counters;
 mod errors;
 mod objects;
 mod pool;
@@ -42,8 +43,9 @@ use self::schema::migrate;
 use self::spool::ReadSpools;
 use super::objects::ObjectStoreOptions;
 use super::{
-    AccessDelta, KeyListQuery, KeyPage, OrphanCheck, OrphanReport, Record, RecordRead, RecordWrite,
-    Result, Snapshot, StoreListQuery, StorePage, StoreUpdate, UserUpdate, WriteOutcome,
+    AccessDelta, AccessStamp, BodyInput, IfCurrent, KeyListQuery, KeyPage, OrphanCheck,
+    OrphanReport, Record, RecordRead, RecordWrite, Result, Snapshot, StoreListQuery, StorePage,
+    StoreUpdate, UserUpdate, WriteOutcome,
 };
 use crate::model::{
     Authenticated, Millis, RecordKey, RecordMeta, ShareAccess, StoreId, StoreInfo, StoreName,
@@ -70,6 +72,8 @@ pub struct PgOptions {
     /// Bodies of at least `min_bytes` in this S3-compatible object store, the rest in the
     /// database (see [`objects`]).
     pub objects: Option<ObjectStoreOptions>,
+    /// How often this node folds the stores' counter shards into their rows (see [`counters`]).
+    pub counter_fold_interval: Duration,
 }
 
 impl Default for PgOptions {
@@ -80,6 +84,7 @@ impl Default for PgOptions {
             op_timeout: Duration::from_secs(10),
             max_read_spool_bytes: 1024 * 1024 * 1024,
             objects: None,
+            counter_fold_interval: Duration::from_secs(2),
         }
     }
 }
@@ -97,6 +102,8 @@ pub struct PgStore {
     objects: Option<std::sync::Arc<ObjectBodies>>,
     /// Stops the object collector when the store goes.
     _collector: Option<tokio_util::sync::DropGuard>,
+    /// Stops the fold of the counter shards when the store goes.
+    _fold: tokio_util::sync::DropGuard,
     /// Token → caller, store → store, (store, user) → share, exact across nodes (see
     /// [`access_cache`]).
     access: Arc<AccessCache>,
@@ -162,6 +169,18 @@ impl PgStore {
             });
             stop.drop_guard()
         });
+        let fold = {
+            let stop = tokio_util::sync::CancellationToken::new();
+            let (pool, stopped) = (pool.clone(), stop.clone());
+            let every = options.counter_fold_interval;
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = counters::fold_periodically(pool, every) => {}
+                    () = stopped.cancelled() => {}
+                }
+            });
+            stop.drop_guard()
+        };
         // One more connection, of its own, listening for changes to what the caches hold.
         let listen_pool = PgPoolOptions::new()
             .max_connections(1)
@@ -178,9 +197,17 @@ impl PgStore {
             read_spools: std::sync::Arc::new(ReadSpools::new(options.max_read_spool_bytes)),
             objects,
             _collector: collector,
+            _fold: fold,
             access,
             listener,
         })
+    }
+
+    /// Folds every store's counter shards into its row now, as every node does every
+    /// [`PgOptions::counter_fold_interval`]; returns how many shard rows went (those of stores
+    /// with a write in flight, or being folded by another node, stay).
+    pub async fn fold_counters(&self) -> Result<u64> {
+        counters::fold_all(&self.pool).await
     }
 
     /// [`within`] `limit`.
@@ -297,7 +324,40 @@ impl RecordStore for PgStore {
     }
 
     async fn record_delete(&self, store: &StoreId, key: &RecordKey) -> Result<WriteOutcome> {
-        self.record_delete_impl(store, key).await
+        match self.record_delete_impl(store, key, None).await? {
+            IfCurrent::Done(outcome) => Ok(outcome),
+            // Without a stamp there is nothing to be stale.
+            IfCurrent::Stale(()) => Ok(WriteOutcome::StoreMissing),
+        }
+    }
+
+    async fn record_read_for_write(
+        &self,
+        token: Option<&TokenHash>,
+        store: &StoreId,
+    ) -> Result<RecordRead> {
+        self.record_read_for_write_impl(token, store).await
+    }
+
+    async fn record_put_if_current(
+        &self,
+        stamp: Option<AccessStamp>,
+        store: &StoreId,
+        key: &RecordKey,
+        content_type: &str,
+        body: BodyInput,
+    ) -> Result<IfCurrent<BodyInput>> {
+        self.record_put_if_current_impl(stamp, store, key, content_type, body)
+            .await
+    }
+
+    async fn record_delete_if_current(
+        &self,
+        stamp: Option<AccessStamp>,
+        store: &StoreId,
+        key: &RecordKey,
+    ) -> Result<IfCurrent<()>> {
+        self.record_delete_impl(store, key, stamp).await
     }
 
     async fn ping(&self) -> Result<()> {

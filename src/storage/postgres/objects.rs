@@ -109,6 +109,7 @@ impl PgStore {
                     .bind(i64::from_ne_bytes(version.to_ne_bytes()))
                     .bind(to_i64(now_millis()))
                     .bind(Some(name.as_str()))
+                    .bind(None::<i64>)
                     .fetch_one(&mut *txn)
                     .await
                     .map_err(db_err)?;

@@ -23,8 +23,8 @@ use crate::model::{
     UserId, Username,
 };
 use crate::storage::{
-    BodyInput, BodyOutput, KeyListQuery, KeyPage, Record, RecordRead, RecordStore, RecordWrite,
-    Result, WriteOutcome,
+    AccessStamp, BodyInput, BodyOutput, IfCurrent, KeyListQuery, KeyPage, Record, RecordRead,
+    RecordStore, RecordWrite, Result, WriteOutcome,
 };
 
 impl PgStore {
@@ -171,6 +171,7 @@ impl PgStore {
             share: cached.share,
             record,
             counters_exact: false,
+            unconfirmed: None,
         })
     }
 
@@ -239,6 +240,7 @@ impl PgStore {
             record,
             // Summing the counter shards would cost every write's access check.
             counters_exact: false,
+            unconfirmed: None,
         })
     }
 
@@ -352,8 +354,15 @@ impl PgStore {
 
     /// One record of [`Self::records_write_impl`]: a body kept inline in one statement
     /// ([`PUT_RECORD`]), a chunked one in a transaction with its chunks, one for the object store
-    /// uploaded first ([`Self::record_put_object`]).
-    async fn write_one(&self, store: &StoreId, record: RecordWrite) -> Result<WriteOutcome> {
+    /// uploaded first ([`Self::record_put_object`]). With `generation` (the access generation the
+    /// caller's access was decided under; not for the object store), nothing is written when it
+    /// moved: `None` comes back.
+    async fn write_one(
+        &self,
+        store: &StoreId,
+        record: RecordWrite,
+        generation: Option<i64>,
+    ) -> Result<Option<WriteOutcome>> {
         let RecordWrite {
             key,
             content_type,
@@ -368,7 +377,8 @@ impl PgStore {
         {
             return self
                 .record_put_object(bodies, store, key, content_type, body, version)
-                .await;
+                .await
+                .map(Some);
         }
         let budget = body_budget(self.op_timeout, body.len());
         self.bounded(budget, async move {
@@ -384,8 +394,9 @@ impl PgStore {
                     .bind(i64::from_ne_bytes(version.to_ne_bytes()))
                     .bind(to_i64(now_millis()))
                     .bind(None::<String>)
+                    .bind(generation)
             };
-            let written: i64 = if size > INLINE_MAX {
+            let row = if size > INLINE_MAX {
                 // Chunks first, in the same transaction; they vanish with it if it fails.
                 let mut txn = self.begin().await?;
                 let blob_id = write_chunks(&mut txn, body).await?;
@@ -393,19 +404,19 @@ impl PgStore {
                     .fetch_one(&mut *txn)
                     .await
                     .map_err(db_err)?;
-                let written: i64 = row.try_get("written").map_err(db_err)?;
-                if written == 0 {
-                    // The store is gone (deleted while the body was being written): the chunks
-                    // go with the transaction rather than staying behind with no record.
+                if row.try_get::<i64, _>("written").map_err(db_err)? == 0 {
+                    // The store is gone (deleted while the body was being written), or the
+                    // generation moved: the chunks go with the transaction rather than staying
+                    // behind with no record.
                     txn.rollback().await.map_err(db_err)?;
-                    return Ok(WriteOutcome::StoreMissing);
+                } else {
+                    let missed = missed_chunks(&row)?;
+                    if !missed.is_empty() {
+                        free_replaced(&mut *txn, &missed).await.map_err(db_err)?;
+                    }
+                    txn.commit().await.map_err(db_err)?;
                 }
-                let missed = missed_chunks(&row)?;
-                if !missed.is_empty() {
-                    free_replaced(&mut *txn, &missed).await.map_err(db_err)?;
-                }
-                txn.commit().await.map_err(db_err)?;
-                written
+                row
             } else {
                 let bytes = match body {
                     BodyInput::Bytes(b) => b.to_vec(),
@@ -415,15 +426,106 @@ impl PgStore {
                 // replaced a chunked body committed after it began.
                 let row = self.row(write(Some(bytes), None)).await?;
                 self.free_missed(&row).await?;
-                row.try_get("written").map_err(db_err)?
+                row
             };
-            Ok(if written == 1 {
-                WriteOutcome::Written
-            } else {
-                WriteOutcome::StoreMissing
-            })
+            if !row.try_get::<bool, _>("current").map_err(db_err)? {
+                return Ok(None);
+            }
+            Ok(Some(
+                if row.try_get::<i64, _>("written").map_err(db_err)? == 1 {
+                    WriteOutcome::Written
+                } else {
+                    WriteOutcome::StoreMissing
+                },
+            ))
         })
         .await
+    }
+
+    /// [`RecordStore::record_read_for_write`]: the caches' answer, if they have one, without a
+    /// round trip; the write confirms it (see [`Self::record_put_if_current_impl`]).
+    ///
+    /// [`RecordStore::record_read_for_write`]: crate::storage::RecordStore::record_read_for_write
+    pub(super) async fn record_read_for_write_impl(
+        &self,
+        token: Option<&TokenHash>,
+        store: &StoreId,
+    ) -> Result<RecordRead> {
+        let Some(cached) = self.access.lookup(token, store) else {
+            count(Outcome::Miss);
+            return self.record_read_uncached(token, store, None).await;
+        };
+        Ok(RecordRead {
+            caller: cached.caller,
+            store: Some(cached.store),
+            share: cached.share,
+            record: None,
+            counters_exact: false,
+            unconfirmed: Some(AccessStamp(cached.generation)),
+        })
+    }
+
+    /// A PUT whose access was decided under `stamp`: with the body in memory, the check and the
+    /// write in one statement ([`PUT_RECORD`] given the generation); a body spooled to a file or
+    /// bound for the object store (written in several steps) after a [`GENERATION`] check.
+    pub(super) async fn record_put_if_current_impl(
+        &self,
+        stamp: Option<AccessStamp>,
+        store: &StoreId,
+        key: &RecordKey,
+        content_type: &str,
+        body: BodyInput,
+    ) -> Result<IfCurrent<BodyInput>> {
+        let record = |body| RecordWrite {
+            key: key.clone(),
+            content_type: content_type.to_owned(),
+            body,
+            version: rand::random(),
+        };
+        let Some(AccessStamp(generation)) = stamp else {
+            let written = self.write_one(store, record(body), None).await?;
+            return Ok(IfCurrent::Done(done(written)));
+        };
+        let kept = match &body {
+            BodyInput::Bytes(bytes) if !self.goes_to_objects(body.len()) => Some(bytes.clone()),
+            _ => None,
+        };
+        let Some(kept) = kept else {
+            if !self.generation_is(generation).await? {
+                return Ok(IfCurrent::Stale(body));
+            }
+            let written = self.write_one(store, record(body), None).await?;
+            return Ok(IfCurrent::Done(done(written)));
+        };
+        match self
+            .write_one(store, record(body), Some(generation))
+            .await?
+        {
+            Some(written) => {
+                count(Outcome::Hit);
+                Ok(IfCurrent::Done(written))
+            }
+            None => {
+                count(Outcome::Stale);
+                Ok(IfCurrent::Stale(BodyInput::Bytes(kept)))
+            }
+        }
+    }
+
+    /// Whether the access generation is still `generation` (counted as a cache hit or stale).
+    async fn generation_is(&self, generation: i64) -> Result<bool> {
+        let row = self
+            .bounded(self.op_timeout, async {
+                self.row(sqlx::query(GENERATION)).await
+            })
+            .await?;
+        let current = row.try_get::<i64, _>("generation").map_err(db_err)? == generation;
+        count(if current {
+            Outcome::Hit
+        } else {
+            Outcome::Stale
+        });
+        Ok(current)
     }
 
     /// The write path: a single record (a PUT) through [`Self::write_one`]; a batch's inline
@@ -435,7 +537,7 @@ impl PgStore {
     ) -> Result<WriteOutcome> {
         if records.len() == 1 {
             if let Some(record) = records.pop() {
-                return self.write_one(store, record).await;
+                return self.write_one(store, record, None).await.map(done);
             }
         }
         // The last of several records with one key wins, as if they were written in turn (one
@@ -483,7 +585,7 @@ impl PgStore {
             return Ok(WriteOutcome::StoreMissing);
         }
         for record in large {
-            if self.write_one(store, record).await? == WriteOutcome::StoreMissing {
+            if done(self.write_one(store, record, None).await?) == WriteOutcome::StoreMissing {
                 return Ok(WriteOutcome::StoreMissing);
             }
         }
@@ -494,24 +596,39 @@ impl PgStore {
         &self,
         store: &StoreId,
         key: &RecordKey,
-    ) -> Result<WriteOutcome> {
+        stamp: Option<AccessStamp>,
+    ) -> Result<IfCurrent<()>> {
+        let generation = stamp.map(|AccessStamp(g)| g);
         self.bounded(self.op_timeout, async move {
             let row = self
                 .row(
                     sqlx::query(DELETE_RECORD)
                         .bind(store.as_str())
                         .bind(key.as_str())
-                        .bind(to_i64(now_millis())),
+                        .bind(to_i64(now_millis()))
+                        .bind(generation),
                 )
                 .await?;
             self.free_missed(&row).await?;
+            if !row.try_get::<bool, _>("current").map_err(db_err)? {
+                count(Outcome::Stale);
+                return Ok(IfCurrent::Stale(()));
+            }
+            if generation.is_some() {
+                count(Outcome::Hit);
+            }
             let exists: i64 = row.try_get("store_exists").map_err(db_err)?;
-            Ok(if exists == 1 {
+            Ok(IfCurrent::Done(if exists == 1 {
                 WriteOutcome::Written
             } else {
                 WriteOutcome::StoreMissing
-            })
+            }))
         })
         .await
     }
+}
+
+/// The outcome of a write given no generation: always current, so always `Some`.
+fn done(written: Option<WriteOutcome>) -> WriteOutcome {
+    written.unwrap_or(WriteOutcome::StoreMissing)
 }

@@ -17,11 +17,29 @@ macro_rules! counter_shard {
     };
 }
 
+/// Whether the access generation is still the one given (a parameter: `$n`), or none was given:
+/// a write whose caller's access was decided from the caches ([`super::access_cache`]) carries
+/// the generation they were filled under, and writes nothing when it moved — the check and the
+/// write in one statement, from one snapshot, instead of a [`GENERATION`] round trip first.
+macro_rules! generation_is {
+    ($param:literal) => {
+        concat!(
+            "(",
+            $param,
+            "::bigint IS NULL OR ",
+            $param,
+            " = (SELECT value FROM kvstore_generation WHERE id = 1))"
+        )
+    };
+}
+
 /// Stores a record in one statement: the store must exist (a shared row lock, so that a delete
 /// of the store waits, but other writers do not), the upsert keeps the previous size and blob,
 /// the previous blob's chunks go, the previous object (if any) becomes garbage, and the counter
 /// shard of the connection's backend takes the changes (see `counter_shard!`). $1 store, $2 key,
-/// $3 content type, $4 size, $5 inline body, $6 blob id, $7 version, $8 now, $9 object name.
+/// $3 content type, $4 size, $5 inline body, $6 blob id, $7 version, $8 now, $9 object name,
+/// $10 the access generation the caller's access was decided under, or NULL (see
+/// `generation_is!`): when it is no longer current, nothing is written and `current` is false.
 ///
 /// The upsert replaces the newest row even if it was committed after this statement began, but
 /// the chunk `DELETE` sees only what was committed before: a concurrent writer's chunks are
@@ -31,7 +49,10 @@ macro_rules! counter_shard {
 /// [`free_replaced`]: super::chunks::free_replaced
 pub(super) const PUT_RECORD: &str = concat!(
     "
-WITH s AS (SELECT id FROM stores WHERE id = $1 AND NOT deleted FOR SHARE),
+WITH g AS (SELECT ",
+    generation_is!("$10"),
+    " AS current),
+s AS (SELECT id FROM stores WHERE id = $1 AND NOT deleted AND (SELECT current FROM g) FOR SHARE),
 up AS (
     INSERT INTO records AS r (store_id, key, content_type, size, body, blob_id, version,
         prev_size, prev_blob_id, object, prev_object)
@@ -60,7 +81,7 @@ counted AS (
         write_count = c.write_count + 1,
         modified_at = greatest(c.modified_at, EXCLUDED.modified_at))
 SELECT count(*) AS written, max(prev_blob_id) AS prev_blob_id, max(prev_size) AS prev_size,
-    (SELECT count(*) FROM gone) AS freed
+    (SELECT count(*) FROM gone) AS freed, (SELECT current FROM g) AS current
 FROM up"
 );
 
@@ -109,11 +130,15 @@ FROM s"
 );
 
 /// Deletes a record in one statement, as [`PUT_RECORD`] stores one (the same goes for the chunks
-/// of a body committed after the statement began). $1 store, $2 key, $3 now. Deleting a
-/// missing record still counts as a delete of an existing store.
+/// of a body committed after the statement began). $1 store, $2 key, $3 now, $4 the access
+/// generation or NULL (as `PUT_RECORD`'s $10). Deleting a missing record still counts as a delete
+/// of an existing store.
 pub(super) const DELETE_RECORD: &str = concat!(
     "
-WITH s AS (SELECT id FROM stores WHERE id = $1 AND NOT deleted FOR SHARE),
+WITH g AS (SELECT ",
+    generation_is!("$4"),
+    " AS current),
+s AS (SELECT id FROM stores WHERE id = $1 AND NOT deleted AND (SELECT current FROM g) FOR SHARE),
 d AS (DELETE FROM records WHERE store_id = $1 AND key = $2 AND EXISTS (SELECT 1 FROM s)
     RETURNING size, blob_id, object),
 gone AS (DELETE FROM record_chunks
@@ -135,7 +160,8 @@ counted AS (
         delete_count = c.delete_count + 1,
         modified_at = greatest(c.modified_at, EXCLUDED.modified_at))
 SELECT count(*) AS store_exists, (SELECT blob_id FROM d) AS prev_blob_id,
-    (SELECT size FROM d) AS prev_size, (SELECT count(*) FROM gone) AS freed
+    (SELECT size FROM d) AS prev_size, (SELECT count(*) FROM gone) AS freed,
+    (SELECT current FROM g) AS current
 FROM s"
 );
 

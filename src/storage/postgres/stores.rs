@@ -230,6 +230,9 @@ impl PgStore {
 
     pub(super) async fn store_import_impl(&self, store: &StoreInfo) -> Result<()> {
         self.bounded(self.op_timeout, async move {
+            // One transaction: a fold of the shards (`counters.rs`) between the two statements
+            // would add the old shards to the exact counters written here.
+            let mut txn = self.begin().await?;
             let saved = bind_settings(
                 sqlx::query(
                     "INSERT INTO stores (id, name, user_id, created_at, modified_at, accessed_at,
@@ -255,7 +258,7 @@ impl PgStore {
             .bind(to_i64(store.stats.delete_count))
             .bind(to_i64(store.stats.list_count))
             .bind(store.title.as_deref())
-            .execute(&self.pool)
+            .execute(&mut *txn)
             .await;
             match saved {
                 Err(e) if is_unique_violation(&e) => return Err(StorageError::NameTaken),
@@ -264,10 +267,10 @@ impl PgStore {
             // The row now holds the exact counters: drop the shards' share of them.
             sqlx::query("DELETE FROM store_counters WHERE store_id = $1")
                 .bind(store.id.as_str())
-                .execute(&self.pool)
+                .execute(&mut *txn)
                 .await
                 .map_err(db_err)?;
-            Ok(())
+            txn.commit().await.map_err(db_err)
         })
         .await
     }

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# GET /keys?limit=1000 through kvstore on PostgreSQL against the prepared range SELECT of 1000 keys
+# (range.sql) on the same database, pinned as bench/run.sh pins: kvstore and the PostgreSQL backends on
+# core 0, wrk / pgbench (64 connections, one thread) on core 1. kvstore twice, 6 s each, then (the node
+# stopped) pgbench twice.
+#
+#   bench/pg/list_keys.sh KVSTORE_BINARY     (a release build: cargo build --release --bin kvstore)
+#
+# Makes (and drops) a database of its own on the local PostgreSQL (PG* variables, or 127.0.0.1 as
+# postgres): one store of 10 000 keys k00000000 … k00009999 (every tenth 1 KiB, the rest 64 bytes),
+# loaded by SQL, and bench/pg/schema.sql's reference table with the same keys.
+set -euo pipefail
+DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+BIN=$1
+export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres} PGPORT=${PGPORT:-5432}
+DB=kvstore_list_$$ PORT=$((20000 + $$ % 10000))
+TOKEN=kvs_benchmark_token_not_a_secret_0123456789
+URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB"
+createdb "$DB"
+node=
+cleanup() {
+    [ -z "$node" ] || kill "$node" 2>/dev/null || true
+    wait 2>/dev/null || true
+    dropdb --if-exists "$DB"
+}
+trap cleanup EXIT
+taskset -c 0 "$BIN" serve --listen "127.0.0.1:$PORT" --database-url "$URL" --db-max-connections 64 \
+    --admin-token "$TOKEN" >/dev/null 2>&1 &
+node=$!
+for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+STORE=$(curl -fs -X POST -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/v2/key-value-stores?name=list" |
+    sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
+psql -X -q -v ON_ERROR_STOP=1 "$DB" -v store="$STORE" <<'SQL'
+INSERT INTO records (store_id, key, content_type, size, body, version)
+SELECT :'store', 'k' || lpad(i::text, 8, '0'), 'application/octet-stream',
+    CASE WHEN i % 10 = 0 THEN 1024 ELSE 64 END,
+    CASE WHEN i % 10 = 0 THEN convert_to(repeat('h', 1024), 'UTF8')
+        ELSE convert_to(repeat('v', 64), 'UTF8') END, 1
+FROM generate_series(0, 9999) i;
+UPDATE stores SET record_count = 10000, storage_bytes = 1000 * 1024 + 9000 * 64 WHERE id = :'store';
+VACUUM ANALYZE records;
+SQL
+psql -X -q "$DB" -f "$DIR/schema.sql" >/dev/null 2>&1
+PATHS=$(mktemp)
+for _ in $(seq 500); do
+    printf '/v2/key-value-stores/%s/keys?limit=1000&exclusiveStartKey=k%08d\n' "$STORE" $((RANDOM % 9000))
+done >"$PATHS"
+pin() {
+    sleep 1
+    for pid in $(psql -X -Atc "SELECT pid FROM pg_stat_activity WHERE datname = '$DB'" "$DB"); do
+        taskset -p -c 0 "$pid" >/dev/null 2>&1 || true
+    done
+}
+# Warm-up (and the access caches filled).
+BENCH_AUTH=$TOKEN taskset -c 1 wrk -t1 -c64 -d2s -s "$DIR/../lua/get.lua" "http://127.0.0.1:$PORT" -- "$PATHS" >/dev/null
+for rep in 1 2; do
+    BENCH_AUTH=$TOKEN taskset -c 1 wrk -t1 -c64 -d6s -s "$DIR/../lua/get.lua" "http://127.0.0.1:$PORT" -- "$PATHS" \
+        >"$PATHS.out" 2>&1 &
+    w=$!
+    pin
+    wait "$w"
+    printf 'kvstore GET /keys?limit=1000   %s (non-2xx: %s)\n' "$(grep -o 'Requests/sec: *[0-9.]*' "$PATHS.out")" \
+        "$(grep -o 'Non-2xx or 3xx responses: [0-9]*' "$PATHS.out" || echo 0)"
+done
+# The node's 64 connections and pgbench's would pass max_connections: the node goes first.
+kill "$node"
+wait "$node" || true
+node=
+for rep in 1 2; do
+    taskset -c 1 pgbench -n -M prepared -c 64 -j 1 -T 6 -f "$DIR/range.sql" "$DB" >"$PATHS.out" 2>&1 &
+    p=$!
+    pin
+    wait "$p" || true
+    printf 'range.sql (pgbench)            %s\n' "$(grep -o 'tps = [0-9.]*' "$PATHS.out" | head -1)"
+done
+rm -f "$PATHS" "$PATHS.out"
