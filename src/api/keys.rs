@@ -209,7 +209,11 @@ pub async fn keys_list(
         .into_iter()
         .map(|meta| {
             let key = meta.key.into_string();
-            let mut url = format!("{base}/{key}");
+            // Room for a signature too (base62 of 120 bits: at most 21 characters).
+            let mut url = String::with_capacity(base.len() + key.len() + 33);
+            url.push_str(&base);
+            url.push('/');
+            url.push_str(&key);
             // A key that spells a storage message gets a plain URL: its signature would open
             // the whole store for ever (see `auth::key_spells_storage_message`).
             if let Some(signer) = signer
