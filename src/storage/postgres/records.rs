@@ -9,9 +9,7 @@ use super::access_cache::{count, Outcome};
 use super::chunks::{body_budget, free_replaced, missed_chunks, write_chunks, CHUNK, INLINE_MAX};
 use super::errors::db_err;
 use super::objects::object_of;
-use super::rows::{
-    corrupt, meta_of, store_from_row, stored_body, to_i64, to_u64, StoredBody,
-};
+use super::rows::{corrupt, meta_of, store_from_row, stored_body, to_i64, to_u64, StoredBody};
 use super::spool::chunks_to_file;
 use super::sql::{
     record_query, DELETE_RECORD, GENERATION, IMPORT_RECORDS, KEYS_AFTER, KEYS_AFTER_CACHED,
