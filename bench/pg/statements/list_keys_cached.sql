@@ -5,4 +5,5 @@
 \set i random(0, 8999)
 SELECT g.value AS generation, r.key, r.size, r.content_type, r.version
 FROM kvstore_generation g LEFT JOIN LATERAL (SELECT key, size, content_type, version FROM records
-    WHERE store_id = :store AND key > 'k' || lpad(:i::text, 8, '0') ORDER BY key LIMIT 1001) r ON true;
+    WHERE store_id = :store AND key > 'k' || lpad(:i::text, 8, '0') ORDER BY key LIMIT 1001) r ON true
+WHERE g.id = 1;
