@@ -140,6 +140,37 @@ impl Node {
     }
 }
 
+impl Node {
+    /// `GET keys`' status, and the keys listed.
+    async fn keys(&self, token: Option<&str>, store: &str) -> (u16, Vec<String>) {
+        let path = format!("/v2/key-value-stores/{store}/keys");
+        let (status, body) = self.send(token, Method::GET, &path, None).await;
+        let keys = body["data"]["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|item| item["key"].as_str().unwrap().to_owned())
+            .collect();
+        (status, keys)
+    }
+
+    /// [`Node::warm`] by key listings: lists `store`'s keys as `token` (only `k`, every time)
+    /// until a listing is answered from the caches.
+    async fn warm_keys(&self, token: Option<&str>, store: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listed = (200, vec!["k".to_owned()]);
+        assert_eq!(self.keys(token, store).await, listed, "warming");
+        loop {
+            let hits = self.cache_hits().await;
+            assert_eq!(self.keys(token, store).await, listed, "warming");
+            if self.cache_hits().await > hits {
+                return;
+            }
+            assert!(Instant::now() < deadline, "listings do not use the caches");
+        }
+    }
+}
+
 struct Cluster {
     db: PgDatabase,
     admin: String,
@@ -458,4 +489,82 @@ async fn with_the_notification_connection_cut_nothing_stale_is_served() {
         .await;
     assert_eq!(status, 204, "unshare");
     assert_eq!(a.get(Some(&c.bob), s, "k").await, 404, "share removed on b");
+}
+
+/// A key listing answered from the caches is one statement that reads the access generation
+/// with the keys: with the notification connections cut, a change made meanwhile — generalAccess,
+/// a share removed, a token revoked, the store deleted — is refused by the very next listing, as
+/// with cold caches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_listing_from_the_caches_sees_every_change_without_notifications() {
+    let Some(c) = cluster().await else { return };
+    let (a, b, s) = (&c.a, &c.b, c.store.as_str());
+    let db = c.db.url.rsplit('/').next().unwrap().to_owned();
+    let mut admin = sqlx::PgConnection::connect(&pg_admin_url()).await.unwrap();
+    await_listeners(&mut admin, &db, 2).await;
+    let share_path = format!("/v2/key-value-stores/{s}/shares/bob");
+    let read = json!({ "access": "READ" });
+    b.data(&c.alice, Method::PUT, &share_path, Some(read), 200)
+        .await;
+    a.warm_keys(None, s).await;
+
+    // As in `with_the_notification_connection_cut_nothing_stale_is_served`: the notification
+    // connections cut and kept down, the changes made on a connection opened before.
+    let mut changer = sqlx::PgConnection::connect(&c.db.url).await.unwrap();
+    sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = $1 AND application_name = $2",
+    )
+    .bind(&db)
+    .bind(LISTENER_NAME)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(cut, [true, true]);
+    await_listeners(&mut admin, &db, 0).await;
+    let change = |sql: &'static str| sqlx::query(sql).bind(s);
+
+    a.warm_keys(None, s).await;
+    change("UPDATE stores SET general_access = 'RESTRICTED' WHERE id = $1")
+        .execute(&mut changer)
+        .await
+        .unwrap();
+    assert_eq!(a.keys(None, s).await.0, 404, "generalAccess changed");
+
+    a.warm_keys(Some(&c.bob), s).await;
+    change("DELETE FROM store_shares WHERE store_id = $1")
+        .execute(&mut changer)
+        .await
+        .unwrap();
+    assert_eq!(a.keys(Some(&c.bob), s).await.0, 404, "share removed");
+
+    change(
+        "INSERT INTO store_shares (store_id, user_id, access)
+         SELECT $1, id, 'READ' FROM users WHERE username = 'bob'",
+    )
+    .execute(&mut changer)
+    .await
+    .unwrap();
+    a.warm_keys(Some(&c.bob), s).await;
+    sqlx::query("DELETE FROM tokens WHERE user_id = (SELECT id FROM users WHERE username = 'bob')")
+        .execute(&mut changer)
+        .await
+        .unwrap();
+    assert_eq!(a.keys(Some(&c.bob), s).await.0, 401, "token revoked");
+
+    a.warm_keys(Some(&c.alice), s).await;
+    change("UPDATE stores SET deleted = true WHERE id = $1")
+        .execute(&mut changer)
+        .await
+        .unwrap();
+    assert_eq!(a.keys(Some(&c.alice), s).await.0, 404, "store deleted");
+    assert_eq!(listeners(&mut admin, &db).await, 0, "came back too early");
+    sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
 }

@@ -7,7 +7,8 @@
 //!
 //! A store named by id (what the clients send) costs one storage call,
 //! [`crate::storage::RecordStore::record_read`]: the token's user, the store, the caller's share and, for
-//! `GET record`, the record. A name costs the lookups it needs.
+//! `GET record`, the record, for a key listing, its page of keys. A name costs the lookups it
+//! needs.
 //!
 //! Errors come in this order: a token that authenticates nobody (401), a bad record key (400), no
 //! token for a write (401), a repeated `signature` (400), then the store and the access decision.
@@ -15,7 +16,7 @@
 use crate::auth::{self, Access, Caller, ReachedBy, SignatureError};
 use crate::error::{ApiError, ApiResult};
 use crate::model::{now_millis, Invalid, RecordKey, ShareAccess, StoreId, StoreInfo, StoreRef};
-use crate::storage::{AccessStamp, Record};
+use crate::storage::{AccessStamp, KeyListQuery, KeyPage, Record};
 
 use super::{AppState, BearerToken};
 
@@ -42,6 +43,8 @@ pub struct Ask<'a> {
     signature: ApiResult<Option<&'a str>>,
     /// Read the record too (`GET record`).
     read_record: bool,
+    /// List these keys too (`GET keys`).
+    keys: Option<&'a KeyListQuery>,
     /// A PUT or DELETE of the record, which confirms the access check itself (see
     /// [`Resolved::unconfirmed`]).
     writing: bool,
@@ -56,6 +59,7 @@ impl<'a> Ask<'a> {
             need,
             signature: Ok(None),
             read_record: false,
+            keys: None,
             writing: false,
         }
     }
@@ -77,6 +81,14 @@ impl<'a> Ask<'a> {
     pub fn reading_record(self) -> Self {
         Ask {
             read_record: true,
+            ..self
+        }
+    }
+
+    /// Also list the store's keys; by id they come in the same storage call as the access check.
+    pub fn listing_keys(self, query: &'a KeyListQuery) -> Self {
+        Ask {
+            keys: Some(query),
             ..self
         }
     }
@@ -103,6 +115,8 @@ pub struct Resolved {
     pub by_signature: bool,
     /// The record, when the ask read it and it exists.
     pub record: Option<Record>,
+    /// The page of keys, when the ask listed them; `None` then if the store is gone since.
+    pub keys: Option<KeyPage>,
     /// Whether `store`'s counters are exact: `record_read` may leave them out.
     counters_exact: bool,
     /// For an ask [`Ask::writing_record`]: the access was decided from the backend's caches, not
@@ -179,7 +193,8 @@ struct Found {
     reached_by: ReachedBy,
     share: Option<ShareAccess>,
     record: Option<Record>,
-    /// Everything came from one `record_read` (by id), the record too when asked for.
+    keys: Option<KeyPage>,
+    /// Everything came from one `record_read` (by id), the record or the keys too when asked for.
     one_call: bool,
     counters_exact: bool,
     unconfirmed: Option<AccessStamp>,
@@ -193,17 +208,18 @@ pub async fn resolve(state: &AppState, token: &BearerToken, ask: Ask<'_>) -> Api
         need,
         signature,
         read_record,
+        keys,
         writing,
     } = ask;
     let (found, checked) = match (check(token, key, need, signature), StoreRef::parse(raw)) {
         (Ok(checked), StoreRef::Id(id)) => {
             let key = checked.key.filter(|_| read_record);
-            let found = by_id(state, token, &id, key, writing).await?;
+            let found = by_id(state, token, &id, key, keys, writing).await?;
             // Refused on the caches' word alone: ask the database before answering.
             let found = if found.unconfirmed.is_some()
                 && decide(state, &found, need, checked.signed).is_err()
             {
-                by_id(state, token, &id, key, false).await?
+                by_id(state, token, &id, key, keys, false).await?
             } else {
                 found
             };
@@ -221,26 +237,40 @@ pub async fn resolve(state: &AppState, token: &BearerToken, ask: Ask<'_>) -> Api
         Some(key) => state.store.record_get(&found.store.id, key).await?,
         None => found.record,
     };
+    let keys = match keys.filter(|_| !found.one_call) {
+        Some(query) => state.store.keys_list(&found.store.id, query).await?,
+        None => found.keys,
+    };
     Ok(Resolved {
         store: found.store,
         access,
         by_signature,
         record,
+        keys,
         counters_exact: found.counters_exact,
         unconfirmed: found.unconfirmed,
     })
 }
 
-/// The hot path: the caller, the store, the caller's share and (given a key) the record in one
-/// storage call.
+/// The hot path: the caller, the store, the caller's share and (given a key) the record or (given
+/// a query) the keys in one storage call.
 async fn by_id(
     state: &AppState,
     token: &BearerToken,
     id: &StoreId,
     key: Option<&RecordKey>,
+    keys: Option<&KeyListQuery>,
     writing: bool,
 ) -> ApiResult<Found> {
-    let read = if writing {
+    let mut listed = None;
+    let read = if let Some(query) = keys {
+        let (read, page) = state
+            .store
+            .keys_read(token.hash().as_ref(), id, query)
+            .await?;
+        listed = page;
+        read
+    } else if writing {
         state
             .store
             .record_read_for_write(token.hash().as_ref(), id)
@@ -259,6 +289,7 @@ async fn by_id(
         reached_by: ReachedBy::Id,
         share: read.share,
         record: read.record,
+        keys: listed,
         one_call: true,
         counters_exact: read.counters_exact,
         unconfirmed: read.unconfirmed,
@@ -302,6 +333,7 @@ async fn by_name_of(state: &AppState, token: &BearerToken, by: StoreRef) -> ApiR
         reached_by: ReachedBy::Name,
         share,
         record: None,
+        keys: None,
         one_call: false,
         counters_exact: true,
         unconfirmed: None,

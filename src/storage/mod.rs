@@ -78,7 +78,7 @@ pub struct KeyListQuery {
     pub limit: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct KeyPage {
     pub items: Vec<RecordMeta>,
     /// More keys match after the last one returned.
@@ -317,6 +317,23 @@ pub trait RecordStore: Send + Sync + 'static {
 
     /// `None` when the store does not exist.
     async fn keys_list(&self, store: &StoreId, query: &KeyListQuery) -> Result<Option<KeyPage>>;
+    /// [`RecordStore::record_read`] of a key listing: the token's user, the store and the
+    /// caller's share, with one page of the store's keys (`None` when the store does not exist,
+    /// or is gone by the time they are read), in one round trip where the backend can. Nothing
+    /// here decides access: the caller drops the keys unless it grants it.
+    async fn keys_read(
+        &self,
+        token: Option<&TokenHash>,
+        store: &StoreId,
+        query: &KeyListQuery,
+    ) -> Result<(RecordRead, Option<KeyPage>)> {
+        let read = self.record_read(token, store, None).await?;
+        let keys = match read.store {
+            Some(_) => self.keys_list(store, query).await?,
+            None => None,
+        };
+        Ok((read, keys))
+    }
     async fn record_get(&self, store: &StoreId, key: &RecordKey) -> Result<Option<Record>>;
     /// The record without its body; backends that can avoid reading the body override this.
     async fn record_meta(&self, store: &StoreId, key: &RecordKey) -> Result<Option<RecordMeta>> {

@@ -1,4 +1,4 @@
--- What the database does for GET /keys?limit=1000 on the caches' word (src/storage/postgres/records.rs,
+-- What the database did for GET /keys?limit=1000 on the caches' word before issue 12 (records.rs,
 -- keys_list_impl): the cached access check's GENERATION, the store (select_stores: the row and its
 -- counter shards), then the range SELECT, as one pgbench transaction; compare with ../range.sql. See
 -- ../statements.sh.

@@ -307,6 +307,15 @@ impl RecordStore for PgStore {
         self.record_read_impl(token, store, key).await
     }
 
+    async fn keys_read(
+        &self,
+        token: Option<&TokenHash>,
+        store: &StoreId,
+        query: &KeyListQuery,
+    ) -> Result<(RecordRead, Option<KeyPage>)> {
+        self.keys_read_impl(token, store, query).await
+    }
+
     async fn record_get(&self, store: &StoreId, key: &RecordKey) -> Result<Option<Record>> {
         self.record_get_impl(store, key).await
     }

@@ -9,13 +9,11 @@ use super::access_cache::{count, Outcome};
 use super::chunks::{body_budget, free_replaced, missed_chunks, write_chunks, CHUNK, INLINE_MAX};
 use super::errors::db_err;
 use super::objects::object_of;
-use super::rows::{
-    corrupt, meta_of, store_from_row, stored_body, to_i64, to_u64, version_of, StoredBody,
-};
+use super::rows::{corrupt, meta_of, store_from_row, stored_body, to_i64, to_u64, StoredBody};
 use super::spool::chunks_to_file;
 use super::sql::{
-    record_query, DELETE_RECORD, GENERATION, IMPORT_RECORDS, PUT_RECORD, RECORD_READ,
-    RECORD_READ_CACHED,
+    record_query, DELETE_RECORD, GENERATION, IMPORT_RECORDS, KEYS_AFTER, KEYS_AFTER_CACHED,
+    KEYS_IN_PREFIX, KEYS_IN_PREFIX_CACHED, PUT_RECORD, RECORD_READ, RECORD_READ_CACHED,
 };
 use super::PgStore;
 use crate::model::{
@@ -64,70 +62,80 @@ impl PgStore {
             if self.store_get(store).await?.is_none() {
                 return Ok(None);
             }
-            // Keys hold only [a-zA-Z0-9!\-_.'()], so a prefix with any other character matches
-            // nothing, and every key starting with the prefix sorts below prefix || '~'.
-            if !query.prefix.bytes().all(crate::model::is_key_byte) {
-                return Ok(Some(KeyPage {
-                    items: Vec::new(),
-                    is_truncated: false,
-                }));
-            }
-            // PostgreSQL text cannot hold NUL; a start key is compared up to it without changing the
-            // result, since no key contains a byte below '!'.
-            let start = query
-                .exclusive_start_key
-                .as_deref()
-                .map(|s| s.split('\0').next().unwrap_or(""))
-                .unwrap_or("");
-            let limit = i64::try_from(query.limit)
-                .unwrap_or(i64::MAX)
-                .saturating_add(1);
-            let rows = if query.prefix.is_empty() {
-                self.rows(
-                    sqlx::query(
-                        "SELECT key, size, content_type, version FROM records
-                         WHERE store_id = $1 AND key > $2 ORDER BY key LIMIT $3",
-                    )
-                    .bind(store.as_str())
-                    .bind(start)
-                    .bind(limit),
-                )
-                .await?
-            } else {
-                self.rows(
-                    sqlx::query(
-                        "SELECT key, size, content_type, version FROM records
-                         WHERE store_id = $1 AND key > $2 AND key >= $3 AND key < $4
-                         ORDER BY key LIMIT $5",
-                    )
-                    .bind(store.as_str())
-                    .bind(start)
-                    .bind(&query.prefix)
-                    .bind(format!("{}~", query.prefix))
-                    .bind(limit),
-                )
-                .await?
+            let Some(range) = KeyRange::of(query) else {
+                return Ok(Some(KeyPage::default()));
             };
-            let is_truncated = rows.len() > query.limit;
-            let items = rows
-                .iter()
-                .take(query.limit)
-                .map(|row| {
-                    Ok(RecordMeta {
-                        key: RecordKey::parse(row.try_get("key").map_err(db_err)?)
-                            .map_err(corrupt)?,
-                        size: to_u64(row.try_get("size").map_err(db_err)?),
-                        content_type: row.try_get("content_type").map_err(db_err)?,
-                        version: version_of(row)?,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Ok(Some(KeyPage {
-                items,
-                is_truncated,
-            }))
+            let rows = self
+                .rows(range.bind(KEYS_AFTER, KEYS_IN_PREFIX, store))
+                .await?;
+            page_of(&rows, 0, query.limit).map(Some)
         })
         .await
+    }
+
+    /// [`RecordStore::keys_read`]: from the caches and one statement ([`KEYS_AFTER_CACHED`])
+    /// when they hold the caller, the store and the share and the generation has not moved since;
+    /// otherwise the full path, [`Self::record_read_uncached`] then [`Self::keys_list_impl`].
+    ///
+    /// [`RecordStore::keys_read`]: crate::storage::RecordStore::keys_read
+    pub(super) async fn keys_read_impl(
+        &self,
+        token: Option<&TokenHash>,
+        store: &StoreId,
+        query: &KeyListQuery,
+    ) -> Result<(RecordRead, Option<KeyPage>)> {
+        let Some(cached) = self.access.lookup(token, store) else {
+            count(Outcome::Miss);
+            return self.keys_read_uncached(token, store, query).await;
+        };
+        let range = KeyRange::of(query);
+        let rows = self
+            .bounded(self.op_timeout, async {
+                match &range {
+                    Some(range) => {
+                        self.rows(range.bind(KEYS_AFTER_CACHED, KEYS_IN_PREFIX_CACHED, store))
+                            .await
+                    }
+                    None => self.rows(sqlx::query(GENERATION)).await,
+                }
+            })
+            .await?;
+        let generation = match rows.first() {
+            Some(row) => row.try_get::<i64, _>(0).map_err(db_err)?,
+            None => return Err(corrupt("no access generation")),
+        };
+        if generation != cached.generation {
+            count(Outcome::Stale);
+            return self.keys_read_uncached(token, store, query).await;
+        }
+        count(Outcome::Hit);
+        let page = match range {
+            Some(_) => page_of(&rows, 1, query.limit)?,
+            None => KeyPage::default(),
+        };
+        let read = RecordRead {
+            caller: cached.caller,
+            store: Some(cached.store),
+            share: cached.share,
+            record: None,
+            counters_exact: false,
+            unconfirmed: None,
+        };
+        Ok((read, Some(page)))
+    }
+
+    async fn keys_read_uncached(
+        &self,
+        token: Option<&TokenHash>,
+        store: &StoreId,
+        query: &KeyListQuery,
+    ) -> Result<(RecordRead, Option<KeyPage>)> {
+        let read = self.record_read_uncached(token, store, None).await?;
+        let keys = match read.store {
+            Some(_) => self.keys_list_impl(store, query).await?,
+            None => None,
+        };
+        Ok((read, keys))
     }
 
     pub(super) async fn record_read_impl(
@@ -631,4 +639,91 @@ impl PgStore {
 /// The outcome of a write given no generation: always current, so always `Some`.
 fn done(written: Option<WriteOutcome>) -> WriteOutcome {
     written.unwrap_or(WriteOutcome::StoreMissing)
+}
+
+/// The bounds of a key listing's range scan; `None` when no key can match.
+struct KeyRange<'q> {
+    start: &'q str,
+    /// The prefix and the bound every key with it sorts below.
+    prefix: Option<(&'q str, String)>,
+    limit: i64,
+}
+
+impl<'q> KeyRange<'q> {
+    fn of(query: &'q KeyListQuery) -> Option<Self> {
+        // Keys hold only [a-zA-Z0-9!\-_.'()], so a prefix with any other character matches
+        // nothing, and every key starting with the prefix sorts below prefix || '~'.
+        if !query.prefix.bytes().all(crate::model::is_key_byte) {
+            return None;
+        }
+        // PostgreSQL text cannot hold NUL; a start key is compared up to it without changing the
+        // result, since no key contains a byte below '!'.
+        let start = query
+            .exclusive_start_key
+            .as_deref()
+            .map(|s| s.split('\0').next().unwrap_or(""))
+            .unwrap_or("");
+        let prefix = (!query.prefix.is_empty())
+            .then(|| (query.prefix.as_str(), format!("{}~", query.prefix)));
+        // One more than the page, to know whether more follow.
+        let limit = i64::try_from(query.limit)
+            .unwrap_or(i64::MAX)
+            .saturating_add(1);
+        Some(KeyRange {
+            start,
+            prefix,
+            limit,
+        })
+    }
+
+    /// `plain` (store, start, limit) or, with a prefix, `in_prefix` (store, start, prefix, bound,
+    /// limit), bound to this range.
+    fn bind(
+        &'q self,
+        plain: &'static str,
+        in_prefix: &'static str,
+        store: &'q StoreId,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        match &self.prefix {
+            None => sqlx::query(plain)
+                .bind(store.as_str())
+                .bind(self.start)
+                .bind(self.limit),
+            Some((prefix, bound)) => sqlx::query(in_prefix)
+                .bind(store.as_str())
+                .bind(self.start)
+                .bind(*prefix)
+                .bind(bound.as_str())
+                .bind(self.limit),
+        }
+    }
+}
+
+/// The page of `limit` keys in `rows` (one more says more follow), whose key, size, content
+/// type and version columns start at `first`; decoded by position, rows without a key (the
+/// generation's alone, on an empty page) skipped.
+fn page_of(rows: &[PgRow], first: usize, limit: usize) -> Result<KeyPage> {
+    let mut items = Vec::with_capacity(rows.len().min(limit));
+    for row in rows {
+        let Some(key) = row.try_get::<Option<&str>, _>(first).map_err(db_err)? else {
+            continue;
+        };
+        if items.len() == limit {
+            return Ok(KeyPage {
+                items,
+                is_truncated: true,
+            });
+        }
+        let version: i64 = row.try_get(first + 3).map_err(db_err)?;
+        items.push(RecordMeta {
+            key: RecordKey::parse(key).map_err(corrupt)?,
+            size: to_u64(row.try_get(first + 1).map_err(db_err)?),
+            content_type: row.try_get(first + 2).map_err(db_err)?,
+            version: u64::from_ne_bytes(version.to_ne_bytes()),
+        });
+    }
+    Ok(KeyPage {
+        items,
+        is_truncated: false,
+    })
 }
