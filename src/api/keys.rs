@@ -255,14 +255,21 @@ impl KeyListJson<'_> {
                 out.push(b',');
             }
             let key = meta.key.as_str();
-            write!(
-                out,
-                "{{\"key\":\"{key}\",\"size\":{},\"recordPublicUrl\":",
-                meta.size
-            )
-            .map_err(serde_json::Error::io)?;
+            // A key read back from a backup or another store that breaks the rule is escaped
+            // like any string: the shortcut must never let a key end the JSON string.
+            let escaped;
+            let key_json = if key.bytes().all(crate::model::is_key_byte) {
+                key.as_bytes()
+            } else {
+                escaped = serde_json::to_vec(key)?;
+                &escaped[1..escaped.len() - 1]
+            };
+            out.extend_from_slice(b"{\"key\":\"");
+            out.extend_from_slice(key_json);
+            write!(out, "\",\"size\":{},\"recordPublicUrl\":", meta.size)
+                .map_err(serde_json::Error::io)?;
             out.extend_from_slice(&base);
-            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(key_json);
             // A key that spells a storage message gets a plain URL: its signature would open
             // the whole store for ever (see `auth::key_spells_storage_message`).
             if let Some(signer) = signer
@@ -291,5 +298,51 @@ impl KeyListJson<'_> {
         serde_json::to_writer(&mut out, &self.next_exclusive_start_key)?;
         out.extend_from_slice(b"}}");
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{RecordKey, UserId};
+
+    #[test]
+    fn a_listing_escapes_a_key_that_breaks_the_key_rule() {
+        let store = StoreInfo::new(UserId::generate(), None, None);
+        // Only deserializing (a backup, another store) can make such a key.
+        let key = |s: &str| -> RecordKey { serde_json::from_value(s.into()).unwrap() };
+        let items = [
+            RecordMeta {
+                key: key("plain-(key)!'."),
+                size: 1,
+                content_type: "text/plain".into(),
+                version: 1,
+            },
+            RecordMeta {
+                key: key("a\"b\\c\n"),
+                size: 2,
+                content_type: "text/plain".into(),
+                version: 1,
+            },
+        ];
+        for signed in [false, true] {
+            let page = KeyListJson {
+                store: &store,
+                public_url: "http://x",
+                signed,
+                items: &items,
+                limit: 10,
+                exclusive_start_key: None,
+                is_truncated: false,
+                next_exclusive_start_key: None,
+            };
+            let json: serde_json::Value = serde_json::from_slice(&page.write().unwrap()).unwrap();
+            let listed = &json["data"]["items"];
+            assert_eq!(listed[0]["key"], "plain-(key)!'.");
+            assert_eq!(listed[1]["key"], "a\"b\\c\n");
+            let url = listed[1]["recordPublicUrl"].as_str().unwrap();
+            assert!(url.contains("/records/a\"b\\c\n"), "{url}");
+            assert_eq!(json["data"]["count"], 2);
+        }
     }
 }
