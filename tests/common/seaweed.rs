@@ -4,7 +4,8 @@
 //!
 //! `weed server` is one process: dropping a [`Seaweed`] kills it, and a small shell watchdog
 //! kills it when the test process is gone (so a crashed or killed test binary leaves nothing
-//! running, and the instance [`shared`] hands out, which is never dropped, goes with its process).
+//! running, and the instance [`shared`] hands out, which is never dropped, goes with its process,
+//! its data directory too).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -179,15 +180,19 @@ impl Seaweed {
             .spawn()
             .unwrap();
         // The watchdog: kills weed (by its own pid) once this test process is gone, and ends by
-        // itself when weed does.
+        // itself when weed does. With the test process gone it also removes the data directory,
+        // which the process-wide instance's `TempDir` (never dropped) would leave behind; while the
+        // process lives, weed may be stopped and started again on the same data.
         let watchdog = Command::new("bash")
             .arg("-c")
             .arg(
                 "while kill -0 \"$OWNER\" 2>/dev/null && kill -0 \"$WEED_PID\" 2>/dev/null; do \
-                 sleep 0.5; done; kill -9 \"$WEED_PID\" 2>/dev/null",
+                 sleep 0.5; done; kill -9 \"$WEED_PID\" 2>/dev/null; \
+                 if ! kill -0 \"$OWNER\" 2>/dev/null; then sleep 1; rm -rf -- \"$WEED_DIR\"; fi",
             )
             .env("OWNER", std::process::id().to_string())
             .env("WEED_PID", child.id().to_string())
+            .env("WEED_DIR", self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
