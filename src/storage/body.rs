@@ -4,11 +4,10 @@
 use std::io::Read;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncSeekExt;
 
 use super::objects::{ByteStream, Objects};
-use super::{Result, StorageError};
+use super::Result;
 use crate::model::RecordMeta;
 
 /// A body to store. Its size is known before the write starts.
@@ -111,16 +110,14 @@ impl ObjectBody {
             .await
     }
 
-    /// The whole body copied into a new temporary file in `dir`, a piece at a time.
+    /// The whole body copied into a new temporary file in `dir`, a piece at a time
+    /// ([`Objects::get_into`]).
     pub async fn spool(&self, dir: &std::path::Path) -> Result<tempfile::NamedTempFile> {
-        let mut stream = self.open(0, self.len).await?;
         let (file, path) = tempfile::NamedTempFile::new_in(dir)?.into_parts();
         let mut file = tokio::fs::File::from_std(file);
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| StorageError::Unavailable(e.to_string()))?;
-            file.write_all(&chunk).await?;
-        }
-        file.flush().await?;
+        self.objects
+            .get_into(&self.name, &mut file, self.len)
+            .await?;
         file.rewind().await?;
         Ok(tempfile::NamedTempFile::from_parts(
             file.into_std().await,
