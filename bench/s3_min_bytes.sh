@@ -11,51 +11,16 @@
 #        PG_URL        an admin URL of the PostgreSQL server (default postgres://postgres@127.0.0.1:5432/postgres)
 #        N             requests per size and kind (default 40, after 5 warm-up requests)
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-KVSTORE_BIN=${KVSTORE_BIN:-$ROOT/target/release/kvstore}
-PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 N=${N:-40}
 SIZES=("$@")
 [[ ${#SIZES[@]} -gt 0 ]] || SIZES=(16 64 128 256 512 1024 4096)
-[[ -x $KVSTORE_BIN ]] || (cd "$ROOT" && cargo build --release --bin kvstore)
-W=$("$ROOT/scripts/seaweedfs.sh" 2>/dev/null)
-D=$(mktemp -d)
-P=$((20000 + RANDOM % 20000))
-dbs=("kvstore_minb_inline_$$" "kvstore_minb_object_$$")
-WP= S3=
-read -r WP S3 < <(BUCKET=bench-bucket "$ROOT/scripts/seaweedfs.sh" start "$D/weed" 2>/dev/null) || true
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  # weed may not exit on SIGTERM: SIGKILL after a short grace.
-  if [[ -n $WP ]]; then
-    kill "$WP" 2>/dev/null
-    for _ in $(seq 20); do kill -0 "$WP" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$WP" 2>/dev/null
-  fi
-  for db in "${dbs[@]}"; do
-    psql -q "$PG_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
-  done
-  rm -rf "$D"
-}
-trap cleanup EXIT
-[[ -n $S3 ]] || { echo "SeaweedFS did not start" >&2; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/s3_lib.sh"
 
 # Node 0: everything inline (the threshold above any size here); node 1: everything in the bucket.
-for i in 0 1; do
-  psql -q "$PG_URL" -c "CREATE DATABASE ${dbs[$i]}"
-  min=$((i == 0 ? 1 << 40 : 1))
-  KVSTORE_ADMIN_TOKEN=bench-token-0123456789 "$KVSTORE_BIN" serve --listen "127.0.0.1:$((P + i))" \
-    --database-url "${PG_URL%/*}/${dbs[$i]}" --object-store "s3://bench-bucket/n$i" \
-    --object-store-endpoint "$S3" --object-store-min-bytes "$min" >"$D/kvstore$i.log" 2>&1 &
-  PIDS+=($!)
-done
-for i in 0 1; do
-  for _ in $(seq 300); do
-    curl -sf "http://127.0.0.1:$((P + i))/readyz" >/dev/null && break
-    sleep 0.1
-  done
-done
+start_node "$P" minb_inline --object-store s3://bench-bucket/n0 --object-store-endpoint "$S3" \
+  --object-store-min-bytes $((1 << 40))
+start_node $((P + 1)) minb_object --object-store s3://bench-bucket/n1 --object-store-endpoint "$S3" \
+  --object-store-min-bytes 1
 echo "binary: $KVSTORE_BIN; SeaweedFS: $("$W" version 2>&1 | head -n 1); $N requests per cell"
 python3 - "$P" "$N" "${SIZES[@]}" <<'PY'
 import http.client, json, os, statistics, sys, time

@@ -10,53 +10,17 @@
 #        PG_URL        an admin URL of the PostgreSQL server (default postgres://postgres@127.0.0.1:5432/postgres)
 #        DUR           seconds per wrk run (default 5)
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-KVSTORE_BIN=${KVSTORE_BIN:-$ROOT/target/release/kvstore}
-PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 DUR=${DUR:-5}
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
-[[ -x $KVSTORE_BIN ]] || (cd "$ROOT" && cargo build --release --bin kvstore)
-W=$("$ROOT/scripts/seaweedfs.sh" 2>/dev/null)
-D=$(mktemp -d)
-P=$((20000 + RANDOM % 20000))
-dbs=("kvstore_small_plain_$$" "kvstore_small_s3_$$")
-WP= S3=
-read -r WP S3 < <(BUCKET=bench-bucket "$ROOT/scripts/seaweedfs.sh" start "$D/weed" 2>/dev/null) || true
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  if [[ -n $WP ]]; then
-    kill "$WP" 2>/dev/null
-    for _ in $(seq 20); do kill -0 "$WP" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$WP" 2>/dev/null
-  fi
-  for db in "${dbs[@]}"; do
-    psql -q "$PG_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
-  done
-  rm -rf "$D"
-}
-trap cleanup EXIT
-[[ -n $S3 ]] || { echo "SeaweedFS did not start" >&2; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/s3_lib.sh"
 
-TOKEN=bench-token-0123456789
+start_node "$P" small_plain
+start_node $((P + 1)) small_s3 --object-store s3://bench-bucket/small --object-store-endpoint "$S3"
+head -c 1024 /dev/urandom >"$D/body"
 for i in 0 1; do
-  psql -q "$PG_URL" -c "CREATE DATABASE ${dbs[$i]}"
-  extra=()
-  ((i == 1)) && extra=(--object-store s3://bench-bucket/small --object-store-endpoint "$S3")
-  KVSTORE_ADMIN_TOKEN=$TOKEN "$KVSTORE_BIN" serve --listen "127.0.0.1:$((P + i))" \
-    --database-url "${PG_URL%/*}/${dbs[$i]}" "${extra[@]}" >"$D/kvstore$i.log" 2>&1 &
-  PIDS+=($!)
-done
-for i in 0 1; do
-  for _ in $(seq 300); do
-    curl -sf "http://127.0.0.1:$((P + i))/readyz" >/dev/null && break
-    sleep 0.1
-  done
-  id=$(curl -sf -X POST -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$((P + i))/v2/key-value-stores?name=small" |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["data"]["id"])')
+  id=$(new_store $((P + i)) small)
   for k in $(seq 1000); do echo "/v2/key-value-stores/$id/records/k$k"; done >"$D/paths$i"
   # The records GET reads: written once before the runs.
-  head -c 1024 /dev/urandom >"$D/body"
   while read -r path; do
     curl -sf -o /dev/null -X PUT -H "Authorization: Bearer $TOKEN" -H 'content-type: application/octet-stream' \
       --data-binary @"$D/body" "http://127.0.0.1:$((P + i))$path"
