@@ -345,6 +345,29 @@ async fn listeners(admin: &mut sqlx::PgConnection, db: &str) -> i64 {
 }
 
 /// Waits (at most 20 s, polling) until `db` has `want` notification connections.
+/// Cuts both nodes' notification connections to `db` and keeps them from coming back (the
+/// database takes no new connections; the nodes' open ones go on working); returns a connection
+/// opened before, to make changes on.
+async fn cut_listeners(admin: &mut sqlx::PgConnection, db: &str, url: &str) -> sqlx::PgConnection {
+    let changer = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false"))
+        .execute(&mut *admin)
+        .await
+        .unwrap();
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = $1 AND application_name = $2",
+    )
+    .bind(db)
+    .bind(LISTENER_NAME)
+    .fetch_all(&mut *admin)
+    .await
+    .unwrap();
+    assert_eq!(cut, [true, true]);
+    await_listeners(admin, db, 0).await;
+    changer
+}
+
 async fn await_listeners(admin: &mut sqlx::PgConnection, db: &str, want: i64) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -381,22 +404,7 @@ async fn with_the_notification_connection_cut_nothing_stale_is_served() {
     // takes no new connections (the nodes' open ones go on working). The change below is made on
     // a connection opened before: a node's request that happened to need a new connection now
     // would fail for a reason of its own.
-    let mut changer = sqlx::PgConnection::connect(&c.db.url).await.unwrap();
-    sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let cut: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE datname = $1 AND application_name = $2",
-    )
-    .bind(&db)
-    .bind(LISTENER_NAME)
-    .fetch_all(&mut admin)
-    .await
-    .unwrap();
-    assert_eq!(cut, [true, true]);
-    await_listeners(&mut admin, &db, 0).await;
+    let mut changer = cut_listeners(&mut admin, &db, &c.db.url).await;
 
     // While they are down: a's caches serve, and a change is seen by a's next request.
     a.warm(None, s, "k").await;
@@ -510,22 +518,7 @@ async fn a_key_listing_from_the_caches_sees_every_change_without_notifications()
 
     // As in `with_the_notification_connection_cut_nothing_stale_is_served`: the notification
     // connections cut and kept down, the changes made on a connection opened before.
-    let mut changer = sqlx::PgConnection::connect(&c.db.url).await.unwrap();
-    sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let cut: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE datname = $1 AND application_name = $2",
-    )
-    .bind(&db)
-    .bind(LISTENER_NAME)
-    .fetch_all(&mut admin)
-    .await
-    .unwrap();
-    assert_eq!(cut, [true, true]);
-    await_listeners(&mut admin, &db, 0).await;
+    let mut changer = cut_listeners(&mut admin, &db, &c.db.url).await;
     let change = |sql: &'static str| sqlx::query(sql).bind(s);
 
     a.warm_keys(None, s).await;
