@@ -65,6 +65,9 @@ pub struct ServerConfig {
     /// How often orphan bodies are looked for and removed ([`crate::storage::Housekeeping::orphans`]);
     /// `None`: never.
     pub orphan_check_interval: Option<Duration>,
+    /// Answer the plain `GET` of a record held in memory before routing ([`api::FastGet`]); on
+    /// unless a test compares it with the normal path.
+    pub fast_get: bool,
 }
 
 impl ServerConfig {
@@ -84,6 +87,7 @@ impl ServerConfig {
             rate_limit: None,
             access_flush_interval: Duration::from_secs(5),
             orphan_check_interval: Some(Duration::from_secs(24 * 3600)),
+            fast_get: true,
         }
     }
 
@@ -114,6 +118,11 @@ pub async fn serve(
         config: Arc::new(config.api()),
         rate_limiter: config.rate_limit.map(api::rate_limit::RateLimiter::new),
     };
+    let fast = config
+        .fast_get
+        .then(|| api::FastGet::new(&state))
+        .flatten()
+        .map(Arc::new);
     api::init_metrics();
     let flusher = tokio::spawn(flush_access_periodically(
         store.clone(),
@@ -221,6 +230,11 @@ pub async fn serve(
         let limits = ConnectionLimits {
             idle: config.idle_timeout,
             send: config.send_timeout,
+        };
+        let app = Connection {
+            routed: TowerToHyperService::new(app),
+            fast: fast.clone(),
+            activity: activity.clone(),
         };
         let (builder, tls, stopping) = (builder.clone(), tls.clone(), stopping.clone());
         metrics::gauge!("kvstore_open_connections").increment(1.0);
@@ -383,13 +397,41 @@ impl<S> App for S where
 {
 }
 
+/// The API as hyper drives it on one connection: the fast path ([`api::FastGet`]) where it takes
+/// the request, else the router.
+#[derive(Clone)]
+struct Connection<S> {
+    routed: TowerToHyperService<S>,
+    fast: Option<Arc<api::FastGet>>,
+    activity: Arc<Activity>,
+}
+
+impl<S: App> hyper::service::Service<Request<Incoming>> for Connection<S> {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::Either<
+        std::future::Ready<Result<Self::Response, Self::Error>>,
+        <TowerToHyperService<S> as hyper::service::Service<Request<Incoming>>>::Future,
+    >;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        use futures_util::future::Either;
+        if let Some(answer) = self.fast.as_ref().and_then(|fast| fast.answer(&request)) {
+            // In flight, as a routed request is, until its body is gone.
+            let response = answer.into_response(self.activity.begin());
+            return Either::Left(std::future::ready(Ok(response)));
+        }
+        Either::Right(self.routed.call(request))
+    }
+}
+
 /// Serves HTTP/1.1 or HTTP/2 (with TLS if `tls`) on one accepted connection until the client
 /// closes it, it sits idle for `limits.idle`, a write stalls for `limits.send`, or `stopping`.
 async fn serve_connection<S>(
     stream: tokio::net::TcpStream,
     builder: auto::Builder<TokioExecutor>,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    app: S,
+    app: Connection<S>,
     activity: Arc<Activity>,
     limits: ConnectionLimits,
     stopping: tokio_util::sync::CancellationToken,
@@ -432,7 +474,7 @@ where
 async fn drive<I, S>(
     builder: auto::Builder<TokioExecutor>,
     io: I,
-    app: S,
+    app: Connection<S>,
     activity: &Activity,
     limits: ConnectionLimits,
     stopping: &tokio_util::sync::CancellationToken,
@@ -441,8 +483,7 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: App,
 {
-    let connection =
-        builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(app));
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), app);
     tokio::pin!(connection);
     tokio::select! {
         served = connection.as_mut() => return served,

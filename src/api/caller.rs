@@ -2,23 +2,28 @@
 //! extractor, and the one place a token becomes a [`Caller`].
 
 use axum::extract::FromRequestParts;
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{header, HeaderValue};
 
 use super::{params, AppState};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::model::{Authenticated, Token, TokenHash};
 
+/// The token of an `Authorization` header: `Bearer …`, else a 401.
+pub(super) fn bearer(value: &HeaderValue) -> Result<Token, ApiError> {
+    let value = value.to_str().map_err(|_| ApiError::InvalidToken)?;
+    let (scheme, token) = value.trim().split_once(' ').ok_or(ApiError::InvalidToken)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(ApiError::InvalidToken);
+    }
+    Ok(Token::from_secret(token.trim().to_owned()))
+}
+
 /// The token from `Authorization: Bearer …` or `?token=`.
 pub(super) fn token_of(parts: &Parts) -> Result<Option<Token>, ApiError> {
     if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
-        let value = value.to_str().map_err(|_| ApiError::InvalidToken)?;
-        let (scheme, token) = value.trim().split_once(' ').ok_or(ApiError::InvalidToken)?;
-        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-            return Err(ApiError::InvalidToken);
-        }
-        return Ok(Some(Token::from_secret(token.trim().to_owned())));
+        return bearer(value).map(Some);
     }
     let params = params::Params::from_query(parts.uri.query());
     Ok(params

@@ -3,6 +3,7 @@
 //! headers itself (see `src/server.rs`), with a bare 431.
 
 use axum::extract::Request;
+use axum::http::{HeaderMap, Uri};
 
 use crate::error::ApiError;
 
@@ -12,9 +13,12 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Refuses a request whose request line and headers are over [`MAX_HEADER_BYTES`].
 pub fn check_size(request: &Request) -> Result<(), ApiError> {
-    let uri = request.uri();
-    let size = request
-        .headers()
+    check_parts(request.headers(), request.uri())
+}
+
+/// [`check_size`] of a request's headers and URI.
+pub(super) fn check_parts(headers: &HeaderMap, uri: &Uri) -> Result<(), ApiError> {
+    let size = headers
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 32)
         .sum::<usize>()

@@ -5,7 +5,9 @@
 mod admin;
 mod body;
 mod caller;
+mod cors;
 mod dto;
+mod fast;
 mod headers;
 mod keys;
 mod observe;
@@ -25,14 +27,14 @@ mod unread;
 mod users;
 
 use axum::extract::Request;
-use axum::http::{HeaderValue, Method, Uri};
+use axum::http::{Method, Uri};
 use axum::routing::get;
 use axum::Router;
-use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 use crate::error::ApiError;
 
 pub use caller::BearerToken;
+pub use fast::{FastAnswer, FastGet};
 pub use headers::MAX_HEADER_BYTES;
 pub use observe::init_metrics;
 pub use params::MAX_LIMIT;
@@ -40,7 +42,7 @@ pub use settings::Settings;
 pub use state::AppState;
 
 pub fn router(state: AppState) -> Router {
-    let cors = cors_layer(&state.config.cors_origins);
+    let cors = cors::layer(&state.config.cors_origins);
     let unlimited = Router::new()
         .route("/", get(ui::page))
         .route("/ui/{file}", get(ui::asset))
@@ -114,27 +116,6 @@ fn with_rate_limit(api: Router<AppState>, state: &AppState) -> Router<AppState> 
         )),
         None => api,
     }
-}
-
-/// CORS for browsers (the JS client runs in them): tokens travel in headers, never in cookies, so
-/// allowing an origin gives it nothing it could not do with the token anyway.
-fn cors_layer(origins: &[String]) -> CorsLayer {
-    let layer = CorsLayer::new()
-        .allow_methods(Any)
-        .allow_headers(Any)
-        .expose_headers(Any)
-        .max_age(std::time::Duration::from_secs(3600));
-    if origins.is_empty() {
-        return layer;
-    }
-    if origins.iter().any(|o| o == "*") {
-        return layer.allow_origin(Any);
-    }
-    let list: Vec<HeaderValue> = origins
-        .iter()
-        .filter_map(|o| HeaderValue::from_str(o.trim()).ok())
-        .collect();
-    layer.allow_origin(AllowOrigin::list(list))
 }
 
 async fn page_not_found() -> ApiError {

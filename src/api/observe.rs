@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body::Body as _;
@@ -86,6 +86,8 @@ thread_local! {
         metrics::counter!("kvstore_http_received_bytes_total"),
         metrics::counter!("kvstore_http_sent_bytes_total"),
     );
+    /// Requests the fast path answered ([`super::fast`]), also counted by route as all are.
+    static FAST: metrics::Counter = metrics::counter!("kvstore_http_fast_answers_total");
 }
 
 /// A body that adds the size of every data frame to `counter` as it passes: the bytes that
@@ -179,9 +181,8 @@ fn handles(route: &'static str, method: &'static str, status: u16) -> Handles {
     })
 }
 
-fn request_id(request: &Request) -> String {
-    request
-        .headers()
+fn request_id(headers: &HeaderMap) -> String {
+    headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| {
@@ -229,7 +230,7 @@ pub async fn observe(matched: Option<MatchedPath>, request: Request, next: Next)
     let started = Instant::now();
     let route = matched.map_or("unmatched", |m| intern_route(m.as_str()));
     let method = method_label(request.method());
-    let id = request_id(&request);
+    let id = request_id(request.headers());
     let (received, sent) = BYTES.with(Clone::clone);
     let request = request.map(|body| counted(body, received));
     // Only the id in the span: the fmt subscriber formats a span's fields when it is created, on
@@ -244,11 +245,28 @@ pub async fn observe(matched: Option<MatchedPath>, request: Request, next: Next)
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", v);
     }
+    let elapsed = counted_request(route, method, status, started);
+    let _entered = span.enter();
+    log_line(method, route, status, elapsed);
+    response
+}
+
+/// Counts a request answered with `status` in the route's metrics; how long it took.
+fn counted_request(
+    route: &'static str,
+    method: &'static str,
+    status: StatusCode,
+    started: Instant,
+) -> std::time::Duration {
     let elapsed = started.elapsed();
     let (requests, duration) = handles(route, method, status.as_u16());
     requests.increment(1);
     duration.record(elapsed.as_secs_f64());
-    let _entered = span.enter();
+    elapsed
+}
+
+/// The request's own log line, in its span.
+fn log_line(method: &str, route: &str, status: StatusCode, elapsed: std::time::Duration) {
     if status.is_server_error() {
         tracing::warn!(
             method,
@@ -266,7 +284,32 @@ pub async fn observe(matched: Option<MatchedPath>, request: Request, next: Next)
             "request"
         );
     }
-    response
+}
+
+/// What [`observe`] does around a request that the fast path ([`super::fast`]) answered from
+/// `request` (`route` is the pattern the router would have matched): the request id in the
+/// response, the route's metrics, the log line in the request's span; and the counter of the
+/// response body's bytes, for the body to count them as they go out. Nothing runs inside the span
+/// on that path but the log line, so the span is made only when that line is written.
+pub(super) fn observe_answered(
+    request: &HeaderMap,
+    route: &'static str,
+    started: Instant,
+    status: StatusCode,
+    response: &mut HeaderMap,
+) -> metrics::Counter {
+    let id = request_id(request);
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.insert("x-request-id", v);
+    }
+    let elapsed = counted_request(route, "GET", status, started);
+    FAST.with(|fast| fast.increment(1));
+    if status.is_server_error() || tracing::enabled!(tracing::Level::DEBUG) {
+        let span = tracing::info_span!("request", request_id = %id);
+        let _entered = span.enter();
+        log_line("GET", route, status, elapsed);
+    }
+    BYTES.with(|(_, sent)| sent.clone())
 }
 
 async fn guarded(request: Request, next: Next) -> Response {

@@ -21,7 +21,7 @@ fn segment(parts: &Parts, index: usize) -> Option<String> {
 }
 
 /// A raw path segment percent-decoded; `None` when not UTF-8.
-fn decoded(raw: &str) -> Option<String> {
+pub(super) fn decoded(raw: &str) -> Option<String> {
     // Byte search (memchr): a `char` pattern costs a GET several hundred instructions here.
     if !raw.as_bytes().contains(&b'%') {
         // Nothing to decode (the common case): the path is already UTF-8.

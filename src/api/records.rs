@@ -8,6 +8,7 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use tokio_util::io::ReaderStream;
 
 use super::body::{read_body, BodyLimits};
@@ -19,10 +20,10 @@ use super::openapi::responses::{
 use super::openapi::schemas::{Binary, QueryBool, RecordKey as RecordKeyParam, StoreRef};
 use super::params::{KeyFilterParams, Params, RecordGetParams};
 use super::paths::{RecordPath, StorePath};
-use super::resolve::{bad_key, resolve, Ask, Need, Resolved};
+use super::resolve::{bad_key, resolve, resolve_cached, Ask, Need, Resolved};
 use super::{AppState, BearerToken};
 use crate::error::{ApiError, ApiResult};
-use crate::model::{now_millis, Invalid, RecordKey, RecordMeta};
+use crate::model::{now_millis, Invalid, RecordKey, RecordMeta, StoreId, TokenHash};
 use crate::storage::{AccessKind, BodyOutput, IfCurrent, LocalBody, WriteOutcome};
 
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
@@ -292,13 +293,12 @@ pub async fn record_get(
     let (resolved, _) = resolve_record(&state, &token, &path, Need::Read, signature, true).await?;
     let RecordGetParams { attachment } = params.parse()?;
     let record = resolved.record.ok_or(ApiError::RecordNotFound)?;
-    state
-        .access
-        .record(&resolved.store.id, AccessKind::Read, now_millis());
-    let (status, mut headers) = record_answer(
+    let (status, mut headers) = get_answer(
+        &state,
+        &resolved.store.id,
         &request_headers,
         &record.meta,
-        ReadMethod::Get { attachment },
+        attachment,
     );
     if status == StatusCode::NOT_MODIFIED {
         return Ok(answer(status, headers, Body::empty()));
@@ -319,6 +319,42 @@ pub async fn record_get(
             Ok(answer(StatusCode::PARTIAL_CONTENT, headers, body))
         }
     }
+}
+
+/// A GET of a record found and readable, up to its body: counts the read, and answers with the
+/// status and headers of [`record_answer`] (the whole record's; a range narrows them).
+fn get_answer(
+    state: &AppState,
+    store: &StoreId,
+    request: &HeaderMap,
+    meta: &RecordMeta,
+    attachment: bool,
+) -> (StatusCode, HeaderMap) {
+    state.access.record(store, AccessKind::Read, now_millis());
+    record_answer(request, meta, ReadMethod::Get { attachment })
+}
+
+/// [`record_get`] of the whole record (no `Range`, `If-Range`, `signature` or `attachment`) by a
+/// token's holder, answered from the backend's memory without waiting ([`resolve_cached`]) as
+/// `record_get` would answer it: status, headers and body. `None` where the backend does not hold
+/// it all or `record_get` would refuse, and the request takes the normal path.
+pub(super) fn record_get_cached(
+    state: &AppState,
+    token: &TokenHash,
+    store: &StoreId,
+    key: &RecordKey,
+    request: &HeaderMap,
+) -> Option<(StatusCode, HeaderMap, Bytes)> {
+    let resolved = resolve_cached(state, token, store, key)?;
+    let record = resolved.record?;
+    let BodyOutput::Bytes(body) = record.body else {
+        return None;
+    };
+    let (status, headers) = get_answer(state, &resolved.store.id, request, &record.meta, false);
+    if status == StatusCode::NOT_MODIFIED {
+        return Some((status, headers, Bytes::new()));
+    }
+    Some((status, headers, body))
 }
 
 /// `len` bytes of a body from `first` on; of a body in the object store, a ranged request.

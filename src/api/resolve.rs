@@ -15,7 +15,9 @@
 
 use crate::auth::{self, Access, Caller, ReachedBy, SignatureError};
 use crate::error::{ApiError, ApiResult};
-use crate::model::{now_millis, Invalid, RecordKey, ShareAccess, StoreId, StoreInfo, StoreRef};
+use crate::model::{
+    now_millis, Invalid, RecordKey, ShareAccess, StoreId, StoreInfo, StoreRef, TokenHash,
+};
 use crate::storage::{AccessStamp, KeyListQuery, KeyPage, Record};
 
 use super::{AppState, BearerToken};
@@ -249,6 +251,40 @@ pub async fn resolve(state: &AppState, token: &BearerToken, ask: Ask<'_>) -> Api
         keys,
         counters_exact: found.counters_exact,
         unconfirmed: found.unconfirmed,
+    })
+}
+
+/// [`resolve`] of a token-bearing `GET` of a record by store id, without `signature`, answered
+/// from the backend's memory alone ([`crate::storage::RecordStore::record_read_cached`]): `Some`
+/// only where `resolve` would grant the read, with what it would find; `None` (the backend does
+/// not hold it all, or any refusal) sends the request down the normal path, which answers it.
+pub fn resolve_cached(
+    state: &AppState,
+    token: &TokenHash,
+    id: &StoreId,
+    key: &RecordKey,
+) -> Option<Resolved> {
+    let read = state.store.record_read_cached(token, id, key)?;
+    let found = Found {
+        caller: Caller::authenticated(read.caller?),
+        store: read.store?,
+        reached_by: ReachedBy::Id,
+        share: read.share,
+        record: read.record,
+        keys: None,
+        one_call: true,
+        counters_exact: read.counters_exact,
+        unconfirmed: None,
+    };
+    let (access, by_signature) = decide(state, &found, Need::Read, Signed::None).ok()?;
+    Some(Resolved {
+        store: found.store,
+        access,
+        by_signature,
+        record: found.record,
+        keys: None,
+        counters_exact: found.counters_exact,
+        unconfirmed: None,
     })
 }
 

@@ -55,6 +55,7 @@ pub async fn serve(args: ServeArgs) -> Outcome {
         rate_limit: args.rate_limit,
         access_flush_interval: Duration::from_secs(5),
         orphan_check_interval: Some(args.orphan_check_interval).filter(|i| !i.is_zero()),
+        fast_get: true,
     };
     println!(
         "kvstore {} listening on {scheme}://{addr}",

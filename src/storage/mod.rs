@@ -315,6 +315,19 @@ pub trait RecordStore: Send + Sync + 'static {
         })
     }
 
+    /// [`RecordStore::record_read`] of a record, answered from memory alone and without waiting,
+    /// where the backend holds all of it (the embedded engine: the token's caller and, for the
+    /// store's owner, the store's row and the record among its hot records); `None` otherwise, and
+    /// the caller asks `record_read`. What it answers is what `record_read` would.
+    fn record_read_cached(
+        &self,
+        _token: &TokenHash,
+        _store: &StoreId,
+        _key: &RecordKey,
+    ) -> Option<RecordRead> {
+        None
+    }
+
     /// `None` when the store does not exist.
     async fn keys_list(&self, store: &StoreId, query: &KeyListQuery) -> Result<Option<KeyPage>>;
     /// [`RecordStore::record_read`] of a key listing: the token's user, the store and the

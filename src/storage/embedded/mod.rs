@@ -358,6 +358,15 @@ impl RecordStore for EmbeddedStore {
         self.read_now(|txn| share_in(txn, store, user))
     }
 
+    fn record_read_cached(
+        &self,
+        token: &TokenHash,
+        store: &StoreId,
+        key: &RecordKey,
+    ) -> Option<RecordRead> {
+        self.hot_read(self.auth.generation(), token, store, key)
+    }
+
     async fn stores_shared_with(&self, user: &UserId, query: &StoreListQuery) -> Result<StorePage> {
         let (user, query) = (user.clone(), query.clone());
         self.read(move |txn| list_shared_with(txn, &user, &query))
