@@ -415,13 +415,34 @@ pub struct RecordMeta {
 impl RecordMeta {
     /// The strong `ETag` of this version of the record, quoted as HTTP wants it.
     pub fn etag(&self) -> String {
-        format!("\"{:016x}\"", self.version)
+        // By hand: `format!` cost every GET about 1k instructions here.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut etag = String::with_capacity(18);
+        etag.push('"');
+        for nibble in (0..16).rev() {
+            etag.push(char::from(HEX[((self.version >> (nibble * 4)) & 0xf) as usize]));
+        }
+        etag.push('"');
+        etag
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn etags_are_sixteen_hex_digits_quoted() {
+        for version in [0, 1, 0xabc, 0x0123_4567_89ab_cdef, u64::MAX] {
+            let meta = RecordMeta {
+                key: RecordKey::parse("k").unwrap(),
+                size: 0,
+                content_type: String::new(),
+                version,
+            };
+            assert_eq!(meta.etag(), format!("\"{version:016x}\""));
+        }
+    }
 
     #[test]
     fn record_keys_follow_the_apify_regex() {

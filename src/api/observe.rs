@@ -242,7 +242,7 @@ pub async fn observe(matched: Option<MatchedPath>, request: Request, next: Next)
         .await
         .map(|body| counted(body, sent));
     let status = response.status();
-    if let Ok(v) = HeaderValue::from_str(&id) {
+    if let Ok(v) = HeaderValue::try_from(id) {
         response.headers_mut().insert("x-request-id", v);
     }
     let elapsed = counted_request(route, method, status, started);
@@ -299,15 +299,16 @@ pub(super) fn observe_answered(
     response: &mut HeaderMap,
 ) -> metrics::Counter {
     let id = request_id(request);
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        response.insert("x-request-id", v);
-    }
     let elapsed = counted_request(route, "GET", status, started);
     FAST.with(|fast| fast.increment(1));
     if status.is_server_error() || tracing::enabled!(tracing::Level::DEBUG) {
         let span = tracing::info_span!("request", request_id = %id);
         let _entered = span.enter();
         log_line("GET", route, status, elapsed);
+    }
+    // From the `String` itself, not a copy of it.
+    if let Ok(v) = HeaderValue::try_from(id) {
+        response.insert("x-request-id", v);
     }
     BYTES.with(|(_, sent)| sent.clone())
 }

@@ -128,7 +128,7 @@ fn record_answer(
     }
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.size));
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Ok(etag) = HeaderValue::from_str(&meta.etag()) {
+    if let Ok(etag) = HeaderValue::try_from(meta.etag()) {
         headers.insert(header::ETAG, etag);
     }
     headers.insert(
