@@ -420,7 +420,9 @@ impl RecordMeta {
         let mut etag = String::with_capacity(18);
         etag.push('"');
         for nibble in (0..16).rev() {
-            etag.push(char::from(HEX[((self.version >> (nibble * 4)) & 0xf) as usize]));
+            etag.push(char::from(
+                HEX[((self.version >> (nibble * 4)) & 0xf) as usize],
+            ));
         }
         etag.push('"');
         etag
