@@ -18,7 +18,8 @@
 //!   during that recovery. Only the redb file is simulated: blob files are plain files that the
 //!   engine fsyncs (file and directory) before the commit that points at them, so at the cut the
 //!   blob directory is taken as it is (hard links into the next generation's directory); the
-//!   read check proves that every record pointing at a blob finds it whole.
+//!   read check proves that every record pointing at a blob finds it whole. (tests/power_loss.rs
+//!   cuts the power on every file and directory, blob files included, under the real binary.)
 //! - [`failed_fsync_then_restart_tears_no_record`]: the same, but `sync_data` fails (EIO) with the
 //!   power on, and the process (not the machine) restarts: it reads the file as the page cache
 //!   has it, with every write of the failed commit, which may therefore come back.
