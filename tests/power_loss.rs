@@ -41,7 +41,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use workload::*;
 
-/// Mounts the disk image `image` at `mnt`; `None` (after saying why) when this machine cannot.
+/// Mounts the disk image `image` at `mnt`; the error says why this machine cannot.
 fn mount(image: &Path, mnt: &Path) -> Result<PowerFs, String> {
     PowerFs::mount(image, mnt).map_err(|e| format!("mounting a FUSE filesystem at {mnt:?}: {e}"))
 }
