@@ -3,7 +3,8 @@
 //! since a file's last fsync, and every directory change since its directory's last fsync, apart.
 //! Concurrent HTTP writers (the workload and model of tests/crash.rs) PUT small and large (blob
 //! file, some spooled) bodies, overwrite and DELETE records, create and delete stores; at a random
-//! moment the server gets `kill -9` and the power is cut: what survives is what was synced plus a
+//! moment (or at a random request that changes the disk, often inside a commit) the power is cut
+//! and the server gets `kill -9`: what survives is what was synced plus a
 //! random part of the rest (writes whole, lost or torn at 4 KiB; directory changes kept or lost),
 //! for EVERY file of the data directory (the redb file, blob files, the directories). The server
 //! restarts on that image and the invariants of tests/crash.rs are checked: every acknowledged
@@ -82,6 +83,8 @@ async fn power_loss_on_every_file_loses_no_acknowledged_write() {
     let mut writers: Vec<WriterModel> = (0..WRITERS).map(WriterModel::new).collect();
     let mut disk = DiskStats::default();
     let (mut cuts, mut startup_cuts, mut orphans_removed) = (0u64, 0u64, 0u64);
+    // Rounds whose cut was armed at a request, and those where that request came (in time).
+    let (mut armed, mut cut_at_request) = (0u64, 0u64);
     let fail = |round: usize, server: Option<&Served>, msg: String| -> ! {
         panic!(
             "power loss round {round}: {msg}\n  seed {seed}: rerun with KVSTORE_CRASH_SEED={seed}\n  \
@@ -114,7 +117,9 @@ async fn power_loss_on_every_file_loses_no_acknowledged_write() {
             Ok(s) => s,
             Err(e) => fail(round, None, format!("restart failed: {e}")),
         };
-        let http = Arc::new(Http::new(&server.url));
+        let mut http = Http::new(&server.url);
+        http.power_off = Some(fs.power_flag());
+        let http = Arc::new(http);
         if let Err(e) = verify(&*http, &mut writers).await {
             fail(round, Some(&server), e);
         }
@@ -142,12 +147,26 @@ async fn power_loss_on_every_file_loses_no_acknowledged_write() {
                 ))
             })
             .collect();
-        let delay = match rng.gen_range(0..4) {
-            0 => rng.gen_range(0..20),
-            1 | 2 => rng.gen_range(20..200),
-            _ => rng.gen_range(200..500),
-        };
-        tokio::time::sleep(Duration::from_millis(delay)).await;
+        // The power goes off at a random request that changes the disk (often inside a commit,
+        // or at its fsync), the server dying with it; or at a random moment, after the kill.
+        if rng.gen_bool(0.5) {
+            fs.arm(rng.gen_range(1..300));
+            armed += 1;
+            let power = fs.power_flag();
+            // Unless the writers stop short of that request: then a kill at a random moment.
+            let deadline = Instant::now() + Duration::from_millis(1000);
+            while !power.load(Ordering::SeqCst) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            cut_at_request += u64::from(power.load(Ordering::SeqCst));
+        } else {
+            let delay = match rng.gen_range(0..4) {
+                0 => rng.gen_range(0..20),
+                1 | 2 => rng.gen_range(20..200),
+                _ => rng.gen_range(200..500),
+            };
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         http.killed.store(true, Ordering::SeqCst);
         server.kill9();
         for (i, task) in tasks.into_iter().enumerate() {
@@ -174,7 +193,8 @@ async fn power_loss_on_every_file_loses_no_acknowledged_write() {
         .map(|s| s.records.len())
         .sum();
     println!(
-        "power loss (FUSE): {cuts} cuts under load and {startup_cuts} during start-up in {:.1}s; \
+        "power loss (FUSE): {cuts} cuts under load ({cut_at_request} at a chosen request of the \
+         {armed} rounds armed so) and {startup_cuts} during start-up in {:.1}s; \
          {total}; at the end {records} records, {} in blob files; the start-up orphan checks \
          removed {orphans_removed} blob files; the disk saw {} writes ({} bytes), {} file and {} \
          directory fsyncs; the cuts kept {} unsynced writes whole, tore {}, lost {}, and kept {} \

@@ -11,7 +11,8 @@
 //!   is two, one per directory, which may survive apart);
 //! - `close` (FUSE `flush`/`release`) makes nothing durable.
 //!
-//! At [`PowerFs::cut`] the power goes off (every later request fails with EIO), and the surviving
+//! The power goes off at a chosen request that changes the disk ([`PowerFs::arm`]) or at
+//! [`PowerFs::cut`]; every later request fails with EIO. At the cut the surviving
 //! image is computed: per file, what was synced plus a random part of the later writes, each kept
 //! whole, lost, or torn at 4 KiB boundaries (every 4 KiB piece kept or not), at a length the file had
 //! at some point since its sync; per directory, what was synced plus a random subset of the later
@@ -24,6 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -123,6 +125,12 @@ struct Disk {
     next_ino: u64,
     /// The power is off: every request fails.
     off: bool,
+    /// Set with `off`, for the test to see.
+    power_off: Arc<AtomicBool>,
+    /// Requests that change the disk (writes, truncations, entry changes, fsyncs) so far.
+    ops: u64,
+    /// The power goes off at this one (it fails, as does every later request).
+    cut_at: Option<u64>,
     stats: DiskStats,
 }
 
@@ -142,6 +150,9 @@ impl Disk {
             nodes: HashMap::new(),
             next_ino: ROOT + 1,
             off: false,
+            power_off: Arc::new(AtomicBool::new(false)),
+            ops: 0,
+            cut_at: None,
             stats: DiskStats::default(),
         };
         disk.load_dir(image, ROOT, ROOT)?;
@@ -183,6 +194,23 @@ impl Disk {
         } else {
             Ok(())
         }
+    }
+
+    /// [`Disk::check`] for a request that changes the disk: counts it, and cuts the power if it
+    /// is the chosen one.
+    fn tick(&mut self) -> Result<(), Errno> {
+        self.check()?;
+        self.ops += 1;
+        if self.cut_at == Some(self.ops) {
+            self.power_off();
+            return Err(Errno::EIO);
+        }
+        Ok(())
+    }
+
+    fn power_off(&mut self) {
+        self.off = true;
+        self.power_off.store(true, Ordering::SeqCst);
     }
 
     fn attr(&self, ino: u64) -> Result<FileAttr, Errno> {
@@ -410,7 +438,7 @@ impl Filesystem for PowerFsOps {
         reply: ReplyAttr,
     ) {
         let mut d = self.0.lock();
-        let r = d.check().and_then(|()| {
+        let r = d.tick().and_then(|()| {
             if let Some(size) = size {
                 let f = d.file(ino.0)?;
                 let u = Unsynced::SetLen(size as usize);
@@ -435,7 +463,7 @@ impl Filesystem for PowerFsOps {
         reply: ReplyEntry,
     ) {
         let mut d = self.0.lock();
-        let r = d.check().and_then(|()| {
+        let r = d.tick().and_then(|()| {
             let node = Node::Dir(DirNode {
                 parent: parent.0,
                 ..DirNode::default()
@@ -460,7 +488,7 @@ impl Filesystem for PowerFsOps {
         reply: ReplyCreate,
     ) {
         let mut d = self.0.lock();
-        let r = d.check().and_then(|()| {
+        let r = d.tick().and_then(|()| {
             let ino = d.new_node(parent.0, name, Node::File(FileNode::default()))?;
             d.attr(ino)
         });
@@ -472,7 +500,7 @@ impl Filesystem for PowerFsOps {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let mut d = self.0.lock();
-        let r = d.check().and_then(|()| {
+        let r = d.tick().and_then(|()| {
             let ino = d.lookup(parent.0, name)?;
             d.file(ino)?;
             d.change(parent.0, vec![(name.to_owned(), None)])
@@ -485,7 +513,7 @@ impl Filesystem for PowerFsOps {
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let mut d = self.0.lock();
-        let r = d.check().and_then(|()| {
+        let r = d.tick().and_then(|()| {
             let ino = d.lookup(parent.0, name)?;
             if !d.dir(ino)?.entries.is_empty() {
                 return Err(Errno::ENOTEMPTY);
@@ -509,7 +537,7 @@ impl Filesystem for PowerFsOps {
         reply: ReplyEmpty,
     ) {
         let mut d = self.0.lock();
-        let r = d.check().and_then(|()| {
+        let r = d.tick().and_then(|()| {
             if flags.contains(RenameFlags::RENAME_EXCHANGE)
                 || flags.contains(RenameFlags::RENAME_WHITEOUT)
             {
@@ -595,7 +623,7 @@ impl Filesystem for PowerFsOps {
         reply: ReplyWrite,
     ) {
         let mut d = self.0.lock();
-        let r = d.check().and_then(|()| {
+        let r = d.tick().and_then(|()| {
             let f = d.file(ino.0)?;
             let u = Unsynced::Write {
                 offset: offset as usize,
@@ -634,7 +662,7 @@ impl Filesystem for PowerFsOps {
         reply: ReplyEmpty,
     ) {
         let mut d = self.0.lock();
-        let r = d.check().and_then(|()| d.fsync(ino.0));
+        let r = d.tick().and_then(|()| d.fsync(ino.0));
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -698,7 +726,7 @@ impl Filesystem for PowerFsOps {
         reply: ReplyEmpty,
     ) {
         let mut d = self.0.lock();
-        let r = d.check().and_then(|()| d.fsync(ino.0));
+        let r = d.tick().and_then(|()| d.fsync(ino.0));
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -746,13 +774,26 @@ impl PowerFs {
         })
     }
 
-    /// Cuts the power: from now on every request fails; unmounts; writes what survived as a real
+    /// Cuts the power at the `n`th request from now that changes the disk (a write, a
+    /// truncation, an entry change or an fsync; often inside a commit, or at its sync): it and every
+    /// later request fail with EIO. [`PowerFs::power_flag`] tells when that happened.
+    pub fn arm(&self, n: u64) {
+        let mut d = self.disk.lock();
+        d.cut_at = Some(d.ops + n.max(1));
+    }
+
+    /// Becomes true when the power goes off.
+    pub fn power_flag(&self) -> Arc<AtomicBool> {
+        self.disk.lock().power_off.clone()
+    }
+
+    /// Cuts the power (if [`PowerFs::arm`] did not already): from now on every request fails; unmounts; writes what survived as a real
     /// directory at `image` (which must not exist). Returns what happened on the disk since the
     /// mount.
     pub fn cut(mut self, image: &Path, rng: &mut StdRng) -> std::io::Result<DiskStats> {
         let stats = {
             let mut d = self.disk.lock();
-            d.off = true;
+            d.power_off();
             d.write_image(ROOT, image, rng, &mut BTreeSet::new())?;
             d.stats
         };
@@ -779,7 +820,7 @@ impl PowerFs {
 
 impl Drop for PowerFs {
     fn drop(&mut self) {
-        self.disk.lock().off = true;
+        self.disk.lock().power_off();
         let _ = self.unmount();
     }
 }

@@ -655,6 +655,9 @@ pub struct Http {
     pub client: reqwest::Client,
     pub base: String,
     pub killed: AtomicBool,
+    /// Set when the disk under the server loses power (tests/power_loss.rs): from then on the
+    /// server may answer 5xx (its I/O fails), which leaves the outcome unknown, like no answer.
+    pub power_off: Option<Arc<AtomicBool>>,
 }
 
 impl Http {
@@ -666,7 +669,14 @@ impl Http {
                 .unwrap(),
             base: format!("{url}/v2/key-value-stores"),
             killed: AtomicBool::new(false),
+            power_off: None,
         }
+    }
+
+    fn power_is_off(&self) -> bool {
+        self.power_off
+            .as_ref()
+            .is_some_and(|p| p.load(Ordering::SeqCst))
     }
 
     pub async fn send(&self, rb: reqwest::RequestBuilder) -> OpResult<reqwest::Response> {
@@ -688,6 +698,11 @@ impl Http {
         }
         let got = resp.status();
         let text = resp.text().await.unwrap_or_default();
+        if got.is_server_error() && self.power_is_off() {
+            return Err(OpError::Lost(format!(
+                "{got} after the power went off: {text}"
+            )));
+        }
         Err(OpError::Wrong(format!(
             "expected {status}, got {got}: {text}"
         )))
@@ -705,7 +720,7 @@ impl Http {
 #[async_trait]
 impl Target for Http {
     fn crashed(&self) -> bool {
-        self.killed.load(Ordering::SeqCst)
+        self.killed.load(Ordering::SeqCst) || self.power_is_off()
     }
 
     async fn create_store(&self, name: &str) -> OpResult<String> {
