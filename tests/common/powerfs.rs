@@ -305,13 +305,16 @@ impl Disk {
         Ok(())
     }
 
-    /// The surviving image of the tree under `ino`, written under `to`.
+    /// The surviving image of the tree under `ino`, written under `to`. `files` holds the
+    /// surviving content of each file met so far: a file under two names (a rename across
+    /// directories whose removal was lost) has one content.
     fn write_image(
         &mut self,
         ino: u64,
         to: &Path,
         rng: &mut StdRng,
         seen: &mut BTreeSet<u64>,
+        files: &mut HashMap<u64, Vec<u8>>,
     ) -> std::io::Result<()> {
         if !seen.insert(ino) {
             return Ok(()); // a directory renamed under two names: keep the first
@@ -340,9 +343,11 @@ impl Disk {
         for (name, child) in entries {
             let path = to.join(&name);
             match self.nodes.get(&child) {
-                Some(Node::Dir(_)) => self.write_image(child, &path, rng, seen)?,
+                Some(Node::Dir(_)) => self.write_image(child, &path, rng, seen, files)?,
                 Some(Node::File(f)) => {
-                    let data = surviving(f, rng, &mut self.stats);
+                    let data = files
+                        .entry(child)
+                        .or_insert_with(|| surviving(f, rng, &mut self.stats));
                     std::fs::write(&path, data)?;
                 }
                 None => {}
@@ -794,7 +799,7 @@ impl PowerFs {
         let stats = {
             let mut d = self.disk.lock();
             d.power_off();
-            d.write_image(ROOT, image, rng, &mut BTreeSet::new())?;
+            d.write_image(ROOT, image, rng, &mut BTreeSet::new(), &mut HashMap::new())?;
             d.stats
         };
         self.unmount()?;
