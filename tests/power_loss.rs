@@ -11,7 +11,9 @@
 //! write is there, byte for byte, every acknowledged delete gone, no record torn, store counters
 //! equal a recount, and `blobs/` holds exactly one file per live record stored in one once the
 //! start-up orphan check has run. Now and then the power is also cut while the server starts
-//! (during the engine's recovery of the last cut).
+//! (during the engine's recovery of the last cut); the first rounds each start on an empty data
+//! directory, so that the cut right after a first start (which can take the files it created)
+//! comes several times.
 //!
 //! Unlike tests/crash.rs's `SimDisk` (a redb `StorageBackend`), this needs no hook in the engine,
 //! so it keeps working when the engine changes (docs/architecture.md, "Writes at scale").
@@ -42,9 +44,21 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use workload::*;
 
+/// Rounds (the first ones) that start on an empty data directory with new writers: the cut after
+/// a first start is the one most likely to take the files that start created (their entries are
+/// new), so it comes several times.
+const FRESH_STARTS: usize = 8;
+
 /// Mounts the disk image `image` at `mnt`; the error says why this machine cannot.
 fn mount(image: &Path, mnt: &Path) -> Result<PowerFs, String> {
     PowerFs::mount(image, mnt).map_err(|e| format!("mounting a FUSE filesystem at {mnt:?}: {e}"))
+}
+
+/// The writers' and checker's view of `server`, whose disk is `fs`.
+fn http_to(server: &Served, fs: &PowerFs) -> Arc<Http> {
+    let mut http = Http::new(&server.url);
+    http.power_off = Some(fs.power_flag());
+    Arc::new(http)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,6 +96,8 @@ async fn power_loss_on_every_file_loses_no_acknowledged_write() {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut writers: Vec<WriterModel> = (0..WRITERS).map(WriterModel::new).collect();
     let mut disk = DiskStats::default();
+    // What the writers replaced at a fresh start did.
+    let mut total = Counts::default();
     let (mut cuts, mut startup_cuts, mut orphans_removed) = (0u64, 0u64, 0u64);
     // Rounds whose cut was armed at a request, and those where that request came (in time).
     let (mut armed, mut cut_at_request) = (0u64, 0u64);
@@ -117,9 +133,7 @@ async fn power_loss_on_every_file_loses_no_acknowledged_write() {
             Ok(s) => s,
             Err(e) => fail(round, None, format!("restart failed: {e}")),
         };
-        let mut http = Http::new(&server.url);
-        http.power_off = Some(fs.power_flag());
-        let http = Arc::new(http);
+        let mut http = http_to(&server, &fs);
         if let Err(e) = verify(&*http, &mut writers).await {
             fail(round, Some(&server), e);
         }
@@ -129,6 +143,24 @@ async fn power_loss_on_every_file_loses_no_acknowledged_write() {
         }
         if let Err(e) = blobs_match_records(&data, &writers).await {
             fail(round, Some(&server), e);
+        }
+        if round > 0 && round < FRESH_STARTS.min(rounds) {
+            // Start over: an empty data directory, new writers.
+            server.kill9();
+            drop(fs);
+            for w in &writers {
+                total.add(&w.counts);
+            }
+            writers = (0..WRITERS).map(WriterModel::new).collect();
+            let fresh = tmp.path().join(format!("fresh-{round}"));
+            std::fs::create_dir_all(fresh.join("data")).unwrap();
+            std::fs::remove_dir_all(&image).unwrap();
+            image = fresh;
+            fs = mount(&image, &mnt).unwrap_or_else(|e| fail(round, None, e));
+            server = start_server(&data)
+                .await
+                .unwrap_or_else(|e| fail(round, None, format!("start failed: {e}")));
+            http = http_to(&server, &fs);
         }
         if round == rounds {
             if let Err(e) = stop_server(&mut server) {
@@ -183,7 +215,6 @@ async fn power_loss_on_every_file_loses_no_acknowledged_write() {
     }
     drop(fs);
 
-    let mut total = Counts::default();
     for w in &writers {
         total.add(&w.counts);
     }
@@ -194,11 +225,13 @@ async fn power_loss_on_every_file_loses_no_acknowledged_write() {
         .sum();
     println!(
         "power loss (FUSE): {cuts} cuts under load ({cut_at_request} at a chosen request of the \
-         {armed} rounds armed so) and {startup_cuts} during start-up in {:.1}s; \
+         {armed} rounds armed so; {} right after a first start) and {startup_cuts} during \
+         start-up in {:.1}s; \
          {total}; at the end {records} records, {} in blob files; the start-up orphan checks \
          removed {orphans_removed} blob files; the disk saw {} writes ({} bytes), {} file and {} \
          directory fsyncs; the cuts kept {} unsynced writes whole, tore {}, lost {}, and kept {} \
          unsynced directory changes and lost {}",
+        FRESH_STARTS.min(rounds),
         started.elapsed().as_secs_f64(),
         live_blobs(&writers),
         disk.writes,
