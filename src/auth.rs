@@ -133,8 +133,17 @@ impl Signer {
 
     /// [`create_hmac_signature`] of `message` with this signer's secret.
     pub fn sign(&self, message: &str) -> String {
+        let mut out = Vec::with_capacity(MAX_SIGNATURE_LEN);
+        self.sign_into(message, &mut out);
+        // Base62 digits are ASCII.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// [`Self::sign`], appended to `out`: a key listing writes 1000 signatures into its JSON
+    /// without a `String` for each.
+    pub fn sign_into(&self, message: &str, out: &mut Vec<u8>) {
         let Some(keyed) = &self.0 else {
-            return String::new();
+            return;
         };
         let mut mac = keyed.clone();
         mac.update(message.as_bytes());
@@ -143,17 +152,22 @@ impl Signer {
         let n = digest[..15]
             .iter()
             .fold(0u128, |acc, b| (acc << 8) | u128::from(*b));
-        base62(n)
+        let mut digits = [0u8; BASE62_BUF];
+        out.extend_from_slice(base62(n, &mut digits));
     }
 }
 
-/// `n` in base62 without leading zeros. 128-bit division is a library call, so `n` is split
-/// into three chunks of 10 digits by two of them and each chunk is converted in 64 bits.
-fn base62(n: u128) -> String {
-    const DIGITS_PER_CHUNK: usize = 10;
+/// 2^120 < 62^21: a signature has at most 21 digits.
+const MAX_SIGNATURE_LEN: usize = 21;
+const DIGITS_PER_CHUNK: usize = 10;
+/// Three chunks of 10 digits hold any u128 (2^128 < 62^22; the top chunk has at most two digits).
+const BASE62_BUF: usize = 3 * DIGITS_PER_CHUNK;
+
+/// `n` in base62 without leading zeros, written into the end of `digits`. 128-bit division is a
+/// library call, so `n` is split into three chunks of 10 digits by two of them and each chunk is
+/// converted in 64 bits.
+fn base62(n: u128, digits: &mut [u8; BASE62_BUF]) -> &[u8] {
     const CHUNK: u128 = 62u128.pow(DIGITS_PER_CHUNK as u32);
-    // 2^128 < 62^22: three chunks hold any u128 (the top one has at most two digits).
-    let mut digits = [0u8; 3 * DIGITS_PER_CHUNK];
     let mut rest = n;
     for chunk in digits.rchunks_mut(DIGITS_PER_CHUNK) {
         let mut part = (rest % CHUNK) as u64;
@@ -167,7 +181,7 @@ fn base62(n: u128) -> String {
         .iter()
         .position(|&d| d != b'0')
         .unwrap_or(digits.len() - 1);
-    String::from_utf8_lossy(&digits[first..]).into_owned()
+    &digits[first..]
 }
 
 /// The signature of one record's public URL. It never expires.
@@ -255,20 +269,31 @@ pub fn verify_storage_signature(
 mod tests {
     use super::*;
 
+    /// Base62 by repeated 128-bit division, digit by digit, as Apify's `encodeBase62`.
+    fn slow_base62(mut n: u128) -> String {
+        if n == 0 {
+            return "0".to_owned();
+        }
+        let mut out = Vec::new();
+        while n > 0 {
+            out.push(BASE62[(n % 62) as usize]);
+            n /= 62;
+        }
+        out.reverse();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// `createHmacSignature` as Apify's JS spells it: a fresh HMAC per message, its hex digest cut
+    /// to 30 digits, read as an integer, in base62.
+    fn reference_signature(secret: &str, message: &str) -> String {
+        let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(message.as_bytes());
+        let hex = hex::encode(mac.finalize().into_bytes());
+        slow_base62(u128::from_str_radix(&hex[..30], 16).unwrap())
+    }
+
     #[test]
     fn base62_matches_repeated_division() {
-        let slow = |mut n: u128| {
-            if n == 0 {
-                return "0".to_owned();
-            }
-            let mut out = Vec::new();
-            while n > 0 {
-                out.push(BASE62[(n % 62) as usize]);
-                n /= 62;
-            }
-            out.reverse();
-            String::from_utf8(out).unwrap()
-        };
         let mut samples = vec![
             0,
             1,
@@ -283,7 +308,46 @@ mod tests {
             (0..1000u128).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)),
         );
         for n in samples {
-            assert_eq!(base62(n), slow(n), "{n}");
+            let mut digits = [0u8; BASE62_BUF];
+            assert_eq!(base62(n, &mut digits), slow_base62(n).as_bytes(), "{n}");
+        }
+    }
+
+    #[test]
+    fn one_keyed_signer_signs_as_a_fresh_hmac_per_message() {
+        let long_secret = "k".repeat(100); // longer than a SHA-256 block: hashed first
+        let long_key = "x".repeat(256);
+        let secrets = [
+            "hmac-secret-key",
+            "",
+            "Ab3dEf6hIj9kLm2nOp5q",
+            long_secret.as_str(),
+        ];
+        let keys = [
+            "INPUT",
+            "",
+            "k00000042",
+            "a\"b\\c\n",
+            "žluťoučký kůň 🐎",
+            "0.1700000000000.WkzbQMuFYuamGv3YF",
+            "%2F..%2Fescaped%20key",
+            long_key.as_str(),
+        ];
+        for secret in secrets {
+            let signer = Signer::new(secret);
+            // Appended after what the buffer holds, as a listing writes it.
+            let mut out = b"prefix".to_vec();
+            for key in keys {
+                let expected = reference_signature(secret, key);
+                assert_eq!(signer.sign(key), expected, "{secret:?} {key:?}");
+                assert_eq!(create_hmac_signature(secret, key), expected);
+                assert_eq!(record_signature(secret, key), expected);
+                out.truncate(6);
+                signer.sign_into(key, &mut out);
+                assert_eq!(&out[..6], b"prefix");
+                assert_eq!(&out[6..], expected.as_bytes(), "{secret:?} {key:?}");
+                assert!(out.len() - 6 <= MAX_SIGNATURE_LEN);
+            }
         }
     }
 

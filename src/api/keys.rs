@@ -277,7 +277,7 @@ impl KeyListJson<'_> {
                 .filter(|_| !auth::key_spells_storage_message(key, store.id.as_str()))
             {
                 out.extend_from_slice(b"?signature=");
-                out.extend_from_slice(signer.sign(key).as_bytes());
+                signer.sign_into(key, &mut out);
             }
             out.extend_from_slice(b"\"}");
         }
