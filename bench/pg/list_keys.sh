@@ -6,6 +6,9 @@
 #
 #   bench/pg/list_keys.sh KVSTORE_BINARY     (a release build: cargo build --release --bin kvstore)
 #
+# BENCH_PERF=FILE: `perf record` of the node (call graphs by DWARF unwinding, 499 Hz) during the
+# first measured run, written to FILE (`perf report -i FILE --no-children`).
+#
 # Makes (and drops) a database of its own on the local PostgreSQL (PG* variables, or 127.0.0.1 as
 # postgres): one store of 10 000 keys k00000000 … k00009999 (every tenth 1 KiB, the rest 64 bytes),
 # loaded by SQL, and bench/pg/schema.sql's reference table with the same keys.
@@ -57,8 +60,15 @@ for rep in 1 2; do
     BENCH_AUTH=$TOKEN taskset -c 1 wrk -t1 -c64 -d6s -s "$DIR/../lua/get.lua" "http://127.0.0.1:$PORT" -- "$PATHS" \
         >"$PATHS.out" 2>&1 &
     w=$!
+    prof=
+    if [ "$rep" = 1 ] && [ -n "${BENCH_PERF:-}" ]; then
+        perf record -q -F 499 --call-graph dwarf,16384 -o "$BENCH_PERF" -p "$node" -- sleep 5 \
+            >/dev/null 2>&1 &
+        prof=$!
+    fi
     pin
     wait "$w"
+    [ -z "$prof" ] || wait "$prof" || true
     printf 'kvstore GET /keys?limit=1000   %s (non-2xx: %s)\n' "$(grep -o 'Requests/sec: *[0-9.]*' "$PATHS.out")" \
         "$(grep -o 'Non-2xx or 3xx responses: [0-9]*' "$PATHS.out" || echo 0)"
 done
