@@ -266,8 +266,9 @@ impl KeyListJson<'_> {
             };
             out.extend_from_slice(b"{\"key\":\"");
             out.extend_from_slice(key_json);
-            write!(out, "\",\"size\":{},\"recordPublicUrl\":", meta.size)
-                .map_err(serde_json::Error::io)?;
+            out.extend_from_slice(b"\",\"size\":");
+            out.extend_from_slice(itoa::Buffer::new().format(meta.size).as_bytes());
+            out.extend_from_slice(b",\"recordPublicUrl\":");
             out.extend_from_slice(&base);
             out.extend_from_slice(key_json);
             // A key that spells a storage message gets a plain URL: its signature would open
