@@ -56,7 +56,12 @@ pin() {
 }
 # Warm-up (and the access caches filled).
 BENCH_AUTH=$TOKEN taskset -c 1 wrk -t1 -c64 -d2s -s "$DIR/../lua/get.lua" "http://127.0.0.1:$PORT" -- "$PATHS" >/dev/null
+# The node's CPU time (user + system, clock ticks) so far: per request it is a figure other
+# processes on a busy machine move much less than req/s.
+ticks() { awk '{ print $14 + $15 }' "/proc/$node/stat"; }
+HZ=$(getconf CLK_TCK)
 for rep in 1 2; do
+    t0=$(ticks)
     BENCH_AUTH=$TOKEN taskset -c 1 wrk -t1 -c64 -d6s -s "$DIR/../lua/get.lua" "http://127.0.0.1:$PORT" -- "$PATHS" \
         >"$PATHS.out" 2>&1 &
     w=$!
@@ -69,8 +74,11 @@ for rep in 1 2; do
     pin
     wait "$w"
     [ -z "$prof" ] || wait "$prof" || true
-    printf 'kvstore GET /keys?limit=1000   %s (non-2xx: %s)\n' "$(grep -o 'Requests/sec: *[0-9.]*' "$PATHS.out")" \
-        "$(grep -o 'Non-2xx or 3xx responses: [0-9]*' "$PATHS.out" || echo 0)"
+    n=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$PATHS.out")
+    printf 'kvstore GET /keys?limit=1000   %s (non-2xx: %s; node CPU %s us/request)\n' \
+        "$(grep -o 'Requests/sec: *[0-9.]*' "$PATHS.out")" \
+        "$(grep -o 'Non-2xx or 3xx responses: [0-9]*' "$PATHS.out" || echo 0)" \
+        "$(awk -v t="$(($(ticks) - t0))" -v n="$n" -v hz="$HZ" 'BEGIN { printf "%.0f", n ? t / hz * 1e6 / n : 0 }')"
 done
 # The node's 64 connections and pgbench's would pass max_connections: the node goes first.
 kill "$node"
