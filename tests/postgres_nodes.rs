@@ -1305,3 +1305,68 @@ async fn connections_the_database_dropped_while_idle_are_replaced_unseen() {
         assert_eq!((status, text.as_str()), (200, "v"));
     }
 }
+
+/// A line logged from inside the database driver while it reads a listing's rows (sqlx's
+/// slow-statement warning, the listing held up by a lock on `records` for longer than its
+/// 1 s threshold) carries the request's id, as every line logged during a request does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_listing_logs_the_drivers_warning_with_the_request_id() {
+    use sqlx::Connection;
+    let Some(db) = PgDatabase::create().await else {
+        return;
+    };
+    let token = users_create(&db.url, "alice").await;
+    let node = start_node(&db.url, &[]).await;
+    let api = Api::new(&token);
+    let base = node.url.as_str();
+    let id = api.create_store(base, "slow").await;
+    for i in 0..3 {
+        let (status, text) = api
+            .send(api.put(base, &id, &format!("k{i}"), b"v".to_vec()))
+            .await;
+        assert_eq!(status, 201, "{text}");
+    }
+
+    let mut lock = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
+    sqlx::query("LOCK TABLE records IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let request_id = "slow-listing-0123";
+    let listing = tokio::spawn(
+        api.req(
+            Method::GET,
+            base,
+            &format!("/v2/key-value-stores/{id}/keys"),
+        )
+        .header("x-request-id", request_id)
+        .send(),
+    );
+    // Held past sqlx's threshold for a slow statement (1 s).
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
+    let resp = listing.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-request-id"], request_id);
+    let listed: Value = resp.json().await.unwrap();
+    assert_eq!(listed["data"]["count"], 3, "{listed}");
+
+    // The node logged the line before it answered; its output is drained by another thread.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let log = node.stderr();
+        if let Some(line) = log.lines().find(|l| l.contains("slow statement")) {
+            break line.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no slow-statement line in:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        line.contains(&format!("request{{request_id={request_id}}}")),
+        "{line}"
+    );
+}

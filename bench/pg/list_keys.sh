@@ -6,6 +6,9 @@
 #
 #   bench/pg/list_keys.sh KVSTORE_BINARY     (a release build: cargo build --release --bin kvstore)
 #
+# BENCH_PERF=FILE: `perf record` of the node (call graphs by DWARF unwinding, 499 Hz) during the
+# first measured run, written to FILE (`perf report -i FILE --no-children`).
+#
 # Makes (and drops) a database of its own on the local PostgreSQL (PG* variables, or 127.0.0.1 as
 # postgres): one store of 10 000 keys k00000000 … k00009999 (every tenth 1 KiB, the rest 64 bytes),
 # loaded by SQL, and bench/pg/schema.sql's reference table with the same keys.
@@ -53,14 +56,29 @@ pin() {
 }
 # Warm-up (and the access caches filled).
 BENCH_AUTH=$TOKEN taskset -c 1 wrk -t1 -c64 -d2s -s "$DIR/../lua/get.lua" "http://127.0.0.1:$PORT" -- "$PATHS" >/dev/null
+# The node's CPU time (user + system, clock ticks) so far: per request it is a figure other
+# processes on a busy machine move much less than req/s.
+ticks() { awk '{ print $14 + $15 }' "/proc/$node/stat"; }
+HZ=$(getconf CLK_TCK)
 for rep in 1 2; do
+    t0=$(ticks)
     BENCH_AUTH=$TOKEN taskset -c 1 wrk -t1 -c64 -d6s -s "$DIR/../lua/get.lua" "http://127.0.0.1:$PORT" -- "$PATHS" \
         >"$PATHS.out" 2>&1 &
     w=$!
+    prof=
+    if [ "$rep" = 1 ] && [ -n "${BENCH_PERF:-}" ]; then
+        perf record -q -F 499 --call-graph dwarf,16384 -o "$BENCH_PERF" -p "$node" -- sleep 5 \
+            >/dev/null 2>&1 &
+        prof=$!
+    fi
     pin
     wait "$w"
-    printf 'kvstore GET /keys?limit=1000   %s (non-2xx: %s)\n' "$(grep -o 'Requests/sec: *[0-9.]*' "$PATHS.out")" \
-        "$(grep -o 'Non-2xx or 3xx responses: [0-9]*' "$PATHS.out" || echo 0)"
+    [ -z "$prof" ] || wait "$prof" || true
+    n=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$PATHS.out")
+    printf 'kvstore GET /keys?limit=1000   %s (non-2xx: %s; node CPU %s us/request)\n' \
+        "$(grep -o 'Requests/sec: *[0-9.]*' "$PATHS.out")" \
+        "$(grep -o 'Non-2xx or 3xx responses: [0-9]*' "$PATHS.out" || echo 0)" \
+        "$(awk -v t="$(($(ticks) - t0))" -v n="$n" -v hz="$HZ" 'BEGIN { printf "%.0f", n ? t / hz * 1e6 / n : 0 }')"
 done
 # The node's 64 connections and pgbench's would pass max_connections: the node goes first.
 kill "$node"

@@ -266,8 +266,9 @@ impl KeyListJson<'_> {
             };
             out.extend_from_slice(b"{\"key\":\"");
             out.extend_from_slice(key_json);
-            write!(out, "\",\"size\":{},\"recordPublicUrl\":", meta.size)
-                .map_err(serde_json::Error::io)?;
+            out.extend_from_slice(b"\",\"size\":");
+            out.extend_from_slice(itoa::Buffer::new().format(meta.size).as_bytes());
+            out.extend_from_slice(b",\"recordPublicUrl\":");
             out.extend_from_slice(&base);
             out.extend_from_slice(key_json);
             // A key that spells a storage message gets a plain URL: its signature would open
@@ -277,7 +278,7 @@ impl KeyListJson<'_> {
                 .filter(|_| !auth::key_spells_storage_message(key, store.id.as_str()))
             {
                 out.extend_from_slice(b"?signature=");
-                out.extend_from_slice(signer.sign(key).as_bytes());
+                signer.sign_into(key, &mut out);
             }
             out.extend_from_slice(b"\"}");
         }

@@ -233,11 +233,34 @@ impl PgStore {
         settle(conn, result)
     }
 
-    /// [`Self::row`] for a statement that finds any number of rows.
-    async fn rows(&self, query: PgQuery<'_>) -> Result<Vec<PgRow>> {
+    /// [`Self::row`] for a statement that finds any number of rows, each handed to `each` as it
+    /// comes off the connection rather than collected: a page of 1000 keys holds neither 1000 `PgRow`s nor, all at once, the read
+    /// buffers they point into. After `each` fails the rest is read and dropped (the connection
+    /// goes back to the pool ready), and its error is returned.
+    async fn each_row(
+        &self,
+        query: PgQuery<'_>,
+        mut each: impl FnMut(&PgRow) -> Result<()> + Send,
+    ) -> Result<()> {
+        use futures_util::TryStreamExt;
         let mut conn = self.conn().await?;
-        let result = query.fetch_all(&mut *conn).await;
-        settle(conn, result)
+        let mut outcome = Ok(());
+        let result = {
+            let mut rows = query.fetch(&mut *conn);
+            loop {
+                match rows.try_next().await {
+                    Ok(Some(row)) => {
+                        if outcome.is_ok() {
+                            outcome = each(&row);
+                        }
+                    }
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            }
+        };
+        settle(conn, result)?;
+        outcome
     }
 
     async fn conn(&self) -> Result<PooledConnection> {

@@ -65,10 +65,12 @@ impl PgStore {
             let Some(range) = KeyRange::of(query) else {
                 return Ok(Some(KeyPage::default()));
             };
-            let rows = self
-                .rows(range.bind(KEYS_AFTER, KEYS_IN_PREFIX, store))
-                .await?;
-            page_of(&rows, 0, query.limit).map(Some)
+            let mut page = PageRows::new(0, true, query.limit);
+            self.each_row(range.bind(KEYS_AFTER, KEYS_IN_PREFIX, store), |row| {
+                page.push(row)
+            })
+            .await?;
+            Ok(Some(page.page))
         })
         .await
     }
@@ -89,30 +91,25 @@ impl PgStore {
             return self.keys_read_uncached(token, store, query).await;
         };
         let range = KeyRange::of(query);
-        let rows = self
-            .bounded(self.op_timeout, async {
-                match &range {
-                    Some(range) => {
-                        self.rows(range.bind(KEYS_AFTER_CACHED, KEYS_IN_PREFIX_CACHED, store))
-                            .await
-                    }
-                    None => self.rows(sqlx::query(GENERATION)).await,
-                }
-            })
-            .await?;
-        let generation = match rows.first() {
-            Some(row) => row.try_get::<i64, _>(0).map_err(db_err)?,
-            None => return Err(corrupt("no access generation")),
+        // The generation in the first column, then the page's columns (none without a range).
+        let mut page = PageRows::new(1, range.is_some(), query.limit);
+        self.bounded(self.op_timeout, async {
+            let statement = match &range {
+                Some(range) => range.bind(KEYS_AFTER_CACHED, KEYS_IN_PREFIX_CACHED, store),
+                None => sqlx::query(GENERATION),
+            };
+            self.each_row(statement, |row| page.push(row)).await
+        })
+        .await?;
+        let Some(generation) = page.generation else {
+            return Err(corrupt("no access generation"));
         };
         if generation != cached.generation {
             count(Outcome::Stale);
             return self.keys_read_uncached(token, store, query).await;
         }
         count(Outcome::Hit);
-        let page = match range {
-            Some(_) => page_of(&rows, 1, query.limit)?,
-            None => KeyPage::default(),
-        };
+        let page = page.page;
         let read = RecordRead {
             caller: cached.caller,
             store: Some(cached.store),
@@ -699,31 +696,61 @@ impl<'q> KeyRange<'q> {
     }
 }
 
-/// The page of `limit` keys in `rows` (one more says more follow), whose key, size, content
-/// type and version columns start at `first`; decoded by position, rows without a key (the
-/// generation's alone, on an empty page) skipped.
-fn page_of(rows: &[PgRow], first: usize, limit: usize) -> Result<KeyPage> {
-    let mut items = Vec::with_capacity(rows.len().min(limit));
-    for row in rows {
-        let Some(key) = row.try_get::<Option<&str>, _>(first).map_err(db_err)? else {
-            continue;
-        };
-        if items.len() == limit {
-            return Ok(KeyPage {
-                items,
-                is_truncated: true,
-            });
+/// A page of keys decoded row by row off the connection ([`PgStore::each_row`]) from the columns
+/// `key, size, content_type, version` at `first` (the cached listing's generation comes before
+/// them, at 0); a NULL key is the empty page's one row of [`KEYS_AFTER_CACHED`]. The statements
+/// ask for one row more than `limit`: if it comes, the page is truncated.
+struct PageRows {
+    first: usize,
+    /// Whether the rows have the page's columns ([`GENERATION`]'s row has the generation alone).
+    keys: bool,
+    limit: usize,
+    generation: Option<i64>,
+    page: KeyPage,
+}
+
+impl PageRows {
+    fn new(first: usize, keys: bool, limit: usize) -> Self {
+        PageRows {
+            first,
+            keys,
+            limit,
+            generation: None,
+            page: KeyPage {
+                // The API asks for at most 1000 keys a page.
+                items: Vec::with_capacity(if keys { limit.min(1000) } else { 0 }),
+                is_truncated: false,
+            },
         }
-        let version: i64 = row.try_get(first + 3).map_err(db_err)?;
+    }
+
+    /// The columns' types are those of the statements in sql.rs, so they are decoded unchecked.
+    fn push(&mut self, row: &PgRow) -> Result<()> {
+        let first = self.first;
+        if first == 1 && self.generation.is_none() {
+            self.generation = Some(row.try_get_unchecked::<i64, _>(0).map_err(db_err)?);
+        }
+        if !self.keys {
+            return Ok(());
+        }
+        let Some(key) = row
+            .try_get_unchecked::<Option<&str>, _>(first)
+            .map_err(db_err)?
+        else {
+            return Ok(());
+        };
+        let items = &mut self.page.items;
+        if items.len() == self.limit {
+            self.page.is_truncated = true;
+            return Ok(());
+        }
+        let version: i64 = row.try_get_unchecked(first + 3).map_err(db_err)?;
         items.push(RecordMeta {
             key: RecordKey::parse(key).map_err(corrupt)?,
-            size: to_u64(row.try_get(first + 1).map_err(db_err)?),
-            content_type: row.try_get(first + 2).map_err(db_err)?,
+            size: to_u64(row.try_get_unchecked(first + 1).map_err(db_err)?),
+            content_type: row.try_get_unchecked(first + 2).map_err(db_err)?,
             version: u64::from_ne_bytes(version.to_ne_bytes()),
         });
+        Ok(())
     }
-    Ok(KeyPage {
-        items,
-        is_truncated: false,
-    })
 }

@@ -199,7 +199,7 @@ FROM kvstore_generation g
 LEFT JOIN records r ON r.store_id = $1 AND r.key = $2";
 
 /// One page of a store's keys, in key order, after $2 (`key_range`); one more than the page is
-/// asked for ($3), to know whether more follow. Columns in the order `page_of` decodes them.
+/// asked for ($3), to know whether more follow. Columns in the order `PageRows` decodes them.
 macro_rules! keys_after {
     () => {
         "SELECT key, size, content_type, version FROM records
