@@ -35,7 +35,7 @@ pub(super) struct PostCommit {
 pub(super) const INLINE_MAX: u64 = 64 * 1024;
 
 /// Fsyncs a directory so that a rename or a new entry in it survives power loss.
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
+pub(super) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 

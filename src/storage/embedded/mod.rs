@@ -44,7 +44,7 @@ use crate::model::{
     Authenticated, Millis, RecordKey, RecordMeta, ShareAccess, StoreId, StoreInfo, StoreName,
     TokenGrant, TokenHash, User, UserId, Username,
 };
-use blobs::{blob_ids, collect_crash_orphans, collect_orphans, Paths, INLINE_MAX};
+use blobs::{blob_ids, collect_crash_orphans, collect_orphans, sync_dir, Paths, INLINE_MAX};
 use hot::HotRecords;
 use records::{
     delete_record, find_record, list_keys, meta_of, open_record, put_records, read_record,
@@ -145,6 +145,7 @@ impl EmbeddedStore {
             Arc<AtomicBool>,
         ) -> std::result::Result<Database, redb::DatabaseError>,
     ) -> Result<Self> {
+        let new_dir = !dir.is_dir();
         fs::create_dir_all(dir)?;
         let io_failed = Arc::new(AtomicBool::new(false));
         let paths = Paths {
@@ -163,6 +164,16 @@ impl EmbeddedStore {
             io_failed,
         )
         .map_err(engine)?;
+        // The entries just made (the database file, blobs/, tmp/; the data directory itself when
+        // it is new) survive a power cut only once their directories are synced: without this, a
+        // cut could take the database file with every commit it acknowledged
+        // (tests/power_loss.rs).
+        sync_dir(dir)?;
+        if new_dir {
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+        }
         let purge_pending = init_tables(&db)?;
         // Listed before the writer starts: every blob file here is the last process's.
         let crash_candidates = if options.collect_orphans_at_open {
