@@ -23,6 +23,8 @@ use sqlx::Connection;
 
 /// The `application_name` of a node's notification connection.
 const LISTENER_NAME: &str = "kvstore-listen";
+/// The `application_name` of a node's connections for pipelined warm GETs.
+const READS_NAME: &str = "kvstore-reads";
 
 async fn users_create(database_url: &str, name: &str, admin: bool) -> String {
     let mut cmd = kvstore();
@@ -560,4 +562,60 @@ async fn a_key_listing_from_the_caches_sees_every_change_without_notifications()
         .execute(&mut admin)
         .await
         .unwrap();
+}
+
+/// The backends of `db`'s pipelined-read connections, with the last statement each ran.
+async fn pipelined(admin: &mut sqlx::PgConnection, db: &str) -> Vec<(i32, String)> {
+    sqlx::query_as(
+        "SELECT pid, query FROM pg_stat_activity WHERE datname = $1 AND application_name = $2
+         ORDER BY pid",
+    )
+    .bind(db)
+    .bind(READS_NAME)
+    .fetch_all(admin)
+    .await
+    .unwrap()
+}
+
+/// A warm GET runs its one statement on the node's pipelined connection (a default pool of 16
+/// keeps one, opened at start); when the database ends that connection, a GET answers 200 or at
+/// worst 503 (never a 500), and the next one is read on a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_warm_get_is_pipelined_and_outlives_its_connection() {
+    let Some(c) = cluster().await else { return };
+    let (a, s) = (&c.a, c.store.as_str());
+    let db = c.db.url.rsplit('/').next().unwrap().to_owned();
+    let mut admin = sqlx::PgConnection::connect(&pg_admin_url()).await.unwrap();
+    a.warm(Some(&c.alice), s, "k").await;
+    // One per node, a's having read the warm GETs.
+    let before = pipelined(&mut admin, &db).await;
+    assert_eq!(before.len(), 2, "pipelined connections: {before:?}");
+    assert!(
+        before
+            .iter()
+            .any(|(_, query)| query.contains("FROM kvstore_generation g")),
+        "no pipelined connection ran the warm GET: {before:?}"
+    );
+
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = $1 AND application_name = $2",
+    )
+    .bind(&db)
+    .bind(READS_NAME)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(ended, [true, true]);
+    let first = a.get(Some(&c.alice), s, "k").await;
+    assert!(first == 200 || first == 503, "GET after the end: {first}");
+    a.warm(Some(&c.alice), s, "k").await;
+    let after = pipelined(&mut admin, &db).await;
+    assert!(
+        after
+            .iter()
+            .any(|(pid, query)| query.contains("FROM kvstore_generation g")
+                && !before.iter().any(|(old, _)| old == pid)),
+        "no new pipelined connection read the warm GETs: before {before:?}, after {after:?}"
+    );
 }

@@ -35,6 +35,17 @@ pub(super) fn db_err(e: sqlx::Error) -> StorageError {
     }
 }
 
+/// [`db_err`] for tokio-postgres (the pipelined reads, [`super::pipeline`]): an error the database
+/// sent is mapped by its SQLSTATE as there; any other (connecting, I/O, the connection closed) means
+/// the database cannot be reached now.
+pub(super) fn pg_err(e: &tokio_postgres::Error) -> StorageError {
+    match e.as_db_error().map(|db| db.code().code()) {
+        Some("53100") => StorageError::Full,
+        Some(code) if !is_unavailable_state(code) => StorageError::Engine(e.to_string()),
+        _ => StorageError::Unavailable(e.to_string()),
+    }
+}
+
 /// SQLSTATEs that mean "not now" rather than "wrong": connection exceptions (class 08),
 /// too_many_connections, admin/crash shutdown and cannot_connect_now.
 fn is_unavailable_state(code: &str) -> bool {

@@ -25,7 +25,7 @@ use super::errors::db_err;
 use super::rows::{meta_of, to_i64};
 use super::sql::PUT_RECORD;
 use super::PgStore;
-use crate::model::{now_millis, RecordKey, StoreId};
+use crate::model::{now_millis, RecordKey, RecordMeta, StoreId};
 use crate::storage::body::ObjectBody;
 use crate::storage::objects::{ObjectStoreOptions, Objects};
 use crate::storage::{BodyInput, BodyOutput, Record, Result, StorageError, WriteOutcome};
@@ -161,7 +161,12 @@ impl PgStore {
         row: &PgRow,
         name: &str,
     ) -> Result<Record> {
-        let meta = meta_of(key, row)?;
+        self.object_record(meta_of(key, row)?, name)
+    }
+
+    /// [`Self::record_of_object`] given the record's metadata.
+    pub(super) fn object_record(&self, meta: RecordMeta, name: &str) -> Result<Record> {
+        let key = &meta.key;
         let Some(bodies) = &self.objects else {
             return Err(StorageError::Unavailable(format!(
                 "the record {key} has its body in an object store, and this node has none \

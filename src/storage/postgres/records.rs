@@ -9,6 +9,7 @@ use super::access_cache::{count, Outcome};
 use super::chunks::{body_budget, free_replaced, missed_chunks, write_chunks, CHUNK, INLINE_MAX};
 use super::errors::db_err;
 use super::objects::object_of;
+use super::pipeline::RecordRow;
 use super::rows::{corrupt, meta_of, store_from_row, stored_body, to_i64, to_u64, StoredBody};
 use super::spool::chunks_to_file;
 use super::sql::{
@@ -51,6 +52,32 @@ impl PgStore {
             })),
             StoredBody::Chunked(_) => self.record_get(store, key).await,
         }
+    }
+
+    /// The record a pipelined [`RECORD_READ_CACHED`] row found ([`super::pipeline`]), as
+    /// [`Self::record_of_row`] makes it of a row of the statement pool.
+    async fn record_of_cached(
+        &self,
+        store: &StoreId,
+        key: &RecordKey,
+        row: RecordRow,
+    ) -> Result<Option<Record>> {
+        let meta = RecordMeta {
+            key: key.clone(),
+            size: to_u64(row.size),
+            content_type: row.content_type,
+            version: u64::from_ne_bytes(row.version.to_ne_bytes()),
+        };
+        if let Some(name) = row.object {
+            return self.object_record(meta, &name).map(Some);
+        }
+        if row.blob_id.is_some() {
+            return self.record_get(store, key).await;
+        }
+        Ok(Some(Record {
+            meta,
+            body: BodyOutput::Bytes(row.body.unwrap_or_default()),
+        }))
     }
 
     pub(super) async fn keys_list_impl(
@@ -145,6 +172,26 @@ impl PgStore {
             count(Outcome::Miss);
             return self.record_read_uncached(token, store, key).await;
         };
+        if let (Some(key), Some(pipeline)) = (key, &self.pipeline) {
+            let read = pipeline.read_cached(self.op_timeout, store, key).await?;
+            if read.generation != cached.generation {
+                count(Outcome::Stale);
+                return self.record_read_uncached(token, store, Some(key)).await;
+            }
+            count(Outcome::Hit);
+            let record = match read.record {
+                Some(row) => self.record_of_cached(store, key, row).await?,
+                None => None,
+            };
+            return Ok(RecordRead {
+                caller: cached.caller,
+                store: Some(cached.store),
+                share: cached.share,
+                record,
+                counters_exact: false,
+                unconfirmed: None,
+            });
+        }
         let row = self
             .bounded(self.op_timeout, async {
                 match key {

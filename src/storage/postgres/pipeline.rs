@@ -1,0 +1,201 @@
+//! The warm GET's one statement ([`RECORD_READ_CACHED`]) over a few tokio-postgres connections
+//! that many requests share, their statements pipelined.
+//!
+//! Why (bench/RESULTS.md, 2026-12-06 "PostgreSQL GET: pipelined"): with one connection per request
+//! in flight, each statement is one `send` of its own, and on loopback the sender pays the
+//! receiver's side too — waking the database backend was a fifth of the node's CPU per GET, on
+//! the core the database needs. tokio-postgres writes every statement queued on a connection in
+//! one `send`, so a batch of GETs costs one wake-up of one backend.
+//!
+//! Reads only: a pipelined write would wait for the commits queued before it on its connection
+//! (each its own WAL flush), so writes keep a connection each (the statement pool, [`super::pool`]).
+//! The connections are taken from the statement pool's share of `--db-max-connections`; each is
+//! opened on first use, and replaced after it fails for its own sake or a statement on it
+//! outlives `--db-timeout` (a silent database must not keep a dead connection in use).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::{timeout_at, Instant};
+use tokio_postgres::{Client, NoTls, Statement};
+
+use super::errors::pg_err;
+use super::rows::corrupt;
+use super::sql::RECORD_READ_CACHED;
+use crate::model::{RecordKey, StoreId};
+use crate::storage::{Result, StorageError};
+
+/// The `application_name` of these connections, to tell them apart in `pg_stat_activity`.
+pub(super) const APPLICATION_NAME: &str = "kvstore-reads";
+
+/// A [`RECORD_READ_CACHED`] row: the access generation, and the record if there is one.
+pub(super) struct CachedRead {
+    pub generation: i64,
+    pub record: Option<RecordRow>,
+}
+
+/// A record's columns as [`RECORD_READ_CACHED`] gives them.
+pub(super) struct RecordRow {
+    pub content_type: String,
+    pub size: i64,
+    /// The inline body (none when chunked or in the object store).
+    pub body: Option<Bytes>,
+    pub blob_id: Option<i64>,
+    pub version: i64,
+    pub object: Option<String>,
+}
+
+struct Conn {
+    client: Client,
+    read: Statement,
+}
+
+#[derive(Default)]
+struct Slot {
+    conn: Mutex<Option<Arc<Conn>>>,
+    /// Held while opening the slot's connection, so that one opens at a time.
+    opening: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    fn current(&self) -> Option<Arc<Conn>> {
+        let conn = self.conn.lock().ok()?;
+        conn.as_ref().filter(|c| !c.client.is_closed()).cloned()
+    }
+
+    /// Forgets `conn` (if still the slot's), which closes it once its statements in flight end.
+    fn discard(&self, conn: &Arc<Conn>) {
+        if let Ok(mut current) = self.conn.lock() {
+            if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+                *current = None;
+            }
+        }
+    }
+}
+
+pub(super) struct Pipeline {
+    config: tokio_postgres::Config,
+    slots: Vec<Slot>,
+    next: AtomicUsize,
+}
+
+impl Pipeline {
+    /// `connections` connections to the database of `url`, the first opened now (within
+    /// `limit`); `None` when there are none, or when tokio-postgres cannot read the URL or open
+    /// that connection — it reads no `PGPASSWORD`, `PGUSER` or `.pgpass`, which sqlx, which has
+    /// just connected, does — and the statement pool then reads every record, as before.
+    pub async fn open(url: &str, connections: usize, limit: Duration) -> Option<Self> {
+        if connections == 0 {
+            return None;
+        }
+        let mut config = match url.parse::<tokio_postgres::Config>() {
+            Ok(config) => config,
+            Err(e) => {
+                tracing::warn!(error = %e, "record reads will not be pipelined: the database URL");
+                return None;
+            }
+        };
+        config.application_name(APPLICATION_NAME);
+        let pipeline = Self {
+            config,
+            slots: (0..connections).map(|_| Slot::default()).collect(),
+            next: AtomicUsize::new(0),
+        };
+        let first = timeout_at(Instant::now() + limit, pipeline.connect(&pipeline.slots[0])).await;
+        if let Err(e) = first.unwrap_or_else(|_| Err(StorageError::Unavailable("timed out".into())))
+        {
+            tracing::warn!(error = %e, "record reads will not be pipelined: no connection");
+            return None;
+        }
+        Some(pipeline)
+    }
+
+    /// [`RECORD_READ_CACHED`] for `key` of `store`, within `limit` (connecting included).
+    pub async fn read_cached(
+        &self,
+        limit: Duration,
+        store: &StoreId,
+        key: &RecordKey,
+    ) -> Result<CachedRead> {
+        let deadline = Instant::now() + limit;
+        let late =
+            || StorageError::Unavailable(format!("the database did not answer within {limit:?}"));
+        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
+        let conn = match slot.current() {
+            Some(conn) => conn,
+            None => timeout_at(deadline, self.connect(slot))
+                .await
+                .unwrap_or_else(|_| Err(late()))?,
+        };
+        let (store, key) = (store.as_str(), key.as_str());
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&store, &key];
+        let query = conn.client.query_opt(&conn.read, &params);
+        let row = match timeout_at(deadline, query).await {
+            Ok(Ok(row)) => row,
+            Ok(Err(e)) => {
+                let e = pg_err(&e);
+                if matches!(e, StorageError::Unavailable(_)) {
+                    slot.discard(&conn);
+                }
+                return Err(e);
+            }
+            Err(_) => {
+                slot.discard(&conn);
+                return Err(late());
+            }
+        };
+        let row = row.ok_or_else(|| corrupt("no access generation"))?;
+        decode(&row)
+    }
+
+    /// The slot's connection, opened if it has none (or a closed one).
+    async fn connect(&self, slot: &Slot) -> Result<Arc<Conn>> {
+        let _opening = slot.opening.lock().await;
+        if let Some(conn) = slot.current() {
+            return Ok(conn);
+        }
+        let (client, connection) = self.config.connect(NoTls).await.map_err(|e| pg_err(&e))?;
+        // The connection's I/O runs as a task of its own; it ends when the client goes.
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "a pipelined database connection ended");
+            }
+        });
+        let read = client
+            .prepare(RECORD_READ_CACHED)
+            .await
+            .map_err(|e| pg_err(&e))?;
+        let conn = Arc::new(Conn { client, read });
+        if let Ok(mut current) = slot.conn.lock() {
+            *current = Some(conn.clone());
+        }
+        Ok(conn)
+    }
+}
+
+fn decode(row: &tokio_postgres::Row) -> Result<CachedRead> {
+    let generation: i64 = row.try_get(0).map_err(corrupt)?;
+    let Some(size) = row.try_get::<_, Option<i64>>(2).map_err(corrupt)? else {
+        return Ok(CachedRead {
+            generation,
+            record: None,
+        });
+    };
+    let record = RecordRow {
+        content_type: row.try_get(1).map_err(corrupt)?,
+        size,
+        body: row
+            .try_get::<_, Option<&[u8]>>(3)
+            .map_err(corrupt)?
+            .map(Bytes::copy_from_slice),
+        blob_id: row.try_get(4).map_err(corrupt)?,
+        version: row.try_get(5).map_err(corrupt)?,
+        object: row.try_get(6).map_err(corrupt)?,
+    };
+    Ok(CachedRead {
+        generation,
+        record: Some(record),
+    })
+}
