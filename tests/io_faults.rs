@@ -12,8 +12,10 @@
 //!   `failed_fsync_then_restart_tears_no_record` (tests/crash.rs): concurrent writers (the
 //!   workload and invariants of tests/crash.rs) until an fsync of the engine's files, of blob
 //!   files or of any file fails (sometimes their writes too), then `kill -9` and a restart on
-//!   the page cache; every few rounds a power cut follows that restart (the failed commit's
-//!   writes are still volatile unless the restarted server synced them);
+//!   the page cache; every other round a power cut follows that restart, and in half of those
+//!   the failed fsync lost its writeback as on Linux ([`IoFault::writeback_lost`]: what it did
+//!   not write stays in the page cache but no later fsync writes it), otherwise the failed
+//!   commit's writes stay volatile until the restarted server syncs the file;
 //! - [`a_large_put_whose_fsync_fails_on_powerfs_is_absent_or_whole_after_a_restart`] replaces
 //!   `a_large_put_whose_fsync_fails_is_absent_or_whole_after_a_restart` (tests/crash.rs).
 //!
@@ -189,6 +191,7 @@ async fn io_error_on_powerfs_answers_503_until_a_restart() {
     let failed = m.fs().fail(IoFault {
         files: engine_files(),
         writes: true,
+        writeback_lost: None,
     });
     let message = common::assert_error(
         put(&server, &id, "during", b"during".to_vec()).await,
@@ -257,6 +260,7 @@ async fn a_large_put_whose_fsync_fails_on_powerfs_is_absent_or_whole_after_a_res
             IoFault {
                 files: engine_files(),
                 writes: false,
+                writeback_lost: None,
             },
             n,
         );
@@ -341,6 +345,8 @@ async fn failed_fsync_on_powerfs_then_restart_tears_no_record() {
         )
     };
 
+    // Whether a power cut follows the restart after this round's fault.
+    let mut cut_next = false;
     for round in 0..=rounds {
         let mut server = start_server(&m.data)
             .await
@@ -356,7 +362,7 @@ async fn failed_fsync_on_powerfs_then_restart_tears_no_record() {
         if let Err(e) = blobs_match_records(&m.data, &writers).await {
             fail(round, Some(&server), e);
         }
-        if round > 0 && rng.gen_ratio(1, 3) {
+        if cut_next {
             // The mixed case: the power goes off after the restart that read the failed commit
             // from the page cache. What the restarted server acknowledged, and what it served
             // (the models took it), must survive.
@@ -393,7 +399,14 @@ async fn failed_fsync_on_powerfs_then_restart_tears_no_record() {
         }
         let writes = rng.gen_ratio(1, 4);
         with_writes += u64::from(writes);
-        let fault = IoFault { files, writes };
+        cut_next = rng.gen_bool(0.5);
+        // Before a cut, half the time the failed fsync loses its writeback as on Linux.
+        let writeback_lost = (cut_next && rng.gen_bool(0.5)).then(|| rng.gen());
+        let fault = IoFault {
+            files,
+            writes,
+            writeback_lost,
+        };
         let failed: Arc<AtomicBool> = m.fs().fail_at_sync(fault, rng.gen_range(1..=20));
         // From the first failure on, a 5xx leaves the outcome unknown and the writers stop.
         let mut http = Http::new(&server.url);
@@ -453,10 +466,11 @@ async fn failed_fsync_on_powerfs_then_restart_tears_no_record() {
         "failed fsync (FUSE): {rounds} faults in {:.1}s ({by_engine} on the engine's files, \
          {by_blobs} on blob files, {by_all} on every file; {with_writes} failing writes too; \
          {flipped_at_sync} at a chosen fsync, the rest at the next one after a pause), {cuts} \
-         power cuts after a restart; {total}; the disk failed {} fsyncs and {} writes; the \
-         start-up orphan checks removed {orphans} blob files",
+         power cuts after a restart; {total}; the disk failed {} fsyncs ({} of them losing \
+         their writeback) and {} writes; the start-up orphan checks removed {orphans} blob files",
         started_at.elapsed().as_secs_f64(),
         disk.failed_syncs,
+        disk.lost_writebacks,
         disk.failed_writes,
     );
     assert!(total.acknowledged() > 0, "nothing was written");

@@ -24,7 +24,9 @@
 //! the test flips (an [`IoFault`]; tests/io_faults.rs). A failed fsync makes nothing durable, and
 //! what was written stays in the page cache: the next process on the same mount reads it, the
 //! power cut after it may lose it, and a later successful fsync of that file makes it durable (a
-//! filesystem that keeps the pages dirty and retries them). [`PowerFs::heal`] flips the switch back.
+//! filesystem that keeps the pages dirty and retries them) unless the fault says that the failed
+//! fsync lost its writeback, as Linux does ([`IoFault::writeback_lost`]). [`PowerFs::heal`]
+//! flips the switch back.
 //!
 //! Mounting needs root (the mount(2) system call, which the `fuser` crate makes itself when it can;
 //! no libfuse, no `fusermount`) and `/dev/fuse`. Included with `#[path]` by the tests that use it
@@ -44,7 +46,7 @@ use fuser::{
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use rand::rngs::StdRng;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 
 /// Torn writes keep or lose this much at a time.
 pub const SECTOR: usize = 4096;
@@ -116,6 +118,9 @@ pub struct DiskStats {
     /// File and directory fsyncs, and writes or truncations, that an [`IoFault`] failed.
     pub failed_syncs: u64,
     pub failed_writes: u64,
+    /// Failed file fsyncs whose writes were then partly lost for good
+    /// ([`IoFault::writeback_lost`]).
+    pub lost_writebacks: u64,
 }
 
 impl DiskStats {
@@ -131,6 +136,7 @@ impl DiskStats {
         self.dir_lost += o.dir_lost;
         self.failed_syncs += o.failed_syncs;
         self.failed_writes += o.failed_writes;
+        self.lost_writebacks += o.lost_writebacks;
     }
 }
 
@@ -144,6 +150,11 @@ pub type Files = Arc<dyn Fn(&Path) -> bool + Send + Sync>;
 pub struct IoFault {
     pub files: Files,
     pub writes: bool,
+    /// `Some(seed)`: a failed fsync of a file also does what Linux does after a failed writeback
+    /// (it marks the pages clean): a random part of the file's writes since its last sync reached
+    /// the disk (as at a power cut, seeded), and no later fsync writes the rest, although the
+    /// page cache keeps showing it. `None`: they stay volatile until a later fsync succeeds.
+    pub writeback_lost: Option<u64>,
 }
 
 impl IoFault {
@@ -161,7 +172,11 @@ impl IoFault {
 
 impl std::fmt::Debug for IoFault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "IoFault {{ writes: {} }}", self.writes)
+        write!(
+            f,
+            "IoFault {{ writes: {}, writeback_lost: {:?} }}",
+            self.writes, self.writeback_lost
+        )
     }
 }
 
@@ -174,6 +189,8 @@ struct Failing {
     syncs_left: Option<u64>,
     /// Set when the first request fails by this fault.
     failed: Arc<AtomicBool>,
+    /// Decides what a lost writeback left on the disk.
+    rng: StdRng,
 }
 
 struct Disk {
@@ -318,6 +335,13 @@ impl Disk {
         }
         f.failed.store(true, Ordering::SeqCst);
         self.stats.failed_syncs += 1;
+        if f.fault.writeback_lost.is_some() {
+            if let Some(Node::File(file)) = self.nodes.get_mut(&ino) {
+                file.durable = surviving(file, &mut f.rng, &mut self.stats);
+                file.unsynced.clear();
+                self.stats.lost_writebacks += 1;
+            }
+        }
         Err(Errno::EIO)
     }
 
@@ -937,7 +961,9 @@ impl PowerFs {
 
     fn set_fault(&self, fault: IoFault, on: bool, syncs_left: Option<u64>) -> Arc<AtomicBool> {
         let failed = Arc::new(AtomicBool::new(false));
+        let rng = StdRng::seed_from_u64(fault.writeback_lost.unwrap_or(0));
         self.disk.lock().failing = Some(Failing {
+            rng,
             fault,
             on,
             syncs_left,
