@@ -19,6 +19,9 @@
 //! - [`a_large_put_whose_fsync_fails_on_powerfs_is_absent_or_whole_after_a_restart`] replaces
 //!   `a_large_put_whose_fsync_fails_is_absent_or_whole_after_a_restart` (tests/crash.rs).
 //!
+//! [`a_failed_blob_fsync_on_powerfs_fails_only_that_write`] is new (no redb hook reached blob
+//! files).
+//!
 //! Needs root and /dev/fuse (to mount); without them each test skips loudly
 //! (`common::skipped`), and fails under `CI=true`.
 //!
@@ -238,6 +241,50 @@ async fn io_error_on_powerfs_answers_503_until_a_restart() {
         "the unacknowledged write came back torn: {during:?}"
     );
     assert_eq!(get(&server, &id, "after").await, None, "a refused write");
+    stop_server(&mut server).unwrap();
+}
+
+/// A failed fsync of a blob file fails that one write, and nothing else: the engine's files are
+/// fine, so the server stays ready and takes other writes. (No redb-hooked test had this case.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_blob_fsync_on_powerfs_fails_only_that_write() {
+    let Some(m) = Mounted::new() else { return };
+    let mut server = started(&m.data).await;
+    let id = create_store(&server, "s").await;
+    let body = make_body(0, 1, 100_000);
+    let failed = m.fs().fail(IoFault {
+        files: blob_bodies(),
+        writes: false,
+        writeback_lost: None,
+    });
+    let resp = put(&server, &id, "big", body.clone()).await;
+    let status = resp.status();
+    println!(
+        "the PUT whose blob fsync failed: {status} {}",
+        resp.text().await.unwrap()
+    );
+    assert!(status.is_server_error(), "answered {status}");
+    assert!(
+        failed.load(Ordering::SeqCst),
+        "the fault never hit a request"
+    );
+    assert_eq!(get(&server, &id, "big").await, None, "a failed write");
+    assert_eq!(blob_files(&m.data), 0, "the failed blob file is left");
+    assert_eq!(
+        readyz(&server).await,
+        200,
+        "/readyz after a blob's fsync failed"
+    );
+    let small = put(&server, &id, "small", b"small".to_vec()).await;
+    assert_eq!(
+        small.status(),
+        201,
+        "an inline write with blob fsyncs failing"
+    );
+
+    m.fs().heal();
+    assert_eq!(put(&server, &id, "big", body.clone()).await.status(), 201);
+    assert_eq!(get(&server, &id, "big").await, Some(body));
     stop_server(&mut server).unwrap();
 }
 
