@@ -12,7 +12,7 @@
 # skipped, except under CI=true, where they must run.
 #
 # Skips: a test that cannot run what it checks (no PostgreSQL, no right to mount a tmpfs for the
-# full-disk test or a FUSE filesystem for the power-loss test) says so on stderr and appends a line to $KVSTORE_SKIP_LOG (tests/common/mod.rs,
+# full-disk test or a FUSE filesystem for the power-loss and I/O-fault tests) says so on stderr and appends a line to $KVSTORE_SKIP_LOG (tests/common/mod.rs,
 # `skipped`); the stages skipped here do the same. At the end the run prints how many tests
 # skipped and which, and fails when anything skipped under CI=true or KVSTORE_FAIL_ON_SKIP=1
 # (.ci/run sets it).

@@ -24,6 +24,9 @@
 //!   power on, and the process (not the machine) restarts: it reads the file as the page cache
 //!   has it, with every write of the failed commit, which may therefore come back.
 //!   [`a_large_put_whose_fsync_fails_is_absent_or_whole_after_a_restart`] is its smallest case.
+//!   Both go with redb: tests/io_faults.rs has their engine-independent replacements
+//!   (`failed_fsync_on_powerfs_then_restart_tears_no_record` and
+//!   `a_large_put_whose_fsync_fails_on_powerfs_is_absent_or_whole_after_a_restart`).
 //!
 //! The invariants, checked after every restart:
 //! 1. every acknowledged write is there with its latest acknowledged value; the one operation

@@ -4,7 +4,8 @@
 //! is usable again, which is after a restart on the same data directory.
 //!
 //! The failure is injected by a redb `StorageBackend` over the real database file whose writes
-//! and syncs fail with EIO once the test flips a switch.
+//! and syncs fail with EIO once the test flips a switch. Goes with redb: its engine-independent
+//! replacement is `io_error_on_powerfs_answers_503_until_a_restart` in tests/io_faults.rs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -19,8 +19,19 @@
 //! entry changes, applied in order. The image is written as a real directory, which the next
 //! [`PowerFs::mount`] loads as fully durable.
 //!
+//! With the power ON, [`PowerFs::fail`] and [`PowerFs::fail_at_sync`] make the fsyncs (and, if
+//! asked, the writes and truncations) of chosen files and directories fail with EIO from a switch
+//! the test flips (an [`IoFault`]; tests/io_faults.rs). A failed fsync makes nothing durable, and
+//! what was written stays in the page cache: the next process on the same mount reads it, the
+//! power cut after it may lose it, and a later successful fsync of that file makes it durable (a
+//! filesystem that keeps the pages dirty and retries them) unless the fault says that the failed
+//! fsync lost its writeback, as Linux does ([`IoFault::writeback_lost`]). [`PowerFs::heal`]
+//! flips the switch back.
+//!
 //! Mounting needs root (the mount(2) system call, which the `fuser` crate makes itself when it can;
-//! no libfuse, no `fusermount`) and `/dev/fuse`.
+//! no libfuse, no `fusermount`) and `/dev/fuse`. Included with `#[path]` by the tests that use it
+//! (each uses part of it).
+#![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::{OsStr, OsString};
@@ -35,7 +46,7 @@ use fuser::{
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use rand::rngs::StdRng;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 
 /// Torn writes keep or lose this much at a time.
 pub const SECTOR: usize = 4096;
@@ -104,6 +115,12 @@ pub struct DiskStats {
     /// At the cut: unsynced directory changes kept and lost.
     pub dir_kept: u64,
     pub dir_lost: u64,
+    /// File and directory fsyncs, and writes or truncations, that an [`IoFault`] failed.
+    pub failed_syncs: u64,
+    pub failed_writes: u64,
+    /// Failed file fsyncs whose writes were then partly lost for good
+    /// ([`IoFault::writeback_lost`]).
+    pub lost_writebacks: u64,
 }
 
 impl DiskStats {
@@ -117,10 +134,68 @@ impl DiskStats {
         self.lost += o.lost;
         self.dir_kept += o.dir_kept;
         self.dir_lost += o.dir_lost;
+        self.failed_syncs += o.failed_syncs;
+        self.failed_writes += o.failed_writes;
+        self.lost_writebacks += o.lost_writebacks;
     }
 }
 
+/// Which files and directories an [`IoFault`] hits, by their path under the mount point (say
+/// `data/kvstore.redb`, `data/blobs/…`, or `data` itself).
+pub type Files = Arc<dyn Fn(&Path) -> bool + Send + Sync>;
+
+/// An I/O error with the power on: fsyncs (file and directory) of the chosen [`Files`] fail with
+/// EIO, and so do their writes and truncations if `writes` is set. Reads never fail.
+#[derive(Clone)]
+pub struct IoFault {
+    pub files: Files,
+    pub writes: bool,
+    /// `Some(seed)`: a failed fsync of a file also does what Linux does after a failed writeback
+    /// (it marks the pages clean): a random part of the file's writes since its last sync reached
+    /// the disk (as at a power cut, seeded), and no later fsync writes the rest, although the
+    /// page cache keeps showing it. `None`: they stay volatile until a later fsync succeeds.
+    pub writeback_lost: Option<u64>,
+}
+
+impl IoFault {
+    /// Every file and directory.
+    pub fn all() -> Files {
+        Arc::new(|_| true)
+    }
+
+    /// What lies under one of `dirs` (paths under the mount point), or does not (`inside` false).
+    pub fn under(dirs: &[&str], inside: bool) -> Files {
+        let dirs: Vec<PathBuf> = dirs.iter().map(PathBuf::from).collect();
+        Arc::new(move |p: &Path| dirs.iter().any(|d| p.starts_with(d)) == inside)
+    }
+}
+
+impl std::fmt::Debug for IoFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "IoFault {{ writes: {}, writeback_lost: {:?} }}",
+            self.writes, self.writeback_lost
+        )
+    }
+}
+
+/// The switch of an [`IoFault`].
+struct Failing {
+    fault: IoFault,
+    /// Flipped: every matching request fails.
+    on: bool,
+    /// Matching fsyncs still to succeed before the switch flips (at the next one), while off.
+    syncs_left: Option<u64>,
+    /// Set when the first request fails by this fault.
+    failed: Arc<AtomicBool>,
+    /// Decides what a lost writeback left on the disk.
+    rng: StdRng,
+}
+
 struct Disk {
+    /// The I/O fault with the power on, if any.
+    failing: Option<Failing>,
     nodes: HashMap<u64, Node>,
     next_ino: u64,
     /// The power is off: every request fails.
@@ -147,6 +222,7 @@ impl Disk {
     /// Loads a real directory as the disk's durable content.
     fn load(image: &Path) -> std::io::Result<Disk> {
         let mut disk = Disk {
+            failing: None,
             nodes: HashMap::new(),
             next_ino: ROOT + 1,
             off: false,
@@ -206,6 +282,80 @@ impl Disk {
             return Err(Errno::EIO);
         }
         Ok(())
+    }
+
+    /// The path of `ino` under the mount point (a walk from the root: the trees are small).
+    fn path_of(&self, ino: u64) -> Option<PathBuf> {
+        fn walk(d: &Disk, dir: u64, at: &Path, ino: u64) -> Option<PathBuf> {
+            let Some(Node::Dir(node)) = d.nodes.get(&dir) else {
+                return None;
+            };
+            for (name, child) in &node.entries {
+                let path = at.join(name);
+                if *child == ino {
+                    return Some(path);
+                }
+                if let Some(found) = walk(d, *child, &path, ino) {
+                    return Some(found);
+                }
+            }
+            None
+        }
+        if ino == ROOT {
+            return Some(PathBuf::new());
+        }
+        walk(self, ROOT, Path::new(""), ino)
+    }
+
+    /// Whether the I/O fault hits `ino` (its switch aside).
+    fn fault_hits(&self, ino: u64) -> bool {
+        match &self.failing {
+            Some(f) => self.path_of(ino).is_some_and(|p| (f.fault.files)(&p)),
+            None => false,
+        }
+    }
+
+    /// An fsync of `ino`: fails if the fault's switch is on (or flips now) for it.
+    fn fault_sync(&mut self, ino: u64) -> Result<(), Errno> {
+        if !self.fault_hits(ino) {
+            return Ok(());
+        }
+        let Some(f) = self.failing.as_mut() else {
+            return Ok(());
+        };
+        if !f.on {
+            match &mut f.syncs_left {
+                Some(0) => f.on = true,
+                Some(n) => *n -= 1,
+                None => {}
+            }
+        }
+        if !f.on {
+            return Ok(());
+        }
+        f.failed.store(true, Ordering::SeqCst);
+        self.stats.failed_syncs += 1;
+        if f.fault.writeback_lost.is_some() {
+            if let Some(Node::File(file)) = self.nodes.get_mut(&ino) {
+                file.durable = surviving(file, &mut f.rng, &mut self.stats);
+                file.unsynced.clear();
+                self.stats.lost_writebacks += 1;
+            }
+        }
+        Err(Errno::EIO)
+    }
+
+    /// A write or truncation of `ino`: fails if the switch is on and the fault takes writes.
+    fn fault_write(&mut self, ino: u64) -> Result<(), Errno> {
+        let on = matches!(&self.failing, Some(f) if f.on && f.fault.writes);
+        if !on || !self.fault_hits(ino) {
+            return Ok(());
+        }
+        if let Some(f) = &self.failing {
+            f.failed.store(true, Ordering::SeqCst);
+        }
+        self.stats.failed_writes += 1;
+        Err(Errno::EIO)
     }
 
     fn power_off(&mut self) {
@@ -445,6 +595,8 @@ impl Filesystem for PowerFsOps {
         let mut d = self.0.lock();
         let r = d.tick().and_then(|()| {
             if let Some(size) = size {
+                d.file(ino.0)?;
+                d.fault_write(ino.0)?;
                 let f = d.file(ino.0)?;
                 let u = Unsynced::SetLen(size as usize);
                 u.apply(&mut f.data);
@@ -629,6 +781,8 @@ impl Filesystem for PowerFsOps {
     ) {
         let mut d = self.0.lock();
         let r = d.tick().and_then(|()| {
+            d.file(ino.0)?;
+            d.fault_write(ino.0)?;
             let f = d.file(ino.0)?;
             let u = Unsynced::Write {
                 offset: offset as usize,
@@ -667,7 +821,10 @@ impl Filesystem for PowerFsOps {
         reply: ReplyEmpty,
     ) {
         let mut d = self.0.lock();
-        let r = d.tick().and_then(|()| d.fsync(ino.0));
+        let r = d
+            .tick()
+            .and_then(|()| d.fault_sync(ino.0))
+            .and_then(|()| d.fsync(ino.0));
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -731,7 +888,10 @@ impl Filesystem for PowerFsOps {
         reply: ReplyEmpty,
     ) {
         let mut d = self.0.lock();
-        let r = d.tick().and_then(|()| d.fsync(ino.0));
+        let r = d
+            .tick()
+            .and_then(|()| d.fault_sync(ino.0))
+            .and_then(|()| d.fsync(ino.0));
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -785,6 +945,49 @@ impl PowerFs {
     pub fn arm(&self, n: u64) {
         let mut d = self.disk.lock();
         d.cut_at = Some(d.ops + n.max(1));
+    }
+
+    /// Flips an I/O fault's switch on now, the power staying on (see [`IoFault`]); replaces any
+    /// earlier fault. The flag becomes true when a request first fails by it.
+    pub fn fail(&self, fault: IoFault) -> Arc<AtomicBool> {
+        self.set_fault(fault, true, None)
+    }
+
+    /// The same, but the switch flips at the `n`th fsync of a file or directory the fault hits,
+    /// counted from now (that fsync fails, and everything the fault hits after it).
+    pub fn fail_at_sync(&self, fault: IoFault, n: u64) -> Arc<AtomicBool> {
+        self.set_fault(fault, false, Some(n.max(1) - 1))
+    }
+
+    fn set_fault(&self, fault: IoFault, on: bool, syncs_left: Option<u64>) -> Arc<AtomicBool> {
+        let failed = Arc::new(AtomicBool::new(false));
+        let rng = StdRng::seed_from_u64(fault.writeback_lost.unwrap_or(0));
+        self.disk.lock().failing = Some(Failing {
+            rng,
+            fault,
+            on,
+            syncs_left,
+            failed: failed.clone(),
+        });
+        failed
+    }
+
+    /// Flips the switch of the fault [`PowerFs::fail_at_sync`] set on now (its flag stays).
+    pub fn switch_on(&self) {
+        if let Some(f) = self.disk.lock().failing.as_mut() {
+            f.on = true;
+        }
+    }
+
+    /// The disk works again: no I/O fault. What the failed requests did not write is not there,
+    /// and what the failed fsyncs did not make durable is still volatile.
+    pub fn heal(&self) {
+        self.disk.lock().failing = None;
+    }
+
+    /// What happened on the disk since the mount.
+    pub fn stats(&self) -> DiskStats {
+        self.disk.lock().stats
     }
 
     /// Becomes true when the power goes off.
