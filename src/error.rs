@@ -189,9 +189,15 @@ impl From<StorageError> for ApiError {
                 tracing::warn!(error = %detail, "storage unavailable");
                 ApiError::Unavailable
             }
+            // A disk that fails a read, write or fsync (EIO) is the server's trouble, not a bug:
+            // the request may succeed when retried (or on another node), as after an engine
+            // I/O error (tests/io_faults.rs).
+            StorageError::Io(io) => {
+                tracing::warn!(error = %io, "an i/o error on the data directory");
+                ApiError::Unavailable
+            }
             StorageError::Locked
             | StorageError::UnsupportedFormat { .. }
-            | StorageError::Io(_)
             | StorageError::Engine(_)
             | StorageError::Corrupt(_) => ApiError::Internal(e.to_string()),
         }
