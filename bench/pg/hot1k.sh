@@ -31,53 +31,13 @@ put) SCRIPT=put.lua REF=upsert.sql ;;
     exit 2
     ;;
 esac
-export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres} PGPORT=${PGPORT:-5432}
-DB=kvstore_hot_$$ PORT=$((20000 + $$ % 10000))
-TOKEN=kvs_benchmark_token_not_a_secret_0123456789
-URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB"
-createdb "$DB"
-node=
-PATHS=$(mktemp)
-cleanup() {
-    [ -z "$node" ] || kill "$node" 2>/dev/null || true
-    wait 2>/dev/null || true
-    rm -f "$PATHS" "$PATHS.out"
-    dropdb --if-exists "$DB"
-}
-trap cleanup EXIT
+. "$DIR/lib.sh"
+pg_setup hot
 psql -X -q "$DB" -f "$DIR/schema.sql" >/dev/null 2>&1
-pin() {
-    sleep 1
-    for pid in $(psql -X -Atc "SELECT pid FROM pg_stat_activity WHERE datname = '$DB'" "$DB"); do
-        taskset -p -c 0 "$pid" >/dev/null 2>&1 || true
-    done
-}
-start() {
-    taskset -c 0 "$1" serve --listen "127.0.0.1:$PORT" --database-url "$URL" --db-max-connections 64 \
-        --admin-token "$TOKEN" >/dev/null 2>&1 &
-    node=$!
-    for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-}
-stop() {
-    kill "$node"
-    wait "$node" || true
-    node=
-}
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 start "$1"
-STORE=$(curl -fs -X POST -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/v2/key-value-stores?name=hot" |
-    sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
+STORE=$(create_store hot)
 stop
-psql -X -q -v ON_ERROR_STOP=1 "$DB" -v store="$STORE" <<'SQL'
-INSERT INTO records (store_id, key, content_type, size, body, version)
-SELECT :'store', 'k' || lpad(i::text, 8, '0'), 'application/octet-stream',
-    CASE WHEN i % 10 = 0 THEN 1024 ELSE 64 END,
-    CASE WHEN i % 10 = 0 THEN convert_to(repeat('h', 1024), 'UTF8')
-        ELSE convert_to(repeat('v', 64), 'UTF8') END, 1
-FROM generate_series(0, 9999) i;
-UPDATE stores SET record_count = 10000, storage_bytes = 1000 * 1024 + 9000 * 64 WHERE id = :'store';
-VACUUM ANALYZE records;
-SQL
+load_10k_keys "$STORE"
 for i in $(seq 0 999); do printf '/v2/key-value-stores/%s/records/k%08d\n' "$STORE" $((i * 10)); done >"$PATHS"
 BODY=$(head -c 1024 /dev/zero | tr '\0' 'x')
 HZ=$(getconf CLK_TCK)

@@ -15,53 +15,22 @@
 set -euo pipefail
 DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BIN=$1
-export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres} PGPORT=${PGPORT:-5432}
-DB=kvstore_list_$$ PORT=$((20000 + $$ % 10000))
-TOKEN=kvs_benchmark_token_not_a_secret_0123456789
-URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB"
-createdb "$DB"
-node=
-cleanup() {
-    [ -z "$node" ] || kill "$node" 2>/dev/null || true
-    wait 2>/dev/null || true
-    dropdb --if-exists "$DB"
-}
-trap cleanup EXIT
-taskset -c 0 "$BIN" serve --listen "127.0.0.1:$PORT" --database-url "$URL" --db-max-connections 64 \
-    --admin-token "$TOKEN" >/dev/null 2>&1 &
-node=$!
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-STORE=$(curl -fs -X POST -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/v2/key-value-stores?name=list" |
-    sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
-psql -X -q -v ON_ERROR_STOP=1 "$DB" -v store="$STORE" <<'SQL'
-INSERT INTO records (store_id, key, content_type, size, body, version)
-SELECT :'store', 'k' || lpad(i::text, 8, '0'), 'application/octet-stream',
-    CASE WHEN i % 10 = 0 THEN 1024 ELSE 64 END,
-    CASE WHEN i % 10 = 0 THEN convert_to(repeat('h', 1024), 'UTF8')
-        ELSE convert_to(repeat('v', 64), 'UTF8') END, 1
-FROM generate_series(0, 9999) i;
-UPDATE stores SET record_count = 10000, storage_bytes = 1000 * 1024 + 9000 * 64 WHERE id = :'store';
-VACUUM ANALYZE records;
-SQL
+. "$DIR/lib.sh"
+pg_setup list
+start "$BIN"
+STORE=$(create_store list)
+load_10k_keys "$STORE"
 psql -X -q "$DB" -f "$DIR/schema.sql" >/dev/null 2>&1
-PATHS=$(mktemp)
 for _ in $(seq 500); do
     printf '/v2/key-value-stores/%s/keys?limit=1000&exclusiveStartKey=k%08d\n' "$STORE" $((RANDOM % 9000))
 done >"$PATHS"
-pin() {
-    sleep 1
-    for pid in $(psql -X -Atc "SELECT pid FROM pg_stat_activity WHERE datname = '$DB'" "$DB"); do
-        taskset -p -c 0 "$pid" >/dev/null 2>&1 || true
-    done
-}
 # Warm-up (and the access caches filled).
 BENCH_AUTH=$TOKEN taskset -c 1 wrk -t1 -c64 -d2s -s "$DIR/../lua/get.lua" "http://127.0.0.1:$PORT" -- "$PATHS" >/dev/null
-# The node's CPU time (user + system, clock ticks) so far: per request it is a figure other
-# processes on a busy machine move much less than req/s.
-ticks() { awk '{ print $14 + $15 }' "/proc/$node/stat"; }
+# The node's CPU time per request is a figure other processes on a busy machine move much less
+# than req/s.
 HZ=$(getconf CLK_TCK)
 for rep in 1 2; do
-    t0=$(ticks)
+    t0=$(ticks "$node")
     BENCH_AUTH=$TOKEN taskset -c 1 wrk -t1 -c64 -d6s -s "$DIR/../lua/get.lua" "http://127.0.0.1:$PORT" -- "$PATHS" \
         >"$PATHS.out" 2>&1 &
     w=$!
@@ -78,12 +47,10 @@ for rep in 1 2; do
     printf 'kvstore GET /keys?limit=1000   %s (non-2xx: %s; node CPU %s us/request)\n' \
         "$(grep -o 'Requests/sec: *[0-9.]*' "$PATHS.out")" \
         "$(grep -o 'Non-2xx or 3xx responses: [0-9]*' "$PATHS.out" || echo 0)" \
-        "$(awk -v t="$(($(ticks) - t0))" -v n="$n" -v hz="$HZ" 'BEGIN { printf "%.0f", n ? t / hz * 1e6 / n : 0 }')"
+        "$(awk -v t="$(($(ticks "$node") - t0))" -v n="$n" -v hz="$HZ" 'BEGIN { printf "%.0f", n ? t / hz * 1e6 / n : 0 }')"
 done
 # The node's 64 connections and pgbench's would pass max_connections: the node goes first.
-kill "$node"
-wait "$node" || true
-node=
+stop
 for rep in 1 2; do
     taskset -c 1 pgbench -n -M prepared -c 64 -j 1 -T 6 -f "$DIR/range.sql" "$DB" >"$PATHS.out" 2>&1 &
     p=$!
@@ -91,4 +58,3 @@ for rep in 1 2; do
     wait "$p" || true
     printf 'range.sql (pgbench)            %s\n' "$(grep -o 'tps = [0-9.]*' "$PATHS.out" | head -1)"
 done
-rm -f "$PATHS" "$PATHS.out"

@@ -18,26 +18,17 @@ set -euo pipefail
 DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 [ $# -ge 1 ] || { echo "usage: bench/pg/list_keys_callgrind.sh KVSTORE_BINARY [OTHER...]" >&2; exit 2; }
 command -v valgrind >/dev/null || { echo "needs valgrind" >&2; exit 1; }
-export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres} PGPORT=${PGPORT:-5432}
 N=${N:-200}
-DB=kvstore_listcg_$$ PORT=$((20000 + $$ % 10000))
-TOKEN=kvs_benchmark_token_not_a_secret_0123456789
-URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB"
+. "$DIR/lib.sh"
+pg_setup listcg
 WORK=$(mktemp -d)
-createdb "$DB"
-node=
 stop_node() {
     [ -z "$node" ] || { kill "$node" 2>/dev/null || true; wait "$node" 2>/dev/null || true; }
     node=
 }
-cleanup() {
-    stop_node
-    dropdb --if-exists "$DB"
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap 'pg_cleanup; rm -rf "$WORK"' EXIT
 
-start() { # BIN NAME
+start_callgrind() { # BIN NAME
     valgrind --tool=callgrind --callgrind-out-file="$WORK/$2.out" "$1" serve \
         --listen "127.0.0.1:$PORT" --database-url "$URL" --db-max-connections 4 \
         --admin-token "$TOKEN" >"$WORK/$2.log" 2>&1 &
@@ -70,20 +61,10 @@ i=0
 for bin in "$@"; do
     i=$((i + 1))
     name=$i-$(basename "$bin")
-    start "$bin" "$name"
+    start_callgrind "$bin" "$name"
     if [ -z "$STORE" ]; then
-        STORE=$(curl -fs -X POST -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/v2/key-value-stores?name=list" |
-            sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
-        psql -X -q -v ON_ERROR_STOP=1 "$DB" -v store="$STORE" <<'SQL'
-INSERT INTO records (store_id, key, content_type, size, body, version)
-SELECT :'store', 'k' || lpad(i::text, 8, '0'), 'application/octet-stream',
-    CASE WHEN i % 10 = 0 THEN 1024 ELSE 64 END,
-    CASE WHEN i % 10 = 0 THEN convert_to(repeat('h', 1024), 'UTF8')
-        ELSE convert_to(repeat('v', 64), 'UTF8') END, 1
-FROM generate_series(0, 9999) i;
-UPDATE stores SET record_count = 10000, storage_bytes = 1000 * 1024 + 9000 * 64 WHERE id = :'store';
-VACUUM ANALYZE records;
-SQL
+        STORE=$(create_store list)
+        load_10k_keys "$STORE"
     fi
     python3 "$WORK/client.py" "$PORT" 50 "$STORE" "$TOKEN" 1
     callgrind_control -z "$node" >/dev/null 2>&1

@@ -11,41 +11,11 @@
 # stopped (their connections together would pass max_connections).
 set -euo pipefail
 DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres} PGPORT=${PGPORT:-5432}
-DB=kvstore_put_$$ PORT=$((20000 + $$ % 10000))
-TOKEN=kvs_benchmark_token_not_a_secret_0123456789
-URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB"
-createdb "$DB"
-node=
-PATHS=$(mktemp)
-cleanup() {
-    [ -z "$node" ] || kill "$node" 2>/dev/null || true
-    wait 2>/dev/null || true
-    rm -f "$PATHS" "$PATHS.out"
-    dropdb --if-exists "$DB"
-}
-trap cleanup EXIT
+. "$DIR/lib.sh"
+pg_setup put
 psql -X -q "$DB" -f "$DIR/schema.sql" >/dev/null 2>&1
-pin() {
-    sleep 1
-    for pid in $(psql -X -Atc "SELECT pid FROM pg_stat_activity WHERE datname = '$DB'" "$DB"); do
-        taskset -p -c 0 "$pid" >/dev/null 2>&1 || true
-    done
-}
-start() {
-    taskset -c 0 "$1" serve --listen "127.0.0.1:$PORT" --database-url "$URL" --db-max-connections 64 \
-        --admin-token "$TOKEN" >/dev/null 2>&1 &
-    node=$!
-    for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-}
-stop() {
-    kill "$node"
-    wait "$node" || true
-    node=
-}
 start "$1"
-STORE=$(curl -fs -X POST -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/v2/key-value-stores?name=put" |
-    sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
+STORE=$(create_store put)
 stop
 for i in $(seq 0 999); do printf '/v2/key-value-stores/%s/records/k%08d\n' "$STORE" $((i * 10)); done >"$PATHS"
 BODY=$(head -c 1024 /dev/zero | tr '\0' 'x')
