@@ -168,32 +168,13 @@ async fn kill_9_loses_no_acknowledged_write() {
             break;
         }
 
-        let tasks: Vec<_> = writers
-            .iter()
-            .map(|w| {
-                tokio::spawn(run_writer(
-                    http.clone(),
-                    w.clone(),
-                    writer_rng(seed, round, w.writer),
-                ))
-            })
-            .collect();
-        let delay = match rng.gen_range(0..4) {
-            0 => rng.gen_range(0..10),
-            1 | 2 => rng.gen_range(10..120),
-            _ => rng.gen_range(120..300),
-        };
-        tokio::time::sleep(Duration::from_millis(delay)).await;
+        let tasks = spawn_writers(&http, &writers, seed, round);
+        tokio::time::sleep(crash_delay(&mut rng, [0, 10, 120, 300])).await;
         http.killed.store(true, Ordering::SeqCst);
         server.kill9();
         kills += 1;
-        for (i, task) in tasks.into_iter().enumerate() {
-            match tokio::time::timeout(OP_TIMEOUT, task).await {
-                Ok(Ok(Ok(model))) => writers[i] = model,
-                Ok(Ok(Err(e))) => fail(round, Some(&server), e),
-                Ok(Err(e)) => fail(round, Some(&server), format!("writer {i} panicked: {e}")),
-                Err(_) => fail(round, Some(&server), format!("writer {i} hangs")),
-            }
+        if let Err(e) = join_writers(tasks, &mut writers).await {
+            fail(round, Some(&server), e);
         }
     }
 
@@ -862,16 +843,7 @@ async fn fault_rounds(fault: Fault, faults: usize) {
             },
             Fault::FailedSync => disk.fail_sync(rng.gen_range(1..=20)),
         }
-        let tasks: Vec<_> = writers
-            .iter()
-            .map(|w| {
-                tokio::spawn(run_writer(
-                    target.clone(),
-                    w.clone(),
-                    writer_rng(seed ^ salt, n, w.writer),
-                ))
-            })
-            .collect();
+        let tasks = spawn_writers(&target, &writers, seed ^ salt, n);
         let deadline = Instant::now() + Duration::from_millis(rng.gen_range(2..150));
         while !disk.faulted() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -889,13 +861,8 @@ async fn fault_rounds(fault: Fault, faults: usize) {
                 }
             }
         }
-        for (i, task) in tasks.into_iter().enumerate() {
-            match tokio::time::timeout(OP_TIMEOUT, task).await {
-                Ok(Ok(Ok(model))) => writers[i] = model,
-                Ok(Ok(Err(e))) => fail(n, e),
-                Ok(Err(e)) => fail(n, format!("writer {i} panicked: {e}")),
-                Err(_) => fail(n, format!("writer {i} hangs after the fault")),
-            }
+        if let Err(e) = join_writers(tasks, &mut writers).await {
+            fail(n, format!("{e} (after the fault)"));
         }
         let (ops, s, _) = disk.stats();
         backend_ops += ops;

@@ -462,16 +462,7 @@ async fn failed_fsync_on_powerfs_then_restart_tears_no_record() {
         let mut http = Http::new(&server.url);
         http.power_off = Some(failed.clone());
         let http = Arc::new(http);
-        let tasks: Vec<_> = writers
-            .iter()
-            .map(|w| {
-                tokio::spawn(run_writer(
-                    http.clone(),
-                    w.clone(),
-                    writer_rng(seed ^ salt, round, w.writer),
-                ))
-            })
-            .collect();
+        let tasks = spawn_writers(&http, &writers, seed ^ salt, round);
         let deadline = Instant::now() + Duration::from_millis(rng.gen_range(50..1000));
         while !failed.load(Ordering::SeqCst) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -494,13 +485,8 @@ async fn failed_fsync_on_powerfs_then_restart_tears_no_record() {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }
-        for (i, task) in tasks.into_iter().enumerate() {
-            match tokio::time::timeout(OP_TIMEOUT, task).await {
-                Ok(Ok(Ok(model))) => writers[i] = model,
-                Ok(Ok(Err(e))) => fail(round, Some(&server), format!("{what}: {e}")),
-                Ok(Err(e)) => fail(round, Some(&server), format!("writer {i} panicked: {e}")),
-                Err(_) => fail(round, Some(&server), format!("writer {i} hangs")),
-            }
+        if let Err(e) = join_writers(tasks, &mut writers).await {
+            fail(round, Some(&server), format!("{what}: {e}"));
         }
         // The process (not the machine) restarts: the page cache stays as it is.
         server.kill9();

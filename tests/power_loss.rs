@@ -169,16 +169,7 @@ async fn power_loss_on_every_file_loses_no_acknowledged_write() {
             break;
         }
 
-        let tasks: Vec<_> = writers
-            .iter()
-            .map(|w| {
-                tokio::spawn(run_writer(
-                    http.clone(),
-                    w.clone(),
-                    writer_rng(seed, round, w.writer),
-                ))
-            })
-            .collect();
+        let tasks = spawn_writers(&http, &writers, seed, round);
         // The power goes off at a random request that changes the disk (often inside a commit,
         // or at its fsync), the server dying with it; or at a random moment, after the kill.
         if rng.gen_bool(0.5) {
@@ -192,22 +183,12 @@ async fn power_loss_on_every_file_loses_no_acknowledged_write() {
             }
             cut_at_request += u64::from(power.load(Ordering::SeqCst));
         } else {
-            let delay = match rng.gen_range(0..4) {
-                0 => rng.gen_range(0..20),
-                1 | 2 => rng.gen_range(20..200),
-                _ => rng.gen_range(200..500),
-            };
-            tokio::time::sleep(Duration::from_millis(delay)).await;
+            tokio::time::sleep(crash_delay(&mut rng, [0, 20, 200, 500])).await;
         }
         http.killed.store(true, Ordering::SeqCst);
         server.kill9();
-        for (i, task) in tasks.into_iter().enumerate() {
-            match tokio::time::timeout(OP_TIMEOUT, task).await {
-                Ok(Ok(Ok(model))) => writers[i] = model,
-                Ok(Ok(Err(e))) => fail(round, Some(&server), e),
-                Ok(Err(e)) => fail(round, Some(&server), format!("writer {i} panicked: {e}")),
-                Err(_) => fail(round, Some(&server), format!("writer {i} hangs")),
-            }
+        if let Err(e) = join_writers(tasks, &mut writers).await {
+            fail(round, Some(&server), e);
         }
         disk.add(&cut(fs, &mut image, &mut rng));
         cuts += 1;

@@ -534,6 +534,52 @@ pub async fn verify<T: Target>(t: &T, writers: &mut [WriterModel]) -> Result<(),
     Ok(())
 }
 
+/// One task per writer for a round, each on its own random stream (see [`writer_rng`]).
+pub fn spawn_writers<T: Target>(
+    target: &Arc<T>,
+    writers: &[WriterModel],
+    seed: u64,
+    round: usize,
+) -> Vec<tokio::task::JoinHandle<Result<WriterModel, String>>> {
+    writers
+        .iter()
+        .map(|w| {
+            tokio::spawn(run_writer(
+                target.clone(),
+                w.clone(),
+                writer_rng(seed, round, w.writer),
+            ))
+        })
+        .collect()
+}
+
+/// Waits for the tasks of [`spawn_writers`] and puts each writer's model back in `writers`; the
+/// first writer that failed, panicked or got no answer within [`OP_TIMEOUT`] is the error.
+pub async fn join_writers(
+    tasks: Vec<tokio::task::JoinHandle<Result<WriterModel, String>>>,
+    writers: &mut [WriterModel],
+) -> Result<(), String> {
+    for (i, task) in tasks.into_iter().enumerate() {
+        match tokio::time::timeout(OP_TIMEOUT, task).await {
+            Ok(Ok(Ok(model))) => writers[i] = model,
+            Ok(Ok(Err(e))) => return Err(e),
+            Ok(Err(e)) => return Err(format!("writer {i} panicked: {e}")),
+            Err(_) => return Err(format!("writer {i} hangs")),
+        }
+    }
+    Ok(())
+}
+
+/// A random moment for the crash, in milliseconds from `[a, b, c, d]`: a quarter of the time
+/// early (`a..b`), half the time `b..c`, a quarter late (`c..d`).
+pub fn crash_delay(rng: &mut StdRng, [a, b, c, d]: [u64; 4]) -> Duration {
+    Duration::from_millis(match rng.gen_range(0..4) {
+        0 => rng.gen_range(a..b),
+        1 | 2 => rng.gen_range(b..c),
+        _ => rng.gen_range(c..d),
+    })
+}
+
 /// A writer's random stream in one round.
 pub fn writer_rng(seed: u64, round: usize, writer: usize) -> StdRng {
     let mut x = seed ^ ((round as u64) << 20) ^ ((writer as u64) << 8);
