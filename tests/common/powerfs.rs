@@ -552,6 +552,34 @@ fn surviving(f: &FileNode, rng: &mut StdRng, stats: &mut DiskStats) -> Vec<u8> {
 
 struct PowerFsOps(Shared);
 
+impl PowerFsOps {
+    /// `fsync` and `fsyncdir` alike: a file's or a directory's pending changes made durable.
+    fn sync(&self, ino: INodeNo, reply: ReplyEmpty) {
+        let mut d = self.0.lock();
+        let r = d
+            .tick()
+            .and_then(|()| d.fault_sync(ino.0))
+            .and_then(|()| d.fsync(ino.0));
+        answer_empty(reply, r);
+    }
+}
+
+/// Answers a request that returns nothing but success or an error.
+fn answer_empty(reply: ReplyEmpty, r: Result<(), Errno>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
+    }
+}
+
+/// Answers `open`/`opendir`: there are no handles to keep, so every open gets handle 0.
+fn answer_opened(reply: ReplyOpen, r: Result<(), Errno>) {
+    match r {
+        Ok(()) => reply.opened(FileHandle(0), FopenFlags::empty()),
+        Err(e) => reply.error(e),
+    }
+}
+
 impl Filesystem for PowerFsOps {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let mut d = self.0.lock();
@@ -662,10 +690,7 @@ impl Filesystem for PowerFsOps {
             d.file(ino)?;
             d.change(parent.0, vec![(name.to_owned(), None)])
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer_empty(reply, r);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -677,10 +702,7 @@ impl Filesystem for PowerFsOps {
             }
             d.change(parent.0, vec![(name.to_owned(), None)])
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer_empty(reply, r);
     }
 
     fn rename(
@@ -728,19 +750,13 @@ impl Filesystem for PowerFsOps {
             }
             Ok(())
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer_empty(reply, r);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let mut d = self.0.lock();
         let r = d.check().and_then(|()| d.file(ino.0).map(drop));
-        match r {
-            Ok(()) => reply.opened(FileHandle(0), FopenFlags::empty()),
-            Err(e) => reply.error(e),
-        }
+        answer_opened(reply, r);
     }
 
     fn read(
@@ -820,24 +836,13 @@ impl Filesystem for PowerFsOps {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let mut d = self.0.lock();
-        let r = d
-            .tick()
-            .and_then(|()| d.fault_sync(ino.0))
-            .and_then(|()| d.fsync(ino.0));
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.sync(ino, reply);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let mut d = self.0.lock();
         let r = d.check().and_then(|()| d.dir(ino.0).map(drop));
-        match r {
-            Ok(()) => reply.opened(FileHandle(0), FopenFlags::empty()),
-            Err(e) => reply.error(e),
-        }
+        answer_opened(reply, r);
     }
 
     fn readdir(
@@ -887,15 +892,7 @@ impl Filesystem for PowerFsOps {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let mut d = self.0.lock();
-        let r = d
-            .tick()
-            .and_then(|()| d.fault_sync(ino.0))
-            .and_then(|()| d.fsync(ino.0));
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.sync(ino, reply);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
