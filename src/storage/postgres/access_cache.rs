@@ -24,6 +24,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgListener, PgPool};
 
 use crate::model::{Authenticated, ShareAccess, StoreId, StoreInfo, TokenHash, UserId};
+use crate::storage::{Record, RecordRead};
 
 /// The channel the generation triggers notify (see the schema's migration 6).
 pub(super) const CHANNEL: &str = "kvstore_access";
@@ -61,6 +62,22 @@ pub(super) struct Cached {
     pub caller: Option<Authenticated>,
     pub store: StoreInfo,
     pub share: Option<ShareAccess>,
+}
+
+impl Cached {
+    /// The read the cached path answers once the generation is confirmed: the caller, store and
+    /// share from the caches; the store's counter shards are not read on this path, so its
+    /// counters are not exact.
+    pub fn into_read(self, record: Option<Record>) -> RecordRead {
+        RecordRead {
+            caller: self.caller,
+            store: Some(self.store),
+            share: self.share,
+            record,
+            counters_exact: false,
+            unconfirmed: None,
+        }
+    }
 }
 
 #[derive(Default)]

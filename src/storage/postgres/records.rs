@@ -137,14 +137,7 @@ impl PgStore {
         }
         count(Outcome::Hit);
         let page = page.page;
-        let read = RecordRead {
-            caller: cached.caller,
-            store: Some(cached.store),
-            share: cached.share,
-            record: None,
-            counters_exact: false,
-            unconfirmed: None,
-        };
+        let read = cached.into_read(None);
         Ok((read, Some(page)))
     }
 
@@ -183,14 +176,7 @@ impl PgStore {
                 Some(row) => self.record_of_cached(store, key, row).await?,
                 None => None,
             };
-            return Ok(RecordRead {
-                caller: cached.caller,
-                store: Some(cached.store),
-                share: cached.share,
-                record,
-                counters_exact: false,
-                unconfirmed: None,
-            });
+            return Ok(cached.into_read(record));
         }
         let row = self
             .bounded(self.op_timeout, async {
@@ -217,14 +203,7 @@ impl PgStore {
             Some(key) => self.record_of_row(store, key, &row).await?,
             None => None,
         };
-        Ok(RecordRead {
-            caller: cached.caller,
-            store: Some(cached.store),
-            share: cached.share,
-            record,
-            counters_exact: false,
-            unconfirmed: None,
-        })
+        Ok(cached.into_read(record))
     }
 
     /// [`Self::record_read_impl`] without the caches, filling them.
