@@ -182,11 +182,7 @@ async fn kill_9_loses_no_acknowledged_write() {
     for w in &writers {
         total.add(&w.counts);
     }
-    let records: usize = writers
-        .iter()
-        .flat_map(|w| w.stores.values())
-        .map(|s| s.records.len())
-        .sum();
+    let records = live_records(&writers);
     let blobs = live_blobs(&writers);
     println!(
         "kill -9: {rounds} rounds, {kills} kills under load and {startup_kills} during start-up \

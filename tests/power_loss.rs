@@ -199,11 +199,7 @@ async fn power_loss_on_every_file_loses_no_acknowledged_write() {
     for w in &writers {
         total.add(&w.counts);
     }
-    let records: usize = writers
-        .iter()
-        .flat_map(|w| w.stores.values())
-        .map(|s| s.records.len())
-        .sum();
+    let records = live_records(&writers);
     println!(
         "power loss (FUSE): {cuts} cuts under load ({cut_at_request} at a chosen request of the \
          {armed} rounds armed so; {} right after a first start) and {startup_cuts} during \

@@ -649,6 +649,15 @@ pub async fn startup_orphans(server: &Served) -> Result<(u64, u64, u64), String>
     }
 }
 
+/// Records the stores hold at the end, by the (verified, hence exact) models.
+pub fn live_records(writers: &[WriterModel]) -> usize {
+    writers
+        .iter()
+        .flat_map(|w| w.stores.values())
+        .map(|s| s.records.len())
+        .sum()
+}
+
 /// Records whose bodies live in blob files, by the (verified, hence exact) models.
 pub fn live_blobs(writers: &[WriterModel]) -> usize {
     writers
