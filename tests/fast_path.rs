@@ -63,6 +63,50 @@ async fn seen(resp: Response) -> Seen {
     }
 }
 
+/// The owner's GET of `path` over a new HTTP/2 connection (h2c, prior knowledge), with the same
+/// request id as the HTTP/1.1 requests, as [`Seen`] (HTTP/2 sends header names in lower case, as
+/// reqwest shows them).
+async fn h2_get(srv: &TestServer, path: &str, token: &str) -> Seen {
+    let addr = srv.url.trim_start_matches("http://").to_owned();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, connection) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let mut send = send.ready().await.unwrap();
+    let request = http::Request::get(format!("{}{path}", srv.url))
+        .header("authorization", format!("Bearer {token}"))
+        .header("x-request-id", "same-id")
+        .body(())
+        .unwrap();
+    let (response, _) = send.send_request(request, true).unwrap();
+    let response = response.await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .filter(|(name, _)| name.as_str() != "date")
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                value.as_bytes().escape_ascii().to_string(),
+            )
+        })
+        .collect();
+    let mut stream = response.into_body();
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.data().await {
+        let chunk = chunk.unwrap();
+        stream.flow_control().release_capacity(chunk.len()).unwrap();
+        body.extend_from_slice(&chunk);
+    }
+    drop(send);
+    driver.abort();
+    Seen {
+        status,
+        headers,
+        body,
+    }
+}
+
 /// `GET /metrics` of the process (one registry for every server in it).
 async fn metrics_text(srv: &TestServer) -> String {
     srv.http
@@ -445,6 +489,20 @@ async fn the_fast_path_answers_as_the_router_does() {
     listed
         .same("no origin", get(Some(owner_t)), true, ctx)
         .await;
+
+    // HTTP/2 (h2c, prior knowledge): the fast path sits in front of both protocols.
+    let m0 = metrics_text(&any.fast).await;
+    let from_fast = h2_get(&any.fast, &path, owner_t).await;
+    let m1 = metrics_text(&any.fast).await;
+    let from_normal = h2_get(&any.normal, &path, owner_t).await;
+    assert_eq!(from_fast, from_normal, "HTTP/2: the two paths differ");
+    assert_eq!(from_fast.status, 200);
+    assert_eq!(from_fast.body, new_body);
+    assert_eq!(
+        metric(&m1, FAST_COUNTER) - metric(&m0, FAST_COUNTER),
+        1.0,
+        "HTTP/2: fast path"
+    );
 
     for pair in [any, listed] {
         pair.fast.stop().await;
