@@ -10,7 +10,10 @@ use super::chunks::{body_budget, free_replaced, missed_chunks, write_chunks, CHU
 use super::errors::db_err;
 use super::objects::object_of;
 use super::pipeline::RecordRow;
-use super::rows::{corrupt, meta_of, store_from_row, stored_body, to_i64, to_u64, StoredBody};
+use super::rows::{
+    corrupt, etag_seed, meta_of, record_row, store_from_row, stored_body, to_i64, to_u64,
+    StoredBody,
+};
 use super::spool::chunks_to_file;
 use super::sql::{
     record_query, DELETE_RECORD, GENERATION, IMPORT_RECORDS, KEYS_AFTER, KEYS_AFTER_CACHED,
@@ -27,36 +30,24 @@ use crate::storage::{
 };
 
 impl PgStore {
-    /// The record a [`RECORD_READ`] row found, if any; a chunked body is read from its own
-    /// snapshot.
+    /// The record a [`RECORD_READ`] or [`RECORD_READ_CACHED`] row found, if any; a chunked body
+    /// is read from its own snapshot.
     async fn record_of_row(
         &self,
         store: &StoreId,
         key: &RecordKey,
         row: &PgRow,
     ) -> Result<Option<Record>> {
-        if row
-            .try_get::<Option<i64>, _>("size")
-            .map_err(db_err)?
-            .is_none()
-        {
-            return Ok(None);
-        }
-        if let Some(name) = object_of(row)? {
-            return self.record_of_object(key, row, &name).map(Some);
-        }
-        match stored_body(row)? {
-            StoredBody::Inline(bytes) => Ok(Some(Record {
-                meta: meta_of(key, row)?,
-                body: BodyOutput::Bytes(bytes),
-            })),
-            StoredBody::Chunked(_) => self.record_get(store, key).await,
+        match record_row(row)? {
+            Some(row) => self.record_of(store, key, row).await,
+            None => Ok(None),
         }
     }
 
-    /// The record a pipelined [`RECORD_READ_CACHED`] row found ([`super::pipeline`]), as
-    /// [`Self::record_of_row`] makes it of a row of the statement pool.
-    async fn record_of_cached(
+    /// The record of a record row (decoded from the statement pool's row, or by the pipelined
+    /// reads, [`super::pipeline`]): its body inline, in the object store, or in chunks read from a
+    /// snapshot of their own.
+    async fn record_of(
         &self,
         store: &StoreId,
         key: &RecordKey,
@@ -66,7 +57,7 @@ impl PgStore {
             key: key.clone(),
             size: to_u64(row.size),
             content_type: row.content_type,
-            version: u64::from_ne_bytes(row.version.to_ne_bytes()),
+            version: etag_seed(row.version),
         };
         if let Some(name) = row.object {
             return self.object_record(meta, &name).map(Some);
@@ -173,7 +164,7 @@ impl PgStore {
             }
             count(Outcome::Hit);
             let record = match read.record {
-                Some(row) => self.record_of_cached(store, key, row).await?,
+                Some(row) => self.record_of(store, key, row).await?,
                 None => None,
             };
             return Ok(cached.into_read(record));

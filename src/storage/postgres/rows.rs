@@ -6,6 +6,7 @@ use sqlx::postgres::PgRow;
 use sqlx::Row;
 
 use super::errors::db_err;
+use super::pipeline::RecordRow;
 use crate::model::{
     GeneralAccess, RecordKey, RecordMeta, ShareAccess, StoreId, StoreInfo, StoreName, StoreStats,
     TokenGrant, TokenHash, User, UserId, Username,
@@ -55,8 +56,30 @@ pub(super) fn stored_body(row: &PgRow) -> Result<StoredBody> {
 
 /// The stored version is the u64 ETag seed, kept in a signed column.
 pub(super) fn version_of(row: &PgRow) -> Result<u64> {
-    let v: i64 = row.try_get("version").map_err(db_err)?;
-    Ok(u64::from_ne_bytes(v.to_ne_bytes()))
+    Ok(etag_seed(row.try_get("version").map_err(db_err)?))
+}
+
+/// The u64 ETag seed a signed `version` column holds, bit for bit.
+pub(super) fn etag_seed(version: i64) -> u64 {
+    u64::from_ne_bytes(version.to_ne_bytes())
+}
+
+/// A record's columns from a [`super::sql::RECORD_READ`] or [`super::sql::RECORD_READ_CACHED`]
+/// row of the statement pool, as the pipelined reads decode them; `None` when the row found no
+/// record (its `size` is null).
+pub(super) fn record_row(row: &PgRow) -> Result<Option<RecordRow>> {
+    let Some(size) = row.try_get::<Option<i64>, _>("size").map_err(db_err)? else {
+        return Ok(None);
+    };
+    let body: Option<Vec<u8>> = row.try_get("body").map_err(db_err)?;
+    Ok(Some(RecordRow {
+        content_type: row.try_get("content_type").map_err(db_err)?,
+        size,
+        body: body.map(Bytes::from),
+        blob_id: row.try_get("blob_id").map_err(db_err)?,
+        version: row.try_get("version").map_err(db_err)?,
+        object: row.try_get("object").map_err(db_err)?,
+    }))
 }
 
 pub(super) fn user_from_row(row: &PgRow) -> Result<User> {
