@@ -108,7 +108,15 @@ pub(super) struct EngineOptions {
 impl Engine {
     /// Opens (or creates) the database in `dir`, replaying its journal.
     pub(super) fn open(dir: &Path, options: &EngineOptions) -> Result<Self> {
-        if dir.is_dir() {
+        let marker = closed_marker(dir);
+        if marker.exists() {
+            // The last process closed the database (see `close`): its journals were synced, and no
+            // write may follow until the marker is gone for good.
+            std::fs::remove_file(&marker).map_err(at(&marker))?;
+            if let Some(parent) = marker.parent() {
+                super::blobs::sync_dir(parent).map_err(at(parent))?;
+            }
+        } else if dir.is_dir() {
             rewrite_journals(dir)?;
         }
         let db = SingleWriterTxDatabase::builder(dir)
@@ -186,6 +194,39 @@ impl Engine {
     pub(super) fn persist(&self) -> Result<()> {
         self.db.persist(PersistMode::SyncAll).map_err(engine)
     }
+
+    /// Flushes every memtable to tables (so that the next start replays no journal entry into
+    /// memory) and leaves a marker saying that the journals need no rewrite at the next open.
+    /// Only once no write can come any more. Gives up (no marker, nothing lost) if a flush does
+    /// not finish within `patience`.
+    pub(super) fn close(&self, dir: &Path, patience: std::time::Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + patience;
+        for keyspace in &self.tables {
+            let keyspace = keyspace.inner();
+            keyspace.rotate_memtable().map_err(engine)?;
+            while keyspace.sealed_memtable_count() > 0 {
+                if std::time::Instant::now() > deadline {
+                    tracing::warn!("the engine's flush at close did not finish in {patience:?}");
+                    return Ok(());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+        self.persist()?;
+        let marker = closed_marker(dir);
+        std::fs::File::create(&marker)
+            .and_then(|f| f.sync_all())
+            .map_err(at(&marker))?;
+        if let Some(parent) = marker.parent() {
+            super::blobs::sync_dir(parent).map_err(at(parent))?;
+        }
+        Ok(())
+    }
+}
+
+/// The marker of a database closed by [`Engine::close`], beside its folder.
+fn closed_marker(dir: &Path) -> std::path::PathBuf {
+    dir.with_extension("closed")
 }
 
 /// Fsyncs `dir` and every folder under it (fjall's workers may remove one meanwhile: a folder

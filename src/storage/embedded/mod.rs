@@ -90,8 +90,13 @@ impl Default for EmbeddedOptions {
     }
 }
 
+/// How long a close waits for the engine to flush its memtables.
+const CLOSE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(20);
+
 pub struct EmbeddedStore {
     engine: Arc<Engine>,
+    /// `<data-dir>/db`
+    engine_dir: PathBuf,
     paths: Arc<Paths>,
     auth: Arc<AuthCache>,
     hot: Arc<HotRecords>,
@@ -120,8 +125,9 @@ impl EmbeddedStore {
         // Anything left in the spool dir belongs to requests that never completed.
         let _ = fs::remove_dir_all(&paths.spool);
         fs::create_dir_all(&paths.spool)?;
+        let engine_dir = dir.join("db");
         let engine = Engine::open(
-            &dir.join("db"),
+            &engine_dir,
             &EngineOptions {
                 cache_bytes: options.cache_bytes as u64,
             },
@@ -163,6 +169,7 @@ impl EmbeddedStore {
         };
         Ok(Self {
             engine,
+            engine_dir,
             paths,
             auth,
             hot,
@@ -639,12 +646,21 @@ impl Housekeeping for EmbeddedStore {
             writer.take();
         }
         let thread = self.writer_thread.lock().ok().and_then(|mut t| t.take());
-        if let Some(thread) = thread {
-            tokio::task::spawn_blocking(move || thread.join())
-                .await
-                .map_err(|e| StorageError::Engine(e.to_string()))?
-                .map_err(|_| StorageError::Engine("writer thread panicked".into()))?;
+        let Some(thread) = thread else {
+            return Ok(()); // closed before
+        };
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .map_err(|e| StorageError::Engine(e.to_string()))?
+            .map_err(|_| StorageError::Engine("writer thread panicked".into()))?;
+        // No write can come any more. After an I/O error the journal must be rewritten at the
+        // next open: no marker.
+        if self.paths.io_failed.load(Ordering::Acquire) {
+            return Ok(());
         }
-        Ok(())
+        let (engine, dir) = (self.engine.clone(), self.engine_dir.clone());
+        tokio::task::spawn_blocking(move || engine.close(&dir, CLOSE_PATIENCE))
+            .await
+            .map_err(|e| StorageError::Engine(e.to_string()))?
     }
 }
