@@ -182,7 +182,9 @@ pub(super) fn put_records(
             .map(|old| decode::<RecordHeader>(&old))
             .transpose()?;
         match &record.body {
-            PreparedBody::Inline(bytes) => txn.insert(Table::Bodies, row.as_slice(), bytes.clone()),
+            // Copied: the memtable keeps what it is given, and a request's bytes may be a slice of
+            // a larger read buffer.
+            PreparedBody::Inline(bytes) => txn.insert(Table::Bodies, row.as_slice(), &bytes[..]),
             PreparedBody::Blob(_) => txn.remove(Table::Bodies, row.as_slice()),
         }
         txn.insert(Table::Records, row, encode(&header)?);
