@@ -97,6 +97,8 @@ impl Table {
 pub(super) struct Engine {
     db: SingleWriterTxDatabase,
     tables: Vec<SingleWriterTxKeyspace>,
+    /// `<dir>.lock`, locked for as long as the engine is open; see [`Engine::open`].
+    _lock: std::fs::File,
 }
 
 /// Settings of [`Engine::open`].
@@ -108,6 +110,21 @@ pub(super) struct EngineOptions {
 impl Engine {
     /// Opens (or creates) the database in `dir`, replaying its journal.
     pub(super) fn open(dir: &Path, options: &EngineOptions) -> Result<Self> {
+        // Taken before anything here touches the database, unlike fjall's own lock (in `dir`),
+        // which its open takes only after the journals are rewritten below: a second process
+        // must not replace the journal that the running one appends to.
+        let lock_path = dir.with_extension("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(at(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(StorageError::Locked),
+            Err(std::fs::TryLockError::Error(e)) => return Err(at(&lock_path)(e)),
+        }
         let marker = closed_marker(dir);
         if marker.exists() {
             // The last process closed the database (see `close`): its journals were synced, and no
@@ -146,7 +163,11 @@ impl Engine {
         // which a replay drops (tests/power_loss.rs). Syncing every folder of the database makes
         // whatever the open created durable; runs of tables and blob files are synced by fjall.
         sync_folders(dir)?;
-        Ok(Self { db, tables })
+        Ok(Self {
+            db,
+            tables,
+            _lock: lock,
+        })
     }
 
     fn keyspace(&self, table: Table) -> &SingleWriterTxKeyspace {
