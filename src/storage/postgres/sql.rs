@@ -246,6 +246,42 @@ FROM kvstore_generation g LEFT JOIN LATERAL (",
 pub(super) const GENERATION: &str =
     "SELECT value AS generation FROM kvstore_generation WHERE id = 1";
 
+/// The statements of a key listing, which the pipelined connections prepare ([`super::pipeline`]).
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Listing {
+    /// [`KEYS_AFTER`]
+    After,
+    /// [`KEYS_IN_PREFIX`]
+    InPrefix,
+    /// [`KEYS_AFTER_CACHED`]
+    AfterCached,
+    /// [`KEYS_IN_PREFIX_CACHED`]
+    InPrefixCached,
+    /// [`GENERATION`]: a listing from the caches of a range no key can match.
+    Generation,
+}
+
+impl Listing {
+    /// Every listing statement, in the order of their discriminants.
+    pub const ALL: [Listing; 5] = [
+        Listing::After,
+        Listing::InPrefix,
+        Listing::AfterCached,
+        Listing::InPrefixCached,
+        Listing::Generation,
+    ];
+
+    pub fn sql(self) -> &'static str {
+        match self {
+            Listing::After => KEYS_AFTER,
+            Listing::InPrefix => KEYS_IN_PREFIX,
+            Listing::AfterCached => KEYS_AFTER_CACHED,
+            Listing::InPrefixCached => KEYS_IN_PREFIX_CACHED,
+            Listing::Generation => GENERATION,
+        }
+    }
+}
+
 /// `SELECT` of store rows with their counters (the row's base plus every shard), for `filter`
 /// (a `WHERE` clause over the `stores` columns, which are unambiguous) and `tail` (ORDER BY…).
 pub(super) fn select_stores(filter: &str, tail: &str) -> String {
