@@ -36,8 +36,18 @@ backends() {
     psql -X -Atc "SELECT pid FROM pg_stat_activity WHERE datname = '$DB' AND backend_type = 'client backend'
         AND pid <> pg_backend_pid()" "$DB"
 }
-snap() { for pid in $pids; do t=$(ticks "$pid" 2>/dev/null) && echo "$pid $t"; done >"$1"; }
-since() { snap "$1.now"; awk 'NR == FNR { a[$1] = $2; next } $1 in a { s += $2 - a[$1] } END { print s + 0 }' "$1" "$1.now"; }
+# (Read without a process per backend: the script must not take the CPU it measures.)
+snap() {
+    local pid line
+    for pid in $pids; do
+        { read -r line <"/proc/$pid/stat"; } 2>/dev/null || continue
+        # shellcheck disable=SC2086
+        set -- $line
+        echo "$pid $((${14} + ${15}))"
+    done >"$1"
+}
+since() { snap "$1.now"; delta "$1" "$1.now"; }
+delta() { awk 'NR == FNR { a[$1] = $2; next } $1 in a { s += $2 - a[$1] } END { print s + 0 }' "$1" "$2"; }
 for rep in 1 2; do
     pids=$(backends)
     snap "$PATHS.db"
@@ -67,16 +77,22 @@ for rep in 1 2; do
     taskset -c 1 pgbench -n -M prepared -c 64 -j 1 -T 6 -f "$DIR/range.sql" "$DB" >"$PATHS.out" 2>&1 &
     p=$!
     pin
-    # Its backends' CPU time over 3 s in the middle of the run, per transaction at the run's rate.
+    # Its backends' CPU time from now until the last look at them all (every 0.2 s) before they
+    # end with the run, per transaction at the run's rate.
     pids=$(backends)
     snap "$PATHS.db"
-    s0=$(date +%s.%N)
-    sleep 3
-    d=$(since "$PATHS.db")
-    s1=$(date +%s.%N)
+    s0=$(date +%s.%N) s1=$s0 d=0
+    while kill -0 "$p" 2>/dev/null; do
+        sleep 0.2
+        t=$(date +%s.%N)
+        snap "$PATHS.db.all"
+        if [ "$(wc -l <"$PATHS.db.all")" = "$(wc -l <"$PATHS.db")" ]; then
+            d=$(delta "$PATHS.db" "$PATHS.db.all") s1=$t
+        fi
+    done
     wait "$p" || true
     tps=$(grep -o 'tps = [0-9.]*' "$PATHS.out" | head -1)
     printf 'range.sql (pgbench)            %s (database CPU %s us/transaction)\n' "$tps" \
-        "$(awk -v t="$d" -v s="$s1 - $s0" -v tps="${tps#tps = }" -v hz="$HZ" 'BEGIN {
-            split(s, a, " - "); printf "%.0f", tps ? t / hz / (a[1] - a[2]) * 1e6 / tps : 0 }')"
+        "$(awk -v t="$d" -v s0="$s0" -v s1="$s1" -v tps="${tps#tps = }" -v hz="$HZ" 'BEGIN {
+            w = s1 - s0; if (tps > 0 && w > 0) printf "%.0f", t / hz / w * 1e6 / tps; else printf "?" }')"
 done
