@@ -84,13 +84,13 @@ impl PgStore {
         let Some(range) = KeyRange::of(store, query) else {
             return Ok(Some(KeyPage::default()));
         };
-        let mut page = PageRows::new(0, true, query.limit);
+        let mut page = PageRows::new(query.limit);
         self.page_rows(range.listing(false), Some(&range), &mut page)
             .await?;
         Ok(Some(page.page))
     }
 
-    /// The rows of `listing` over `range` (none for [`Listing::Generation`]) into `page`: on a
+    /// The rows of `listing` over `range` (none for [`Listing::NoneCached`]) into `page`: on a
     /// pipelined connection when there are some ([`super::pipeline`]), else on the statement
     /// pool; within `--db-timeout` either way.
     async fn page_rows(
@@ -133,11 +133,10 @@ impl PgStore {
             return self.keys_read_uncached(token, store, query).await;
         };
         let range = KeyRange::of(store, query);
-        // The generation in the first column, then the page's columns (none without a range).
-        let mut page = PageRows::new(1, range.is_some(), query.limit);
+        let mut page = PageRows::new(query.limit);
         let listing = range
             .as_ref()
-            .map_or(Listing::Generation, |range| range.listing(true));
+            .map_or(Listing::NoneCached, |range| range.listing(true));
         self.page_rows(listing, range.as_ref(), &mut page).await?;
         let Some(generation) = page.generation else {
             return Err(corrupt("no access generation"));
@@ -747,30 +746,25 @@ impl<'q> KeyRange<'q> {
 }
 
 /// A page of keys decoded row by row as the rows arrive ([`PgStore::page_rows`]) from the columns
-/// `key, size, content_type, version` at `first` (the cached listing's generation comes before
-/// them, at 0); a NULL key is the empty page's one row of [`KEYS_AFTER_CACHED`]. The statements
-/// ask for one row more than `limit`: if it comes, the page is truncated.
+/// `key, size, content_type, version`; a row without a key is the cached listings' last, with the
+/// access generation in a fifth column ([`KEYS_AFTER_CACHED`]). The statements ask for one row more
+/// than `limit`: if it comes, the page is truncated.
 ///
 /// [`KEYS_AFTER_CACHED`]: super::sql::KEYS_AFTER_CACHED
 struct PageRows {
-    first: usize,
-    /// Whether the rows have the page's columns ([`GENERATION`]'s row has the generation alone).
-    keys: bool,
     limit: usize,
     generation: Option<i64>,
     page: KeyPage,
 }
 
 impl PageRows {
-    fn new(first: usize, keys: bool, limit: usize) -> Self {
+    fn new(limit: usize) -> Self {
         PageRows {
-            first,
-            keys,
             limit,
             generation: None,
             page: KeyPage {
                 // The API asks for at most 1000 keys a page.
-                items: Vec::with_capacity(if keys { limit.min(1000) } else { 0 }),
+                items: Vec::with_capacity(limit.min(1000)),
                 is_truncated: false,
             },
         }
@@ -778,14 +772,8 @@ impl PageRows {
 
     /// One row, from the statement pool or a pipelined connection alike.
     fn push(&mut self, row: &impl Columns) -> Result<()> {
-        let first = self.first;
-        if first == 1 && self.generation.is_none() {
-            self.generation = Some(row.int8(0)?);
-        }
-        if !self.keys {
-            return Ok(());
-        }
-        let Some(key) = row.text(first)? else {
+        let Some(key) = row.text(0)? else {
+            self.generation = Some(row.int8(4)?);
             return Ok(());
         };
         let items = &mut self.page.items;
@@ -795,12 +783,12 @@ impl PageRows {
         }
         items.push(RecordMeta {
             key: RecordKey::parse(key).map_err(corrupt)?,
-            size: to_u64(row.int8(first + 1)?),
+            size: to_u64(row.int8(1)?),
             content_type: row
-                .text(first + 2)?
+                .text(2)?
                 .ok_or_else(|| corrupt("no content type"))?
                 .to_owned(),
-            version: etag_seed(row.int8(first + 3)?),
+            version: etag_seed(row.int8(3)?),
         });
         Ok(())
     }

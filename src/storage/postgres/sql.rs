@@ -199,20 +199,25 @@ FROM kvstore_generation g
 LEFT JOIN records r ON r.store_id = $1 AND r.key = $2";
 
 /// One page of a store's keys, in key order, after $2 (`key_range`); one more than the page is
-/// asked for ($3), to know whether more follow. Columns in the order `PageRows` decodes them.
+/// asked for ($3), to know whether more follow. Columns in the order `PageRows` decodes them, and
+/// `$extra` (the cached listings' NULL generation).
 macro_rules! keys_after {
-    () => {
-        "SELECT key, size, content_type, version FROM records
+    ($($extra:literal)?) => {
+        concat!(
+            "SELECT key, size, content_type, version", $($extra,)? " FROM records
          WHERE store_id = $1 AND key > $2 ORDER BY key LIMIT $3"
+        )
     };
 }
 
 /// [`keys_after!`] within a prefix: $3 the prefix, $4 the bound every key with it sorts below,
 /// $5 the limit.
 macro_rules! keys_in_prefix {
-    () => {
-        "SELECT key, size, content_type, version FROM records
+    ($($extra:literal)?) => {
+        concat!(
+            "SELECT key, size, content_type, version", $($extra,)? " FROM records
          WHERE store_id = $1 AND key > $2 AND key >= $3 AND key < $4 ORDER BY key LIMIT $5"
+        )
     };
 }
 
@@ -220,26 +225,36 @@ macro_rules! keys_in_prefix {
 pub(super) const KEYS_AFTER: &str = keys_after!();
 pub(super) const KEYS_IN_PREFIX: &str = keys_in_prefix!();
 
+/// The cached listings' last row: no key, and the access generation in a fifth column.
+macro_rules! then_generation {
+    () => {
+        " UNION ALL SELECT NULL, NULL, NULL, NULL, value FROM kvstore_generation WHERE id = 1"
+    };
+}
+
 /// The key listing when the caller, the store and the share come from the caches, in one
-/// statement: the page with the access generation to check the cached entries against, as
-/// [`RECORD_READ_CACHED`] reads a record. The generation's one row drives the join, so it comes
-/// back (with NULL keys) on an empty page too. `WHERE g.id = 1` tells the planner it is one row:
-/// without it (the table never analyzed) the generic plan materialized the page under a nested
-/// loop, and the statement ran at 791–853 tps under pgbench against 1497–1502 for the range alone.
-/// Deleting the store moves the generation, so a
-/// current generation also says the store was not deleted as of the page's snapshot.
+/// statement: the page, then a row with the access generation to check the cached entries
+/// against (as [`RECORD_READ_CACHED`] reads a record), from one snapshot. Deleting the store
+/// moves the generation, so a current generation also says the store was not deleted as of the
+/// page's snapshot. A `UNION ALL` rather than the page joined to the generation's row: the join
+/// projected every row once more and sent the generation with each (bench/RESULTS.md,
+/// 2026-12-06 "list-keys on the pipelined connections").
 pub(super) const KEYS_AFTER_CACHED: &str = concat!(
-    "SELECT g.value AS generation, r.key, r.size, r.content_type, r.version
-FROM kvstore_generation g LEFT JOIN LATERAL (",
-    keys_after!(),
-    ") r ON true WHERE g.id = 1"
+    "(",
+    keys_after!(", NULL::bigint AS generation"),
+    ")",
+    then_generation!()
 );
 pub(super) const KEYS_IN_PREFIX_CACHED: &str = concat!(
-    "SELECT g.value AS generation, r.key, r.size, r.content_type, r.version
-FROM kvstore_generation g LEFT JOIN LATERAL (",
-    keys_in_prefix!(),
-    ") r ON true WHERE g.id = 1"
+    "(",
+    keys_in_prefix!(", NULL::bigint AS generation"),
+    ")",
+    then_generation!()
 );
+/// [`KEYS_AFTER_CACHED`] of a range no key can match: the generation's row alone.
+pub(super) const KEYS_NONE_CACHED: &str = "SELECT NULL::text AS key, NULL::bigint AS size,
+    NULL::text AS content_type, NULL::bigint AS version, value AS generation
+FROM kvstore_generation WHERE id = 1";
 
 /// The access generation alone, for an access check without a record (a write's) answered by the
 /// caches.
@@ -257,8 +272,8 @@ pub(super) enum Listing {
     AfterCached,
     /// [`KEYS_IN_PREFIX_CACHED`]
     InPrefixCached,
-    /// [`GENERATION`]: a listing from the caches of a range no key can match.
-    Generation,
+    /// [`KEYS_NONE_CACHED`]
+    NoneCached,
 }
 
 impl Listing {
@@ -268,7 +283,7 @@ impl Listing {
         Listing::InPrefix,
         Listing::AfterCached,
         Listing::InPrefixCached,
-        Listing::Generation,
+        Listing::NoneCached,
     ];
 
     pub fn sql(self) -> &'static str {
@@ -277,7 +292,7 @@ impl Listing {
             Listing::InPrefix => KEYS_IN_PREFIX,
             Listing::AfterCached => KEYS_AFTER_CACHED,
             Listing::InPrefixCached => KEYS_IN_PREFIX_CACHED,
-            Listing::Generation => GENERATION,
+            Listing::NoneCached => KEYS_NONE_CACHED,
         }
     }
 }
