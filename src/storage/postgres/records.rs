@@ -84,7 +84,7 @@ impl PgStore {
         let Some(range) = KeyRange::of(store, query) else {
             return Ok(Some(KeyPage::default()));
         };
-        let mut page = PageRows::new(query.limit);
+        let mut page = PageRows::new(query.limit, true);
         self.page_rows(range.listing(false), Some(&range), &mut page)
             .await?;
         Ok(Some(page.page))
@@ -133,7 +133,8 @@ impl PgStore {
             return self.keys_read_uncached(token, store, query).await;
         };
         let range = KeyRange::of(store, query);
-        let mut page = PageRows::new(query.limit);
+        // The key and size of each record: all a listing shows.
+        let mut page = PageRows::new(query.limit, false);
         let listing = range
             .as_ref()
             .map_or(Listing::NoneCached, |range| range.listing(true));
@@ -746,20 +747,23 @@ impl<'q> KeyRange<'q> {
 }
 
 /// A page of keys decoded row by row as the rows arrive ([`PgStore::page_rows`]) from the columns
-/// `key, size, content_type, version`; a row without a key is the cached listings' last, with the
-/// access generation in a fifth column ([`KEYS_AFTER_CACHED`]). The statements ask for one row more
-/// than `limit`: if it comes, the page is truncated.
+/// `key, size` and, with `meta`, `content_type, version` (the full path's listing); a row without
+/// a key is the cached listings' last, with the access generation in the third column
+/// ([`KEYS_AFTER_CACHED`]), whose other rows leave the content type empty and the version 0. The
+/// statements ask for one row more than `limit`: if it comes, the page is truncated.
 ///
 /// [`KEYS_AFTER_CACHED`]: super::sql::KEYS_AFTER_CACHED
 struct PageRows {
+    meta: bool,
     limit: usize,
     generation: Option<i64>,
     page: KeyPage,
 }
 
 impl PageRows {
-    fn new(limit: usize) -> Self {
+    fn new(limit: usize, meta: bool) -> Self {
         PageRows {
+            meta,
             limit,
             generation: None,
             page: KeyPage {
@@ -773,7 +777,7 @@ impl PageRows {
     /// One row, from the statement pool or a pipelined connection alike.
     fn push(&mut self, row: &impl Columns) -> Result<()> {
         let Some(key) = row.text(0)? else {
-            self.generation = Some(row.int8(4)?);
+            self.generation = Some(row.int8(2)?);
             return Ok(());
         };
         let items = &mut self.page.items;
@@ -781,14 +785,17 @@ impl PageRows {
             self.page.is_truncated = true;
             return Ok(());
         }
+        let (content_type, version) = if self.meta {
+            let content_type = row.text(2)?.ok_or_else(|| corrupt("no content type"))?;
+            (content_type.to_owned(), etag_seed(row.int8(3)?))
+        } else {
+            (String::new(), 0)
+        };
         items.push(RecordMeta {
             key: RecordKey::parse(key).map_err(corrupt)?,
             size: to_u64(row.int8(1)?),
-            content_type: row
-                .text(2)?
-                .ok_or_else(|| corrupt("no content type"))?
-                .to_owned(),
-            version: etag_seed(row.int8(3)?),
+            content_type,
+            version,
         });
         Ok(())
     }

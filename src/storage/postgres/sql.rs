@@ -199,12 +199,13 @@ FROM kvstore_generation g
 LEFT JOIN records r ON r.store_id = $1 AND r.key = $2";
 
 /// One page of a store's keys, in key order, after $2 (`key_range`); one more than the page is
-/// asked for ($3), to know whether more follow. Columns in the order `PageRows` decodes them, and
-/// `$extra` (the cached listings' NULL generation).
+/// asked for ($3), to know whether more follow. `$columns` in the order `PageRows` decodes them.
 macro_rules! keys_after {
-    ($($extra:literal)?) => {
+    ($columns:expr) => {
         concat!(
-            "SELECT key, size, content_type, version", $($extra,)? " FROM records
+            "SELECT ",
+            $columns,
+            " FROM records
          WHERE store_id = $1 AND key > $2 ORDER BY key LIMIT $3"
         )
     };
@@ -213,22 +214,33 @@ macro_rules! keys_after {
 /// [`keys_after!`] within a prefix: $3 the prefix, $4 the bound every key with it sorts below,
 /// $5 the limit.
 macro_rules! keys_in_prefix {
-    ($($extra:literal)?) => {
+    ($columns:expr) => {
         concat!(
-            "SELECT key, size, content_type, version", $($extra,)? " FROM records
+            "SELECT ",
+            $columns,
+            " FROM records
          WHERE store_id = $1 AND key > $2 AND key >= $3 AND key < $4 ORDER BY key LIMIT $5"
         )
     };
 }
 
-/// The key listing of the full path (after the store's existence is checked).
-pub(super) const KEYS_AFTER: &str = keys_after!();
-pub(super) const KEYS_IN_PREFIX: &str = keys_in_prefix!();
+/// The key listing of the full path (after the store's existence is checked): each key's whole
+/// metadata.
+pub(super) const KEYS_AFTER: &str = keys_after!("key, size, content_type, version");
+pub(super) const KEYS_IN_PREFIX: &str = keys_in_prefix!("key, size, content_type, version");
 
-/// The cached listings' last row: no key, and the access generation in a fifth column.
+/// The cached listings' columns: what a listing shows (the key and its size), and a NULL where
+/// their last row has the access generation (see `then_generation!`).
+macro_rules! listed {
+    () => {
+        "key, size, NULL::bigint AS generation"
+    };
+}
+
+/// The cached listings' last row: no key, and the access generation in the third column.
 macro_rules! then_generation {
     () => {
-        " UNION ALL SELECT NULL, NULL, NULL, NULL, value FROM kvstore_generation WHERE id = 1"
+        " UNION ALL SELECT NULL, NULL, value FROM kvstore_generation WHERE id = 1"
     };
 }
 
@@ -236,24 +248,20 @@ macro_rules! then_generation {
 /// statement: the page, then a row with the access generation to check the cached entries
 /// against (as [`RECORD_READ_CACHED`] reads a record), from one snapshot. Deleting the store
 /// moves the generation, so a current generation also says the store was not deleted as of the
-/// page's snapshot. A `UNION ALL` rather than the page joined to the generation's row: the join
-/// projected every row once more and sent the generation with each (bench/RESULTS.md,
-/// 2026-12-06 "list-keys on the pipelined connections").
-pub(super) const KEYS_AFTER_CACHED: &str = concat!(
-    "(",
-    keys_after!(", NULL::bigint AS generation"),
-    ")",
-    then_generation!()
-);
-pub(super) const KEYS_IN_PREFIX_CACHED: &str = concat!(
-    "(",
-    keys_in_prefix!(", NULL::bigint AS generation"),
-    ")",
-    then_generation!()
-);
+/// page's snapshot. Only the key and size of each record: all the listing shows
+/// ([`RecordStore::keys_read`]); sending the content type and version too cost the database a
+/// fifth more CPU per listing. A `UNION ALL` rather than the page joined to the generation's row:
+/// the join projected every row once more and sent the generation with each. Figures in
+/// bench/RESULTS.md, 2026-12-06 "list-keys on the pipelined connections".
+///
+/// [`RecordStore::keys_read`]: crate::storage::RecordStore::keys_read
+pub(super) const KEYS_AFTER_CACHED: &str =
+    concat!("(", keys_after!(listed!()), ")", then_generation!());
+pub(super) const KEYS_IN_PREFIX_CACHED: &str =
+    concat!("(", keys_in_prefix!(listed!()), ")", then_generation!());
 /// [`KEYS_AFTER_CACHED`] of a range no key can match: the generation's row alone.
-pub(super) const KEYS_NONE_CACHED: &str = "SELECT NULL::text AS key, NULL::bigint AS size,
-    NULL::text AS content_type, NULL::bigint AS version, value AS generation
+pub(super) const KEYS_NONE_CACHED: &str =
+    "SELECT NULL::text AS key, NULL::bigint AS size, value AS generation
 FROM kvstore_generation WHERE id = 1";
 
 /// The access generation alone, for an access check without a record (a write's) answered by the
