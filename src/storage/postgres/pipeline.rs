@@ -35,6 +35,9 @@ use crate::storage::{Result, StorageError};
 /// The `application_name` of these connections, to tell them apart in `pg_stat_activity`.
 pub(super) const APPLICATION_NAME: &str = "kvstore-reads";
 
+/// A statement that takes this long is logged (a warning), like sqlx's default threshold.
+const SLOW_STATEMENT: Duration = Duration::from_secs(1);
+
 /// A [`RECORD_READ_CACHED`] row: the access generation, and the record if there is one.
 pub(super) struct CachedRead {
     pub generation: i64,
@@ -129,7 +132,7 @@ impl Pipeline {
         let (store, key) = (store.as_str(), key.as_str());
         let params: [&(dyn ToSql + Sync); 2] = [&store, &key];
         let row = self
-            .on_connection(limit, |conn| async move {
+            .on_connection(limit, RECORD_READ_CACHED, |conn| async move {
                 conn.client
                     .query_opt(&conn.read, &params)
                     .await
@@ -150,7 +153,7 @@ impl Pipeline {
         params: &[&(dyn ToSql + Sync)],
         mut each: impl FnMut(&Row) -> Result<()> + Send,
     ) -> Result<()> {
-        self.on_connection(limit, |conn| async move {
+        self.on_connection(limit, listing.sql(), |conn| async move {
             let statement = conn
                 .listings
                 .get(listing as usize)
@@ -169,12 +172,14 @@ impl Pipeline {
         .await
     }
 
-    /// `op` on the next connection in turn (opened if need be), all within `limit`. The
-    /// connection is replaced when `op` finds it unusable ([`StorageError::Unavailable`]) or
-    /// does not finish in time.
+    /// `op` (which runs `sql`) on the next connection in turn (opened if need be), all within
+    /// `limit`. The connection is replaced when `op` finds it unusable
+    /// ([`StorageError::Unavailable`]) or does not finish in time. A statement slower than
+    /// [`SLOW_STATEMENT`] is logged, as sqlx logs those on the statement pool.
     async fn on_connection<T, F>(
         &self,
         limit: Duration,
+        sql: &str,
         op: impl FnOnce(Arc<Conn>) -> F,
     ) -> Result<T>
     where
@@ -190,7 +195,17 @@ impl Pipeline {
                 .await
                 .unwrap_or_else(|_| Err(late()))?,
         };
-        match timeout_at(deadline, op(conn.clone())).await {
+        let started = Instant::now();
+        let outcome = timeout_at(deadline, op(conn.clone())).await;
+        let elapsed = started.elapsed();
+        if elapsed >= SLOW_STATEMENT {
+            tracing::warn!(
+                ?elapsed,
+                statement = sql.split_whitespace().collect::<Vec<_>>().join(" "),
+                "slow statement: execution time exceeded alert threshold"
+            );
+        }
+        match outcome {
             Ok(Err(e @ StorageError::Unavailable(_))) => {
                 slot.discard(&conn);
                 Err(e)
