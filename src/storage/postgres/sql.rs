@@ -250,7 +250,7 @@ macro_rules! then_generation {
 /// moves the generation, so a current generation also says the store was not deleted as of the
 /// page's snapshot. Only the key and size of each record: all the listing shows
 /// ([`RecordStore::keys_read`]); sending the content type and version too cost the database a
-/// fifth more CPU per listing. A `UNION ALL` rather than the page joined to the generation's row:
+/// quarter more CPU per listing. A `UNION ALL` rather than the page joined to the generation's row:
 /// the join projected every row once more and sent the generation with each. Figures in
 /// bench/RESULTS.md, 2026-12-06 "list-keys on the pipelined connections".
 ///
