@@ -54,6 +54,25 @@ async fn backends() -> Vec<(&'static str, Subject)> {
                 _pg: Some(db),
             },
         ));
+        // PostgreSQL with too few connections for pipelined reads: every read on the statement
+        // pool, the path a node takes when tokio-postgres cannot connect.
+        if let Some(db) = common::PgDatabase::create().await {
+            let backend = Backend::Postgres {
+                url: db.url.clone(),
+                options: storage::postgres::PgOptions {
+                    max_connections: 7,
+                    ..Default::default()
+                },
+            };
+            subjects.push((
+                "postgres-unpipelined",
+                Subject {
+                    store: storage::open(&backend).await.unwrap(),
+                    _dir: None,
+                    _pg: Some(db),
+                },
+            ));
+        }
         // PostgreSQL with bodies of 1 KiB or more in SeaweedFS (S3).
         if let Some(weed) = common::seaweed::shared() {
             if let Some(db) = common::PgDatabase::create().await {

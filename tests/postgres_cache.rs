@@ -619,3 +619,55 @@ async fn a_warm_get_is_pipelined_and_outlives_its_connection() {
         "no new pipelined connection read the warm GETs: before {before:?}, after {after:?}"
     );
 }
+
+/// A key listing runs on the pipelined connection too, the full path's statement (the caches
+/// cold) and the cached one alike; when the database ends that connection, a listing answers 200
+/// or at worst 503 (never a 500), and the next one is read on a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_listing_is_pipelined_and_outlives_its_connection() {
+    let Some(c) = cluster().await else { return };
+    let (a, s) = (&c.a, c.store.as_str());
+    let db = c.db.url.rsplit('/').next().unwrap().to_owned();
+    let mut admin = sqlx::PgConnection::connect(&pg_admin_url()).await.unwrap();
+    // The full path: the caches hold nothing of the admin's token yet.
+    let listed = (200, vec!["k".to_owned()]);
+    assert_eq!(a.keys(Some(&c.admin), s).await, listed, "cold listing");
+    let cold = pipelined(&mut admin, &db).await;
+    assert!(
+        cold.iter()
+            .any(|(_, query)| query.contains("FROM records") && !query.contains("UNION ALL")),
+        "no pipelined connection ran the full path's listing: {cold:?}"
+    );
+    a.warm_keys(Some(&c.alice), s).await;
+    let before = pipelined(&mut admin, &db).await;
+    assert_eq!(before.len(), 2, "pipelined connections: {before:?}");
+    assert!(
+        before.iter().any(|(_, query)| query.contains("UNION ALL")),
+        "no pipelined connection ran the cached listing: {before:?}"
+    );
+
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = $1 AND application_name = $2",
+    )
+    .bind(&db)
+    .bind(READS_NAME)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(ended, [true, true]);
+    let first = a.keys(Some(&c.alice), s).await.0;
+    assert!(
+        first == 200 || first == 503,
+        "listing after the end: {first}"
+    );
+    a.warm_keys(Some(&c.alice), s).await;
+    let after = pipelined(&mut admin, &db).await;
+    assert!(
+        after
+            .iter()
+            .any(|(pid, query)| query.contains("UNION ALL")
+                && !before.iter().any(|(old, _)| old == pid)),
+        "no new pipelined connection read the listings: before {before:?}, after {after:?}"
+    );
+}

@@ -1306,9 +1306,10 @@ async fn connections_the_database_dropped_while_idle_are_replaced_unseen() {
     }
 }
 
-/// A line logged from inside the database driver while it reads a listing's rows (sqlx's
-/// slow-statement warning, the listing held up by a lock on `records` for longer than its
-/// 1 s threshold) carries the request's id, as every line logged during a request does.
+/// A line logged while the database reads a listing's rows (the slow-statement warning — sqlx's,
+/// or the pipelined connections' own, `storage/postgres/pipeline.rs` — the listing held up by a
+/// lock on `records` for longer than its 1 s threshold) carries the request's id, as every line
+/// logged during a request does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_listing_logs_the_drivers_warning_with_the_request_id() {
     use sqlx::Connection;

@@ -19,7 +19,7 @@ pg_setup() {
 pg_cleanup() {
     [ -z "$node" ] || kill "$node" 2>/dev/null || true
     wait 2>/dev/null || true
-    rm -f "$PATHS" "$PATHS.out"
+    rm -f "$PATHS" "$PATHS.out" "$PATHS".db*
     dropdb --if-exists "$DB"
 }
 

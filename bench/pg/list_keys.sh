@@ -2,7 +2,8 @@
 # GET /keys?limit=1000 through kvstore on PostgreSQL against the prepared range SELECT of 1000 keys
 # (range.sql) on the same database, pinned as bench/run.sh pins: kvstore and the PostgreSQL backends on
 # core 0, wrk / pgbench (64 connections, one thread) on core 1. kvstore twice, 6 s each, then (the node
-# stopped) pgbench twice.
+# stopped) pgbench twice. Besides the rates: the node's and the database backends' CPU time per
+# request (pgbench's: over 4 s of its run, per transaction), figures a busy machine moves less.
 #
 #   bench/pg/list_keys.sh KVSTORE_BINARY     (a release build: cargo build --release --bin kvstore)
 #
@@ -27,9 +28,29 @@ done >"$PATHS"
 # Warm-up (and the access caches filled).
 BENCH_AUTH=$TOKEN taskset -c 1 wrk -t1 -c64 -d2s -s "$DIR/../lua/get.lua" "http://127.0.0.1:$PORT" -- "$PATHS" >/dev/null
 # The node's CPU time per request is a figure other processes on a busy machine move much less
-# than req/s.
+# than req/s; so is the database's (its backends' CPU time, those open when the run starts).
 HZ=$(getconf CLK_TCK)
+# backends: the pids of the database's client backends now; snap FILE: their CPU time so far, to
+# FILE; since FILE: the CPU time they spent since (those gone meanwhile left out).
+backends() {
+    psql -X -Atc "SELECT pid FROM pg_stat_activity WHERE datname = '$DB' AND backend_type = 'client backend'
+        AND pid <> pg_backend_pid()" "$DB"
+}
+# (Read without a process per backend: the script must not take the CPU it measures.)
+snap() {
+    local pid line
+    for pid in $pids; do
+        { read -r line <"/proc/$pid/stat"; } 2>/dev/null || continue
+        # shellcheck disable=SC2086
+        set -- $line
+        echo "$pid $((${14} + ${15}))"
+    done >"$1"
+}
+since() { snap "$1.now"; delta "$1" "$1.now"; }
+delta() { awk 'NR == FNR { a[$1] = $2; next } $1 in a { s += $2 - a[$1] } END { print s + 0 }' "$1" "$2"; }
 for rep in 1 2; do
+    pids=$(backends)
+    snap "$PATHS.db"
     t0=$(ticks "$node")
     BENCH_AUTH=$TOKEN taskset -c 1 wrk -t1 -c64 -d6s -s "$DIR/../lua/get.lua" "http://127.0.0.1:$PORT" -- "$PATHS" \
         >"$PATHS.out" 2>&1 &
@@ -44,10 +65,11 @@ for rep in 1 2; do
     wait "$w"
     [ -z "$prof" ] || wait "$prof" || true
     n=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$PATHS.out")
-    printf 'kvstore GET /keys?limit=1000   %s (non-2xx: %s; node CPU %s us/request)\n' \
+    per() { awk -v t="$1" -v n="$n" -v hz="$HZ" 'BEGIN { printf "%.0f", n ? t / hz * 1e6 / n : 0 }'; }
+    printf 'kvstore GET /keys?limit=1000   %s (non-2xx: %s; node CPU %s us/request, database CPU %s us/request)\n' \
         "$(grep -o 'Requests/sec: *[0-9.]*' "$PATHS.out")" \
         "$(grep -o 'Non-2xx or 3xx responses: [0-9]*' "$PATHS.out" || echo 0)" \
-        "$(awk -v t="$(($(ticks "$node") - t0))" -v n="$n" -v hz="$HZ" 'BEGIN { printf "%.0f", n ? t / hz * 1e6 / n : 0 }')"
+        "$(per $(($(ticks "$node") - t0)))" "$(per "$(since "$PATHS.db")")"
 done
 # The node's 64 connections and pgbench's would pass max_connections: the node goes first.
 stop
@@ -55,6 +77,22 @@ for rep in 1 2; do
     taskset -c 1 pgbench -n -M prepared -c 64 -j 1 -T 6 -f "$DIR/range.sql" "$DB" >"$PATHS.out" 2>&1 &
     p=$!
     pin
+    # Its backends' CPU time from now until the last look at them all (every 0.2 s) before they
+    # end with the run, per transaction at the run's rate.
+    pids=$(backends)
+    snap "$PATHS.db"
+    s0=$(date +%s.%N) s1=$s0 d=0
+    while kill -0 "$p" 2>/dev/null; do
+        sleep 0.2
+        t=$(date +%s.%N)
+        snap "$PATHS.db.all"
+        if [ "$(wc -l <"$PATHS.db.all")" = "$(wc -l <"$PATHS.db")" ]; then
+            d=$(delta "$PATHS.db" "$PATHS.db.all") s1=$t
+        fi
+    done
     wait "$p" || true
-    printf 'range.sql (pgbench)            %s\n' "$(grep -o 'tps = [0-9.]*' "$PATHS.out" | head -1)"
+    tps=$(grep -o 'tps = [0-9.]*' "$PATHS.out" | head -1)
+    printf 'range.sql (pgbench)            %s (database CPU %s us/transaction)\n' "$tps" \
+        "$(awk -v t="$d" -v s0="$s0" -v s1="$s1" -v tps="${tps#tps = }" -v hz="$HZ" 'BEGIN {
+            w = s1 - s0; if (tps > 0 && w > 0) printf "%.0f", t / hz / w * 1e6 / tps; else printf "?" }')"
 done

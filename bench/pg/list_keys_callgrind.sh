@@ -29,8 +29,9 @@ stop_node() {
 trap 'pg_cleanup; rm -rf "$WORK"' EXIT
 
 start_callgrind() { # BIN NAME
+    # 16 connections (the default): enough for one pipelined read connection (pipeline.rs).
     valgrind --tool=callgrind --callgrind-out-file="$WORK/$2.out" "$1" serve \
-        --listen "127.0.0.1:$PORT" --database-url "$URL" --db-max-connections 4 \
+        --listen "127.0.0.1:$PORT" --database-url "$URL" --db-max-connections 16 \
         --admin-token "$TOKEN" >"$WORK/$2.log" 2>&1 &
     node=$!
     for _ in $(seq 240); do

@@ -333,7 +333,10 @@ pub trait RecordStore: Send + Sync + 'static {
     /// [`RecordStore::record_read`] of a key listing: the token's user, the store and the
     /// caller's share, with one page of the store's keys (`None` when the store does not exist,
     /// or is gone by the time they are read), in one round trip where the backend can. Nothing
-    /// here decides access: the caller drops the keys unless it grants it.
+    /// here decides access: the caller drops the keys unless it grants it. The page is what a
+    /// listing shows: each item's key and size are exact, but a backend may leave its
+    /// `content_type` empty and its `version` 0 (PostgreSQL does when the caches answer, to read
+    /// fewer columns); [`RecordStore::keys_list`] gives the whole metadata.
     async fn keys_read(
         &self,
         token: Option<&TokenHash>,

@@ -1,11 +1,13 @@
-//! The warm GET's one statement ([`RECORD_READ_CACHED`]) over a few tokio-postgres connections
-//! that many requests share, their statements pipelined.
+//! The warm GET's one statement ([`RECORD_READ_CACHED`]) and the key listings' ([`Listing`]) over
+//! a few tokio-postgres connections that many requests share, their statements pipelined.
 //!
 //! Why (bench/RESULTS.md, 2026-12-06 "PostgreSQL GET: pipelined"): with one connection per request
 //! in flight, each statement is one `send` of its own, and on loopback the sender pays the
 //! receiver's side too — waking the database backend was a fifth of the node's CPU per GET, on
 //! the core the database needs. tokio-postgres writes every statement queued on a connection in
-//! one `send`, so a batch of GETs costs one wake-up of one backend.
+//! one `send`, so a batch of GETs costs one wake-up of one backend. A listing's 1000 rows are
+//! decoded here by position as they arrive, without sqlx's per-row stream machinery (a quarter
+//! of the node's CPU per listing; bench/RESULTS.md, 2026-12-06 05:04).
 //!
 //! Reads only: a pipelined write would wait for the commits queued before it on its connection
 //! (each its own WAL flush), so writes keep a connection each (the statement pool, [`super::pool`]).
@@ -13,22 +15,28 @@
 //! opened on first use, and replaced after it fails for its own sake or a statement on it
 //! outlives `--db-timeout` (a silent database must not keep a dead connection in use).
 
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::TryStreamExt;
 use tokio::time::{timeout_at, Instant};
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use super::errors::pg_err;
 use super::rows::corrupt;
-use super::sql::RECORD_READ_CACHED;
+use super::sql::{Listing, RECORD_READ_CACHED};
 use crate::model::{RecordKey, StoreId};
 use crate::storage::{Result, StorageError};
 
 /// The `application_name` of these connections, to tell them apart in `pg_stat_activity`.
 pub(super) const APPLICATION_NAME: &str = "kvstore-reads";
+
+/// A statement that takes this long is logged (a warning), like sqlx's default threshold.
+const SLOW_STATEMENT: Duration = Duration::from_secs(1);
 
 /// A [`RECORD_READ_CACHED`] row: the access generation, and the record if there is one.
 pub(super) struct CachedRead {
@@ -50,6 +58,8 @@ pub(super) struct RecordRow {
 struct Conn {
     client: Client,
     read: Statement,
+    /// The statements of [`Listing::ALL`], in its order.
+    listings: Vec<Statement>,
 }
 
 #[derive(Default)]
@@ -119,6 +129,62 @@ impl Pipeline {
         store: &StoreId,
         key: &RecordKey,
     ) -> Result<CachedRead> {
+        let (store, key) = (store.as_str(), key.as_str());
+        let params: [&(dyn ToSql + Sync); 2] = [&store, &key];
+        let row = self
+            .on_connection(limit, RECORD_READ_CACHED, |conn| async move {
+                conn.client
+                    .query_opt(&conn.read, &params)
+                    .await
+                    .map_err(|e| pg_err(&e))
+            })
+            .await?;
+        let row = row.ok_or_else(|| corrupt("no access generation"))?;
+        decode(&row)
+    }
+
+    /// The rows of `listing` given `params`, each handed to `each` as it arrives, within `limit`
+    /// (connecting included). After `each` fails the rest is left to the connection, which reads
+    /// and drops it, and its error is returned.
+    pub async fn each_row(
+        &self,
+        limit: Duration,
+        listing: Listing,
+        params: &[&(dyn ToSql + Sync)],
+        mut each: impl FnMut(&Row) -> Result<()> + Send,
+    ) -> Result<()> {
+        self.on_connection(limit, listing.sql(), |conn| async move {
+            let statement = conn
+                .listings
+                .get(listing as usize)
+                .ok_or_else(|| corrupt("a listing statement not prepared"))?;
+            let rows = conn
+                .client
+                .query_raw(statement, params.iter().copied())
+                .await
+                .map_err(|e| pg_err(&e))?;
+            let mut rows = std::pin::pin!(rows);
+            while let Some(row) = rows.try_next().await.map_err(|e| pg_err(&e))? {
+                each(&row)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// `op` (which runs `sql`) on the next connection in turn (opened if need be), all within
+    /// `limit`. The connection is replaced when `op` finds it unusable
+    /// ([`StorageError::Unavailable`]) or does not finish in time. A statement slower than
+    /// [`SLOW_STATEMENT`] is logged, as sqlx logs those on the statement pool.
+    async fn on_connection<T, F>(
+        &self,
+        limit: Duration,
+        sql: &str,
+        op: impl FnOnce(Arc<Conn>) -> F,
+    ) -> Result<T>
+    where
+        F: Future<Output = Result<T>>,
+    {
         let deadline = Instant::now() + limit;
         let late =
             || StorageError::Unavailable(format!("the database did not answer within {limit:?}"));
@@ -129,28 +195,30 @@ impl Pipeline {
                 .await
                 .unwrap_or_else(|_| Err(late()))?,
         };
-        let (store, key) = (store.as_str(), key.as_str());
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&store, &key];
-        let query = conn.client.query_opt(&conn.read, &params);
-        let row = match timeout_at(deadline, query).await {
-            Ok(Ok(row)) => row,
-            Ok(Err(e)) => {
-                let e = pg_err(&e);
-                if matches!(e, StorageError::Unavailable(_)) {
-                    slot.discard(&conn);
-                }
-                return Err(e);
+        let started = Instant::now();
+        let outcome = timeout_at(deadline, op(conn.clone())).await;
+        let elapsed = started.elapsed();
+        if elapsed >= SLOW_STATEMENT {
+            tracing::warn!(
+                ?elapsed,
+                statement = sql.split_whitespace().collect::<Vec<_>>().join(" "),
+                "slow statement: execution time exceeded alert threshold"
+            );
+        }
+        match outcome {
+            Ok(Err(e @ StorageError::Unavailable(_))) => {
+                slot.discard(&conn);
+                Err(e)
             }
+            Ok(result) => result,
             Err(_) => {
                 slot.discard(&conn);
-                return Err(late());
+                Err(late())
             }
-        };
-        let row = row.ok_or_else(|| corrupt("no access generation"))?;
-        decode(&row)
+        }
     }
 
-    /// The slot's connection, opened if it has none (or a closed one).
+    /// The slot's connection, opened if it has none (or a closed one), its statements prepared.
     async fn connect(&self, slot: &Slot) -> Result<Arc<Conn>> {
         let _opening = slot.opening.lock().await;
         if let Some(conn) = slot.current() {
@@ -163,11 +231,21 @@ impl Pipeline {
                 tracing::debug!(error = %e, "a pipelined database connection ended");
             }
         });
-        let read = client
-            .prepare(RECORD_READ_CACHED)
-            .await
-            .map_err(|e| pg_err(&e))?;
-        let conn = Arc::new(Conn { client, read });
+        // Prepared together: their Parse messages go out in one batch.
+        let (read, listings) = tokio::try_join!(
+            client.prepare(RECORD_READ_CACHED),
+            futures_util::future::try_join_all(
+                Listing::ALL
+                    .iter()
+                    .map(|listing| client.prepare(listing.sql()))
+            ),
+        )
+        .map_err(|e| pg_err(&e))?;
+        let conn = Arc::new(Conn {
+            client,
+            read,
+            listings,
+        });
         if let Ok(mut current) = slot.conn.lock() {
             *current = Some(conn.clone());
         }

@@ -11,13 +11,13 @@ use super::errors::db_err;
 use super::objects::object_of;
 use super::pipeline::RecordRow;
 use super::rows::{
-    corrupt, etag_seed, meta_of, record_row, store_from_row, stored_body, to_i64, to_u64,
+    corrupt, etag_seed, meta_of, record_row, store_from_row, stored_body, to_i64, to_u64, Columns,
     StoredBody,
 };
 use super::spool::chunks_to_file;
 use super::sql::{
-    record_query, DELETE_RECORD, GENERATION, IMPORT_RECORDS, KEYS_AFTER, KEYS_AFTER_CACHED,
-    KEYS_IN_PREFIX, KEYS_IN_PREFIX_CACHED, PUT_RECORD, RECORD_READ, RECORD_READ_CACHED,
+    record_query, Listing, DELETE_RECORD, GENERATION, IMPORT_RECORDS, PUT_RECORD, RECORD_READ,
+    RECORD_READ_CACHED,
 };
 use super::PgStore;
 use crate::model::{
@@ -76,19 +76,42 @@ impl PgStore {
         store: &StoreId,
         query: &KeyListQuery,
     ) -> Result<Option<KeyPage>> {
-        self.bounded(self.op_timeout, async move {
-            if self.store_get(store).await?.is_none() {
-                return Ok(None);
-            }
-            let Some(range) = KeyRange::of(query) else {
-                return Ok(Some(KeyPage::default()));
-            };
-            let mut page = PageRows::new(0, true, query.limit);
-            self.each_row(range.bind(KEYS_AFTER, KEYS_IN_PREFIX, store), |row| {
-                page.push(row)
-            })
+        // Each statement within `--db-timeout` (a pipelined one bounds its own, so that a
+        // connection it outlives is replaced).
+        if self.store_get(store).await?.is_none() {
+            return Ok(None);
+        }
+        let Some(range) = KeyRange::of(store, query) else {
+            return Ok(Some(KeyPage::default()));
+        };
+        let mut page = PageRows::new(query.limit, true);
+        self.page_rows(range.listing(false), Some(&range), &mut page)
             .await?;
-            Ok(Some(page.page))
+        Ok(Some(page.page))
+    }
+
+    /// The rows of `listing` over `range` (none for [`Listing::NoneCached`]) into `page`: on a
+    /// pipelined connection when there are some ([`super::pipeline`]), else on the statement
+    /// pool; within `--db-timeout` either way.
+    async fn page_rows(
+        &self,
+        listing: Listing,
+        range: Option<&KeyRange<'_>>,
+        page: &mut PageRows,
+    ) -> Result<()> {
+        if let Some(pipeline) = &self.pipeline {
+            let params = range.map(KeyRange::params).unwrap_or_default();
+            return pipeline
+                .each_row(self.op_timeout, listing, &params, |row| page.push(row))
+                .await;
+        }
+        self.bounded(self.op_timeout, async {
+            let statement = sqlx::query(listing.sql());
+            let statement = match range {
+                Some(range) => range.bind(statement),
+                None => statement,
+            };
+            self.each_row(statement, |row| page.push(row)).await
         })
         .await
     }
@@ -98,6 +121,7 @@ impl PgStore {
     /// otherwise the full path, [`Self::record_read_uncached`] then [`Self::keys_list_impl`].
     ///
     /// [`RecordStore::keys_read`]: crate::storage::RecordStore::keys_read
+    /// [`KEYS_AFTER_CACHED`]: super::sql::KEYS_AFTER_CACHED
     pub(super) async fn keys_read_impl(
         &self,
         token: Option<&TokenHash>,
@@ -108,17 +132,13 @@ impl PgStore {
             count(Outcome::Miss);
             return self.keys_read_uncached(token, store, query).await;
         };
-        let range = KeyRange::of(query);
-        // The generation in the first column, then the page's columns (none without a range).
-        let mut page = PageRows::new(1, range.is_some(), query.limit);
-        self.bounded(self.op_timeout, async {
-            let statement = match &range {
-                Some(range) => range.bind(KEYS_AFTER_CACHED, KEYS_IN_PREFIX_CACHED, store),
-                None => sqlx::query(GENERATION),
-            };
-            self.each_row(statement, |row| page.push(row)).await
-        })
-        .await?;
+        let range = KeyRange::of(store, query);
+        // The key and size of each record: all a listing shows.
+        let mut page = PageRows::new(query.limit, false);
+        let listing = range
+            .as_ref()
+            .map_or(Listing::NoneCached, |range| range.listing(true));
+        self.page_rows(listing, range.as_ref(), &mut page).await?;
         let Some(generation) = page.generation else {
             return Err(corrupt("no access generation"));
         };
@@ -657,6 +677,7 @@ fn done(written: Option<WriteOutcome>) -> WriteOutcome {
 
 /// The bounds of a key listing's range scan; `None` when no key can match.
 struct KeyRange<'q> {
+    store: &'q str,
     start: &'q str,
     /// The prefix and the bound every key with it sorts below.
     prefix: Option<(&'q str, String)>,
@@ -664,7 +685,7 @@ struct KeyRange<'q> {
 }
 
 impl<'q> KeyRange<'q> {
-    fn of(query: &'q KeyListQuery) -> Option<Self> {
+    fn of(store: &'q StoreId, query: &'q KeyListQuery) -> Option<Self> {
         // Keys hold only [a-zA-Z0-9!\-_.'()], so a prefix with any other character matches
         // nothing, and every key starting with the prefix sorts below prefix || '~'.
         if !query.prefix.bytes().all(crate::model::is_key_byte) {
@@ -684,76 +705,79 @@ impl<'q> KeyRange<'q> {
             .unwrap_or(i64::MAX)
             .saturating_add(1);
         Some(KeyRange {
+            store: store.as_str(),
             start,
             prefix,
             limit,
         })
     }
 
-    /// `plain` (store, start, limit) or, with a prefix, `in_prefix` (store, start, prefix, bound,
-    /// limit), bound to this range.
+    /// The statement of this range: the full path's, or (`cached`) the one that reads the
+    /// access generation with the page.
+    fn listing(&self, cached: bool) -> Listing {
+        match (&self.prefix, cached) {
+            (None, false) => Listing::After,
+            (Some(_), false) => Listing::InPrefix,
+            (None, true) => Listing::AfterCached,
+            (Some(_), true) => Listing::InPrefixCached,
+        }
+    }
+
+    /// The parameters of [`Self::listing`]'s statement: (store, start, limit) or, with a prefix,
+    /// (store, start, prefix, bound, limit).
+    fn params(&self) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+        match &self.prefix {
+            None => vec![&self.store, &self.start, &self.limit],
+            Some((prefix, bound)) => vec![&self.store, &self.start, prefix, bound, &self.limit],
+        }
+    }
+
+    /// [`Self::params`] bound to `statement`, for the statement pool.
     fn bind(
         &'q self,
-        plain: &'static str,
-        in_prefix: &'static str,
-        store: &'q StoreId,
+        statement: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-        match &self.prefix {
-            None => sqlx::query(plain)
-                .bind(store.as_str())
-                .bind(self.start)
-                .bind(self.limit),
-            Some((prefix, bound)) => sqlx::query(in_prefix)
-                .bind(store.as_str())
-                .bind(self.start)
-                .bind(*prefix)
-                .bind(bound.as_str())
-                .bind(self.limit),
-        }
+        let statement = statement.bind(self.store).bind(self.start);
+        let statement = match &self.prefix {
+            None => statement,
+            Some((prefix, bound)) => statement.bind(*prefix).bind(bound.as_str()),
+        };
+        statement.bind(self.limit)
     }
 }
 
-/// A page of keys decoded row by row off the connection ([`PgStore::each_row`]) from the columns
-/// `key, size, content_type, version` at `first` (the cached listing's generation comes before
-/// them, at 0); a NULL key is the empty page's one row of [`KEYS_AFTER_CACHED`]. The statements
-/// ask for one row more than `limit`: if it comes, the page is truncated.
+/// A page of keys decoded row by row as the rows arrive ([`PgStore::page_rows`]) from the columns
+/// `key, size` and, with `meta`, `content_type, version` (the full path's listing); a row without
+/// a key is the cached listings' last, with the access generation in the third column
+/// ([`KEYS_AFTER_CACHED`]), whose other rows leave the content type empty and the version 0. The
+/// statements ask for one row more than `limit`: if it comes, the page is truncated.
+///
+/// [`KEYS_AFTER_CACHED`]: super::sql::KEYS_AFTER_CACHED
 struct PageRows {
-    first: usize,
-    /// Whether the rows have the page's columns ([`GENERATION`]'s row has the generation alone).
-    keys: bool,
+    meta: bool,
     limit: usize,
     generation: Option<i64>,
     page: KeyPage,
 }
 
 impl PageRows {
-    fn new(first: usize, keys: bool, limit: usize) -> Self {
+    fn new(limit: usize, meta: bool) -> Self {
         PageRows {
-            first,
-            keys,
+            meta,
             limit,
             generation: None,
             page: KeyPage {
                 // The API asks for at most 1000 keys a page.
-                items: Vec::with_capacity(if keys { limit.min(1000) } else { 0 }),
+                items: Vec::with_capacity(limit.min(1000)),
                 is_truncated: false,
             },
         }
     }
 
-    /// The columns' types are those of the statements in sql.rs, so they are decoded unchecked.
-    fn push(&mut self, row: &PgRow) -> Result<()> {
-        let first = self.first;
-        if first == 1 && self.generation.is_none() {
-            self.generation = Some(row.try_get_unchecked::<i64, _>(0).map_err(db_err)?);
-        }
-        if !self.keys {
-            return Ok(());
-        }
-        let Some(key) = row
-            .try_get_unchecked::<Option<&str>, _>(first)
-            .map_err(db_err)?
-        else {
+    /// One row, from the statement pool or a pipelined connection alike.
+    fn push(&mut self, row: &impl Columns) -> Result<()> {
+        let Some(key) = row.text(0)? else {
+            self.generation = Some(row.int8(2)?);
             return Ok(());
         };
         let items = &mut self.page.items;
@@ -761,12 +785,17 @@ impl PageRows {
             self.page.is_truncated = true;
             return Ok(());
         }
-        let version: i64 = row.try_get_unchecked(first + 3).map_err(db_err)?;
+        let (content_type, version) = if self.meta {
+            let content_type = row.text(2)?.ok_or_else(|| corrupt("no content type"))?;
+            (content_type.to_owned(), etag_seed(row.int8(3)?))
+        } else {
+            (String::new(), 0)
+        };
         items.push(RecordMeta {
             key: RecordKey::parse(key).map_err(corrupt)?,
-            size: to_u64(row.try_get_unchecked(first + 1).map_err(db_err)?),
-            content_type: row.try_get_unchecked(first + 2).map_err(db_err)?,
-            version: u64::from_ne_bytes(version.to_ne_bytes()),
+            size: to_u64(row.int8(1)?),
+            content_type,
+            version,
         });
         Ok(())
     }

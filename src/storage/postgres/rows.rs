@@ -25,6 +25,35 @@ pub(super) fn corrupt(e: impl std::fmt::Display) -> StorageError {
     StorageError::Corrupt(e.to_string())
 }
 
+/// A row whose columns are read by position, from the statement pool (sqlx) or a pipelined
+/// connection (tokio-postgres), so that one function decodes a statement's rows on either.
+pub(super) trait Columns {
+    fn int8(&self, i: usize) -> Result<i64>;
+    fn text(&self, i: usize) -> Result<Option<&str>>;
+}
+
+/// The columns' types are those of the statements in sql.rs, so they are decoded unchecked.
+impl Columns for PgRow {
+    fn int8(&self, i: usize) -> Result<i64> {
+        self.try_get_unchecked(i).map_err(db_err)
+    }
+
+    fn text(&self, i: usize) -> Result<Option<&str>> {
+        self.try_get_unchecked(i).map_err(db_err)
+    }
+}
+
+/// tokio-postgres checks the type against the statement's (a match on its id).
+impl Columns for tokio_postgres::Row {
+    fn int8(&self, i: usize) -> Result<i64> {
+        self.try_get(i).map_err(corrupt)
+    }
+
+    fn text(&self, i: usize) -> Result<Option<&str>> {
+        self.try_get(i).map_err(corrupt)
+    }
+}
+
 pub(super) fn meta_of(key: &RecordKey, row: &PgRow) -> Result<RecordMeta> {
     Ok(RecordMeta {
         key: key.clone(),

@@ -199,52 +199,111 @@ FROM kvstore_generation g
 LEFT JOIN records r ON r.store_id = $1 AND r.key = $2";
 
 /// One page of a store's keys, in key order, after $2 (`key_range`); one more than the page is
-/// asked for ($3), to know whether more follow. Columns in the order `PageRows` decodes them.
+/// asked for ($3), to know whether more follow. `$columns` in the order `PageRows` decodes them.
 macro_rules! keys_after {
-    () => {
-        "SELECT key, size, content_type, version FROM records
+    ($columns:expr) => {
+        concat!(
+            "SELECT ",
+            $columns,
+            " FROM records
          WHERE store_id = $1 AND key > $2 ORDER BY key LIMIT $3"
+        )
     };
 }
 
 /// [`keys_after!`] within a prefix: $3 the prefix, $4 the bound every key with it sorts below,
 /// $5 the limit.
 macro_rules! keys_in_prefix {
-    () => {
-        "SELECT key, size, content_type, version FROM records
+    ($columns:expr) => {
+        concat!(
+            "SELECT ",
+            $columns,
+            " FROM records
          WHERE store_id = $1 AND key > $2 AND key >= $3 AND key < $4 ORDER BY key LIMIT $5"
+        )
     };
 }
 
-/// The key listing of the full path (after the store's existence is checked).
-pub(super) const KEYS_AFTER: &str = keys_after!();
-pub(super) const KEYS_IN_PREFIX: &str = keys_in_prefix!();
+/// The key listing of the full path (after the store's existence is checked): each key's whole
+/// metadata.
+pub(super) const KEYS_AFTER: &str = keys_after!("key, size, content_type, version");
+pub(super) const KEYS_IN_PREFIX: &str = keys_in_prefix!("key, size, content_type, version");
+
+/// The cached listings' columns: what a listing shows (the key and its size), and a NULL where
+/// their last row has the access generation (see `then_generation!`).
+macro_rules! listed {
+    () => {
+        "key, size, NULL::bigint AS generation"
+    };
+}
+
+/// The cached listings' last row: no key, and the access generation in the third column.
+macro_rules! then_generation {
+    () => {
+        " UNION ALL SELECT NULL, NULL, value FROM kvstore_generation WHERE id = 1"
+    };
+}
 
 /// The key listing when the caller, the store and the share come from the caches, in one
-/// statement: the page with the access generation to check the cached entries against, as
-/// [`RECORD_READ_CACHED`] reads a record. The generation's one row drives the join, so it comes
-/// back (with NULL keys) on an empty page too. `WHERE g.id = 1` tells the planner it is one row:
-/// without it (the table never analyzed) the generic plan materialized the page under a nested
-/// loop, and the statement ran at 791–853 tps under pgbench against 1497–1502 for the range alone.
-/// Deleting the store moves the generation, so a
-/// current generation also says the store was not deleted as of the page's snapshot.
-pub(super) const KEYS_AFTER_CACHED: &str = concat!(
-    "SELECT g.value AS generation, r.key, r.size, r.content_type, r.version
-FROM kvstore_generation g LEFT JOIN LATERAL (",
-    keys_after!(),
-    ") r ON true WHERE g.id = 1"
-);
-pub(super) const KEYS_IN_PREFIX_CACHED: &str = concat!(
-    "SELECT g.value AS generation, r.key, r.size, r.content_type, r.version
-FROM kvstore_generation g LEFT JOIN LATERAL (",
-    keys_in_prefix!(),
-    ") r ON true WHERE g.id = 1"
-);
+/// statement: the page, then a row with the access generation to check the cached entries
+/// against (as [`RECORD_READ_CACHED`] reads a record), from one snapshot. Deleting the store
+/// moves the generation, so a current generation also says the store was not deleted as of the
+/// page's snapshot. Only the key and size of each record: all the listing shows
+/// ([`RecordStore::keys_read`]); sending the content type and version too cost the database a
+/// quarter more CPU per listing. A `UNION ALL` rather than the page joined to the generation's row:
+/// the join projected every row once more and sent the generation with each. Figures in
+/// bench/RESULTS.md, 2026-12-06 "list-keys on the pipelined connections".
+///
+/// [`RecordStore::keys_read`]: crate::storage::RecordStore::keys_read
+pub(super) const KEYS_AFTER_CACHED: &str =
+    concat!("(", keys_after!(listed!()), ")", then_generation!());
+pub(super) const KEYS_IN_PREFIX_CACHED: &str =
+    concat!("(", keys_in_prefix!(listed!()), ")", then_generation!());
+/// [`KEYS_AFTER_CACHED`] of a range no key can match: the generation's row alone.
+pub(super) const KEYS_NONE_CACHED: &str =
+    "SELECT NULL::text AS key, NULL::bigint AS size, value AS generation
+FROM kvstore_generation WHERE id = 1";
 
 /// The access generation alone, for an access check without a record (a write's) answered by the
 /// caches.
 pub(super) const GENERATION: &str =
     "SELECT value AS generation FROM kvstore_generation WHERE id = 1";
+
+/// The statements of a key listing, which the pipelined connections prepare ([`super::pipeline`]).
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Listing {
+    /// [`KEYS_AFTER`]
+    After,
+    /// [`KEYS_IN_PREFIX`]
+    InPrefix,
+    /// [`KEYS_AFTER_CACHED`]
+    AfterCached,
+    /// [`KEYS_IN_PREFIX_CACHED`]
+    InPrefixCached,
+    /// [`KEYS_NONE_CACHED`]
+    NoneCached,
+}
+
+impl Listing {
+    /// Every listing statement, in the order of their discriminants.
+    pub const ALL: [Listing; 5] = [
+        Listing::After,
+        Listing::InPrefix,
+        Listing::AfterCached,
+        Listing::InPrefixCached,
+        Listing::NoneCached,
+    ];
+
+    pub fn sql(self) -> &'static str {
+        match self {
+            Listing::After => KEYS_AFTER,
+            Listing::InPrefix => KEYS_IN_PREFIX,
+            Listing::AfterCached => KEYS_AFTER_CACHED,
+            Listing::InPrefixCached => KEYS_IN_PREFIX_CACHED,
+            Listing::NoneCached => KEYS_NONE_CACHED,
+        }
+    }
+}
 
 /// `SELECT` of store rows with their counters (the row's base plus every shard), for `filter`
 /// (a `WHERE` clause over the `stores` columns, which are unambiguous) and `tail` (ORDER BY…).
