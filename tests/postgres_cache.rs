@@ -597,27 +597,40 @@ async fn a_warm_get_is_pipelined_and_outlives_its_connection() {
         "no pipelined connection ran the warm GET: {before:?}"
     );
 
-    let ended: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE datname = $1 AND application_name = $2",
-    )
-    .bind(&db)
-    .bind(READS_NAME)
-    .fetch_all(&mut admin)
-    .await
-    .unwrap();
-    assert_eq!(ended, [true, true]);
+    end_pipelined(&mut admin, &db).await;
     let first = a.get(Some(&c.alice), s, "k").await;
     assert!(first == 200 || first == 503, "GET after the end: {first}");
     a.warm(Some(&c.alice), s, "k").await;
     let after = pipelined(&mut admin, &db).await;
     assert!(
-        after
-            .iter()
-            .any(|(pid, query)| query.contains("FROM kvstore_generation g")
-                && !before.iter().any(|(old, _)| old == pid)),
+        ran_on_a_new_connection(&before, &after, "FROM kvstore_generation g"),
         "no new pipelined connection read the warm GETs: before {before:?}, after {after:?}"
     );
+}
+
+/// Ends both nodes' pipelined connections from the database's side.
+async fn end_pipelined(admin: &mut sqlx::PgConnection, db: &str) {
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = $1 AND application_name = $2",
+    )
+    .bind(db)
+    .bind(READS_NAME)
+    .fetch_all(admin)
+    .await
+    .unwrap();
+    assert_eq!(ended, [true, true]);
+}
+
+/// Whether a pipelined connection that was not there `before` ran a statement holding `needle`.
+fn ran_on_a_new_connection(
+    before: &[(i32, String)],
+    after: &[(i32, String)],
+    needle: &str,
+) -> bool {
+    after
+        .iter()
+        .any(|(pid, query)| query.contains(needle) && !before.iter().any(|(old, _)| old == pid))
 }
 
 /// A key listing runs on the pipelined connection too, the full path's statement (the caches
@@ -646,16 +659,7 @@ async fn a_key_listing_is_pipelined_and_outlives_its_connection() {
         "no pipelined connection ran the cached listing: {before:?}"
     );
 
-    let ended: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE datname = $1 AND application_name = $2",
-    )
-    .bind(&db)
-    .bind(READS_NAME)
-    .fetch_all(&mut admin)
-    .await
-    .unwrap();
-    assert_eq!(ended, [true, true]);
+    end_pipelined(&mut admin, &db).await;
     let first = a.keys(Some(&c.alice), s).await.0;
     assert!(
         first == 200 || first == 503,
@@ -664,10 +668,7 @@ async fn a_key_listing_is_pipelined_and_outlives_its_connection() {
     a.warm_keys(Some(&c.alice), s).await;
     let after = pipelined(&mut admin, &db).await;
     assert!(
-        after
-            .iter()
-            .any(|(pid, query)| query.contains("UNION ALL")
-                && !before.iter().any(|(old, _)| old == pid)),
+        ran_on_a_new_connection(&before, &after, "UNION ALL"),
         "no new pipelined connection read the listings: before {before:?}, after {after:?}"
     );
 }
