@@ -13,8 +13,8 @@ use std::ops::Bound;
 use std::path::Path;
 
 use fjall::{
-    KeyspaceCreateOptions, KvSeparationOptions, PersistMode, Readable, SingleWriterTxDatabase,
-    SingleWriterTxKeyspace, SingleWriterWriteTx, Slice,
+    AbstractTree as _, KeyspaceCreateOptions, KvSeparationOptions, PersistMode, Readable,
+    SingleWriterTxDatabase, SingleWriterTxKeyspace, SingleWriterWriteTx, Slice,
 };
 
 use crate::storage::{Result, StorageError};
@@ -97,6 +97,9 @@ impl Table {
 pub(super) struct Engine {
     db: SingleWriterTxDatabase,
     tables: Vec<SingleWriterTxKeyspace>,
+    /// The bounds [`Engine::upkeep`] keeps memtables within: one's, and all of them together.
+    memtable_bytes: u64,
+    write_buffer_bytes: u64,
     /// `<dir>.lock`, locked for as long as the engine is open; see [`Engine::open`].
     _lock: std::fs::File,
 }
@@ -105,6 +108,23 @@ pub(super) struct Engine {
 pub(super) struct EngineOptions {
     /// The block cache.
     pub(super) cache_bytes: u64,
+    /// A memtable past this is sealed and flushed by [`Engine::upkeep`].
+    pub(super) memtable_bytes: u64,
+    /// What memtables may hold in all (active and sealed, every keyspace) before the writer
+    /// waits for flushes ([`Engine::upkeep`]): with the block cache, what bounds the engine's
+    /// memory.
+    pub(super) write_buffer_bytes: u64,
+}
+
+impl EngineOptions {
+    /// The server's settings, with a block cache of `cache_bytes`.
+    pub(super) fn with_cache(cache_bytes: u64) -> Self {
+        Self {
+            cache_bytes,
+            memtable_bytes: 8 * 1024 * 1024,
+            write_buffer_bytes: 32 * 1024 * 1024,
+        }
+    }
 }
 
 impl Engine {
@@ -138,17 +158,22 @@ impl Engine {
         }
         let db = SingleWriterTxDatabase::builder(dir)
             .cache_size(options.cache_bytes)
-            // The journal a start-up replays (start-up ≤ 1 s), and with it the memtables it backs
-            // (memory: RSS ≤ 256 MiB serving 10M keys): past it, memtables are flushed to tables.
-            .max_journaling_size(64 * 1024 * 1024)
+            // fjall sizes its pool from the cores it may use; a lone worker can block for good
+            // sending a flush to its own full queue, so there are always two.
+            .worker_threads(
+                std::thread::available_parallelism()
+                    .map_or(2, |n| n.get())
+                    .clamp(2, 4),
+            )
             .open()
             .map_err(engine)?;
         let mut tables = Vec::with_capacity(Table::ALL.len());
         for table in Table::ALL {
             let keyspace = db
                 .keyspace(table.name(), || {
-                    let options =
-                        KeyspaceCreateOptions::default().max_memtable_size(32 * 1024 * 1024);
+                    // fjall's own limit only backs up the writer's (`Engine::upkeep`).
+                    let options = KeyspaceCreateOptions::default()
+                        .max_memtable_size(4 * options.memtable_bytes);
                     if table == Table::Bodies {
                         options.with_kv_separation(Some(KvSeparationOptions::default()))
                     } else {
@@ -166,6 +191,8 @@ impl Engine {
         Ok(Self {
             db,
             tables,
+            memtable_bytes: options.memtable_bytes,
+            write_buffer_bytes: options.write_buffer_bytes,
             _lock: lock,
         })
     }
@@ -211,6 +238,34 @@ impl Engine {
         }
     }
 
+    /// Keeps memory and the journal a start-up replays bounded; the writer calls it after each
+    /// commit. fjall flushes a memtable only once it passes its own limit, and frees a sealed
+    /// journal only once every keyspace flushed what it holds of it, asking the stragglers from
+    /// its workers in a way that can flood their queue. So the writer, which alone fills
+    /// memtables, seals them itself: each past [`EngineOptions::memtable_bytes`], and every
+    /// non-empty one when fjall has sealed a journal since the last call (`journals_seen`), so
+    /// that the sealed journal goes as soon as those flushes end. It then waits, up to
+    /// [`FLUSH_PATIENCE`], while memtables hold more than [`EngineOptions::write_buffer_bytes`].
+    pub(super) fn upkeep(&self, journals_seen: &mut usize) -> Result<()> {
+        let journals = self.db.journal_count();
+        let journal_sealed = journals > *journals_seen;
+        *journals_seen = journals;
+        for keyspace in &self.tables {
+            let keyspace = keyspace.inner();
+            let size = keyspace.tree.active_memtable().size();
+            if size > self.memtable_bytes || (journal_sealed && size > 0) {
+                keyspace.rotate_memtable().map_err(engine)?;
+            }
+        }
+        let deadline = std::time::Instant::now() + FLUSH_PATIENCE;
+        while self.db.write_buffer_size() > self.write_buffer_bytes
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
     /// Makes everything committed so far durable.
     pub(super) fn persist(&self) -> Result<()> {
         self.db.persist(PersistMode::SyncAll).map_err(engine)
@@ -244,6 +299,10 @@ impl Engine {
         Ok(())
     }
 }
+
+/// How long the writer waits for flushes before it writes anyway (a flush stuck on a failing
+/// disk must not stop every write: fjall's own stall takes over).
+const FLUSH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The marker of a database closed by [`Engine::close`], beside its folder.
 fn closed_marker(dir: &Path) -> std::path::PathBuf {
@@ -545,6 +604,58 @@ mod tests {
         encoded.sort();
         let decoded: Vec<(&str, &str)> = encoded.iter().map(|k| split_pair(k).unwrap()).collect();
         assert_eq!(decoded, keys);
+    }
+
+    /// 1 MiB memtables, 4 MiB in all; 80 MB written in batches as the writer commits them, so
+    /// that fjall seals its journal (at 64 MB), with a small keyspace written by every batch (as
+    /// `stores` is), which would otherwise keep the sealed journal until 512 MiB of them pile up.
+    #[test]
+    fn upkeep_bounds_memtables_and_frees_sealed_journals() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = EngineOptions {
+            cache_bytes: 1 << 20,
+            memtable_bytes: 1 << 20,
+            write_buffer_bytes: 4 << 20,
+        };
+        let engine = Engine::open(&dir.path().join("db"), &options).unwrap();
+        // Under the 4 KiB from which fjall compresses what it journals.
+        let body = vec![7u8; 4000];
+        let mut journals_seen = 0;
+        let mut most_journals = 0;
+        for batch in 0u32..1000 {
+            let mut txn = engine.write(false);
+            for i in 0..20 {
+                let key = pair("store", &format!("{batch:04}-{i:02}"));
+                txn.insert(Table::Records, key.clone(), b"header".to_vec());
+                txn.insert(Table::Bodies, key, body.clone());
+            }
+            txn.insert(
+                Table::Stores,
+                b"store".to_vec(),
+                batch.to_le_bytes().to_vec(),
+            );
+            txn.commit().unwrap();
+            engine.upkeep(&mut journals_seen).unwrap();
+            let buffered = engine.db.write_buffer_size();
+            assert!(
+                buffered <= 4 << 20,
+                "batch {batch}: {buffered} bytes in memtables"
+            );
+            most_journals = most_journals.max(engine.db.journal_count());
+        }
+        assert!(most_journals >= 2, "fjall never sealed a journal");
+        // The flushes the last upkeep asked for end in the background.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while engine.db.journal_count() > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(engine.db.journal_count(), 1, "a sealed journal was kept");
+        let read = engine.read();
+        assert_eq!(read.all(Table::Bodies).count(), 1000 * 20);
+        assert_eq!(
+            read.get(Table::Stores, b"store").unwrap().as_deref(),
+            Some(&999u32.to_le_bytes()[..])
+        );
     }
 
     #[test]

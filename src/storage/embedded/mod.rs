@@ -128,9 +128,7 @@ impl EmbeddedStore {
         let engine_dir = dir.join("db");
         let engine = Engine::open(
             &engine_dir,
-            &EngineOptions {
-                cache_bytes: options.cache_bytes as u64,
-            },
+            &EngineOptions::with_cache(options.cache_bytes as u64),
         )?;
         // The entries just made (db/, blobs/, tmp/; the data directory itself when it is new)
         // survive a power cut only once their directories are synced: without this, a cut could

@@ -168,7 +168,11 @@ pub(super) fn writer_loop(
     mut purge_pending: bool,
 ) {
     let mut queue: VecDeque<Box<dyn Job>> = VecDeque::new();
+    let mut journals_seen = 0;
     loop {
+        if let Err(e) = engine.upkeep(&mut journals_seen) {
+            tracing::error!(error = %e, "the engine's upkeep (memtable flushes) failed");
+        }
         if queue.is_empty() {
             if purge_pending {
                 match rx.try_recv() {
