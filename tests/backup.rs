@@ -22,7 +22,7 @@ const KEYS: usize = 37;
 /// engine, chunks on PostgreSQL) every tenth step.
 fn body_of(step: usize) -> Vec<u8> {
     let mut body = format!("step {step};").into_bytes();
-    if step % 10 == 0 {
+    if step.is_multiple_of(10) {
         body.resize(100 * 1024, b'0' + (step % 10) as u8);
     }
     body

@@ -13,8 +13,8 @@ use std::ops::Bound;
 use std::path::Path;
 
 use fjall::{
-    AbstractTree as _, KeyspaceCreateOptions, PersistMode, Readable, SingleWriterTxDatabase,
-    SingleWriterTxKeyspace, SingleWriterWriteTx, Slice,
+    AbstractTree as _, KeyspaceCreateOptions, KvSeparationOptions, PersistMode, Readable,
+    SingleWriterTxDatabase, SingleWriterTxKeyspace, SingleWriterWriteTx, Slice,
 };
 
 use crate::storage::{Result, StorageError};
@@ -50,7 +50,8 @@ pub(super) enum Table {
     /// (store id, key) → [`RecordHeader`](super::codec::RecordHeader): what a key listing reads.
     Records,
     /// (store id, key) → the body of a record kept inline (not in a blob file). Apart from the
-    /// headers so that a listing never reads bodies.
+    /// headers so that a listing never reads bodies; values go to the engine's own blob files
+    /// (key-value separation), so that compaction does not rewrite them.
     Bodies,
     /// store id → nothing: deleted stores whose records are still being removed.
     Purge,
@@ -170,14 +171,18 @@ impl Engine {
         for table in Table::ALL {
             let keyspace = db
                 .keyspace(table.name(), || {
-                    // fjall's own limit only backs up the writer's (`Engine::upkeep`). No
-                    // key-value separation for `bodies`: lsm-tree 3.1.10 fsyncs a new blob file
-                    // but not the folder it is in, so a power cut can lose a blob file that a
-                    // persisted version refers to, and the database no longer opens
-                    // ("Unrecoverable": tests/power_loss.rs and tests/io_faults.rs failed in 5 of
-                    // 5 runs once memtables were flushed at every start). Bodies of 64 KiB and
-                    // more are our own blob files.
-                    KeyspaceCreateOptions::default().max_memtable_size(4 * options.memtable_bytes)
+                    // fjall's own limit only backs up the writer's (`Engine::upkeep`).
+                    let options = KeyspaceCreateOptions::default()
+                        .max_memtable_size(4 * options.memtable_bytes);
+                    if table == Table::Bodies {
+                        // Bodies in blob files, out of the tables that compaction rewrites. Needs
+                        // the patched lsm-tree (vendor/README.md): its release did not sync the
+                        // blob files' folder, and a power cut could lose a blob file that a
+                        // persisted version refers to (tests/power_loss.rs, tests/io_faults.rs).
+                        options.with_kv_separation(Some(KvSeparationOptions::default()))
+                    } else {
+                        options
+                    }
                 })
                 .map_err(engine)?;
             tables.push(keyspace);
@@ -185,7 +190,8 @@ impl Engine {
         // fjall makes a new keyspace's folder (`keyspaces/<id>/`) without syncing the folder it
         // is in: a power cut could lose the keyspace, and with it the journal's writes to it,
         // which a replay drops (tests/power_loss.rs). Syncing every folder of the database makes
-        // whatever the open created durable; fjall syncs its tables and their folders.
+        // whatever the open created durable; fjall syncs its tables and blob files and their folders
+        // (the latter with vendor/lsm-tree's patch).
         sync_folders(dir)?;
         Ok(Self {
             db,
