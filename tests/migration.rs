@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use kvstore::model::{
     GeneralAccess, StoreId, StoreName, StoreStats, Token, User, UserId, Username,
 };
@@ -216,7 +218,7 @@ struct RecordHeaderV3 {
 #[tokio::test]
 async fn a_version_3_data_directory_is_imported_into_the_engine() {
     use kvstore::model::{RecordKey, ShareAccess, StoreInfo};
-    use kvstore::storage::{BodyOutput, KeyListQuery, StoreListQuery};
+    use kvstore::storage::{BodyOutput, KeyListQuery};
 
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -331,15 +333,7 @@ async fn a_version_3_data_directory_is_imported_into_the_engine() {
     assert_eq!(got.id, named.id);
     assert_eq!(got.stats, named.stats);
     let page = store
-        .stores_list(
-            &alice.id,
-            &StoreListQuery {
-                offset: 0,
-                limit: 10,
-                desc: false,
-                unnamed: true,
-            },
-        )
+        .stores_list(&alice.id, &common::first_stores(10))
         .await
         .unwrap();
     assert_eq!(page.total, 2);
@@ -348,15 +342,7 @@ async fn a_version_3_data_directory_is_imported_into_the_engine() {
         vec![(bob.id.clone(), ShareAccess::Read)]
     );
     let shared = store
-        .stores_shared_with(
-            &bob.id,
-            &StoreListQuery {
-                offset: 0,
-                limit: 10,
-                desc: false,
-                unnamed: true,
-            },
-        )
+        .stores_shared_with(&bob.id, &common::first_stores(10))
         .await
         .unwrap();
     assert_eq!(shared.items.len(), 1);
