@@ -524,7 +524,7 @@ cached_store() {
     if [ "$backend" = embedded ]; then
         local dir="$DATA/embedded-$n"
         marker="$dir/.bench-store-id"
-        if [ -s "$marker" ] && [ -f "$dir/kvstore.redb" ]; then
+        if [ -s "$marker" ] && [ -d "$dir/db" ]; then
             cat "$marker"
             return 0
         fi

@@ -107,7 +107,12 @@ async fn fill(client: &reqwest::Client, args: &Args, store: &str) {
     let mut order: Vec<u32> = (0..args.keys as u32).collect();
     order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(42));
     let order = Arc::new(order);
-    let body = bytes::Bytes::from(vec![b'v'; args.value_bytes]);
+    // Bodies are slices of one random buffer at offsets far apart: as incompressible as real
+    // data, so that an engine that compresses reports the space it would really take.
+    const POOL: usize = 1 << 20;
+    let mut pool = vec![0u8; POOL + args.value_bytes];
+    rand::rngs::StdRng::seed_from_u64(1).fill(&mut pool[..]);
+    let pool = bytes::Bytes::from(pool);
     let next = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -116,10 +121,10 @@ async fn fill(client: &reqwest::Client, args: &Args, store: &str) {
     let start = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..args.conns {
-        let (client, order, body, next, done, errors, marks) = (
+        let (client, order, pool, next, done, errors, marks) = (
             client.clone(),
             order.clone(),
-            body.clone(),
+            pool.clone(),
             next.clone(),
             done.clone(),
             errors.clone(),
@@ -128,6 +133,7 @@ async fn fill(client: &reqwest::Client, args: &Args, store: &str) {
         let base = format!("{}/v2/key-value-stores/{store}/records/", args.url);
         let token = args.token.clone();
         let keys = args.keys;
+        let value_bytes = args.value_bytes;
         workers.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -135,11 +141,13 @@ async fn fill(client: &reqwest::Client, args: &Args, store: &str) {
                     return;
                 }
                 let url = format!("{base}{}", key(order[i] as usize));
+                let at = (i * 7919) % POOL;
+                let body = pool.slice(at..at + value_bytes);
                 let ok = match client
                     .put(url)
                     .bearer_auth(&token)
                     .header("content-type", "application/octet-stream")
-                    .body(body.clone())
+                    .body(body)
                     .send()
                     .await
                 {

@@ -86,7 +86,9 @@ enum LogFilter {
 }
 
 fn log_filter(directives: Option<&str>) -> LogFilter {
-    const DEFAULT: &str = "info,tower_http=warn";
+    // The engine (fjall, lsm-tree) logs its routine flushes and rotations at info: warnings and
+    // errors only.
+    const DEFAULT: &str = "info,tower_http=warn,fjall=warn,lsm_tree=warn";
     let directives = directives
         .filter(|d| EnvFilter::builder().parse(d).is_ok())
         .unwrap_or(DEFAULT);

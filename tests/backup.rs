@@ -13,7 +13,7 @@ use std::sync::Arc;
 use common::contents::records_of;
 use common::{assert_error, TestServer};
 use kvstore::model::{RecordKey, Token, Username};
-use kvstore::storage::{self, Backend, Store, StoreListQuery};
+use kvstore::storage::{self, Backend, Store};
 use reqwest::Method;
 
 const KEYS: usize = 37;
@@ -22,7 +22,7 @@ const KEYS: usize = 37;
 /// engine, chunks on PostgreSQL) every tenth step.
 fn body_of(step: usize) -> Vec<u8> {
     let mut body = format!("step {step};").into_bytes();
-    if step % 10 == 0 {
+    if step.is_multiple_of(10) {
         body.resize(100 * 1024, b'0' + (step % 10) as u8);
     }
     body
@@ -292,15 +292,7 @@ async fn a_backup_cut_short_or_damaged_restores_nothing() {
         .await
         .unwrap();
     let page = target
-        .stores_list(
-            &user.id,
-            &StoreListQuery {
-                offset: 0,
-                limit: 10,
-                desc: false,
-                unnamed: true,
-            },
-        )
+        .stores_list(&user.id, &common::first_stores(10))
         .await
         .unwrap();
     assert_eq!(page.items.len(), 1);

@@ -706,16 +706,44 @@ async fn embedded_data_survives_reopening() {
             )
             .await
             .unwrap();
-        // A second open of a directory in use is refused.
+        // A second open of a directory in use is refused, and leaves the first one's files
+        // alone: the journal the first appends to is the same file after it.
+        let journals = || {
+            use std::os::unix::fs::MetadataExt;
+            let mut found: Vec<(std::ffi::OsString, u64)> = std::fs::read_dir(path.join("db"))
+                .unwrap()
+                .map(|e| e.unwrap())
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".jnl"))
+                .map(|e| (e.file_name(), e.metadata().unwrap().ino()))
+                .collect();
+            found.sort();
+            found
+        };
+        let before = journals();
+        assert!(!before.is_empty());
         let second = storage::open(&Backend::embedded(path.clone())).await;
         assert!(
             matches!(second, Err(StorageError::Locked)),
             "{:?}",
             second.err()
         );
+        assert_eq!(journals(), before);
+        store
+            .record_put(
+                &sid,
+                &key("after"),
+                "text/plain",
+                BodyInput::Bytes(Bytes::from_static(b"still here")),
+            )
+            .await
+            .unwrap();
         store.close().await.unwrap();
     }
     let store = storage::open(&Backend::embedded(path)).await.unwrap();
+    assert_eq!(
+        body_bytes(&*store, &sid, "after").await.unwrap(),
+        b"still here"
+    );
     assert!(store.user_by_token(&token.hash()).await.unwrap().is_some());
     assert_eq!(body_bytes(&*store, &sid, "small").await.unwrap(), b"hi");
     assert_eq!(
@@ -723,7 +751,7 @@ async fn embedded_data_survives_reopening() {
         200_000
     );
     let stats = store.store_get(&sid).await.unwrap().unwrap().stats;
-    assert_eq!((stats.record_count, stats.storage_bytes), (2, 200_002));
+    assert_eq!((stats.record_count, stats.storage_bytes), (3, 200_012));
     store.close().await.unwrap();
 }
 

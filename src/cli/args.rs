@@ -230,8 +230,8 @@ pub struct DataArgs {
     #[arg(long, env = "KVSTORE_MIN_FREE_DISK", default_value_t = 64 * 1024 * 1024)]
     pub min_free_disk: u64,
 
-    /// Memory (bytes) the embedded engine uses to cache its pages; the rest of the data file is
-    /// read through the OS page cache. Bounds the server's memory whatever the number of keys.
+    /// Memory (bytes) the embedded engine uses to cache its blocks; the rest of its files is read
+    /// through the OS page cache. Bounds the server's memory whatever the number of keys.
     #[arg(long, env = "KVSTORE_CACHE_SIZE", default_value_t = 64 * 1024 * 1024)]
     pub cache_size: u64,
 

@@ -32,7 +32,7 @@ impl AuthCache {
     /// Call before the read transaction that would answer a miss begins.
     pub fn generation(&self) -> Generation {
         let g = self.generation.load(Ordering::SeqCst);
-        Generation((g % 2 == 0).then_some(g))
+        Generation(g.is_multiple_of(2).then_some(g))
     }
 
     pub fn get(&self, at: Generation, token: &TokenHash) -> Option<Authenticated> {

@@ -357,3 +357,13 @@ impl Drop for PgDatabase {
         .join();
     }
 }
+
+/// A store listing's first `limit` stores, oldest first, unnamed ones included.
+pub fn first_stores(limit: u64) -> kvstore::storage::StoreListQuery {
+    kvstore::storage::StoreListQuery {
+        offset: 0,
+        limit,
+        desc: false,
+        unnamed: true,
+    }
+}

@@ -8,17 +8,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use rand::RngCore;
-use redb::{Database, ReadableDatabase, ReadableTable};
-
-use super::codec::{decode_record, RecordHeader};
+use super::codec::{decode, RecordHeader};
+use super::engine::{Engine, Read, Table};
 use super::hot::Changes;
-use super::schema::RECORDS;
-use super::watch::engine;
 use super::EmbeddedStore;
 use crate::model::RecordKey;
 use crate::storage::{BodyInput, OrphanCheck, OrphanReport, RecordWrite, Result, StorageError};
+use bytes::Bytes;
+use rand::RngCore;
 
 /// What a write transaction leaves for after its commit: blob files to remove once the batch's fate
 /// is known, whether a purge of deleted stores should run, and which stores and records changed
@@ -31,7 +28,7 @@ pub(super) struct PostCommit {
     pub(super) changes: Changes,
 }
 
-/// Bodies larger than this live in blob files rather than inside the B-tree.
+/// Bodies larger than this live in blob files rather than inside the engine.
 pub(super) const INLINE_MAX: u64 = 64 * 1024;
 
 /// Fsyncs a directory so that a rename or a new entry in it survives power loss.
@@ -128,7 +125,7 @@ impl Drop for BlobPin {
 /// may still read is either pointed at or deferred until the snapshot closes (see [`Paths::unlink`]):
 /// nothing is removed while a snapshot is open, and deferred files are not counted.
 pub(super) fn collect_orphans(
-    db: &Database,
+    engine: &Engine,
     paths: &Paths,
     check: OrphanCheck,
 ) -> Result<OrphanReport> {
@@ -137,7 +134,7 @@ pub(super) fn collect_orphans(
         .checked_sub(check.min_age)
         .unwrap_or(std::time::UNIX_EPOCH);
     let candidates = sizes(paths, blob_ids(paths)?, Some(cutoff))?;
-    remove_unreferenced(db, paths, candidates, check.remove)
+    remove_unreferenced(engine, paths, candidates, check.remove)
 }
 
 /// The blob files in `blobs/`, by name only (no metadata read: cheap enough for start-up).
@@ -183,7 +180,7 @@ fn sizes(
 /// Of `candidates` (blob ids and sizes), those no record points at, removed with `remove`
 /// unless a snapshot is open.
 fn remove_unreferenced(
-    db: &Database,
+    engine: &Engine,
     paths: &Paths,
     mut candidates: std::collections::HashMap<[u8; 16], u64>,
     remove: bool,
@@ -192,11 +189,9 @@ fn remove_unreferenced(
         return Ok(OrphanReport::default());
     }
     {
-        let txn = db.begin_read().map_err(engine)?;
-        let records = txn.open_table(RECORDS).map_err(engine)?;
-        for entry in records.iter().map_err(engine)? {
-            let (_, v) = entry.map_err(engine)?;
-            if let Some(blob) = decode_record(v.value())?.0.blob {
+        for entry in engine.read().all(Table::Records) {
+            let (_, v) = entry?;
+            if let Some(blob) = decode::<RecordHeader>(&v)?.blob {
                 candidates.remove(&blob);
             }
         }
@@ -234,9 +229,9 @@ fn remove_unreferenced(
 /// any: each is either pointed at by a record or left by a crash (written, its commit never made,
 /// or dropped by a commit whose removal of it never ran), however young. Runs in the background
 /// so that the server need not wait for a scan of every record; the log says what it removed.
-pub(super) fn collect_crash_orphans(db: &Database, paths: &Paths, ids: Vec<[u8; 16]>) {
+pub(super) fn collect_crash_orphans(engine: &Engine, paths: &Paths, ids: Vec<[u8; 16]>) {
     let report = sizes(paths, ids, None)
-        .and_then(|candidates| remove_unreferenced(db, paths, candidates, true));
+        .and_then(|candidates| remove_unreferenced(engine, paths, candidates, true));
     match report {
         Ok(report) if report.removed < report.bodies => tracing::warn!(
             bodies = report.bodies,

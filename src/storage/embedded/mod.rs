@@ -1,9 +1,9 @@
-//! The embedded backend: redb (an ordered, copy-on-write B-tree with ACID transactions) in
-//! `<data-dir>/kvstore.redb`, plus `<data-dir>/blobs/` for bodies too large to keep inline.
+//! The embedded backend: fjall (an LSM tree with a journal and atomic cross-table commits, see
+//! `engine.rs`) in `<data-dir>/db/`, plus `<data-dir>/blobs/` for bodies too large to keep inline.
 //!
 //! Writes go through one writer thread that batches whatever is queued into one transaction and
-//! one fsync (group commit); a write is acknowledged only after its batch committed durably.
-//! Reads run on the blocking pool in their own read transactions and never wait for the writer.
+//! one journal fsync (group commit); a write is acknowledged only after its batch committed
+//! durably. Reads see snapshots and never wait for the writer.
 //!
 //! Invariants:
 //! - a store's `record_count`/`storage_bytes` change in the same transaction as the records;
@@ -14,14 +14,15 @@
 
 mod blobs;
 mod codec;
+mod engine;
 mod hot;
 mod records;
+mod redb_import;
 mod schema;
 mod shares;
 mod snapshot;
 mod stores;
 mod users;
-mod watch;
 mod writer;
 
 use crate::storage::{Administration, BulkTransfer, Housekeeping, RecordStore};
@@ -32,7 +33,6 @@ use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase};
 
 use super::auth_cache::{AuthCache, Generation};
 use super::{
@@ -45,12 +45,13 @@ use crate::model::{
     TokenGrant, TokenHash, User, UserId, Username,
 };
 use blobs::{blob_ids, collect_crash_orphans, collect_orphans, sync_dir, Paths, INLINE_MAX};
+use engine::{pair, Engine, EngineOptions, Read, ReadTxn, Table, BROKEN};
 use hot::HotRecords;
 use records::{
     delete_record, find_record, list_keys, meta_of, open_record, put_records, read_record,
 };
+use schema::init_tables;
 pub use schema::FORMAT_VERSION;
-use schema::{init_tables, STORE_NAMES, USERNAMES};
 use shares::{list_shared_with, list_shares, set_share, share_in};
 use snapshot::EmbeddedSnapshot;
 use stores::{
@@ -61,7 +62,6 @@ use users::{
     add_token, authenticate, create_first_user, delete_user, import_user, insert_user, list_users,
     read_user, tokens_of, update_user,
 };
-use watch::{engine, Watched, BROKEN};
 use writer::{writer_loop, Job, WriteKind};
 
 /// Settings of the embedded engine.
@@ -71,9 +71,8 @@ pub struct EmbeddedOptions {
     /// this free, so the engine never runs out of space in the middle of a commit; deletes still
     /// run. 0 turns the check off.
     pub min_free_bytes: u64,
-    /// Memory for redb's page cache. Its default (1 GiB) let the cache fill with the pages that
-    /// copy-on-write writes leave behind: 238 MiB RSS after a few minutes of PUTs on a 10k-key
-    /// store, 549 MiB serving 10M keys. The file's other pages stay in the OS page cache.
+    /// Memory for the engine's block cache (its memtables take up to 64 MiB more); the files'
+    /// other pages stay in the OS page cache.
     pub cache_bytes: usize,
     /// Removes, right after the open and in the background, the blob files that no record points
     /// at: what a crash of the last process left. Only for the process that serves: the data
@@ -91,8 +90,13 @@ impl Default for EmbeddedOptions {
     }
 }
 
+/// How long a close waits for the engine to flush its memtables.
+const CLOSE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(20);
+
 pub struct EmbeddedStore {
-    db: Arc<Database>,
+    engine: Arc<Engine>,
+    /// `<data-dir>/db`
+    engine_dir: PathBuf,
     paths: Arc<Paths>,
     auth: Arc<AuthCache>,
     hot: Arc<HotRecords>,
@@ -108,100 +112,62 @@ impl EmbeddedStore {
 
     /// Like [`EmbeddedStore::open`], with settings. Blocking.
     pub fn open_with_options(dir: &Path, options: &EmbeddedOptions) -> Result<Self> {
-        let path = dir.join("kvstore.redb");
-        Self::open_with(dir, options, move |builder, failed| {
-            // What `redb::Builder::create` does, with the file watched.
-            let file = fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)?;
-            builder.create_with_backend(Watched {
-                inner: redb::backends::FileBackend::new(file)?,
-                failed,
-            })
-        })
-    }
-
-    /// Like [`EmbeddedStore::open`], but the database lives in `backend` instead of
-    /// `<dir>/kvstore.redb`; blobs and spooled bodies stay in `dir`. Used by the crash tests
-    /// (`tests/crash.rs`), whose backend keeps the writes not yet synced apart and drops them to
-    /// simulate power loss. Blocking.
-    pub fn open_with_backend(dir: &Path, backend: impl redb::StorageBackend) -> Result<Self> {
-        Self::open_with(dir, &EmbeddedOptions::default(), move |builder, failed| {
-            builder.create_with_backend(Watched {
-                inner: backend,
-                failed,
-            })
-        })
-    }
-
-    fn open_with(
-        dir: &Path,
-        options: &EmbeddedOptions,
-        create: impl FnOnce(
-            &redb::Builder,
-            Arc<AtomicBool>,
-        ) -> std::result::Result<Database, redb::DatabaseError>,
-    ) -> Result<Self> {
         let new_dir = !dir.is_dir();
         fs::create_dir_all(dir)?;
-        let io_failed = Arc::new(AtomicBool::new(false));
         let paths = Paths {
             blobs: dir.join("blobs"),
             spool: dir.join("tmp"),
             pins: Mutex::default(),
             min_free_bytes: options.min_free_bytes,
-            io_failed: io_failed.clone(),
+            io_failed: Arc::new(AtomicBool::new(false)),
         };
         fs::create_dir_all(&paths.blobs)?;
         // Anything left in the spool dir belongs to requests that never completed.
         let _ = fs::remove_dir_all(&paths.spool);
         fs::create_dir_all(&paths.spool)?;
-        let db = create(
-            Database::builder().set_cache_size(options.cache_bytes),
-            io_failed,
-        )
-        .map_err(engine)?;
-        // The entries just made (the database file, blobs/, tmp/; the data directory itself when
-        // it is new) survive a power cut only once their directories are synced: without this, a
-        // cut could take the database file with every commit it acknowledged
-        // (tests/power_loss.rs).
+        let engine_dir = dir.join("db");
+        let engine = Engine::open(
+            &engine_dir,
+            &EngineOptions::with_cache(options.cache_bytes as u64),
+        )?;
+        // The entries just made (db/, blobs/, tmp/; the data directory itself when it is new)
+        // survive a power cut only once their directories are synced: without this, a cut could
+        // take the database with every commit it acknowledged (tests/power_loss.rs).
         sync_dir(dir)?;
         if new_dir {
             if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
                 sync_dir(parent)?;
             }
         }
-        let purge_pending = init_tables(&db)?;
+        let purge_pending = init_tables(&engine, dir)?;
         // Listed before the writer starts: every blob file here is the last process's.
         let crash_candidates = if options.collect_orphans_at_open {
             Some(blob_ids(&paths)?)
         } else {
             None
         };
-        let db = Arc::new(db);
+        let engine = Arc::new(engine);
         let paths = Arc::new(paths);
         if let Some(ids) = crash_candidates {
-            let (db, paths) = (db.clone(), paths.clone());
+            let (engine, paths) = (engine.clone(), paths.clone());
             std::thread::Builder::new()
                 .name("kvstore-orphans".into())
-                .spawn(move || collect_crash_orphans(&db, &paths, ids))?;
+                .spawn(move || collect_crash_orphans(&engine, &paths, ids))?;
         }
         let auth = Arc::new(AuthCache::default());
         let hot = Arc::new(HotRecords::default());
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
         let thread = {
-            let db = db.clone();
+            let engine = engine.clone();
             let paths = paths.clone();
             let (auth, hot) = (auth.clone(), hot.clone());
             std::thread::Builder::new()
                 .name("kvstore-writer".into())
-                .spawn(move || writer_loop(&db, &paths, (&auth, &hot), rx, purge_pending))?
+                .spawn(move || writer_loop(&engine, &paths, (&auth, &hot), rx, purge_pending))?
         };
         Ok(Self {
-            db,
+            engine,
+            engine_dir,
             paths,
             auth,
             hot,
@@ -210,12 +176,11 @@ impl EmbeddedStore {
         })
     }
 
-    /// A point lookup (a few B-tree pages, typically cached), run right here on the calling task:
-    /// a hop to the blocking pool would cost more than the lookup itself. Scans that can touch many
-    /// pages go through [`Self::read`].
-    fn read_now<R>(&self, f: impl FnOnce(&redb::ReadTransaction) -> Result<R>) -> Result<R> {
-        let txn = self.db.begin_read().map_err(engine)?;
-        f(&txn)
+    /// A point lookup (a few blocks, typically cached), run right here on the calling task: a hop
+    /// to the blocking pool would cost more than the lookup itself. Scans that can touch many
+    /// blocks go through [`Self::read`].
+    fn read_now<R>(&self, f: impl FnOnce(&ReadTxn<'_>) -> Result<R>) -> Result<R> {
+        f(&self.engine.read())
     }
 
     /// The caller behind `token`: cached, or read from `txn`, which must have begun after `at`
@@ -223,7 +188,7 @@ impl EmbeddedStore {
     fn caller_in(
         &self,
         at: Generation,
-        txn: &redb::ReadTransaction,
+        txn: &ReadTxn<'_>,
         token: &TokenHash,
     ) -> Result<Option<Authenticated>> {
         if let Some(hit) = self.auth.get(at, token) {
@@ -261,15 +226,12 @@ impl EmbeddedStore {
 
     async fn read<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&redb::ReadTransaction) -> Result<R> + Send + 'static,
+        f: impl FnOnce(&ReadTxn<'_>) -> Result<R> + Send + 'static,
     ) -> Result<R> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
-            let txn = db.begin_read().map_err(engine)?;
-            f(&txn)
-        })
-        .await
-        .map_err(|e| StorageError::Engine(e.to_string()))?
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || f(&engine.read()))
+            .await
+            .map_err(|e| StorageError::Engine(e.to_string()))?
     }
 }
 
@@ -406,11 +368,10 @@ impl RecordStore for EmbeddedStore {
     ) -> Result<Option<StoreInfo>> {
         let (owner, name) = (owner.clone(), name.clone());
         self.read_now(move |txn| {
-            let names = txn.open_table(STORE_NAMES).map_err(engine)?;
-            let Some(id) = names.get((owner.as_str(), name.as_str())).map_err(engine)? else {
+            let Some(id) = txn.get(Table::StoreNames, &pair(owner.as_str(), name.as_str()))? else {
                 return Ok(None);
             };
-            read_store(txn, id.value())
+            read_store(txn, &String::from_utf8_lossy(&id))
         })
     }
 
@@ -598,11 +559,10 @@ impl Administration for EmbeddedStore {
 
     async fn user_by_name(&self, username: &Username) -> Result<Option<User>> {
         self.read_now(|txn| {
-            let names = txn.open_table(USERNAMES).map_err(engine)?;
-            let Some(id) = names.get(username.as_str()).map_err(engine)? else {
+            let Some(id) = txn.get(Table::Usernames, username.as_str().as_bytes())? else {
                 return Ok(None);
             };
-            read_user(txn, id.value())
+            read_user(txn, &String::from_utf8_lossy(&id))
         })
     }
 
@@ -611,7 +571,7 @@ impl Administration for EmbeddedStore {
     }
 
     async fn users_list(&self) -> Result<Vec<User>> {
-        self.read(list_users).await
+        self.read(|txn| list_users(txn)).await
     }
 }
 
@@ -620,9 +580,9 @@ impl Administration for EmbeddedStore {
 impl BulkTransfer for EmbeddedStore {
     async fn snapshot(&self) -> Result<Box<dyn Snapshot>> {
         let pin = self.paths.pin();
-        let txn = self.db.begin_read().map_err(engine)?;
         Ok(Box::new(EmbeddedSnapshot {
-            txn: Arc::new(txn),
+            engine: self.engine.clone(),
+            snapshot: self.engine.snapshot(),
             paths: self.paths.clone(),
             _pin: pin,
         }))
@@ -660,8 +620,8 @@ impl Housekeeping for EmbeddedStore {
     }
 
     async fn orphans(&self, check: OrphanCheck) -> Result<OrphanReport> {
-        let (db, paths) = (self.db.clone(), self.paths.clone());
-        tokio::task::spawn_blocking(move || collect_orphans(&db, &paths, check))
+        let (engine, paths) = (self.engine.clone(), self.paths.clone());
+        tokio::task::spawn_blocking(move || collect_orphans(&engine, &paths, check))
             .await
             .map_err(|e| StorageError::Engine(e.to_string()))?
     }
@@ -684,12 +644,21 @@ impl Housekeeping for EmbeddedStore {
             writer.take();
         }
         let thread = self.writer_thread.lock().ok().and_then(|mut t| t.take());
-        if let Some(thread) = thread {
-            tokio::task::spawn_blocking(move || thread.join())
-                .await
-                .map_err(|e| StorageError::Engine(e.to_string()))?
-                .map_err(|_| StorageError::Engine("writer thread panicked".into()))?;
+        let Some(thread) = thread else {
+            return Ok(()); // closed before
+        };
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .map_err(|e| StorageError::Engine(e.to_string()))?
+            .map_err(|_| StorageError::Engine("writer thread panicked".into()))?;
+        // No write can come any more. After an I/O error the journal must be rewritten at the
+        // next open: no marker.
+        if self.paths.io_failed.load(Ordering::Acquire) {
+            return Ok(());
         }
-        Ok(())
+        let (engine, dir) = (self.engine.clone(), self.engine_dir.clone());
+        tokio::task::spawn_blocking(move || engine.close(&dir, CLOSE_PATIENCE))
+            .await
+            .map_err(|e| StorageError::Engine(e.to_string()))?
     }
 }

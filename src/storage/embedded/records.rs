@@ -5,15 +5,13 @@ use std::fs;
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use redb::WriteTransaction;
 
 use super::blobs::PostCommit;
 use super::blobs::{remove_blob_later, Paths, PreparedBody, PreparedRecord};
-use super::codec::{decode_record, encode, RecordHeader};
+use super::codec::{decode, encode, RecordHeader};
+use super::engine::{pair, pair_prefix, split_pair, Read, Table, WriteTxn};
 use super::hot::{HotRecord, HotRecords, Ticket, HOT_BODY_MAX};
-use super::schema::RECORDS;
 use super::stores::{load_store, save_store, store_exists};
-use super::watch::engine;
 use crate::model::{now_millis, RecordKey, RecordMeta, StoreId};
 use crate::storage::{
     BodyOutput, KeyListQuery, KeyPage, Record, Result, StorageError, WriteOutcome,
@@ -21,7 +19,7 @@ use crate::storage::{
 
 /// The header of a record of a live store, with its inline body when `with_body` (empty for blobs).
 pub(super) fn find_record(
-    txn: &redb::ReadTransaction,
+    txn: &impl Read,
     store: &StoreId,
     key: &RecordKey,
     with_body: bool,
@@ -34,21 +32,21 @@ pub(super) fn find_record(
 
 /// [`find_record`] for a caller that has already seen the store live in this transaction.
 fn record_row(
-    txn: &redb::ReadTransaction,
+    txn: &impl Read,
     store: &StoreId,
     key: &RecordKey,
     with_body: bool,
 ) -> Result<Option<(RecordHeader, Bytes)>> {
-    let records = txn.open_table(RECORDS).map_err(engine)?;
-    let Some(v) = records
-        .get((store.as_str(), key.as_str()))
-        .map_err(engine)?
-    else {
+    let row = pair(store.as_str(), key.as_str());
+    let Some(value) = txn.get(Table::Records, &row)? else {
         return Ok(None);
     };
-    let (header, inline) = decode_record(v.value())?;
+    let header: RecordHeader = decode(&value)?;
     let body = if with_body && header.blob.is_none() {
-        Bytes::copy_from_slice(inline)
+        // Written with the header; a record written empty may have none.
+        txn.get(Table::Bodies, &row)?
+            .map(Bytes::from)
+            .unwrap_or_default()
     } else {
         Bytes::new()
     };
@@ -65,38 +63,33 @@ pub(super) fn meta_of(key: &RecordKey, header: RecordHeader) -> RecordMeta {
 }
 
 pub(super) fn list_keys(
-    txn: &redb::ReadTransaction,
+    txn: &impl Read,
     store: &StoreId,
     query: &KeyListQuery,
 ) -> Result<Option<KeyPage>> {
     if !store_exists(txn, store.as_str())? {
         return Ok(None);
     }
-    let records = txn.open_table(RECORDS).map_err(engine)?;
     let sid = store.as_str();
     let start = crate::storage::scan_start(query);
-    let range = match &start {
-        std::ops::Bound::Included(k) => records.range((sid, k.as_str())..),
-        std::ops::Bound::Excluded(k) => records.range((
-            std::ops::Bound::Excluded((sid, k.as_str())),
-            std::ops::Bound::Unbounded,
-        )),
-        std::ops::Bound::Unbounded => records.range((sid, "")..),
-    }
-    .map_err(engine)?;
+    let from = start.as_ref().map(|k| pair(sid, k));
     let mut items = Vec::with_capacity(query.limit.min(1024));
     let mut is_truncated = false;
-    for entry in range {
-        let (k, v) = entry.map_err(engine)?;
-        let (s, key) = k.value();
-        if s != sid || !key.starts_with(query.prefix.as_str()) {
+    for entry in txn.rows(
+        Table::Records,
+        &pair_prefix(sid),
+        from.as_ref().map(Vec::as_slice),
+    ) {
+        let (k, v) = entry?;
+        let (_, key) = split_pair(&k)?;
+        if !key.starts_with(query.prefix.as_str()) {
             break;
         }
         if items.len() == query.limit {
             is_truncated = true;
             break;
         }
-        let (header, _) = decode_record(v.value())?;
+        let header: RecordHeader = decode(&v)?;
         items.push(RecordMeta {
             key: RecordKey::parse(key).map_err(|e| StorageError::Corrupt(e.0))?,
             size: header.size,
@@ -111,7 +104,7 @@ pub(super) fn list_keys(
 }
 
 pub(super) fn read_record(
-    txn: &redb::ReadTransaction,
+    txn: &impl Read,
     paths: &Paths,
     hot: Option<(&HotRecords, Ticket)>,
     store: &StoreId,
@@ -127,7 +120,7 @@ pub(super) fn read_record(
 /// the hot records when given and there, else from the table, kept in the hot records when small.
 /// `txn` must have begun after the ticket was taken (snapshots, which read the past, pass none).
 pub(super) fn open_record(
-    txn: &redb::ReadTransaction,
+    txn: &impl Read,
     paths: &Paths,
     hot: Option<(&HotRecords, Ticket)>,
     store: &StoreId,
@@ -161,7 +154,7 @@ pub(super) fn open_record(
 /// The commit of [`RecordStore::records_write`](crate::storage::RecordStore::records_write), in `txn`: the
 /// bodies are prepared (blob files written and synced) before.
 pub(super) fn put_records(
-    txn: &WriteTransaction,
+    txn: &mut WriteTxn<'_>,
     paths: &Paths,
     store: &StoreId,
     prepared: Vec<PreparedRecord>,
@@ -176,7 +169,6 @@ pub(super) fn put_records(
         post.unlink_if_committed.extend(new_blobs);
         return Ok(WriteOutcome::StoreMissing);
     };
-    let mut records = txn.open_table(RECORDS).map_err(engine)?;
     for record in prepared {
         let header = RecordHeader {
             content_type: record.content_type,
@@ -184,15 +176,18 @@ pub(super) fn put_records(
             blob: record.body.blob(),
             version: record.version,
         };
-        let mut value = encode(&header)?;
-        if let PreparedBody::Inline(bytes) = &record.body {
-            value.extend_from_slice(bytes);
-        }
-        let old = records
-            .insert((store.as_str(), record.key.as_str()), value.as_slice())
-            .map_err(engine)?
-            .map(|old| decode_record(old.value()).map(|(header, _)| header))
+        let row = pair(store.as_str(), record.key.as_str());
+        let old = txn
+            .get(Table::Records, &row)?
+            .map(|old| decode::<RecordHeader>(&old))
             .transpose()?;
+        match &record.body {
+            // Copied: the memtable keeps what it is given, and a request's bytes may be a slice of
+            // a larger read buffer.
+            PreparedBody::Inline(bytes) => txn.insert(Table::Bodies, row.as_slice(), &bytes[..]),
+            PreparedBody::Blob(_) => txn.remove(Table::Bodies, row.as_slice()),
+        }
+        txn.insert(Table::Records, row, encode(&header)?);
         match old {
             Some(old) => {
                 info.stats.storage_bytes = info.stats.storage_bytes.saturating_sub(old.size);
@@ -209,14 +204,13 @@ pub(super) fn put_records(
     let now = now_millis();
     info.modified_at = now;
     info.accessed_at = now;
-    drop(records);
     save_store(txn, &info, &mut post.changes)?;
     Ok(WriteOutcome::Written)
 }
 
 /// [`RecordStore::record_delete`](crate::storage::RecordStore::record_delete), in `txn`.
 pub(super) fn delete_record(
-    txn: &WriteTransaction,
+    txn: &mut WriteTxn<'_>,
     paths: &Paths,
     store: &StoreId,
     key: &RecordKey,
@@ -225,12 +219,14 @@ pub(super) fn delete_record(
     let Some(mut info) = load_store(txn, store.as_str())? else {
         return Ok(WriteOutcome::StoreMissing);
     };
-    let mut records = txn.open_table(RECORDS).map_err(engine)?;
-    let old = records
-        .remove((store.as_str(), key.as_str()))
-        .map_err(engine)?
-        .map(|old| decode_record(old.value()).map(|(header, _)| header))
+    let row = pair(store.as_str(), key.as_str());
+    let old = txn
+        .take(Table::Records, &row)?
+        .map(|old| decode::<RecordHeader>(&old))
         .transpose()?;
+    if old.as_ref().is_some_and(|old| old.blob.is_none()) {
+        txn.remove(Table::Bodies, row);
+    }
     if let Some(old) = old {
         info.stats.storage_bytes = info.stats.storage_bytes.saturating_sub(old.size);
         info.stats.record_count = info.stats.record_count.saturating_sub(1);
@@ -243,7 +239,6 @@ pub(super) fn delete_record(
     let now = now_millis();
     info.modified_at = now;
     info.accessed_at = now;
-    drop(records);
     save_store(txn, &info, &mut post.changes)?;
     Ok(WriteOutcome::Written)
 }

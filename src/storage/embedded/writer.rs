@@ -1,22 +1,19 @@
-//! The writer thread: jobs queue up, and each batch is applied in one transaction with one fsync
-//! (group commit); the batch's fate decides which blob files to remove, and deleted stores are
-//! purged between batches.
+//! The writer thread: jobs queue up, and each batch is applied in one transaction and committed in
+//! one journal write and fsync (group commit); the batch's fate decides which blob files to remove,
+//! and deleted stores are purged between batches.
 
 use std::collections::VecDeque;
+use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 
-use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction,
-};
 use tokio::sync::oneshot;
 
 use super::blobs::{Paths, PostCommit};
-use super::codec::decode_record;
+use super::codec::{decode, RecordHeader};
+use super::engine::{pair_prefix, Engine, Read, Table, WriteTxn, BROKEN};
 use super::hot::{Changes, HotRecords};
-use super::schema::{PURGE, RECORDS};
-use super::watch::{engine, BROKEN};
 use super::EmbeddedStore;
 use crate::storage::auth_cache::AuthCache;
 use crate::storage::{Result, StorageError};
@@ -30,7 +27,7 @@ const PURGE_STEP: usize = 1000;
 pub(super) trait Job: Send {
     /// Runs the operation. An `Err` means the transaction is unusable and the whole batch fails;
     /// logical outcomes (name taken, store missing) are kept for [`Job::finish`] instead.
-    fn apply(&mut self, txn: &WriteTransaction, post: &mut PostCommit) -> Result<()>;
+    fn apply(&mut self, txn: &mut WriteTxn<'_>, post: &mut PostCommit) -> Result<()>;
     fn finish(self: Box<Self>, committed: std::result::Result<(), BatchError>);
     /// Whether the job only removes data (allowed even when the disk is nearly full).
     fn frees_space(&self) -> bool;
@@ -46,12 +43,12 @@ pub(super) trait Job: Send {
 pub(super) enum BatchError {
     /// No space left on the device; nothing in the batch was stored.
     Full,
-    /// The database file failed an I/O operation: the engine refuses writes until a restart.
+    /// The engine failed an I/O operation: it refuses writes until a restart.
     Broken(String),
     Other(String),
 }
 
-type JobFn<R> = Box<dyn FnOnce(&WriteTransaction, &mut PostCommit) -> Result<R> + Send>;
+type JobFn<R> = Box<dyn FnOnce(&mut WriteTxn<'_>, &mut PostCommit) -> Result<R> + Send>;
 
 /// What a write may do, for the writer's bookkeeping.
 #[derive(Clone, Copy)]
@@ -113,7 +110,7 @@ impl<R: Send + 'static> Job for TypedJob<R> {
         self.kind.reports_changes
     }
 
-    fn apply(&mut self, txn: &WriteTransaction, post: &mut PostCommit) -> Result<()> {
+    fn apply(&mut self, txn: &mut WriteTxn<'_>, post: &mut PostCommit) -> Result<()> {
         let Some(run) = self.run.take() else {
             return Ok(());
         };
@@ -145,7 +142,7 @@ impl EmbeddedStore {
     pub(super) async fn write<R: Send + 'static>(
         &self,
         kind: WriteKind,
-        run: impl FnOnce(&WriteTransaction, &mut PostCommit) -> Result<R> + Send + 'static,
+        run: impl FnOnce(&mut WriteTxn<'_>, &mut PostCommit) -> Result<R> + Send + 'static,
     ) -> Result<R> {
         let (reply, rx) = oneshot::channel();
         let job: Box<dyn Job> = Box::new(TypedJob {
@@ -164,20 +161,24 @@ impl EmbeddedStore {
 }
 
 pub(super) fn writer_loop(
-    db: &Database,
+    engine: &Engine,
     paths: &Paths,
     (auth, hot): (&AuthCache, &HotRecords),
     rx: mpsc::Receiver<Box<dyn Job>>,
     mut purge_pending: bool,
 ) {
     let mut queue: VecDeque<Box<dyn Job>> = VecDeque::new();
+    let mut journals_seen = 0;
     loop {
+        if let Err(e) = engine.upkeep(&mut journals_seen) {
+            tracing::error!(error = %e, "the engine's upkeep (memtable flushes) failed");
+        }
         if queue.is_empty() {
             if purge_pending {
                 match rx.try_recv() {
                     Ok(job) => queue.push_back(job),
                     Err(mpsc::TryRecvError::Empty) => {
-                        purge_pending = purge_step(db, paths, hot).unwrap_or_else(|e| {
+                        purge_pending = purge_step(engine, paths, hot).unwrap_or_else(|e| {
                             tracing::error!(error = %e, "background purge of deleted stores failed");
                             false
                         });
@@ -216,13 +217,13 @@ pub(super) fn writer_loop(
                 continue;
             }
         }
-        purge_pending |= run_batch(db, paths, (auth, hot), batch);
+        purge_pending |= run_batch(engine, paths, (auth, hot), batch);
     }
 }
 
 /// Applies a batch in one transaction and answers every job. Returns whether a purge was scheduled.
 fn run_batch(
-    db: &Database,
+    engine: &Engine,
     paths: &Paths,
     (auth, hot): (&AuthCache, &HotRecords),
     mut batch: Vec<Box<dyn Job>>,
@@ -234,25 +235,21 @@ fn run_batch(
     }
     let mut post = PostCommit::default();
     // Whether `commit()` itself was reached: a commit that fails (say, at its fsync) may still have
-    // written pages that a restart accepts, so its fate is unknown, unlike a transaction abandoned
-    // before the commit.
+    // written to the journal what a restart replays, so its fate is unknown, unlike a transaction
+    // abandoned before the commit (which wrote nothing).
     let mut commit_reached = false;
     // Whether the hot records this batch changes were dropped (and must be released below).
     let mut hot_dropped = false;
     let committed = (|| -> Result<()> {
-        let mut txn = db.begin_write().map_err(engine)?;
-        txn.set_durability(Durability::Immediate).map_err(engine)?;
-        // Each commit saves the allocator state (and commits in two phases), so that opening
-        // after a crash does not walk the whole file: 4.65 s on 10M keys without it.
-        txn.set_quick_repair(true);
+        let mut txn = engine.write(true);
         for job in batch.iter_mut() {
-            job.apply(&txn, &mut post)?;
+            job.apply(&mut txn, &mut post)?;
         }
         post.changes.everything |= !reports_changes;
         hot.change_begins(&post.changes);
         hot_dropped = true;
         commit_reached = true;
-        txn.commit().map_err(engine)
+        txn.commit()
     })();
     if changes_auth {
         auth.change_ends();
@@ -261,9 +258,16 @@ fn run_batch(
         hot.change_ends(&post.changes);
     }
     let committed = committed.map_err(|e| match e {
-        // Whatever the first error said (even "disk full"), redb now refuses every write.
+        // Whatever the error said (even "disk full"), fjall refuses every write after a failed
+        // journal write or fsync; so does the engine, and `/readyz` says so.
+        e if commit_reached && !matches!(e, StorageError::Engine(_)) => {
+            if !paths.io_failed.swap(true, Ordering::AcqRel) {
+                tracing::error!(error = %e, "the engine failed an I/O operation: writes are refused until a restart");
+            }
+            BatchError::Broken(BROKEN.into())
+        }
         e if paths.io_failed.load(Ordering::Acquire) => {
-            tracing::error!(error = %e, "write transaction failed on an I/O error");
+            tracing::error!(error = %e, "write transaction failed: the engine is broken");
             BatchError::Broken(BROKEN.into())
         }
         StorageError::Unavailable(msg) => {
@@ -296,65 +300,43 @@ fn run_batch(
 }
 
 /// Removes some records of one deleted store. Returns whether more purging remains.
-fn purge_step(db: &Database, paths: &Paths, hot: &HotRecords) -> Result<bool> {
-    let txn = db.begin_write().map_err(engine)?;
+fn purge_step(engine: &Engine, paths: &Paths, hot: &HotRecords) -> Result<bool> {
+    // Purging is not acknowledged to anyone: no need to wait for the disk.
+    let mut txn = engine.write(false);
     let mut unlink = Vec::new();
     // The store's row is gone, so no read reaches its records; but a store imported again under
     // the same id would, and must not be served what this removes.
     let mut changes = Changes::default();
+    let Some((store_id, _)) = txn.all(Table::Purge).next().transpose()? else {
+        return Ok(false);
+    };
+    let store = String::from_utf8_lossy(&store_id).into_owned();
+    changes.stores.push(store.clone());
+    let mut rows = Vec::new();
+    for entry in txn
+        .rows(Table::Records, &pair_prefix(&store), Bound::Unbounded)
+        .take(PURGE_STEP)
     {
-        let mut purge = txn.open_table(PURGE).map_err(engine)?;
-        let Some(store_id) = purge
-            .first()
-            .map_err(engine)?
-            .map(|(k, _)| k.value().to_owned())
-        else {
-            return Ok(false);
-        };
-        changes.stores.push(store_id.clone());
-        let mut records = txn.open_table(RECORDS).map_err(engine)?;
-        let mut keys = Vec::new();
-        for entry in records
-            .range((store_id.as_str(), "")..)
-            .map_err(engine)?
-            .take(PURGE_STEP)
-        {
-            let (k, v) = entry.map_err(engine)?;
-            let (sid, key) = k.value();
-            if sid != store_id {
-                break;
-            }
-            let (header, _) = decode_record(v.value())?;
-            if let Some(blob) = header.blob {
-                unlink.push(paths.blob(&blob));
-            }
-            keys.push(key.to_owned());
+        let (k, v) = entry?;
+        if let Some(blob) = decode::<RecordHeader>(&v)?.blob {
+            unlink.push(paths.blob(&blob));
         }
-        for key in &keys {
-            records
-                .remove((store_id.as_str(), key.as_str()))
-                .map_err(engine)?;
-        }
-        if keys.len() < PURGE_STEP {
-            purge.remove(store_id.as_str()).map_err(engine)?;
-        }
+        rows.push(k);
     }
-    // Purging is not acknowledged to anyone: no need to wait for the disk.
-    let mut txn = txn;
-    txn.set_durability(Durability::None).map_err(engine)?;
+    let done = rows.len() < PURGE_STEP;
+    for row in rows {
+        txn.remove(Table::Records, row.clone());
+        txn.remove(Table::Bodies, row);
+    }
+    if done {
+        txn.remove(Table::Purge, store_id);
+    }
     hot.change_begins(&changes);
-    let committed = txn.commit().map_err(engine);
+    let committed = txn.commit();
     hot.change_ends(&changes);
     committed?;
     for path in unlink {
         paths.unlink(path);
     }
-    let remaining = db
-        .begin_read()
-        .map_err(engine)?
-        .open_table(PURGE)
-        .map_err(engine)?
-        .is_empty()
-        .map_err(engine)?;
-    Ok(!remaining)
+    Ok(!engine.read().is_empty(Table::Purge)?)
 }
