@@ -168,6 +168,8 @@ pub(super) fn writer_loop(
     mut purge_pending: bool,
 ) {
     let mut queue: VecDeque<Box<dyn Job>> = VecDeque::new();
+    // 0: the first upkeep also seals what the start replayed into memtables, so that the journals
+    // it came from are freed once flushed rather than replayed again at the next start.
     let mut journals_seen = 0;
     loop {
         if let Err(e) = engine.upkeep(&mut journals_seen) {
