@@ -2,7 +2,9 @@
 //! under writers on two nodes, with both nodes folding every few milliseconds and the test folding
 //! too, a store's counters equal a recount of its records at every instant (checked in one
 //! statement, so from one snapshot, over and over during the race), the acknowledged writes and
-//! deletes are all counted, and once the writers stop a fold leaves no shard row behind.
+//! deletes are all counted, and once the writers stop a fold leaves no shard row behind. PUTs
+//! that arrive together commit together (`src/storage/postgres/group_commit.rs`) and are counted
+//! as exactly.
 //!
 //! Every test makes a fresh database and returns early, saying so, when PostgreSQL is
 //! unreachable outside CI.
@@ -202,4 +204,89 @@ async fn folding_the_counter_shards_under_writers_on_two_nodes_keeps_the_counter
         "a fold bumped the access generation"
     );
     folder.close().await.unwrap();
+}
+
+/// PUTs that arrive together commit together (`src/storage/postgres/group_commit.rs`): PUTs sent
+/// all at once to two stores, a third of them to one key, all answer 201; the distinct keys took
+/// far fewer transactions than PUTs (each row's `xmin` names the transaction that wrote it), the
+/// repeated key holds one of the bodies sent to it, and both stores' counters equal a recount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn puts_that_arrive_together_commit_together_and_stay_counted() {
+    let Some(db) = PgDatabase::create().await else {
+        return;
+    };
+    let node = TestServer::start_on(&db.backend(), |_| {}).await;
+    let token = node.user("writer").await;
+    let mut stores = Vec::new();
+    for name in ["first", "second"] {
+        let store = node.create_store(&token, Some(name)).await;
+        stores.push(store["id"].as_str().unwrap().to_owned());
+    }
+    const DISTINCT: usize = 64;
+    const SAME: usize = 64;
+    let mut puts = Vec::new();
+    for (s, id) in stores.iter().enumerate() {
+        for i in 0..DISTINCT {
+            puts.push((id.clone(), format!("k{i}"), vec![b'a' + s as u8; 100 + i]));
+        }
+    }
+    for i in 0..SAME {
+        puts.push((
+            stores[0].clone(),
+            "same".to_owned(),
+            format!("body {i:03}").into_bytes(),
+        ));
+    }
+    let statuses = futures_util::future::join_all(puts.into_iter().map(|(id, key, body)| {
+        let (http, url, token) = (node.http.clone(), node.url.clone(), token.clone());
+        async move {
+            http.put(format!("{url}/v2/key-value-stores/{id}/records/{key}"))
+                .bearer_auth(&token)
+                .header("content-type", "application/octet-stream")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    }))
+    .await;
+    assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
+
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let transactions: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT xmin::text) FROM records WHERE key <> 'same'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    let distinct_puts = (stores.len() * DISTINCT) as i64;
+    assert!(
+        transactions * 2 <= distinct_puts,
+        "{transactions} transactions for {distinct_puts} PUTs sent at once"
+    );
+    let resp = node
+        .get(
+            &format!("/v2/key-value-stores/{}/records/same", stores[0]),
+            &token,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.text().await.unwrap();
+    let sent = body
+        .strip_prefix("body ")
+        .and_then(|n| n.parse::<usize>().ok());
+    assert!(sent.is_some_and(|n| n < SAME), "{body:?}");
+    for (id, records) in stores.iter().zip([DISTINCT + 1, DISTINCT]) {
+        let (count, bytes, recount, rebytes): (i64, i64, i64, i64) =
+            sqlx::query_as(COUNTED_AND_RECOUNTED)
+                .bind(id)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!((count, bytes), (recount, rebytes), "store {id}");
+        assert_eq!(count, records as i64, "store {id}");
+    }
+    node.stop().await;
 }

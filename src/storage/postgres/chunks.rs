@@ -8,6 +8,7 @@ use sqlx::{Postgres, Row, Transaction};
 use tokio::io::AsyncReadExt;
 
 use super::errors::{db_err, settle};
+use super::pool::{pool_err, StatementPool};
 use super::PgStore;
 use crate::storage::{BodyInput, Result};
 
@@ -21,13 +22,13 @@ pub(super) fn body_budget(op_timeout: Duration, len: u64) -> Duration {
     op_timeout.saturating_mul(chunks.saturating_add(1))
 }
 
-/// The body a [`PUT_RECORD`], [`DELETE_RECORD`] or [`IMPORT_RECORDS`] statement replaced, and
+/// The body a [`PUT_RECORD`], [`DELETE_RECORD`] or [`PUT_RECORDS`] statement replaced, and
 /// whether the statement's own chunk `DELETE` missed some of it (a body committed after the
 /// statement began): those blob ids are returned, for [`free_replaced`].
 ///
 /// [`PUT_RECORD`]: super::sql::PUT_RECORD
 /// [`DELETE_RECORD`]: super::sql::DELETE_RECORD
-/// [`IMPORT_RECORDS`]: super::sql::IMPORT_RECORDS
+/// [`PUT_RECORDS`]: super::sql::PUT_RECORDS
 pub(super) fn missed_chunks(row: &PgRow) -> Result<Vec<i64>> {
     let freed: i64 = row.try_get("freed").map_err(db_err)?;
     if row.try_column("prev_blob_ids").is_ok() {
@@ -115,27 +116,32 @@ pub(super) async fn write_chunks(
     Ok(blob_id)
 }
 
+/// Runs [`free_replaced`] for what a write statement's own chunk `DELETE` missed, if anything (a
+/// body committed after the statement began): a second round trip only then. The write itself is
+/// committed by now, so a failure here does not fail it: the chunks stay until the next orphan
+/// check ([`Housekeeping::orphans`]) removes them.
+///
+/// [`Housekeeping::orphans`]: crate::storage::Housekeeping::orphans
+pub(super) async fn free_missed(statements: &StatementPool, row: &PgRow) -> Result<()> {
+    let missed = missed_chunks(row)?;
+    if missed.is_empty() {
+        return Ok(());
+    }
+    let freed = async {
+        let mut conn = statements.get().await.map_err(pool_err)?;
+        let result = free_replaced(&mut *conn, &missed).await;
+        settle(conn, result)
+    };
+    if let Err(e) = freed.await {
+        tracing::warn!(error = %e, blobs = ?missed,
+            "could not free a replaced body; the orphan check will");
+    }
+    Ok(())
+}
+
 impl PgStore {
-    /// Runs [`free_replaced`] for what a write statement's own chunk `DELETE` missed, if anything
-    /// (a body committed after the statement began): a second round trip only then. The write
-    /// itself is committed by now, so a failure here does not fail it: the chunks stay until the
-    /// next orphan check ([`Housekeeping::orphans`]) removes them.
-    ///
-    /// [`Housekeeping::orphans`]: crate::storage::Housekeeping::orphans
+    /// [`free_missed`] on this store's statement pool.
     pub(super) async fn free_missed(&self, row: &PgRow) -> Result<()> {
-        let missed = missed_chunks(row)?;
-        if missed.is_empty() {
-            return Ok(());
-        }
-        let freed = async {
-            let mut conn = self.conn().await?;
-            let result = free_replaced(&mut *conn, &missed).await;
-            settle(conn, result)
-        };
-        if let Err(e) = freed.await {
-            tracing::warn!(error = %e, blobs = ?missed,
-                "could not free a replaced body; the orphan check will");
-        }
-        Ok(())
+        free_missed(&self.statements, row).await
     }
 }

@@ -13,6 +13,7 @@ mod access_cache;
 mod chunks;
 mod counters;
 mod errors;
+mod group_commit;
 mod objects;
 mod pipeline;
 mod pool;
@@ -37,6 +38,7 @@ use sqlx::{Postgres, Transaction};
 
 use self::access_cache::AccessCache;
 use self::errors::{db_err, settle, within};
+use self::group_commit::GroupCommit;
 use self::objects::{collect_garbage, ObjectBodies};
 use self::pipeline::Pipeline;
 use self::pool::{PooledConnection, StatementPool};
@@ -100,6 +102,8 @@ pub struct PgStore {
     statements: StatementPool,
     /// The warm GET's statement, pipelined over a few connections (see [`pipeline`]).
     pipeline: Option<Pipeline>,
+    /// PUTs of inline bodies, committed in groups on [`Self::statements`] (see [`group_commit`]).
+    puts: GroupCommit,
     spool: tempfile::TempDir,
     op_timeout: Duration,
     read_spools: std::sync::Arc<ReadSpools>,
@@ -169,6 +173,10 @@ impl PgStore {
             options.acquire_timeout,
             PING_IF_IDLE_FOR,
         )?;
+        // As many committers as pipelined connections (at least 2): few enough that a busy node's
+        // PUTs commit many to a statement, enough to keep a write waiting on a WAL flush from
+        // holding up the rest.
+        let puts = GroupCommit::start(statements.clone(), options.op_timeout, pipelined.max(2));
         tokio::spawn(purge_deleted(pool.clone()));
         let collector = objects.clone().map(|bodies| {
             let stop = tokio_util::sync::CancellationToken::new();
@@ -205,6 +213,7 @@ impl PgStore {
             pool,
             statements,
             pipeline,
+            puts,
             spool: tempfile::tempdir()?,
             op_timeout: options.op_timeout,
             read_spools: std::sync::Arc::new(ReadSpools::new(options.max_read_spool_bytes)),

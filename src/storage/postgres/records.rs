@@ -6,8 +6,9 @@ use sqlx::postgres::PgRow;
 use sqlx::Row;
 
 use super::access_cache::{count, Outcome};
-use super::chunks::{body_budget, free_replaced, missed_chunks, write_chunks, CHUNK, INLINE_MAX};
+use super::chunks::{body_budget, free_replaced, missed_chunks, write_chunks, INLINE_MAX};
 use super::errors::db_err;
+use super::group_commit::{put_records, InlineRecord};
 use super::objects::object_of;
 use super::pipeline::RecordRow;
 use super::rows::{
@@ -16,8 +17,7 @@ use super::rows::{
 };
 use super::spool::chunks_to_file;
 use super::sql::{
-    record_query, Listing, DELETE_RECORD, GENERATION, IMPORT_RECORDS, PUT_RECORD, RECORD_READ,
-    RECORD_READ_CACHED,
+    record_query, Listing, DELETE_RECORD, GENERATION, PUT_RECORD, RECORD_READ, RECORD_READ_CACHED,
 };
 use super::PgStore;
 use crate::model::{
@@ -394,9 +394,9 @@ impl PgStore {
         .await
     }
 
-    /// One record of [`Self::records_write_impl`]: a body kept inline in one statement
-    /// ([`PUT_RECORD`]), a chunked one in a transaction with its chunks, one for the object store
-    /// uploaded first ([`Self::record_put_object`]). With `generation` (the access generation the
+    /// One record of [`Self::records_write_impl`]: a body kept inline with the next group of PUTs
+    /// ([`group_commit`]), a chunked one in a transaction with its chunks ([`PUT_RECORD`]), one
+    /// for the object store uploaded first ([`Self::record_put_object`]). With `generation` (the access generation the
     /// caller's access was decided under; not for the object store), nothing is written when it
     /// moved: `None` comes back.
     async fn write_one(
@@ -422,54 +422,51 @@ impl PgStore {
                 .await
                 .map(Some);
         }
+        if body.len() <= INLINE_MAX {
+            let body = match body {
+                BodyInput::Bytes(bytes) => bytes,
+                BodyInput::File { path, .. } => Bytes::from(tokio::fs::read(&path).await?),
+            };
+            let record = InlineRecord {
+                key: key.clone(),
+                content_type: content_type.to_owned(),
+                body,
+                version,
+            };
+            return self.puts.put(store, record, generation).await;
+        }
         let budget = body_budget(self.op_timeout, body.len());
         self.bounded(budget, async move {
             let size = body.len();
-            let write = |inline: Option<Vec<u8>>, blob_id: Option<i64>| {
-                sqlx::query(PUT_RECORD)
-                    .bind(store.as_str())
-                    .bind(key.as_str())
-                    .bind(content_type)
-                    .bind(to_i64(size))
-                    .bind(inline)
-                    .bind(blob_id)
-                    .bind(i64::from_ne_bytes(version.to_ne_bytes()))
-                    .bind(to_i64(now_millis()))
-                    .bind(None::<String>)
-                    .bind(generation)
-            };
-            let row = if size > INLINE_MAX {
-                // Chunks first, in the same transaction; they vanish with it if it fails.
-                let mut txn = self.begin().await?;
-                let blob_id = write_chunks(&mut txn, body).await?;
-                let row = write(None, Some(blob_id))
-                    .fetch_one(&mut *txn)
-                    .await
-                    .map_err(db_err)?;
-                if row.try_get::<i64, _>("written").map_err(db_err)? == 0 {
-                    // The store is gone (deleted while the body was being written), or the
-                    // generation moved: the chunks go with the transaction rather than staying
-                    // behind with no record.
-                    txn.rollback().await.map_err(db_err)?;
-                } else {
-                    let missed = missed_chunks(&row)?;
-                    if !missed.is_empty() {
-                        free_replaced(&mut *txn, &missed).await.map_err(db_err)?;
-                    }
-                    txn.commit().await.map_err(db_err)?;
-                }
-                row
+            // Chunks first, in the same transaction; they vanish with it if it fails.
+            let mut txn = self.begin().await?;
+            let blob_id = write_chunks(&mut txn, body).await?;
+            let row = sqlx::query(PUT_RECORD)
+                .bind(store.as_str())
+                .bind(key.as_str())
+                .bind(content_type)
+                .bind(to_i64(size))
+                .bind(None::<Vec<u8>>)
+                .bind(blob_id)
+                .bind(i64::from_ne_bytes(version.to_ne_bytes()))
+                .bind(to_i64(now_millis()))
+                .bind(None::<String>)
+                .bind(generation)
+                .fetch_one(&mut *txn)
+                .await
+                .map_err(db_err)?;
+            if row.try_get::<i64, _>("written").map_err(db_err)? == 0 {
+                // The store is gone (deleted while the body was being written), or the
+                // generation moved: the chunks go with the transaction rather than staying
+                // behind with no record.
+                txn.rollback().await.map_err(db_err)?;
             } else {
-                let bytes = match body {
-                    BodyInput::Bytes(b) => b.to_vec(),
-                    BodyInput::File { path, .. } => tokio::fs::read(&path).await?,
-                };
-                // One statement, one round trip: its own transaction. A second one only when it
-                // replaced a chunked body committed after it began.
-                let row = self.row(write(Some(bytes), None)).await?;
-                self.free_missed(&row).await?;
-                row
-            };
+                let missed = missed_chunks(&row)?;
+                if !missed.is_empty() {
+                    free_replaced(&mut *txn, &missed).await.map_err(db_err)?;
+                }
+                txn.commit().await.map_err(db_err)?;
+            }
             if !row.try_get::<bool, _>("current").map_err(db_err)? {
                 return Ok(None);
             }
@@ -571,7 +568,7 @@ impl PgStore {
     }
 
     /// The write path: a single record (a PUT) through [`Self::write_one`]; a batch's inline
-    /// records in one statement ([`IMPORT_RECORDS`]), then its chunked ones one at a time.
+    /// records in one statement ([`put_records`]), then its chunked ones one at a time.
     pub(super) async fn records_write_impl(
         &self,
         store: &StoreId,
@@ -591,39 +588,21 @@ impl PgStore {
         let (large, small): (Vec<_>, Vec<_>) = latest
             .into_values()
             .partition(|r| r.body.len() > INLINE_MAX || self.goes_to_objects(r.body.len()));
-        let total: u64 = small.iter().map(|r| r.body.len()).sum();
-        let (mut keys, mut types, mut sizes, mut bodies, mut versions) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut inline = Vec::with_capacity(small.len());
         for record in small {
-            keys.push(record.key.to_string());
-            types.push(record.content_type);
-            sizes.push(to_i64(record.body.len()));
-            bodies.push(match record.body {
-                BodyInput::Bytes(b) => b.to_vec(),
-                BodyInput::File { path, .. } => tokio::fs::read(&path).await?,
+            inline.push(InlineRecord {
+                key: record.key,
+                content_type: record.content_type,
+                body: match record.body {
+                    BodyInput::Bytes(bytes) => bytes,
+                    BodyInput::File { path, .. } => Bytes::from(tokio::fs::read(&path).await?),
+                },
+                version: record.version,
             });
-            versions.push(i64::from_ne_bytes(record.version.to_ne_bytes()));
         }
-        let exists: i64 = self
-            .bounded(body_budget(self.op_timeout, total), async {
-                let row = self
-                    .row(
-                        sqlx::query(IMPORT_RECORDS)
-                            .bind(store.as_str())
-                            .bind(keys)
-                            .bind(types)
-                            .bind(sizes)
-                            .bind(bodies)
-                            .bind(versions)
-                            .bind(to_i64(now_millis()))
-                            .bind(CHUNK as i64),
-                    )
-                    .await?;
-                self.free_missed(&row).await?;
-                row.try_get("store_exists").map_err(db_err)
-            })
-            .await?;
-        if exists == 0 {
+        // One statement even when every record is large: it says whether the store exists.
+        let written = put_records(&self.statements, self.op_timeout, store, &inline, None).await?;
+        if done(written) == WriteOutcome::StoreMissing {
             return Ok(WriteOutcome::StoreMissing);
         }
         for record in large {

@@ -85,18 +85,25 @@ SELECT count(*) AS written, max(prev_blob_id) AS prev_blob_id, max(prev_size) AS
 FROM up"
 );
 
-/// Stores a batch of inline records in one statement, as [`PUT_RECORD`] stores one: $1 store,
-/// $2 keys (distinct), $3 content types, $4 sizes, $5 bodies, $6 versions, $7 now, $8 the chunk
-/// size (to count the chunks of the bodies replaced).
-pub(super) const IMPORT_RECORDS: &str = concat!(
+/// Stores a batch of inline records of one store in one statement and one commit, as
+/// [`PUT_RECORD`] stores one: $1 store, $2 keys (distinct), $3 content types, $4 sizes, $5 bodies,
+/// $6 versions, $7 now, $8 the chunk size (to count the chunks of the bodies replaced), $9 the
+/// access generation or NULL (as `PUT_RECORD`'s $10: when it moved, nothing is written and
+/// `current` is false). The rows are upserted in key order, so that two batches with keys in
+/// common take their row locks in the same order instead of deadlocking.
+pub(super) const PUT_RECORDS: &str = concat!(
     "
-WITH s AS (SELECT id FROM stores WHERE id = $1 AND NOT deleted FOR SHARE),
+WITH g AS (SELECT ",
+    generation_is!("$9"),
+    " AS current),
+s AS (SELECT id FROM stores WHERE id = $1 AND NOT deleted AND (SELECT current FROM g) FOR SHARE),
 up AS (
     INSERT INTO records AS r (store_id, key, content_type, size, body, blob_id, version,
         prev_size, prev_blob_id, object, prev_object)
     SELECT $1, t.key, t.content_type, t.size, t.body, NULL, t.version, NULL, NULL, NULL, NULL
     FROM s, unnest($2::text[], $3::text[], $4::bigint[], $5::bytea[], $6::bigint[])
         AS t (key, content_type, size, body, version)
+    ORDER BY t.key COLLATE \"C\"
     ON CONFLICT (store_id, key) DO UPDATE SET content_type = EXCLUDED.content_type,
         size = EXCLUDED.size, body = EXCLUDED.body, blob_id = EXCLUDED.blob_id,
         version = EXCLUDED.version, prev_size = r.size, prev_blob_id = r.blob_id,
@@ -125,7 +132,7 @@ SELECT count(*) AS store_exists,
     (SELECT array_agg(prev_blob_id) FROM up WHERE prev_blob_id IS NOT NULL) AS prev_blob_ids,
     (SELECT coalesce(sum((prev_size + $8 - 1) / $8) FILTER (WHERE prev_blob_id IS NOT NULL), 0)
         FROM up)::bigint AS prev_chunks,
-    (SELECT count(*) FROM gone) AS freed
+    (SELECT count(*) FROM gone) AS freed, (SELECT current FROM g) AS current
 FROM s"
 );
 
