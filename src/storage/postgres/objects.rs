@@ -23,7 +23,7 @@ use sqlx::Row;
 use super::chunks::{free_replaced, missed_chunks};
 use super::errors::db_err;
 use super::rows::{meta_of, to_i64};
-use super::sql::PUT_RECORD;
+use super::sql::{put_record, Outside};
 use super::PgStore;
 use crate::model::{now_millis, RecordKey, RecordMeta, StoreId};
 use crate::storage::body::ObjectBody;
@@ -99,17 +99,8 @@ impl PgStore {
                 if claimed != 1 {
                     return Ok(None);
                 }
-                let row = sqlx::query(PUT_RECORD)
-                    .bind(store.as_str())
-                    .bind(key.as_str())
-                    .bind(content_type)
-                    .bind(to_i64(size))
-                    .bind(None::<Vec<u8>>)
-                    .bind(None::<i64>)
-                    .bind(i64::from_ne_bytes(version.to_ne_bytes()))
-                    .bind(to_i64(now_millis()))
-                    .bind(Some(name.as_str()))
-                    .bind(None::<i64>)
+                let body = Outside::Object(&name);
+                let row = put_record(store, key, content_type, size, body, version, None)
                     .fetch_one(&mut *txn)
                     .await
                     .map_err(db_err)?;

@@ -17,7 +17,8 @@ use super::rows::{
 };
 use super::spool::chunks_to_file;
 use super::sql::{
-    record_query, Listing, DELETE_RECORD, GENERATION, PUT_RECORD, RECORD_READ, RECORD_READ_CACHED,
+    put_record, record_query, Listing, Outside, DELETE_RECORD, GENERATION, RECORD_READ,
+    RECORD_READ_CACHED,
 };
 use super::PgStore;
 use crate::model::{
@@ -396,9 +397,12 @@ impl PgStore {
 
     /// One record of [`Self::records_write_impl`]: a body kept inline with the next group of PUTs
     /// ([`group_commit`]), a chunked one in a transaction with its chunks ([`PUT_RECORD`]), one
-    /// for the object store uploaded first ([`Self::record_put_object`]). With `generation` (the access generation the
-    /// caller's access was decided under; not for the object store), nothing is written when it
-    /// moved: `None` comes back.
+    /// for the object store uploaded first ([`Self::record_put_object`]). With `generation` (the
+    /// access generation the caller's access was decided under; not for the object store),
+    /// nothing is written when it moved: `None` comes back.
+    ///
+    /// [`group_commit`]: super::group_commit
+    /// [`PUT_RECORD`]: super::sql::PUT_RECORD
     async fn write_one(
         &self,
         store: &StoreId,
@@ -441,17 +445,8 @@ impl PgStore {
             // Chunks first, in the same transaction; they vanish with it if it fails.
             let mut txn = self.begin().await?;
             let blob_id = write_chunks(&mut txn, body).await?;
-            let row = sqlx::query(PUT_RECORD)
-                .bind(store.as_str())
-                .bind(key.as_str())
-                .bind(content_type)
-                .bind(to_i64(size))
-                .bind(None::<Vec<u8>>)
-                .bind(blob_id)
-                .bind(i64::from_ne_bytes(version.to_ne_bytes()))
-                .bind(to_i64(now_millis()))
-                .bind(None::<String>)
-                .bind(generation)
+            let body = Outside::Chunks(blob_id);
+            let row = put_record(store, key, content_type, size, body, version, generation)
                 .fetch_one(&mut *txn)
                 .await
                 .map_err(db_err)?;
@@ -505,8 +500,12 @@ impl PgStore {
     }
 
     /// A PUT whose access was decided under `stamp`: with the body in memory, the check and the
-    /// write in one statement ([`PUT_RECORD`] given the generation); a body spooled to a file or
-    /// bound for the object store (written in several steps) after a [`GENERATION`] check.
+    /// write in one statement (its group's [`PUT_RECORDS`], or a chunked body's [`PUT_RECORD`]); a
+    /// body spooled to a file or bound for the object store (written in several steps) after a
+    /// [`GENERATION`] check.
+    ///
+    /// [`PUT_RECORDS`]: super::sql::PUT_RECORDS
+    /// [`PUT_RECORD`]: super::sql::PUT_RECORD
     pub(super) async fn record_put_if_current_impl(
         &self,
         stamp: Option<AccessStamp>,

@@ -3,7 +3,9 @@
 
 use sqlx::Postgres;
 
-use crate::model::{RecordKey, StoreId};
+use super::rows::to_i64;
+use super::PgQuery;
+use crate::model::{now_millis, RecordKey, StoreId};
 
 /// The counter shard a write adds its changes to: the one of the backend (connection) that runs
 /// it, of at most 1024 shard rows per store. A connection runs one statement at a time, so two
@@ -84,6 +86,42 @@ SELECT count(*) AS written, max(prev_blob_id) AS prev_blob_id, max(prev_size) AS
     (SELECT count(*) FROM gone) AS freed, (SELECT current FROM g) AS current
 FROM up"
 );
+
+/// Where the body of a [`PUT_RECORD`] is, outside the record's row.
+pub(super) enum Outside<'q> {
+    /// In chunks under this blob id.
+    Chunks(i64),
+    /// In the object store under this name.
+    Object(&'q str),
+}
+
+/// [`PUT_RECORD`] of a record whose body is outside its row (inline bodies go in [`PUT_RECORDS`]),
+/// written now; `generation` as its $10.
+pub(super) fn put_record<'q>(
+    store: &'q StoreId,
+    key: &'q RecordKey,
+    content_type: &'q str,
+    size: u64,
+    body: Outside<'q>,
+    version: u64,
+    generation: Option<i64>,
+) -> PgQuery<'q> {
+    let (blob_id, object) = match body {
+        Outside::Chunks(id) => (Some(id), None),
+        Outside::Object(name) => (None, Some(name)),
+    };
+    sqlx::query(PUT_RECORD)
+        .bind(store.as_str())
+        .bind(key.as_str())
+        .bind(content_type)
+        .bind(to_i64(size))
+        .bind(None::<Vec<u8>>)
+        .bind(blob_id)
+        .bind(i64::from_ne_bytes(version.to_ne_bytes()))
+        .bind(to_i64(now_millis()))
+        .bind(object)
+        .bind(generation)
+}
 
 /// Stores a batch of inline records of one store in one statement and one commit, as
 /// [`PUT_RECORD`] stores one: $1 store, $2 keys (distinct), $3 content types, $4 sizes, $5 bodies,
