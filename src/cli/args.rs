@@ -235,6 +235,12 @@ pub struct DataArgs {
     #[arg(long, env = "KVSTORE_CACHE_SIZE", default_value_t = 64 * 1024 * 1024)]
     pub cache_size: u64,
 
+    /// How many key and store listings (and other reads of many blocks) the embedded engine runs
+    /// at once, each on a thread of its own; more wait their turn. Default: twice the cores, 4 to
+    /// 32.
+    #[arg(long, env = "KVSTORE_READ_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub read_threads: Option<u16>,
+
     /// Use this PostgreSQL database (postgres://user@host:port/db) instead of the embedded engine;
     /// any number of nodes may share it.
     #[arg(long, env = "KVSTORE_DATABASE_URL", hide_env_values = true)]
@@ -312,6 +318,7 @@ impl DataArgs {
                     cache_bytes: usize::try_from(self.cache_size).unwrap_or(usize::MAX),
                     // `serve` turns it on (src/cli/serve.rs).
                     collect_orphans_at_open: false,
+                    read_threads: self.read_threads.map(usize::from),
                 },
             },
         }

@@ -16,6 +16,7 @@ mod blobs;
 mod codec;
 mod engine;
 mod hot;
+mod readers;
 mod records;
 mod redb_import;
 mod schema;
@@ -47,6 +48,7 @@ use crate::model::{
 use blobs::{blob_ids, collect_crash_orphans, collect_orphans, sync_dir, Paths, INLINE_MAX};
 use engine::{pair, Engine, EngineOptions, Read, ReadTxn, Table, BROKEN};
 use hot::HotRecords;
+use readers::Readers;
 use records::{
     delete_record, find_record, list_keys, meta_of, open_record, put_records, read_record,
 };
@@ -78,6 +80,9 @@ pub struct EmbeddedOptions {
     /// at: what a crash of the last process left. Only for the process that serves: the data
     /// directory is locked to it, so no write is in flight when the files are listed.
     pub collect_orphans_at_open: bool,
+    /// How many listings and other multi-block reads may run at once (each on a thread of its
+    /// own); the rest wait their turn. `None`: [`Readers::default_limit`].
+    pub read_threads: Option<usize>,
 }
 
 impl Default for EmbeddedOptions {
@@ -86,6 +91,7 @@ impl Default for EmbeddedOptions {
             min_free_bytes: 64 * 1024 * 1024,
             cache_bytes: 64 * 1024 * 1024,
             collect_orphans_at_open: false,
+            read_threads: None,
         }
     }
 }
@@ -100,6 +106,7 @@ pub struct EmbeddedStore {
     paths: Arc<Paths>,
     auth: Arc<AuthCache>,
     hot: Arc<HotRecords>,
+    readers: Arc<Readers>,
     writer: RwLock<Option<mpsc::Sender<Box<dyn Job>>>>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -154,6 +161,9 @@ impl EmbeddedStore {
                 .name("kvstore-orphans".into())
                 .spawn(move || collect_crash_orphans(&engine, &paths, ids))?;
         }
+        let readers = Arc::new(Readers::start(
+            options.read_threads.unwrap_or_else(Readers::default_limit),
+        )?);
         let auth = Arc::new(AuthCache::default());
         let hot = Arc::new(HotRecords::default());
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
@@ -171,6 +181,7 @@ impl EmbeddedStore {
             paths,
             auth,
             hot,
+            readers,
             writer: RwLock::new(Some(tx)),
             writer_thread: Mutex::new(Some(thread)),
         })
@@ -229,9 +240,7 @@ impl EmbeddedStore {
         f: impl FnOnce(&ReadTxn<'_>) -> Result<R> + Send + 'static,
     ) -> Result<R> {
         let engine = self.engine.clone();
-        tokio::task::spawn_blocking(move || f(&engine.read()))
-            .await
-            .map_err(|e| StorageError::Engine(e.to_string()))?
+        self.readers.run(move || f(&engine.read())).await
     }
 }
 
@@ -584,6 +593,7 @@ impl BulkTransfer for EmbeddedStore {
             engine: self.engine.clone(),
             snapshot: self.engine.snapshot(),
             paths: self.paths.clone(),
+            readers: self.readers.clone(),
             _pin: pin,
         }))
     }

@@ -8,19 +8,21 @@ use async_trait::async_trait;
 use super::blobs::{BlobPin, Paths};
 use super::codec::decode;
 use super::engine::{Engine, Read, ReadTxn, Table};
+use super::readers::Readers;
 use super::records::{list_keys, read_record};
 use super::shares::all_shares;
 use super::users::tokens_of;
 use crate::model::{
     RecordKey, RecordMeta, ShareAccess, StoreId, StoreInfo, TokenGrant, User, UserId,
 };
-use crate::storage::{KeyListQuery, Record, Result, Snapshot, StorageError};
+use crate::storage::{KeyListQuery, Record, Result, Snapshot};
 
 /// An engine snapshot held open for a backup, with the blob files it references pinned.
 pub(super) struct EmbeddedSnapshot {
     pub(super) engine: Arc<Engine>,
     pub(super) snapshot: fjall::Snapshot,
     pub(super) paths: Arc<Paths>,
+    pub(super) readers: Arc<Readers>,
     pub(super) _pin: BlobPin,
 }
 
@@ -31,9 +33,9 @@ impl EmbeddedSnapshot {
     ) -> Result<R> {
         let (engine, snapshot) = (self.engine.clone(), self.snapshot.clone());
         let paths = self.paths.clone();
-        tokio::task::spawn_blocking(move || f(&engine.read_at(snapshot), &paths))
+        self.readers
+            .run(move || f(&engine.read_at(snapshot), &paths))
             .await
-            .map_err(|e| StorageError::Engine(e.to_string()))?
     }
 }
 
