@@ -34,6 +34,15 @@ impl BodyInput {
         self.len() == 0
     }
 
+    /// Reads the whole body into memory, off the async workers. For bodies small enough to keep
+    /// in one piece (a row, one object-store request).
+    pub async fn to_bytes(&self) -> std::io::Result<Bytes> {
+        match self {
+            BodyInput::Bytes(b) => Ok(b.clone()),
+            BodyInput::File { path, .. } => Ok(Bytes::from(tokio::fs::read(path).await?)),
+        }
+    }
+
     /// Reads the whole body into memory (blocking). For backends that keep small bodies inline.
     pub fn into_bytes_blocking(self) -> std::io::Result<Bytes> {
         match self {

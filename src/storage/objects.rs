@@ -215,10 +215,7 @@ impl Objects {
         let path = self.path(name);
         let len = body.len();
         if len <= PART as u64 {
-            let bytes = match body {
-                BodyInput::Bytes(b) => b.clone(),
-                BodyInput::File { path, .. } => Bytes::from(tokio::fs::read(path).await?),
-            };
+            let bytes = body.to_bytes().await?;
             self.call("put", self.store.put(&path, bytes.into()))
                 .await?;
             metrics::counter!("kvstore_object_store_sent_bytes_total").increment(len);

@@ -18,8 +18,8 @@ use sqlx::Row;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::chunks::{body_budget, free_missed, CHUNK};
-use super::errors::{db_err, settle, within};
-use super::pool::{pool_err, StatementPool};
+use super::errors::{db_err, within};
+use super::pool::{one_row, StatementPool};
 use super::rows::to_i64;
 use super::sql::PUT_RECORDS;
 use crate::model::{now_millis, RecordKey, StoreId};
@@ -68,20 +68,20 @@ pub(super) async fn put_records(
         versions.push(i64::from_ne_bytes(record.version.to_ne_bytes()));
     }
     within(body_budget(op_timeout, total), async {
-        let mut conn = statements.get().await.map_err(pool_err)?;
-        let result = sqlx::query(PUT_RECORDS)
-            .bind(store.as_str())
-            .bind(keys)
-            .bind(types)
-            .bind(sizes)
-            .bind(bodies)
-            .bind(versions)
-            .bind(to_i64(now_millis()))
-            .bind(CHUNK as i64)
-            .bind(generation)
-            .fetch_one(&mut *conn)
-            .await;
-        let row = settle(conn, result)?;
+        let row = one_row(
+            statements,
+            sqlx::query(PUT_RECORDS)
+                .bind(store.as_str())
+                .bind(keys)
+                .bind(types)
+                .bind(sizes)
+                .bind(bodies)
+                .bind(versions)
+                .bind(to_i64(now_millis()))
+                .bind(CHUNK as i64)
+                .bind(generation),
+        )
+        .await?;
         free_missed(statements, &row).await?;
         if !row.try_get::<bool, _>("current").map_err(db_err)? {
             return Ok(None);

@@ -243,9 +243,7 @@ impl PgStore {
 
     /// The one row of a single statement, run outside any transaction on the statement pool.
     async fn row(&self, query: PgQuery<'_>) -> Result<PgRow> {
-        let mut conn = self.conn().await?;
-        let result = query.fetch_one(&mut *conn).await;
-        settle(conn, result)
+        pool::one_row(&self.statements, query).await
     }
 
     /// [`Self::row`] for a statement that may find no row.

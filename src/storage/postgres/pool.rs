@@ -17,6 +17,7 @@ use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::Connection;
 
+use super::errors::settle;
 use crate::storage::{Result, StorageError};
 
 pub type StatementPool = managed::Pool<Manager>;
@@ -82,4 +83,15 @@ pub fn pool_err(e: managed::PoolError<sqlx::Error>) -> StorageError {
         }
         other => StorageError::Unavailable(format!("no database connection: {other}")),
     }
+}
+
+/// Runs `query`, which returns one row, on a connection of `statements`; the connection goes back
+/// (or is closed, see [`settle`]) as soon as the row is read.
+pub(super) async fn one_row(
+    statements: &StatementPool,
+    query: super::PgQuery<'_>,
+) -> Result<sqlx::postgres::PgRow> {
+    let mut conn = statements.get().await.map_err(pool_err)?;
+    let result = query.fetch_one(&mut *conn).await;
+    settle(conn, result)
 }

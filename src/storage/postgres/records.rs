@@ -427,10 +427,7 @@ impl PgStore {
                 .map(Some);
         }
         if body.len() <= INLINE_MAX {
-            let body = match body {
-                BodyInput::Bytes(bytes) => bytes,
-                BodyInput::File { path, .. } => Bytes::from(tokio::fs::read(&path).await?),
-            };
+            let body = body.to_bytes().await?;
             let record = InlineRecord {
                 key: key.clone(),
                 content_type: content_type.to_owned(),
@@ -592,10 +589,7 @@ impl PgStore {
             inline.push(InlineRecord {
                 key: record.key,
                 content_type: record.content_type,
-                body: match record.body {
-                    BodyInput::Bytes(bytes) => bytes,
-                    BodyInput::File { path, .. } => Bytes::from(tokio::fs::read(&path).await?),
-                },
+                body: record.body.to_bytes().await?,
                 version: record.version,
             });
         }
