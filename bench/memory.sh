@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# Threads, RSS and throughput of the embedded engine's listings under 64 concurrent connections,
-# one kvstore build after another (before/after a change), each in a fresh process and data
-# directory: the server pinned to core 0, wrk (one thread, 64 connections) to core 1, as in
-# bench/run.sh.
+# What the embedded server's memory does under load: threads, RSS and throughput, one kvstore build
+# after another (before/after a change), each in a fresh process and data directory; the server
+# pinned to core 0, wrk (one thread, 64 connections) to core 1, as in bench/run.sh.
 #
-#   bench/listings_memory.sh [--seconds N] KVSTORE_BINARY...     (release builds)
+#   bench/memory.sh [--seconds N] KVSTORE_BINARY...     (release builds)
 #
-# For each binary: a store of 1000 one-byte records (PUT through HTTP), then N seconds (15) of
-# `GET …/keys?limit=1000` (one page of all 1000 keys), then N seconds of `GET /v2/key-value-stores`
-# (the admin's one store). After each phase: req/s, the server's threads and RSS (VmRSS) and peak
-# RSS (VmHWM); at the end, the server's threads by name.
+# For each binary: a store of 1000 records of 1 KiB (PUT through HTTP), then N seconds (15) of each
+# phase in turn: `get` (GET of the 1000 records, at random), `put` (PUT of 1 KiB to them, at random),
+# `keys` (`GET …/keys?limit=1000`: one page of all 1000 keys) and `stores` (`GET
+# /v2/key-value-stores`: the admin's one store). After each phase: req/s, the server's threads, RSS
+# (VmRSS) and peak RSS (VmHWM); at the end, its threads by name. Nothing scrapes `/metrics`.
 set -euo pipefail
+DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SECONDS_EACH=15
 if [ "${1:-}" = --seconds ]; then
     SECONDS_EACH=$2
@@ -29,14 +30,19 @@ status() { # PID → "threads T, RSS R MiB, peak P MiB"
          END {printf "threads %d, RSS %d MiB, peak %d MiB", t, r, h}' "/proc/$1/status"
 }
 
-load() { # URL TOKEN → req/s
-    taskset -c "$CLIENT_CPU" wrk -t1 -c64 -d"${SECONDS_EACH}s" -H "Authorization: Bearer $2" "$1" |
+load() { # URL TOKEN [SCRIPT ARGS...] → req/s
+    local url=$1 token=$2
+    shift 2
+    local script=()
+    [ $# -eq 0 ] || script=(-s "$1" "$url" -- "${@:2}")
+    [ ${#script[@]} -gt 0 ] || script=("$url")
+    BENCH_AUTH=$token taskset -c "$CLIENT_CPU" wrk -t1 -c64 -d"${SECONDS_EACH}s" -H "Authorization: Bearer $token" "${script[@]}" |
         awk '/Non-2xx/ {print "non-2xx answers: " $0 > "/dev/stderr"; exit 1} /Requests\/sec/ {print $2}'
 }
 
 echo "# $(date -u '+%F %T') UTC, ${SECONDS_EACH} s per phase, load $(cut -d' ' -f1-3 /proc/loadavg)"
 for bin in "$@"; do
-    dir=$(mktemp -d /tmp/kvstore-listings.XXXXXX)
+    dir=$(mktemp -d /tmp/kvstore-memory.XXXXXX)
     taskset -c "$SERVER_CPU" "$bin" serve --listen 127.0.0.1:0 --data-dir "$dir/data" >"$dir/out" 2>&1 &
     pid=$!
     trap 'kill $pid 2>/dev/null; rm -rf "$dir"' EXIT
@@ -46,17 +52,23 @@ for bin in "$@"; do
     done
     url=$(grep -o 'listening on http://[0-9.:]*' "$dir/out" | cut -d' ' -f3)
     token=$(grep -oE '^kvs_[A-Za-z0-9_-]+' "$dir/out" | head -1)
-    store=$(curl -sf -XPOST -H "Authorization: Bearer $token" "$url/v2/key-value-stores?name=listed" |
+    store=$(curl -sf -XPOST -H "Authorization: Bearer $token" "$url/v2/key-value-stores?name=memory" |
         python3 -c 'import json, sys; print(json.load(sys.stdin)["data"]["id"])')
-    for i in $(seq 0 999); do echo "url = \"$url/v2/key-value-stores/$store/records/k$i\""; done >"$dir/puts"
+    for i in $(seq 0 999); do echo "/v2/key-value-stores/$store/records/k$i"; done >"$dir/paths"
+    sed "s|^|url = \"$url|; s|\$|\"|" "$dir/paths" >"$dir/puts"
+    head -c 1024 /dev/zero | tr '\0' x >"$dir/body"
     curl -sfS -Z --parallel-max 32 -XPUT -H "Authorization: Bearer $token" -H 'content-type: text/plain' \
-        --data x -K "$dir/puts" -o /dev/null >/dev/null 2>&1
+        --data-binary @"$dir/body" -K "$dir/puts" -o /dev/null >/dev/null 2>&1
     echo "## $bin"
-    echo "start:                         $(status $pid)"
-    keys=$(load "$url/v2/key-value-stores/$store/keys?limit=1000" "$token")
-    echo "keys (1000 a page) $keys req/s: $(status $pid)"
-    stores=$(load "$url/v2/key-value-stores" "$token")
-    echo "store listing $stores req/s:   $(status $pid)"
+    echo "start:                        $(status $pid)"
+    rps=$(load "$url" "$token" "$DIR/lua/get.lua" "$dir/paths")
+    echo "get 1 KiB $rps req/s:       $(status $pid)"
+    rps=$(load "$url" "$token" "$DIR/lua/put.lua" "$dir/paths" 1024)
+    echo "put 1 KiB $rps req/s:       $(status $pid)"
+    rps=$(load "$url/v2/key-value-stores/$store/keys?limit=1000" "$token")
+    echo "keys (1000 a page) $rps req/s: $(status $pid)"
+    rps=$(load "$url/v2/key-value-stores" "$token")
+    echo "store listing $rps req/s:   $(status $pid)"
     echo "threads: $(for t in /proc/$pid/task/*; do cat "$t/comm"; done | sort | uniq -c | awk '{printf "%s×%s ", $1, $2}')"
     kill $pid
     wait $pid 2>/dev/null || true
