@@ -24,6 +24,11 @@ fn threads_of(pid: u32) -> Vec<String> {
         .collect()
 }
 
+/// The JSON answer to `request`.
+async fn json_of(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_listings_wait_for_a_read_thread_instead_of_making_more() {
     let dir = tempfile::tempdir().unwrap();
@@ -35,15 +40,12 @@ async fn concurrent_listings_wait_for_a_read_thread_instead_of_making_more() {
     let token = server.printed_admin_token().unwrap();
     let client = reqwest::Client::new();
 
-    let store: Value = client
-        .post(format!("{}/v2/key-value-stores?name=listed", server.url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let store = json_of(
+        client
+            .post(format!("{}/v2/key-value-stores?name=listed", server.url))
+            .bearer_auth(&token),
+    )
+    .await;
     let id = store["data"]["id"].as_str().unwrap().to_owned();
     let puts = (0..KEYS).map(|i| {
         let request = client
@@ -72,15 +74,7 @@ async fn concurrent_listings_wait_for_a_read_thread_instead_of_making_more() {
         let url = format!("{}/v2/key-value-stores/{id}/keys?limit=1000", server.url);
         async move {
             for _ in 0..20 {
-                let page: Value = client
-                    .get(&url)
-                    .bearer_auth(&token)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let page = json_of(client.get(&url).bearer_auth(&token)).await;
                 assert_eq!(page["data"]["count"], KEYS, "{page}");
                 most.fetch_max(threads_of(pid).len(), std::sync::atomic::Ordering::SeqCst);
             }
