@@ -1,8 +1,9 @@
 //! The reads that may touch many blocks (listings, a snapshot's scans) run off the async workers,
 //! on a few threads of their own. On tokio's blocking pool, which adds a thread whenever none is
 //! idle, 64 concurrent store listings grew the process from 6 to 149 threads in 15 s, each with its
-//! own stack and allocator heap: RSS went from 29 to 129 MiB, and to 531 MiB over a long benchmark.
-//! Point lookups do not come here (`EmbeddedStore::read_now` runs them on the calling task).
+//! own stack and allocator heap: RSS went from 29 to 129 MiB (see docs/architecture.md, "The
+//! embedded engine: fjall"). Point lookups do not come here (`EmbeddedStore::read_now` runs them
+//! on the calling task).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
