@@ -15,23 +15,8 @@ shift
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
 CLIENT_CPU=${BENCH_CLIENT_CPU:-1}
 command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null
-dir=$(mktemp -d /tmp/kvstore-overwrites.XXXXXX)
-taskset -c "$SERVER_CPU" "$BIN" serve --listen 127.0.0.1:0 --data-dir "$dir/data" "$@" >"$dir/out" 2>&1 &
-pid=$!
-trap 'kill $pid 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 300); do
-    grep -q 'listening on' "$dir/out" && break
-    sleep 0.1
-done
-url=$(grep -o 'listening on http://[0-9.:]*' "$dir/out" | cut -d' ' -f3)
-token=$(grep -oE '^kvs_[A-Za-z0-9_-]+' "$dir/out" | head -1)
-store=$(curl -sf -XPOST -H "Authorization: Bearer $token" "$url/v2/key-value-stores?name=overwritten" |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["data"]["id"])')
-for i in $(seq 0 999); do echo "/v2/key-value-stores/$store/records/k$i"; done >"$dir/paths"
-sed "s|^|url = \"$url|; s|\$|\"|" "$dir/paths" >"$dir/puts"
-head -c 1024 /dev/zero | tr '\0' x >"$dir/body"
-curl -sfS -Z --parallel-max 32 -XPUT -H "Authorization: Bearer $token" -H 'content-type: text/plain' \
-    --data-binary @"$dir/body" -K "$dir/puts" -o /dev/null >/dev/null 2>&1
+. "$DIR/embedded_lib.sh"
+serve_1000_records "$BIN" overwritten "$@"
 
 listings() { # LABEL: req/s of key listings at 1 and at 64 connections, 5 s each
     local c out=()

@@ -24,6 +24,7 @@ fi
 command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
 CLIENT_CPU=${BENCH_CLIENT_CPU:-1}
+. "$DIR/embedded_lib.sh"
 
 status() { # PID → "threads T, RSS R MiB, peak P MiB"
     awk '/^Threads/ {t = $2} /^VmRSS/ {r = int($2 / 1024)} /^VmHWM/ {h = int($2 / 1024)}
@@ -42,23 +43,7 @@ load() { # URL TOKEN [SCRIPT ARGS...] → req/s
 
 echo "# $(date -u '+%F %T') UTC, ${SECONDS_EACH} s per phase, load $(cut -d' ' -f1-3 /proc/loadavg)"
 for bin in "$@"; do
-    dir=$(mktemp -d /tmp/kvstore-memory.XXXXXX)
-    taskset -c "$SERVER_CPU" "$bin" serve --listen 127.0.0.1:0 --data-dir "$dir/data" >"$dir/out" 2>&1 &
-    pid=$!
-    trap 'kill $pid 2>/dev/null; rm -rf "$dir"' EXIT
-    for _ in $(seq 300); do
-        grep -q 'listening on' "$dir/out" && break
-        sleep 0.1
-    done
-    url=$(grep -o 'listening on http://[0-9.:]*' "$dir/out" | cut -d' ' -f3)
-    token=$(grep -oE '^kvs_[A-Za-z0-9_-]+' "$dir/out" | head -1)
-    store=$(curl -sf -XPOST -H "Authorization: Bearer $token" "$url/v2/key-value-stores?name=memory" |
-        python3 -c 'import json, sys; print(json.load(sys.stdin)["data"]["id"])')
-    for i in $(seq 0 999); do echo "/v2/key-value-stores/$store/records/k$i"; done >"$dir/paths"
-    sed "s|^|url = \"$url|; s|\$|\"|" "$dir/paths" >"$dir/puts"
-    head -c 1024 /dev/zero | tr '\0' x >"$dir/body"
-    curl -sfS -Z --parallel-max 32 -XPUT -H "Authorization: Bearer $token" -H 'content-type: text/plain' \
-        --data-binary @"$dir/body" -K "$dir/puts" -o /dev/null >/dev/null 2>&1
+    serve_1000_records "$bin" memory
     echo "## $bin"
     echo "start:                        $(status $pid)"
     rps=$(load "$url" "$token" "$DIR/lua/get.lua" "$dir/paths")
@@ -70,8 +55,5 @@ for bin in "$@"; do
     rps=$(load "$url/v2/key-value-stores" "$token")
     echo "store listing $rps req/s:   $(status $pid)"
     echo "threads: $(for t in /proc/$pid/task/*; do cat "$t/comm"; done | sort | uniq -c | awk '{printf "%s×%s ", $1, $2}')"
-    kill $pid
-    wait $pid 2>/dev/null || true
-    rm -rf "$dir"
-    trap - EXIT
+    stop_served
 done
