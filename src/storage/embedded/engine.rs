@@ -11,6 +11,7 @@
 
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use fjall::{
     AbstractTree as _, KeyspaceCreateOptions, KvSeparationOptions, PersistMode, Readable,
@@ -100,6 +101,9 @@ pub(super) struct Engine {
     /// The bounds [`Engine::upkeep`] keeps memtables within: one's, and all of them together.
     memtable_bytes: u64,
     write_buffer_bytes: u64,
+    /// Per table, the versions that committed writes shadowed in its active memtable (see
+    /// [`SHADOWED_MAX`]); only the writer changes them.
+    shadowed: [AtomicUsize; Table::ALL.len()],
     /// `<dir>.lock`, locked for as long as the engine is open; see [`Engine::open`].
     _lock: std::fs::File,
 }
@@ -198,6 +202,7 @@ impl Engine {
             tables,
             memtable_bytes: options.memtable_bytes,
             write_buffer_bytes: options.write_buffer_bytes,
+            shadowed: std::array::from_fn(|_| AtomicUsize::new(0)),
             _lock: lock,
         })
     }
@@ -240,6 +245,7 @@ impl Engine {
         WriteTxn {
             engine: self,
             txn: self.db.write_tx().durability(Some(mode)),
+            shadowed: [0; Table::ALL.len()],
         }
     }
 
@@ -247,19 +253,24 @@ impl Engine {
     /// commit. fjall flushes a memtable only once it passes its own limit, and frees a sealed
     /// journal only once every keyspace flushed what it holds of it, asking the stragglers from
     /// its workers in a way that can flood their queue. So the writer, which alone fills
-    /// memtables, seals them itself: each past [`EngineOptions::memtable_bytes`], and every
-    /// non-empty one when fjall has sealed a journal since the last call (`journals_seen`), so
-    /// that the sealed journal goes as soon as those flushes end. It then waits, up to
+    /// memtables, seals them itself: each past [`EngineOptions::memtable_bytes`] or holding
+    /// [`SHADOWED_MAX`] shadowed versions, and every non-empty one when fjall has sealed a
+    /// journal since the last call (`journals_seen`), so that the sealed journal goes as soon as
+    /// those flushes end. It then waits, up to
     /// [`FLUSH_PATIENCE`], while memtables hold more than [`EngineOptions::write_buffer_bytes`].
     pub(super) fn upkeep(&self, journals_seen: &mut usize) -> Result<()> {
         let journals = self.db.journal_count();
         let journal_sealed = journals > *journals_seen;
         *journals_seen = journals;
-        for keyspace in &self.tables {
+        for (keyspace, shadowed) in self.tables.iter().zip(&self.shadowed) {
             let keyspace = keyspace.inner();
             let size = keyspace.tree.active_memtable().size();
-            if size > self.memtable_bytes || (journal_sealed && size > 0) {
+            if size > self.memtable_bytes
+                || (journal_sealed && size > 0)
+                || shadowed.load(Ordering::Relaxed) >= SHADOWED_MAX
+            {
                 keyspace.rotate_memtable().map_err(engine)?;
+                shadowed.store(0, Ordering::Relaxed);
             }
         }
         let deadline = std::time::Instant::now() + FLUSH_PATIENCE;
@@ -267,6 +278,19 @@ impl Engine {
             && std::time::Instant::now() < deadline
         {
             std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    /// Seals every memtable that holds shadowed versions; the writer calls it once writes pause,
+    /// so that listings stop stepping over them then rather than at the next
+    /// [`SHADOWED_MAX`] overwrites, which may never come.
+    pub(super) fn seal_shadowed(&self) -> Result<()> {
+        for (keyspace, shadowed) in self.tables.iter().zip(&self.shadowed) {
+            if shadowed.load(Ordering::Relaxed) > 0 {
+                keyspace.inner().rotate_memtable().map_err(engine)?;
+                shadowed.store(0, Ordering::Relaxed);
+            }
         }
         Ok(())
     }
@@ -304,6 +328,16 @@ impl Engine {
         Ok(())
     }
 }
+
+/// Shadowed versions (older versions of a key written again, or removed, since the memtable
+/// began) that a table's active memtable may hold before [`Engine::upkeep`] seals it. A
+/// memtable keeps every version until its flush drops the shadowed ones, and a scan steps over
+/// each: 1000 keys overwritten for 15 s (270k versions) made listing them 21× slower, and it
+/// stayed so without more writes (`bench/listing_after_overwrites.sh`). A size bound cannot see
+/// this (small headers: 8 MiB is ~100k of them); this one costs a scan at most this many extra
+/// steps, and writes to keys the memtable does not hold (new keys, a big store's random
+/// overwrites) no extra flush.
+const SHADOWED_MAX: usize = 4096;
 
 /// How long the writer waits for flushes before it writes anyway (a flush stuck on a failing
 /// disk must not stop every write: fjall's own stall takes over).
@@ -493,6 +527,8 @@ impl Read for ReadTxn<'_> {
 pub(super) struct WriteTxn<'e> {
     engine: &'e Engine,
     txn: SingleWriterWriteTx<'e>,
+    /// What the writes shadow, per table, added to [`Engine::shadowed`] at the commit.
+    shadowed: [usize; Table::ALL.len()],
 }
 
 impl Read for WriteTxn<'_> {
@@ -503,12 +539,26 @@ impl Read for WriteTxn<'_> {
 
 impl WriteTxn<'_> {
     pub(super) fn insert(&mut self, table: Table, key: impl Into<Slice>, value: impl Into<Slice>) {
+        let key = key.into();
+        self.count_shadowed(table, &key);
         self.txn
-            .insert(self.engine.keyspace(table), key.into(), value.into());
+            .insert(self.engine.keyspace(table), key, value.into());
     }
 
     pub(super) fn remove(&mut self, table: Table, key: impl Into<Slice>) {
-        self.txn.remove(self.engine.keyspace(table), key.into());
+        let key = key.into();
+        self.count_shadowed(table, &key);
+        self.txn.remove(self.engine.keyspace(table), key);
+    }
+
+    /// Counts a write to `key` that will shadow a version in the table's active memtable (see
+    /// [`SHADOWED_MAX`]). A version in a table does not count: a scan steps over it whatever
+    /// the memtable holds, until compaction drops it.
+    fn count_shadowed(&mut self, table: Table, key: &[u8]) {
+        let memtable = self.engine.keyspace(table).inner().tree.active_memtable();
+        if memtable.get(key, u64::MAX).is_some() {
+            self.shadowed[table as usize] += 1;
+        }
     }
 
     /// Removes a row and returns what it held.
@@ -522,7 +572,11 @@ impl WriteTxn<'_> {
 
     /// Commits every write of the transaction at once (durably if it was begun so).
     pub(super) fn commit(self) -> Result<()> {
-        self.txn.commit().map_err(engine)
+        self.txn.commit().map_err(engine)?;
+        for (total, added) in self.engine.shadowed.iter().zip(self.shadowed) {
+            total.fetch_add(added, Ordering::Relaxed);
+        }
+        Ok(())
     }
 }
 
@@ -661,6 +715,63 @@ mod tests {
             read.get(Table::Stores, b"store").unwrap().as_deref(),
             Some(&999u32.to_le_bytes()[..])
         );
+    }
+
+    /// Overwrites and removals of keys in the memtable seal it once it holds `SHADOWED_MAX`
+    /// shadowed versions, long before its size would; new keys alone do not.
+    #[test]
+    fn upkeep_seals_memtables_full_of_shadowed_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine =
+            Engine::open(&dir.path().join("db"), &EngineOptions::with_cache(1 << 20)).unwrap();
+        let mut journals_seen = engine.db.journal_count();
+        let active = |table: Table| engine.keyspace(table).inner().tree.active_memtable().len();
+        let mut write = |each: &dyn Fn(&mut WriteTxn<'_>, usize)| {
+            for batch in 0..SHADOWED_MAX / 64 {
+                let mut txn = engine.write(false);
+                for i in 0..64 {
+                    each(&mut txn, batch * 64 + i);
+                }
+                txn.commit().unwrap();
+                engine.upkeep(&mut journals_seen).unwrap();
+            }
+        };
+        write(&|txn, i| txn.insert(Table::Records, pair("s", &format!("{i}")), b"h".to_vec()));
+        assert_eq!(
+            active(Table::Records),
+            SHADOWED_MAX,
+            "new keys sealed the memtable"
+        );
+        write(&|txn, i| {
+            txn.insert(
+                Table::Records,
+                pair("s", &format!("{}", i % 10)),
+                b"h".to_vec(),
+            )
+        });
+        assert_eq!(
+            active(Table::Records),
+            0,
+            "overwrites did not seal the memtable"
+        );
+        write(&|txn, i| txn.insert(Table::Users, format!("{i}"), b"u".to_vec()));
+        write(&|txn, i| txn.remove(Table::Users, format!("{i}")));
+        assert_eq!(
+            active(Table::Users),
+            0,
+            "removals did not seal the memtable"
+        );
+        // Now the keys are in a table, not in the memtable: their tombstones shadow nothing it
+        // holds.
+        write(&|txn, i| txn.remove(Table::Users, format!("{i}")));
+        assert_eq!(
+            active(Table::Users),
+            SHADOWED_MAX,
+            "tombstones of keys outside the memtable sealed it"
+        );
+        // The seals lost nothing.
+        let read = engine.read();
+        assert_eq!(read.all(Table::Records).count(), SHADOWED_MAX);
     }
 
     #[test]

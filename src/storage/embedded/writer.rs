@@ -20,6 +20,8 @@ use crate::storage::{Result, StorageError};
 
 /// How many queued writes one transaction takes at most.
 const MAX_BATCH: usize = 512;
+/// How long without writes counts as a pause (see [`Engine::seal_shadowed`]).
+const PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Records removed per background purge transaction.
 const PURGE_STEP: usize = 1000;
 
@@ -189,9 +191,18 @@ pub(super) fn writer_loop(
                     Err(mpsc::TryRecvError::Disconnected) => return,
                 }
             } else {
-                match rx.recv() {
-                    Ok(job) => queue.push_back(job),
-                    Err(_) => return,
+                let job = match rx.recv_timeout(PAUSE) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if let Err(e) = engine.seal_shadowed() {
+                            tracing::error!(error = %e, "the engine's upkeep (memtable flushes) failed");
+                        }
+                        rx.recv().ok()
+                    }
+                    job => job.ok(),
+                };
+                match job {
+                    Some(job) => queue.push_back(job),
+                    None => return,
                 }
             }
         }
