@@ -16,7 +16,8 @@ BEGIN {
     title["scale_get"] = "GET a 1 KiB record by store size: 1000 hot keys spread over the store (64 connections)"
     title["scale_put"] = "PUT a 1 KiB record (overwrite) by store size, durable (64 connections)"
     nfixed = split("get1k put1k mixed get64m put64m stores", fixed, " ")
-    nscaled = split("list1000 list1000p list100 list100p scale_get scale_put", scaled, " ")
+    title["list1000_after_put"] = "List keys: the pages of 1000 again, right after the PUT stage overwrote the hot keys (64 connections)"
+    nscaled = split("list1000 list1000p list100 list100p scale_get scale_put list1000_after_put", scaled, " ")
     nsizes = split(sizes, size, " ")
     E = "kvstore (embedded)"
     P = "kvstore (PostgreSQL)"

@@ -896,6 +896,11 @@ scale_workloads() {
         if want scale; then
             bench_http scale_get "$n" "$who" "$TOKEN" "$CONNS" small "$KV_URL" "$BENCH_DIR/lua/get.lua" "$d/hot-paths"
             bench_http scale_put "$n" "$who" "$TOKEN" "$CONNS" small "$KV_URL" "$BENCH_DIR/lua/put.lua" "$d/hot-paths" 1024
+            # The same pages again: an engine that keeps overwritten versions where scans step
+            # over them lists slower now (bench/listing_after_overwrites.sh).
+            if want list; then
+                bench_http list1000_after_put "$n" "$who" "$TOKEN" "$CONNS" small "$KV_URL" "$BENCH_DIR/lua/get.lua" "$d/list1000-paths"
+            fi
         fi
         metric "rss_serving_${backend}_${n}_kib" "$(rss_kib "$pid" VmHWM)"
         stop_pid "$pid"
