@@ -100,6 +100,29 @@ async fn healthz_within(addr: &str, within: Duration) -> Option<String> {
     .ok()
 }
 
+/// Whether `n` connections opened together all get an answer to `GET /healthz` within
+/// `within` (under the server's idle timeout): then none waited for a slot that another of them
+/// freed by idling out, and `n` slots were free at once. They are closed before it returns.
+async fn served_at_once(addr: &str, n: usize, within: Duration) -> bool {
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        conns.push(conn);
+    }
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = [0u8; 256];
+    for conn in &mut conns {
+        match tokio::time::timeout_at(deadline, conn.read(&mut buf)).await {
+            Ok(Ok(read)) if buf[..read].starts_with(b"HTTP/1.1 200") => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
 #[tokio::test]
 async fn idle_http2_connections_are_closed_although_they_answer_pings() {
     let srv = TestServer::start_with(|c| {
@@ -214,6 +237,16 @@ async fn readers_that_stop_reading_are_disconnected_after_the_send_timeout() {
         Some("HTTP/1.1 200 OK"),
         "stalled readers kept every connection slot"
     );
+    // That freed one slot; reading a connection still open below would let it send everything.
+    // So first all eight slots must be free at once (on a loaded machine the timeouts may
+    // fire far apart).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !served_at_once(&addr, 8, Duration::from_secs(1)).await {
+        assert!(
+            Instant::now() < deadline,
+            "stalled readers still held a slot after 30 s"
+        );
+    }
     // Each stalled connection was cut short: what it can still read ends well before 16 MiB.
     for mut conn in stalled {
         let mut received = 0usize;
