@@ -672,3 +672,36 @@ async fn a_key_listing_is_pipelined_and_outlives_its_connection() {
         "no new pipelined connection read the listings: before {before:?}, after {after:?}"
     );
 }
+
+/// Warm GETs that arrive together go out to the database in one batch per pipelined connection;
+/// each still gets its own record. 64 keys with bodies of their own, read all at once, three
+/// times over, every answer from the caches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn warm_gets_sent_together_each_get_their_own_record() {
+    let Some(c) = cluster().await else { return };
+    let (a, s, alice) = (&c.a, c.store.as_str(), c.alice.as_str());
+    let keys: Vec<String> = (0..64).map(|i| format!("batched-{i}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        let path = format!("/v2/key-value-stores/{s}/records/{key}");
+        let (status, _) = a
+            .send(Some(alice), Method::PUT, &path, Some(json!({ "v": i })))
+            .await;
+        assert_eq!(status, 201, "{key}");
+    }
+    a.warm(Some(alice), s, "k").await;
+    let hits = a.cache_hits().await;
+    for _ in 0..3 {
+        let reads = keys.iter().map(|key| {
+            let path = format!("/v2/key-value-stores/{s}/records/{key}");
+            async move { a.send(Some(alice), Method::GET, &path, None).await }
+        });
+        let answers = futures_util::future::join_all(reads).await;
+        for (i, (status, body)) in answers.into_iter().enumerate() {
+            assert_eq!((status, body), (200, json!({ "v": i })), "{}", keys[i]);
+        }
+    }
+    assert!(
+        a.cache_hits().await >= hits + 3 * 64,
+        "the GETs were not answered from the caches"
+    );
+}

@@ -13,7 +13,9 @@
 # node stopped (their connections together would pass max_connections). Prints req/s, the ratio to
 # that round's pgbench, and the node's own CPU per request (utime + stime from /proc over the 6 s:
 # what the node costs the core it shares with the database; the database's CPU is not in it).
-# With KVSTORE_PERF_DIR set, `perf record -g` samples each node's 6 s into that folder.
+# With KVSTORE_PERF_DIR set, `perf record -g` samples each node's 6 s into that folder; with
+# KVSTORE_SYSCALLS_DIR set instead, `perf stat` counts the node's send/receive system calls and
+# context switches over them (one file per node and round in that folder).
 set -euo pipefail
 DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 MODE=$1
@@ -58,6 +60,11 @@ for rep in $(seq "$ROUNDS"); do
             mkdir -p "$KVSTORE_PERF_DIR"
             perf record -e cpu-clock -F 2000 -g -p "$node" -o "$KVSTORE_PERF_DIR/$MODE-$rep-$(basename "$(dirname "$bin")")-$(basename "$bin").data" \
                 >/dev/null 2>&1 &
+            perf=$!
+        elif [ -n "${KVSTORE_SYSCALLS_DIR:-}" ]; then
+            mkdir -p "$KVSTORE_SYSCALLS_DIR"
+            perf stat -e syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_writev,context-switches \
+                -p "$node" -o "$KVSTORE_SYSCALLS_DIR/$MODE-$rep-$(basename "$(dirname "$bin")")-$(basename "$bin").txt" &
             perf=$!
         fi
         wait "$w"

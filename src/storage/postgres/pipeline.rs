@@ -9,6 +9,13 @@
 //! decoded here by position as they arrive, without sqlx's per-row stream machinery (a quarter
 //! of the node's CPU per listing; bench/RESULTS.md, 2026-12-06 05:04).
 //!
+//! A batch needs more than a shared connection: a request that queues a statement wakes the
+//! connection's task, and tokio runs a task just woken before the rest of the ready ones, so the
+//! statement went out in a `send` of its own before the next request had queued its own (0.8
+//! `send`s per GET, bench/RESULTS.md 2026-12-06 "PostgreSQL GET: reads batched"). So the warm GETs
+//! hand their reads to a task per connection ([`batch_reads`]) that waits for the end of the
+//! scheduler's turn before it queues them: one wake-up of the connection's task, one `send`.
+//!
 //! Reads only: a pipelined write would wait for the commits queued before it on its connection
 //! (each its own WAL flush), so writes keep a connection each (the statement pool, [`super::pool`]).
 //! The connections are taken from the statement pool's share of `--db-max-connections`; each is
@@ -21,7 +28,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::TryStreamExt;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{StreamExt, TryStreamExt};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{timeout_at, Instant};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, Statement};
@@ -56,10 +65,54 @@ pub(super) struct RecordRow {
 }
 
 struct Conn {
-    client: Client,
-    read: Statement,
+    client: Arc<Client>,
     /// The statements of [`Listing::ALL`], in its order.
     listings: Vec<Statement>,
+    /// To the connection's [`batch_reads`], which ends when the connection is dropped. Unbounded:
+    /// each job is a request waiting for its answer, and the server bounds those.
+    reads: mpsc::UnboundedSender<ReadJob>,
+}
+
+/// A warm GET's [`RECORD_READ_CACHED`], for [`batch_reads`].
+struct ReadJob {
+    store: String,
+    key: String,
+    reply: oneshot::Sender<std::result::Result<Option<Row>, tokio_postgres::Error>>,
+}
+
+/// Runs the reads handed to one connection, those queued in one turn of the scheduler sent
+/// together, until the [`Conn`] goes. Then any read still in flight is dropped: each request
+/// waiting for one holds the `Conn`, so none is left to answer.
+async fn batch_reads(
+    client: Arc<Client>,
+    read: Statement,
+    mut jobs: mpsc::UnboundedReceiver<ReadJob>,
+) {
+    let run = |job: ReadJob| {
+        let (client, read) = (&client, &read);
+        async move {
+            let row = client.query_opt(read, &[&job.store, &job.key]).await;
+            // The request may have given up waiting (its deadline): nothing to tell then.
+            let _ = job.reply.send(row);
+        }
+    };
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            biased;
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            job = jobs.recv() => {
+                let Some(job) = job else { break };
+                // Until the other requests ready now have queued theirs (yield_now wakes this
+                // task after the scheduler's turn): then all go out in one write.
+                tokio::task::yield_now().await;
+                in_flight.push(run(job));
+                while let Ok(job) = jobs.try_recv() {
+                    in_flight.push(run(job));
+                }
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -129,14 +182,17 @@ impl Pipeline {
         store: &StoreId,
         key: &RecordKey,
     ) -> Result<CachedRead> {
-        let (store, key) = (store.as_str(), key.as_str());
-        let params: [&(dyn ToSql + Sync); 2] = [&store, &key];
         let row = self
             .on_connection(limit, RECORD_READ_CACHED, |conn| async move {
-                conn.client
-                    .query_opt(&conn.read, &params)
-                    .await
-                    .map_err(|e| pg_err(&e))
+                let gone = || StorageError::Unavailable("the pipelined connection closed".into());
+                let (reply, answer) = oneshot::channel();
+                let job = ReadJob {
+                    store: store.as_str().to_owned(),
+                    key: key.as_str().to_owned(),
+                    reply,
+                };
+                conn.reads.send(job).map_err(|_| gone())?;
+                answer.await.map_err(|_| gone())?.map_err(|e| pg_err(&e))
             })
             .await?;
         let row = row.ok_or_else(|| corrupt("no access generation"))?;
@@ -241,10 +297,13 @@ impl Pipeline {
             ),
         )
         .map_err(|e| pg_err(&e))?;
+        let client = Arc::new(client);
+        let (reads, jobs) = mpsc::unbounded_channel();
+        tokio::spawn(batch_reads(client.clone(), read, jobs));
         let conn = Arc::new(Conn {
             client,
-            read,
             listings,
+            reads,
         });
         if let Ok(mut current) = slot.conn.lock() {
             *current = Some(conn.clone());
