@@ -11,7 +11,7 @@
 //!
 //! A batch needs more than a shared connection: a request that queues a statement wakes the
 //! connection's task, and tokio runs a task just woken before the rest of the ready ones, so the
-//! statement went out in a `send` of its own before the next request had queued its own (0.8
+//! statement went out in a `send` of its own before the next request had queued its own (0.86
 //! `send`s per GET, bench/RESULTS.md 2026-12-06 "PostgreSQL GET: reads batched"). So the warm GETs
 //! hand their reads to a task per connection ([`batch_reads`]) that waits for the end of the
 //! scheduler's turn before it queues them: one wake-up of the connection's task, one `send`.
