@@ -2,7 +2,8 @@
 # GET or PUT of a 1 KiB record through kvstore on PostgreSQL, one binary against another
 # (before/after a change), beside the prepared SELECT / upsert (select.sql / upsert.sql) on the same
 # database; pinned as bench/run.sh pins: kvstore and the PostgreSQL backends on core 0, wrk /
-# pgbench (64 connections, one thread) on core 1.
+# pgbench (64 connections, one thread) on core 1 (BENCH_NODE_CORE=1: the node on core 1 beside wrk,
+# the database alone on core 0; see lib.sh).
 #
 #   bench/pg/hot1k.sh get|put [--rounds N] KVSTORE_BINARY...     (release builds)
 #

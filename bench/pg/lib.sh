@@ -1,6 +1,10 @@
 # Shared by the bench/pg scripts that run kvstore nodes on a database of their own (sourced, after
 # `set -euo pipefail` and DIR=bench/pg). Pinned as bench/run.sh pins: the node and the PostgreSQL
-# backends on core 0, the load generator on core 1.
+# backends on core 0, the load generator on core 1. BENCH_NODE_CORE=1 puts the node on core 1
+# instead, beside the load generator, and leaves core 0 to the database alone: the database then
+# has the same core to itself when kvstore and when pgbench's client call it, as a database server
+# of its own would.
+NODE_CORE=${BENCH_NODE_CORE:-0}
 
 # pg_setup NAME: the PG* variables (or 127.0.0.1 as postgres), DB (kvstore_NAME_PID, created now),
 # PORT, TOKEN (the node's admin token), URL, PATHS (a temporary file; PATHS.out beside it), and an
@@ -32,9 +36,10 @@ pin() {
     done
 }
 
-# start BIN: a node on core 0 (64 database connections), its pid in $node, once /healthz answers.
+# start BIN: a node on core NODE_CORE (64 database connections), its pid in $node, once /healthz
+# answers.
 start() {
-    taskset -c 0 "$1" serve --listen "127.0.0.1:$PORT" --database-url "$URL" --db-max-connections 64 \
+    taskset -c "$NODE_CORE" "$1" serve --listen "127.0.0.1:$PORT" --database-url "$URL" --db-max-connections 64 \
         --admin-token "$TOKEN" >/dev/null 2>&1 &
     node=$!
     for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done

@@ -2,7 +2,8 @@
 # GET /keys?limit=1000 through kvstore on PostgreSQL against the prepared range SELECT of 1000 keys
 # (range.sql) on the same database, pinned as bench/run.sh pins: kvstore and the PostgreSQL backends on
 # core 0, wrk / pgbench (64 connections, one thread) on core 1. kvstore twice, 6 s each, then (the node
-# stopped) pgbench twice. Besides the rates: the node's and the database backends' CPU time per
+# stopped) pgbench twice (BENCH_NODE_CORE=1: the node on core 1 beside wrk, the database alone on
+# core 0; see lib.sh). Besides the rates: the node's and the database backends' CPU time per
 # request (pgbench's: over 4 s of its run, per transaction), figures a busy machine moves less.
 #
 #   bench/pg/list_keys.sh KVSTORE_BINARY     (a release build: cargo build --release --bin kvstore)
