@@ -10,7 +10,11 @@
 # smaller than the database's: it runs in a cgroup of its own whose CPU quota holds it to PCT% of
 # one core (default 25; a 10 ms period, so a node is held back for milliseconds, not tenths of a
 # second). The PostgreSQL backends have core 0 to themselves; the nodes and the load generator
-# share core 1 and together stay under it (two nodes at 25% and wrk).
+# share core 1 and together stay under it (two nodes at 25% and wrk). A busy loop at SCHED_IDLE
+# (it runs only when nothing else wants the core) keeps core 1 from going idle: without it a lone
+# node, whose core idles more often than two nodes' does, paid for its wake-ups from idle and spent
+# more CPU per request than each of two (bench/RESULTS.md, 2026-12-07 02:33: 60-80 against 57-65
+# µs a GET), which made two nodes look better than twice one.
 #
 # Each round: (1) one node, two wrk processes of 32 connections each at it; (2) two nodes, one wrk
 # of 32 connections at each. The same 64 HTTP connections, the same two load generators and the same
@@ -53,6 +57,24 @@ if [ -z "$MODE" ] || [ ! -x "$BIN" ]; then
 fi
 . "$DIR/lib.sh"
 
+pg_setup nodes
+PORT_B=$((PORT + 1))
+nodes=()
+CGROUPS=()
+stop_nodes() {
+    for p in "${nodes[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${nodes[@]}"; do wait "$p" 2>/dev/null || true; done
+    nodes=()
+}
+spinner=
+two_nodes_cleanup() {
+    [ -z "$spinner" ] || kill "$spinner" 2>/dev/null || true
+    stop_nodes
+    pg_cleanup
+    for cg in "${CGROUPS[@]}"; do rmdir "$cg" 2>/dev/null || true; done
+}
+trap two_nodes_cleanup EXIT
+
 # The cgroups: kvstore_bench_<pid>_a and _b, each with QUOTA% of a core.
 PERIOD_US=10000
 if [ -w /sys/fs/cgroup/cpu/cgroup.procs ]; then
@@ -66,23 +88,15 @@ else
     echo "$0: needs a writable cgroup cpu controller (run as root)" >&2
     exit 2
 fi
-CGROUPS=()
 for n in a b; do
     cg=$CG_ROOT/kvstore_bench_$$_$n
     mkdir -p "$cg"
-    cg_limit "$cg"
     CGROUPS+=("$cg")
+    cg_limit "$cg"
 done
 
-pg_setup nodes
-PORT_B=$((PORT + 1))
-nodes=()
-two_nodes_cleanup() {
-    for p in "${nodes[@]}"; do kill "$p" 2>/dev/null || true; done
-    pg_cleanup
-    for cg in "${CGROUPS[@]}"; do rmdir "$cg" 2>/dev/null || true; done
-}
-trap two_nodes_cleanup EXIT
+chrt -i 0 taskset -c 1 bash -c 'while :; do :; done' &
+spinner=$!
 
 # start_capped CGROUP PORT CONNECTIONS: a node on core 1 in CGROUP with at most CONNECTIONS
 # database connections, its pid appended to nodes, once /healthz answers.
@@ -95,11 +109,6 @@ start_capped() {
     for _ in $(seq 100); do curl -fs "http://127.0.0.1:$2/healthz" >/dev/null 2>&1 && return; sleep 0.1; done
     echo "$0: the node on port $2 did not start" >&2
     exit 1
-}
-stop_nodes() {
-    for p in "${nodes[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${nodes[@]}"; do wait "$p" 2>/dev/null || true; done
-    nodes=()
 }
 
 start_capped "${CGROUPS[0]}" "$PORT" 64
