@@ -41,7 +41,7 @@ start "$1"
 STORE=$(create_store hot)
 stop
 load_10k_keys "$STORE"
-for i in $(seq 0 999); do printf '/v2/key-value-stores/%s/records/k%08d\n' "$STORE" $((i * 10)); done >"$PATHS"
+hot_paths "$STORE" >"$PATHS"
 BODY=$(head -c 1024 /dev/zero | tr '\0' 'x')
 HZ=$(getconf CLK_TCK)
 echo "# $(date -u '+%F %T') UTC, $MODE 1 KiB, $ROUNDS rounds, load $(cut -d' ' -f1-3 /proc/loadavg)"

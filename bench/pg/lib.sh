@@ -74,3 +74,15 @@ UPDATE stores SET record_count = 10000, storage_bytes = 1000 * 1024 + 9000 * 64 
 VACUUM ANALYZE records;
 SQL
 }
+
+# hot_paths STORE: the record paths of load_10k_keys' 1000 keys of 1 KiB (every tenth), one a line.
+hot_paths() {
+    for i in $(seq 0 999); do printf '/v2/key-value-stores/%s/records/k%08d\n' "$1" $((i * 10)); done
+}
+
+# listing_paths STORE: 500 key listings of 1000 from random starts in load_10k_keys' keys, one a line.
+listing_paths() {
+    for _ in $(seq 500); do
+        printf '/v2/key-value-stores/%s/keys?limit=1000&exclusiveStartKey=k%08d\n' "$1" $((RANDOM % 9000))
+    done
+}

@@ -23,9 +23,7 @@ start "$BIN"
 STORE=$(create_store list)
 load_10k_keys "$STORE"
 psql -X -q "$DB" -f "$DIR/schema.sql" >/dev/null 2>&1
-for _ in $(seq 500); do
-    printf '/v2/key-value-stores/%s/keys?limit=1000&exclusiveStartKey=k%08d\n' "$STORE" $((RANDOM % 9000))
-done >"$PATHS"
+listing_paths "$STORE" >"$PATHS"
 # Warm-up (and the access caches filled).
 BENCH_AUTH=$TOKEN taskset -c 1 wrk -t1 -c64 -d2s -s "$DIR/../lua/get.lua" "http://127.0.0.1:$PORT" -- "$PATHS" >/dev/null
 # The node's CPU time per request is a figure other processes on a busy machine move much less

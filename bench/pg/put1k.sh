@@ -17,7 +17,7 @@ psql -X -q "$DB" -f "$DIR/schema.sql" >/dev/null 2>&1
 start "$1"
 STORE=$(create_store put)
 stop
-for i in $(seq 0 999); do printf '/v2/key-value-stores/%s/records/k%08d\n' "$STORE" $((i * 10)); done >"$PATHS"
+hot_paths "$STORE" >"$PATHS"
 BODY=$(head -c 1024 /dev/zero | tr '\0' 'x')
 for rep in 1 2; do
     for bin in "$@"; do

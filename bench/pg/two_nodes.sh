@@ -116,11 +116,8 @@ STORE=$(create_store nodes)
 stop_nodes
 load_10k_keys "$STORE"
 case $MODE in
-list)
-    for _ in $(seq 500); do
-        printf '/v2/key-value-stores/%s/keys?limit=1000&exclusiveStartKey=k%08d\n' "$STORE" $((RANDOM % 9000))
-    done ;;
-*) for i in $(seq 0 999); do printf '/v2/key-value-stores/%s/records/k%08d\n' "$STORE" $((i * 10)); done ;;
+list) listing_paths "$STORE" ;;
+*) hot_paths "$STORE" ;;
 esac >"$PATHS"
 
 HZ=$(getconf CLK_TCK)
