@@ -42,7 +42,21 @@ start() {
     taskset -c "$NODE_CORE" "$1" serve --listen "127.0.0.1:$PORT" --database-url "$URL" --db-max-connections 64 \
         --admin-token "$TOKEN" >/dev/null 2>&1 &
     node=$!
-    for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+    await_healthz "$PORT"
+}
+
+# await_healthz PORT: waits up to 10 s for the node on PORT to answer /healthz; exits the script if
+# it does not.
+await_healthz() {
+    for _ in $(seq 100); do curl -fs "http://127.0.0.1:$1/healthz" >/dev/null 2>&1 && return; sleep 0.1; done
+    echo "$0: the node on port $1 did not start" >&2
+    exit 1
+}
+
+# backends: the pids of the database's client backends now, one a line.
+backends() {
+    psql -X -Atc "SELECT pid FROM pg_stat_activity WHERE datname = '$DB' AND backend_type = 'client backend'
+        AND pid <> pg_backend_pid()" "$DB"
 }
 
 stop() {

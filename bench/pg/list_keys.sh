@@ -29,12 +29,8 @@ BENCH_AUTH=$TOKEN taskset -c 1 wrk -t1 -c64 -d2s -s "$DIR/../lua/get.lua" "http:
 # The node's CPU time per request is a figure other processes on a busy machine move much less
 # than req/s; so is the database's (its backends' CPU time, those open when the run starts).
 HZ=$(getconf CLK_TCK)
-# backends: the pids of the database's client backends now; snap FILE: their CPU time so far, to
-# FILE; since FILE: the CPU time they spent since (those gone meanwhile left out).
-backends() {
-    psql -X -Atc "SELECT pid FROM pg_stat_activity WHERE datname = '$DB' AND backend_type = 'client backend'
-        AND pid <> pg_backend_pid()" "$DB"
-}
+# snap FILE: the CPU time so far of the backends in $pids (lib.sh's `backends`), to FILE; since
+# FILE: the CPU time they spent since (those gone meanwhile left out).
 # (Read without a process per backend: the script must not take the CPU it measures.)
 snap() {
     local pid line

@@ -106,9 +106,7 @@ start_capped() {
         "$BIN" serve --listen "127.0.0.1:$2" --database-url "$URL" --db-max-connections "$3" \
         --admin-token "$TOKEN" >/dev/null 2>&1 &
     nodes+=($!)
-    for _ in $(seq 100); do curl -fs "http://127.0.0.1:$2/healthz" >/dev/null 2>&1 && return; sleep 0.1; done
-    echo "$0: the node on port $2 did not start" >&2
-    exit 1
+    await_healthz "$2"
 }
 
 start_capped "${CGROUPS[0]}" "$PORT" 64
@@ -124,8 +122,7 @@ HZ=$(getconf CLK_TCK)
 # db_ticks: the CPU time (clock ticks) of the database's client backends now open, summed.
 db_ticks() {
     local pid line sum=0
-    for pid in $(psql -X -Atc "SELECT pid FROM pg_stat_activity WHERE datname = '$DB'
-                 AND backend_type = 'client backend' AND pid <> pg_backend_pid()" "$DB"); do
+    for pid in $(backends); do
         { read -r line <"/proc/$pid/stat"; } 2>/dev/null || continue
         # shellcheck disable=SC2086
         set -- $line
@@ -135,19 +132,24 @@ db_ticks() {
 }
 pct() { awk -v t="$1" -v hz="$HZ" -v s="$2" 'BEGIN { printf "%.0f%%", t / hz / s * 100 }'; }
 
+# wrk_at PORT SECONDS: one wrk of 32 connections on core 1 at the node on PORT, the mode's requests.
+wrk_at() {
+    # shellcheck disable=SC2086
+    BENCH_AUTH=$TOKEN taskset -c 1 wrk -t1 -c32 -d"$2"s -s "$DIR/../lua/$SCRIPT" "http://127.0.0.1:$1" -- "$PATHS" $ARG
+}
+
 # measure PORT_1 PORT_2: warm-up, then 6 s with one wrk of 32 connections at each port; prints the
 # total req/s, each node's CPU and the database's, and the non-2xx count.
 measure() {
     local p1=$1 p2=$2 w1 w2 out1=$PATHS.out out2=$PATHS.out2 t0 d0 t1 d1 i
-    local warm=()
-    for p in "$p1" "$p2"; do
-        BENCH_AUTH=$TOKEN taskset -c 1 wrk -t1 -c32 -d2s -s "$DIR/../lua/$SCRIPT" "http://127.0.0.1:$p" -- "$PATHS" $ARG >/dev/null &
-        warm+=($!)
-    done
-    wait "${warm[@]}"
-    BENCH_AUTH=$TOKEN taskset -c 1 wrk -t1 -c32 -d6s -s "$DIR/../lua/$SCRIPT" "http://127.0.0.1:$p1" -- "$PATHS" $ARG >"$out1" 2>&1 &
+    wrk_at "$p1" 2 >/dev/null &
     w1=$!
-    BENCH_AUTH=$TOKEN taskset -c 1 wrk -t1 -c32 -d6s -s "$DIR/../lua/$SCRIPT" "http://127.0.0.1:$p2" -- "$PATHS" $ARG >"$out2" 2>&1 &
+    wrk_at "$p2" 2 >/dev/null &
+    w2=$!
+    wait "$w1" "$w2"
+    wrk_at "$p1" 6 >"$out1" 2>&1 &
+    w1=$!
+    wrk_at "$p2" 6 >"$out2" 2>&1 &
     w2=$!
     pin
     # Seconds 1 to 5 of the six (the pinning took the first).
