@@ -1774,6 +1774,83 @@ async fn a_413_reaches_a_client_that_sends_the_whole_body_before_reading() {
     p.finish();
 }
 
+/// The same holds for every answer given before an upload is read: a bad token, a store that is
+/// gone (a PUT racing the store's delete), no token at all. The server reads the rest of the
+/// upload (within the bounds of the 413's drain) so that the client, sending its whole body
+/// first, gets the answer; having read it to its end, the connection serves the next request.
+#[tokio::test]
+async fn refusals_before_an_upload_is_read_reach_a_client_that_sends_it_all_first() {
+    let mut p = Problems::default();
+    let w = World::new().await;
+    let size = 6_000_000;
+    let bearer = format!("Authorization: Bearer {}\r\n", w.token);
+    for (what, auth, path, status, error_type) in [
+        (
+            "bad token",
+            "Authorization: Bearer nope\r\n",
+            w.rec("x"),
+            401,
+            "invalid-token",
+        ),
+        (
+            "store gone",
+            bearer.as_str(),
+            "/v2/key-value-stores/noSuchStore00000/records/x".to_owned(),
+            404,
+            "record-not-found",
+        ),
+        ("no token", "", w.rec("x"), 401, "token-not-provided"),
+    ] {
+        let mut sock = TcpStream::connect(w.addr()).await.unwrap();
+        let head = format!(
+            "PUT {path} HTTP/1.1\r\nHost: x\r\n{auth}\
+             Content-Type: application/octet-stream\r\nContent-Length: {size}\r\n\r\n"
+        );
+        sock.write_all(head.as_bytes()).await.unwrap();
+        let written =
+            tokio::time::timeout(Duration::from_secs(10), sock.write_all(&vec![b'x'; size]))
+                .await
+                .unwrap_or_else(|_| panic!("{what}: the upload stalled"));
+        let mut reader = Reader::new(sock);
+        let Some(resp) = reader.next(what).await else {
+            p.note(format!(
+                "{what}: closed without an answer (writing the upload: {written:?})"
+            ));
+            continue;
+        };
+        p.check(written.is_ok(), || {
+            format!("{what}: the server closed the connection while the client was still sending ({written:?})")
+        });
+        p.exact(what, resp.status, &resp.body, status, error_type);
+        p.check(!resp.has_header("connection: close"), || {
+            format!(
+                "{what}: the answer closes the connection (the upload should have been read to its end): {}",
+                resp.head
+            )
+        });
+        let next = format!("GET {} HTTP/1.1\r\nHost: x\r\n{bearer}\r\n", w.rec("b"));
+        if let Err(e) = reader.r.write_all(next.as_bytes()).await {
+            p.note(format!("{what}: the next request could not be sent: {e}"));
+            continue;
+        }
+        match reader.next(what).await {
+            Some(r) => p.check(r.status == 200 && r.body == b"b", || {
+                format!(
+                    "{what}: the next request on the connection got {} {}",
+                    r.status,
+                    r.text()
+                )
+            }),
+            None => p.note(format!(
+                "{what}: the next request on the connection got no answer"
+            )),
+        }
+    }
+    assert_eq!(w.keys().await, ["a", "b", "c"]);
+    w.still_up("refusals before an upload was read").await;
+    p.finish();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Broken framing: Content-Length, chunked encoding
 

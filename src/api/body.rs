@@ -63,6 +63,20 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
+/// Whether an unread body of a refused request is drained before the answer: not when the client
+/// waits for `100 Continue` (it has sent nothing), nor when its declared length is past what a
+/// drain reads (closing on the remainder resets the connection all the same).
+pub(super) fn is_worth_draining(headers: &HeaderMap) -> bool {
+    !expects_continue(headers)
+        && content_length(headers).is_none_or(|n| n <= DRAIN_MAX_BYTES as u64)
+}
+
+/// Drains a body its handler left unread, within the bounds of [`drain`]; true when it was read
+/// to its end, so the connection can serve the next request.
+pub(super) async fn drain_unread(body: Body) -> bool {
+    drain(body.into_data_stream(), DRAIN_MAX_BYTES).await
+}
+
 fn expects_continue(headers: &HeaderMap) -> bool {
     headers
         .get(header::EXPECT)
@@ -135,7 +149,7 @@ pub async fn read_body(
     {
         // A client waiting for `100 Continue` has sent nothing yet: answer at once.
         if !expects_continue(headers) {
-            drain(&mut raw, DRAIN_MAX_BYTES).await;
+            drain(raw.into_inner(), DRAIN_MAX_BYTES).await;
         }
         return Err(ApiError::RequestTooLarge { limit });
     }
@@ -165,28 +179,40 @@ pub async fn read_body(
     collect(decoder, content_length(headers), limits).await
 }
 
-/// How much of a refused body is still read before answering 413. Clients send the whole body
-/// before they read the answer; closing on a large unread remainder would reset the connection,
-/// which they take for a network error and upload again. A client that pauses is not waited for.
+/// How much of a refused body is still read before answering (413 here, any other refusal in
+/// [`super::unread`]). Clients send the whole body before they read the answer; closing on a
+/// large unread remainder would reset the connection, which they take for a network error and
+/// upload again. A client that pauses is not waited for.
 const DRAIN_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// A compressed body that inflated past the limit is cut shorter: inflating stops at once
 /// (DECISIONS.md), and only a little more of the wire is read.
 const DRAIN_AFTER_INFLATING: usize = 1024 * 1024;
 const DRAIN_MAX_TIME: Duration = Duration::from_secs(5);
-const DRAIN_MAX_PAUSE: Duration = Duration::from_millis(200);
+/// Longer than a retransmission after one lost packet (Linux waits at least 200 ms), which
+/// should not cost the client its answer.
+const DRAIN_MAX_PAUSE: Duration = Duration::from_millis(500);
 
-async fn drain(raw: &mut Raw, max_bytes: usize) {
-    let mut sink = vec![0u8; 64 * 1024];
+/// Reads and discards up to `max_bytes` of what the client still sends, chunk by chunk as hyper
+/// read them (no buffer of its own: a caller without a token may be drained too); true when
+/// that reached the body's end.
+async fn drain<E>(
+    mut chunks: impl futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
+    max_bytes: usize,
+) -> bool {
+    use futures_util::StreamExt;
     let mut drained = 0;
-    let _ = tokio::time::timeout(DRAIN_MAX_TIME, async {
-        while drained < max_bytes {
-            match tokio::time::timeout(DRAIN_MAX_PAUSE, raw.read(&mut sink)).await {
-                Ok(Ok(n)) if n > 0 => drained += n,
-                _ => break,
+    tokio::time::timeout(DRAIN_MAX_TIME, async {
+        while drained <= max_bytes {
+            match tokio::time::timeout(DRAIN_MAX_PAUSE, chunks.next()).await {
+                Ok(None) => return true,
+                Ok(Some(Ok(chunk))) => drained += chunk.len(),
+                _ => return false,
             }
         }
+        false
     })
-    .await;
+    .await
+    .unwrap_or(false)
 }
 
 /// Runs one read of the body, failing with a timeout error when the client stays silent too long.
@@ -245,7 +271,7 @@ async fn collect(
                 _ if fits => DRAIN_MAX_BYTES,
                 _ => DRAIN_AFTER_INFLATING,
             };
-            drain(&mut decoder.into_raw(), max).await;
+            drain(decoder.into_raw().into_inner(), max).await;
             return Err(ApiError::RequestTooLarge { limit });
         }
         match &mut spool {

@@ -243,7 +243,8 @@ fn new_request_id() -> String {
 
 /// The one middleware around every route (one layer rather than three: each layer boxes and moves
 /// the request's future): logs and counts the request, refuses oversized headers
-/// ([`super::headers`]) and marks answers sent before the body was read ([`super::unread`]).
+/// ([`super::headers`]) and drains or closes behind answers sent before the body was read
+/// ([`super::unread`]).
 pub async fn observe(matched: Option<MatchedPath>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = matched.map_or("unmatched", |m| intern_route(m.as_str()));

@@ -1,6 +1,10 @@
 //! Answers sent before the request body was read to its end (an auth error before an upload, a
-//! 503, a 413) carry `Connection: close`: the server will not read the rest, so the connection
-//! cannot serve another request, and a client that reused it would see its next request fail.
+//! store that is gone, a 503). On HTTP/1 the rest of the body is drained first, within the bounds
+//! of the 413's drain ([`super::body::drain_unread`]): a client that writes its whole body before
+//! it reads (hyper and reqwest do) would otherwise get a reset instead of the answer, take it for
+//! a network error and upload again. What could not be drained to its end makes the answer carry
+//! `Connection: close`: the server will not read the rest, so the connection cannot serve another
+//! request, and a client that reused it would see its next request fail.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,16 +13,21 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderValue, StatusCode, Version};
 use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use tokio::sync::oneshot;
 
-/// A request body that notes when it has been read to its end.
+use super::body::{drain_unread, is_worth_draining};
+
+/// A request body that notes when it has been read to its end, and that hands itself back when
+/// the handler drops it before then.
 struct Tracked {
     inner: Body,
     finished: Arc<AtomicBool>,
+    unread: Option<oneshot::Sender<Body>>,
 }
 
 impl HttpBody for Tracked {
@@ -45,22 +54,53 @@ impl HttpBody for Tracked {
     }
 }
 
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if self.finished.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Some(unread) = self.unread.take() {
+            // The receiver may be gone (the answer already left); then there is nothing to do.
+            let _ = unread.send(std::mem::replace(&mut self.inner, Body::empty()));
+        }
+    }
+}
+
 pub async fn close_if_body_unread(request: Request, next: Next) -> Response {
     if request.body().is_end_stream() {
         return next.run(request).await;
     }
+    // HTTP/2 ends an unread request stream on its own (RST_STREAM NO_ERROR after the answer),
+    // which clients handle; a client waiting for `100 Continue` has sent nothing to drain.
+    let drainable = request.version() < Version::HTTP_2 && is_worth_draining(request.headers());
     let finished = Arc::new(AtomicBool::new(false));
+    let (unread_tx, mut unread_rx) = oneshot::channel();
     let request = request.map(|inner| {
         Body::new(Tracked {
             inner,
             finished: finished.clone(),
+            unread: Some(unread_tx),
         })
     });
     let mut response = next.run(request).await;
-    if !finished.load(Ordering::Relaxed) {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    if finished.load(Ordering::Relaxed) {
+        return response;
     }
+    // A 413 was drained where it was decided, by its own bounds (compressed bodies shorter);
+    // after a 408 the client has been silent for the whole idle timeout already.
+    let settled = matches!(
+        response.status(),
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+    );
+    if drainable && !settled {
+        if let Ok(body) = unread_rx.try_recv() {
+            if drain_unread(body).await {
+                return response;
+            }
+        }
+    }
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
