@@ -1851,6 +1851,55 @@ async fn refusals_before_an_upload_is_read_reach_a_client_that_sends_it_all_firs
     p.finish();
 }
 
+/// On HTTP/2 the server may answer early and reset the request stream with NO_ERROR (RFC 9113
+/// §8.1), but curl 7.88 (Debian 12's) reports that as an error instead of the answer; so the
+/// upload is drained there too, and the whole of it is accepted before the 401.
+#[tokio::test]
+async fn an_http2_upload_refused_before_it_was_read_is_accepted_whole() {
+    let w = World::new().await;
+    let size = 6_000_000;
+    let tcp = TcpStream::connect(w.addr()).await.unwrap();
+    let (mut send, connection) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let request = http::Request::put(format!("{}{}", w.srv.url, w.rec("x")))
+        .header("authorization", "Bearer nope")
+        .header("content-length", size.to_string())
+        .body(())
+        .unwrap();
+    let (response, mut body) = send.send_request(request, false).unwrap();
+    // Sent as the server's flow-control window allows; a reset stream grants no more.
+    let upload = tokio::spawn(async move {
+        let mut sent = 0;
+        while sent < size {
+            body.reserve_capacity(size - sent);
+            match std::future::poll_fn(|cx| body.poll_capacity(cx)).await {
+                Some(Ok(n)) => {
+                    let n = n.min(size - sent);
+                    body.send_data(bytes::Bytes::from(vec![b'x'; n]), sent + n == size)
+                        .map_err(|e| format!("after {sent} bytes: {e}"))?;
+                    sent += n;
+                }
+                other => return Err(format!("after {sent} bytes: {other:?}")),
+            }
+        }
+        Ok(sent)
+    });
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .expect("no answer within 10 s")
+        .expect("the stream failed instead of answering");
+    assert_eq!(response.status(), 401);
+    let uploaded = tokio::time::timeout(Duration::from_secs(10), upload)
+        .await
+        .expect("the upload stalled")
+        .unwrap();
+    assert_eq!(uploaded, Ok(size), "the upload was cut short");
+    drop(send);
+    driver.abort();
+    w.still_up("an HTTP/2 upload refused before it was read")
+        .await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Broken framing: Content-Length, chunked encoding
 

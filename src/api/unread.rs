@@ -1,10 +1,11 @@
 //! Answers sent before the request body was read to its end (an auth error before an upload, a
-//! store that is gone, a 503). On HTTP/1 the rest of the body is drained first, within the bounds
-//! of the 413's drain ([`super::body::drain_unread`]): a client that writes its whole body before
-//! it reads (hyper and reqwest do) would otherwise get a reset instead of the answer, take it for
-//! a network error and upload again. What could not be drained to its end makes the answer carry
-//! `Connection: close`: the server will not read the rest, so the connection cannot serve another
-//! request, and a client that reused it would see its next request fail.
+//! store that is gone, a 503). The rest of the body is drained first, within the bounds of the
+//! 413's drain ([`super::body::drain_unread`]): a client that writes its whole body before it
+//! reads (hyper and reqwest do) would otherwise get a reset instead of the answer, take it for a
+//! network error and upload again. What could not be drained to its end makes the answer carry
+//! `Connection: close` (on HTTP/1; HTTP/2 resets the stream): the server will not read the rest,
+//! so the connection cannot serve another request, and a client that reused it would see its
+//! next request fail.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +14,7 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{header, HeaderValue, StatusCode, Version};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
@@ -70,9 +71,9 @@ pub async fn close_if_body_unread(request: Request, next: Next) -> Response {
     if request.body().is_end_stream() {
         return next.run(request).await;
     }
-    // HTTP/2 ends an unread request stream on its own (RST_STREAM NO_ERROR after the answer),
-    // which clients handle; a client waiting for `100 Continue` has sent nothing to drain.
-    let drainable = request.version() < Version::HTTP_2 && is_worth_draining(request.headers());
+    // On HTTP/2 too: there an unread request stream would be reset (RST_STREAM NO_ERROR after
+    // the answer, as RFC 9113 allows), which curl 7.88 reports as an error instead of the answer.
+    let drainable = is_worth_draining(request.headers());
     let finished = Arc::new(AtomicBool::new(false));
     let (unread_tx, mut unread_rx) = oneshot::channel();
     let request = request.map(|inner| {
