@@ -8,8 +8,6 @@
 //! next request fail.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
@@ -23,12 +21,12 @@ use tokio::sync::oneshot;
 
 use super::body::{drain_unread, is_worth_draining};
 
-/// A request body that notes when it has been read to its end, and that hands itself back when
-/// the handler drops it before then.
+/// A request body that, when the handler drops it, says whether it was read to its end and hands
+/// itself back when it was not.
 struct Tracked {
     inner: Body,
-    finished: Arc<AtomicBool>,
-    unread: Option<oneshot::Sender<Body>>,
+    finished: bool,
+    dropped: Option<oneshot::Sender<Option<Body>>>,
 }
 
 impl HttpBody for Tracked {
@@ -41,7 +39,7 @@ impl HttpBody for Tracked {
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
-            self.finished.store(true, Ordering::Relaxed);
+            self.finished = true;
         }
         polled
     }
@@ -57,12 +55,11 @@ impl HttpBody for Tracked {
 
 impl Drop for Tracked {
     fn drop(&mut self) {
-        if self.finished.load(Ordering::Relaxed) {
-            return;
-        }
-        if let Some(unread) = self.unread.take() {
+        if let Some(dropped) = self.dropped.take() {
+            let unread =
+                (!self.finished).then(|| std::mem::replace(&mut self.inner, Body::empty()));
             // The receiver may be gone (the answer already left); then there is nothing to do.
-            let _ = unread.send(std::mem::replace(&mut self.inner, Body::empty()));
+            let _ = dropped.send(unread);
         }
     }
 }
@@ -74,31 +71,30 @@ pub async fn close_if_body_unread(request: Request, next: Next) -> Response {
     // On HTTP/2 too: there an unread request stream would be reset (RST_STREAM NO_ERROR after
     // the answer, as RFC 9113 allows), which curl 7.88 reports as an error instead of the answer.
     let drainable = is_worth_draining(request.headers());
-    let finished = Arc::new(AtomicBool::new(false));
-    let (unread_tx, mut unread_rx) = oneshot::channel();
+    let (dropped_tx, mut dropped_rx) = oneshot::channel();
     let request = request.map(|inner| {
         Body::new(Tracked {
             inner,
-            finished: finished.clone(),
-            unread: Some(unread_tx),
+            finished: false,
+            dropped: Some(dropped_tx),
         })
     });
     let mut response = next.run(request).await;
-    if finished.load(Ordering::Relaxed) {
-        return response;
-    }
     // A 413 was drained where it was decided, by its own bounds (compressed bodies shorter);
     // after a 408 the client has been silent for the whole idle timeout already.
     let settled = matches!(
         response.status(),
         StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
     );
-    if drainable && !settled {
-        if let Ok(body) = unread_rx.try_recv() {
-            if drain_unread(body).await {
-                return response;
-            }
-        }
+    let read_to_end = match dropped_rx.try_recv() {
+        Ok(None) => true,
+        Ok(Some(unread)) if drainable && !settled => drain_unread(unread).await,
+        // Not drained, or still held somewhere (never by a handler that has answered): the
+        // server cannot tell where the next request would start.
+        _ => false,
+    };
+    if read_to_end {
+        return response;
     }
     response
         .headers_mut()
